@@ -1,0 +1,122 @@
+"""File helpers: atomic writes, checksums, downloads, tables.
+
+Every result is written under a temporary name in the destination folder and renamed into place
+only when complete, so a killed job never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ChecksumError
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file (``sha256`` or ``md5``)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksum(path: str | os.PathLike, expected: str, algorithm: str = "sha256", what: str = "", fix: str = "") -> None:
+    """Raise ChecksumError unless the file's digest starts with ``expected``.
+
+    A shorter ``expected`` is compared as a prefix (torchvision publishes the first 8 hex digits of
+    its weights' sha256 in the file name; that is all that is known for those files).
+    """
+    got = file_digest(path, algorithm)
+    expected = expected.lower()
+    if not got.startswith(expected):
+        raise ChecksumError(
+            f"{what or 'file'} {path}: {algorithm} is {got}, expected {expected}"
+            + (" (prefix)" if len(expected) < len(got) else "")
+            + ". The file is corrupt, truncated or not the one expected"
+            + (f"; {fix}" if fix else "; delete it and rerun to fetch it again")
+            + "."
+        )
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``dest``; rename it to ``dest`` only if the block succeeds.
+
+    Works for files and folders. On error the temporary is removed and ``dest`` is untouched.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
+    os.close(fd)
+    os.unlink(tmp)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def download(url: str, dest: str | os.PathLike, checksum: str | None, algorithm: str = "sha256", what: str = "") -> Path:
+    """Download ``url`` to ``dest`` and verify its checksum before the file appears under its name."""
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
+                shutil.copyfileobj(r, f, CHUNK)
+        except OSError as e:  # URLError is an OSError
+            raise ChecksumError(
+                f"could not download {what or dest.name} from {url}: {e}. Check the network, or set "
+                "data_mirror (config) / PIXELROBUST_MIRROR to a local copy (see config/README.md)."
+            ) from e
+        if checksum:
+            verify_checksum(tmp, checksum, algorithm, what=f"download of {url}",
+                            fix="the server sent a different file; nothing was kept")
+    return dest
+
+
+def copy_verified(src: str | os.PathLike, dest: str | os.PathLike, checksum: str | None, algorithm: str = "sha256", what: str = "", fix: str = "") -> Path:
+    """Copy ``src`` to ``dest`` atomically after checking the copy's checksum."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+        if checksum:
+            verify_checksum(tmp, checksum, algorithm, what=what or f"file {src}", fix=fix)
+    return Path(dest)
+
+
+def write_table(df, csv_path: str | os.PathLike, md_path: str | os.PathLike | None = None, float_format: str = "%.4f") -> None:
+    """Write a DataFrame as CSV (and optionally Markdown), each atomically."""
+    with atomic_path(csv_path) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
+    if md_path is not None:
+        with atomic_path(md_path) as tmp:
+            tmp.write_text(markdown_table(df, float_format))
+
+
+def markdown_table(df, float_format: str = "%.4f") -> str:
+    """A GitHub-flavoured Markdown table of a DataFrame (no extra dependency)."""
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return float_format % v
+        return str(v)
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(cell(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"

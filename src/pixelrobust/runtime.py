@@ -1,0 +1,87 @@
+"""Run-time plumbing shared by every job: device choice, seeds, determinism, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger("pixelrobust")
+
+
+def export_library_path() -> None:
+    """Put this package's parent folder on PYTHONPATH so Snakemake script jobs import it too.
+
+    Script jobs inherit the environment; this matters where pixelrobust is not installed in the
+    job's interpreter (``--sdm conda``).
+    """
+    src = str(Path(__file__).resolve().parents[1])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if src not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])
+
+
+def resolve_device(preference: str = "auto") -> torch.device:
+    """'auto' -> CUDA when visible, else CPU; 'cpu'; 'cuda' or 'cuda:N' (an error if CUDA is absent)."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key device is {preference!r} but CUDA is not available here; use 'auto' or 'cpu'")
+    try:
+        return torch.device(preference)
+    except RuntimeError as e:
+        raise ConfigError(f"config key device: {preference!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:N')") from e
+
+
+def derive_seed(base: int, *keys) -> int:
+    """A per-job seed from the config seed and the job's wildcards, stable across runs and machines."""
+    text = "/".join([str(base), *map(str, keys)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None = None, device: str = "auto") -> Iterator[torch.device]:
+    """Set up a workflow job: log to ``log_path``, seed, set thread count, pick the device.
+
+    Any exception is written to the log with its traceback and re-raised, so Snakemake marks the
+    job failed and removes its outputs.
+    """
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    try:
+        if threads:
+            torch.set_num_threads(int(threads))
+        seed_everything(seed)
+        dev = resolve_device(device)
+        log.info("device %s, threads %d, seed %d, torch %s", dev, torch.get_num_threads(), seed, torch.__version__)
+        yield dev
+    except BaseException:
+        log.error("job failed:\n%s", traceback.format_exc())
+        raise
+    finally:
+        for h in handlers:
+            h.flush()

@@ -1,0 +1,33 @@
+wildcard_constraints:
+    dataset="|".join(prdata.DATASETS),
+
+
+rule download:
+    output:
+        "resources/downloads/{file}",
+    log:
+        "results/logs/download/{file}.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        source=lambda w: DOWNLOADS[w.file],
+    script:
+        "../scripts/download.py"
+
+
+rule prepare_dataset:
+    input:
+        unpack(dataset_inputs),
+    output:
+        directory("resources/data/{dataset}"),
+    log:
+        "results/logs/prepare_dataset/{dataset}.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        settings=lambda w: config["datasets"][w.dataset],
+        mirror=str(MIRROR) if MIRROR else None,
+    script:
+        "../scripts/prepare_dataset.py"
