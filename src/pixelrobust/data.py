@@ -204,12 +204,8 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGENET["image_suffixes"])
 
 
-def read_label_file(path: Path, class_index: dict[str, int] | None = None) -> list[tuple[str, int]]:
-    """Read a label file for an image folder: one ``<file name> <label>`` per line.
-
-    The separator may be whitespace or a comma; the label is a class index (0..999, torchvision
-    order) or a WordNet id (``n01440764``). A header line starting with a non-image name is skipped.
-    """
+def _label_lines(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, file name, label text) of a label file, without comments and header."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset imagenet: label file {path} does not exist (config key datasets.imagenet.labels)")
@@ -221,20 +217,31 @@ def read_label_file(path: Path, class_index: dict[str, int] | None = None) -> li
         parts = line.replace(",", " ").split()
         if len(parts) < 2:
             raise DataError(f"dataset imagenet: {path}:{lineno}: expected '<file> <label>', got {line!r}")
-        fname, label = parts[0], parts[1]
-        if lineno == 1 and not fname.lower().endswith(IMAGENET["image_suffixes"]) and not label.isdigit():
+        if not rows and not parts[0].lower().endswith(IMAGENET["image_suffixes"]) and not parts[1].isdigit():
             continue  # header
+        rows.append((lineno, parts[0], parts[1]))
+    if not rows:
+        raise DataError(f"dataset imagenet: label file {path} lists no images")
+    return rows
+
+
+def read_label_file(path: Path, class_index: dict[str, int]) -> list[tuple[str, int]]:
+    """Read a label file for an image folder: one ``<file name> <label>`` per line.
+
+    The separator may be whitespace or a comma; the label is a class index (0..999, torchvision
+    order) or a WordNet id (``n01440764``). A first line that is not an image name is a header.
+    """
+    rows = []
+    for lineno, fname, label in _label_lines(path):
         if label.isdigit():
             y = int(label)
-        elif class_index is not None and label in class_index:
+        elif label in class_index:
             y = class_index[label]
         else:
             raise DataError(f"dataset imagenet: {path}:{lineno}: label {label!r} is neither a class index nor a known wnid")
         if not 0 <= y < IMAGENET["num_classes"]:
             raise DataError(f"dataset imagenet: {path}:{lineno}: label {y} outside [0, 999]")
         rows.append((fname, y))
-    if not rows:
-        raise DataError(f"dataset imagenet: label file {path} lists no images")
     return rows
 
 
@@ -263,7 +270,7 @@ def available_images(name: str, cfg: dict, mirror: Path | None, split: str = "te
     if split != "test":
         raise DataError(f"dataset imagenet has only a 'test' split here (the sample or your validation folder), not {split!r}")
     if cfg.get("source", "sample") == "folder":
-        return len(read_label_file(Path(cfg["labels"])))
+        return len(_label_lines(Path(cfg["labels"])))
     if mirror is None:
         return len(imagenet_sample_checksums())
     folder = mirror / IMAGENET["sample_folder"]

@@ -205,8 +205,9 @@ def _read_weights(path: Path, name: str) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, pickle with code, ...
+        first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ModelError(
-            f"model {name}: cannot read weights file {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+            f"model {name}: cannot read weights file {path} ({type(e).__name__}: {first}); "
             f"it is corrupt, truncated or not a PyTorch state dict; delete it and rerun, or fix models.{name}.weights"
         ) from e
     if not isinstance(obj, dict):

@@ -1,0 +1,82 @@
+"""Config validation: the schema names bad keys; cross-field checks name how to fix them."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from pixelrobust import config as prconfig
+from pixelrobust.errors import ConfigError
+
+from conftest import REPO, SCHEMA
+
+
+def load(name="config.yaml"):
+    return yaml.safe_load((REPO / "config" / name).read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "tiny.yaml"])
+def test_shipped_configs_are_valid(name):
+    cfg = load(name)
+    validate(cfg, str(SCHEMA))
+    specs = prconfig.check(cfg)
+    assert set(specs) == {"resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"}
+
+
+def test_defaults_fill_an_empty_config():
+    cfg = {}
+    validate(cfg, str(SCHEMA))
+    assert cfg["seed"] == 0 and cfg["device"] == "auto" and cfg["data_mirror"] is None
+    assert cfg["datasets"]["imagenet"] == {"source": "sample", "folder": None, "labels": None, "resize": 256, "crop": 224}
+    assert list(cfg["models"]) == ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"]
+    assert cfg["clean_accuracy"] == {"models": None, "n_images": None}
+
+
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        ({"bogus_key": 1}, "'bogus_key' was unexpected"),
+        ({"batch_size": "large"}, "'large' is not of type 'integer'"),
+        ({"chunk_size": 0}, "0 is less than the minimum of 1"),
+        ({"device": "gpu"}, "'gpu' does not match"),
+        ({"seed": -1}, "-1 is less than the minimum of 0"),
+        ({"datasets": {"imagenet": {"source": "web"}}}, "'web' is not one of"),
+        ({"datasets": {"mnist": {}}}, "'mnist' was unexpected"),
+        ({"models": {"resnet20_cifar10": {"dataset": "svhn"}}}, "'svhn' is not one of"),
+        ({"models": {"resnet20_cifar10": {"sha256": "xyz"}}}, "'xyz' does not match"),
+        ({"models": {"resnet20_cifar10": {"std": [0.2, 0.0, 0.2]}}}, "0.0 is less than or equal to the minimum of 0"),
+        ({"models": {"resnet20_cifar10": {"weigths": "x.pt"}}}, "'weigths' was unexpected"),
+        ({"clean_accuracy": {"n_images": 0}}, "0 is less than the minimum of 1"),
+        ({"models": {}}, "should be non-empty"),
+    ],
+)
+def test_schema_errors_name_the_key(patch, message):
+    cfg = load()
+    cfg.update(copy.deepcopy(patch))
+    with pytest.raises(WorkflowError, match=message):
+        validate(cfg, str(SCHEMA))
+
+
+def test_cross_field_errors():
+    cfg = load()
+    validate(cfg, str(SCHEMA))
+    bad = copy.deepcopy(cfg)
+    bad["clean_accuracy"]["models"] = ["resnet20_cifar10", "vgg16"]
+    with pytest.raises(ConfigError, match=r"clean_accuracy.models lists 'vgg16'"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["datasets"]["imagenet"]["source"] = "folder"
+    with pytest.raises(ConfigError, match=r"datasets.imagenet.folder must be set"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["datasets"]["imagenet"]["crop"] = 300
+    with pytest.raises(ConfigError, match="must not exceed"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["models"]["my_net"] = {"dataset": "cifar10"}
+    with pytest.raises(ConfigError, match="models.my_net.arch"):
+        prconfig.check(bad)

@@ -1,0 +1,128 @@
+"""The workflow through Snakemake itself: the tiny config end to end, dry runs, lint, format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from pixelrobust import data, evaluate, models
+
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
+
+
+def snakemake(args, workdir, mirror=None, check=True, timeout=1200):
+    env = {k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"}
+    if mirror is not None:
+        env["PIXELROBUST_MIRROR"] = str(mirror)
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], env=env, cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run."""
+    counts, inside = {}, False
+    for line in output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            inside = True
+            continue
+        if inside:
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+                counts[parts[0]] = int(parts[1])
+            elif counts:
+                break
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tiny_run(mirror, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(["--configfile", str(REPO / "config" / "tiny.yaml"), "--cores", "2"], workdir, mirror)
+    return workdir
+
+
+def test_tiny_config_end_to_end(tiny_run, mirror):
+    table = pd.read_csv(tiny_run / "results" / "tables" / "clean_accuracy.csv")
+    assert list(table.columns) == ["model", "dataset", "n_images", "top1", "top5"]
+    assert table.model.tolist() == ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"]
+    assert table.n_images.tolist() == [64, 64, 64, 64]
+    assert ((table.top1 >= 0) & (table.top1 <= table.top5) & (table.top5 <= 1)).all()
+    assert (tiny_run / "results" / "tables" / "clean_accuracy.md").read_text().startswith("| model | dataset |")
+    # two chunks of 32 per model, each with its log and benchmark
+    for model in table.model:
+        for chunk in (0, 1):
+            assert (tiny_run / "results" / "clean_accuracy" / model / f"chunk-{chunk}.csv").is_file()
+            assert (tiny_run / "results" / "logs" / "clean_accuracy_chunk" / model / f"{chunk}.log").is_file()
+            assert (tiny_run / "results" / "benchmarks" / "rules" / "clean_accuracy_chunk" / model / f"{chunk}.tsv").is_file()
+
+
+def test_workflow_numbers_equal_the_library(tiny_run):
+    """The table holds what the library computes directly on the same 64 images."""
+    table = pd.read_csv(tiny_run / "results" / "tables" / "clean_accuracy.csv").set_index("model")
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    split = data.load_split(tiny_run / "resources" / "data" / "cifar10", "test", 0, 64)
+    model = models.build_model(spec, tiny_run / "resources" / "weights" / "resnet20_cifar10.pt")
+    preds = evaluate.prediction_table(evaluate.predict(model, split.images), split.labels, split.ids)
+    assert table.loc["resnet20_cifar10", "top1"] == pytest.approx(preds.top1.mean(), abs=1e-4)
+    chunks = pd.concat([pd.read_csv(tiny_run / "results" / "clean_accuracy" / "resnet20_cifar10" / f"chunk-{c}.csv") for c in (0, 1)])
+    assert chunks.image_id.tolist() == split.ids and chunks.pred.tolist() == preds.pred.tolist()
+
+
+def test_rerun_is_a_no_op(tiny_run, mirror):
+    proc = snakemake(["--configfile", str(REPO / "config" / "tiny.yaml"), "-n"], tiny_run, mirror)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_default_config_dry_run_with_mirror(mirror, tmp_path):
+    proc = snakemake([*DEFAULT, "-n"], tmp_path, mirror)
+    counts = job_counts(proc.stdout)
+    # 1017/916/500 images in chunks of 256: 4 + 4 + 4 + 2
+    assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": 14, "clean_accuracy": 1, "all": 1}
+
+
+def test_default_config_dry_run_downloads_without_mirror(tmp_path):
+    proc = snakemake([*DEFAULT, "-n"], tmp_path, None)
+    counts = job_counts(proc.stdout)
+    # 2 CIFAR tarballs + ImageNet sample zip + class index + 4 weight files; 10000/10000/1000 images
+    assert counts["download"] == 8 and counts["prepare_dataset"] == 3 and counts["get_weights"] == 4
+    assert counts["clean_accuracy_chunk"] == 40 + 40 + 40 + 4
+    assert "cifar-10-python.tar.gz" in proc.stdout and "mobilenet_v2-b0353104.pth" in proc.stdout
+
+
+def test_bad_config_is_rejected_naming_the_key(mirror, tmp_path):
+    proc = snakemake([*DEFAULT, "-n", "--config", "chunk_size=0"], tmp_path, mirror, check=False)
+    assert proc.returncode != 0 and "0 is less than the minimum of 1" in proc.stdout + proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: 1\nbatchsize: 12\n")
+    proc = snakemake(["-n", "--configfile", str(bad)], tmp_path, mirror, check=False)
+    assert proc.returncode != 0 and "'batchsize' was unexpected" in proc.stdout + proc.stderr
+
+
+def test_missing_mirror_is_reported(tmp_path):
+    proc = snakemake([*DEFAULT, "-n"], tmp_path, tmp_path / "no-such-mirror", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "no-such-mirror" in out and "PIXELROBUST_MIRROR" in out
+
+
+def test_lint_is_clean(mirror, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PIXELROBUST_MIRROR": str(mirror)}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
