@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,29 @@ def prepared(mirror, tmp_path_factory) -> Path:
         src = models.weights_source(spec, mirror)
         models.prepare_weights(spec, src["path"], root / "weights" / f"{name}.pt", src["sha256"])
     return root
+
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
+TINY = ["--configfile", str(REPO / "config" / "tiny.yaml")]
+
+
+def snakemake(args, workdir, mirror=None, check=True, timeout=1200, env=None, unset=()):
+    """Run snakemake on the repository's workflow in ``workdir``; ``env`` adds variables, ``unset`` drops them."""
+    drop = {"PIXELROBUST_MIRROR", *unset}
+    env = {**{k: v for k, v in os.environ.items() if k not in drop}, **(env or {})}
+    if mirror is not None:
+        env["PIXELROBUST_MIRROR"] = str(mirror)
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], env=env, cwd=workdir,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_run(mirror, tmp_path_factory) -> Path:
+    """A local run of config/tiny.yaml on the mirror (shared by the workflow and SLURM tests)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake([*TINY, "--cores", "2"], workdir, mirror)
+    return workdir

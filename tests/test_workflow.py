@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,24 +12,9 @@ import torch
 
 from pixelrobust import data, evaluate, models
 
-from conftest import REPO
+from conftest import DEFAULT, REPO, TINY, snakemake
 
 pytestmark = pytest.mark.workflow
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
-
-
-def snakemake(args, workdir, mirror=None, check=True, timeout=1200):
-    env = {k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"}
-    if mirror is not None:
-        env["PIXELROBUST_MIRROR"] = str(mirror)
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], env=env, cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
-    return proc
-
-
 def job_counts(output: str) -> dict[str, int]:
     """Parse the 'Job stats' table of a dry run."""
     counts, inside = {}, False
@@ -45,13 +29,6 @@ def job_counts(output: str) -> dict[str, int]:
             elif counts:
                 break
     return counts
-
-
-@pytest.fixture(scope="module")
-def tiny_run(mirror, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny")
-    snakemake(["--configfile", str(REPO / "config" / "tiny.yaml"), "--cores", "2"], workdir, mirror)
-    return workdir
 
 
 def test_tiny_config_end_to_end(tiny_run, mirror):
@@ -82,7 +59,7 @@ def test_workflow_numbers_equal_the_library(tiny_run):
 
 
 def test_rerun_is_a_no_op(tiny_run, mirror):
-    proc = snakemake(["--configfile", str(REPO / "config" / "tiny.yaml"), "-n"], tiny_run, mirror)
+    proc = snakemake([*TINY, "-n"], tiny_run, mirror)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 

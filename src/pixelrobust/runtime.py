@@ -78,6 +78,8 @@ def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None =
         seed_everything(seed)
         dev = resolve_device(device)
         log.info("device %s, threads %d, seed %d, torch %s", dev, torch.get_num_threads(), seed, torch.__version__)
+        if "SLURM_JOB_ID" in os.environ:  # provenance on a cluster (checked by tests/test_slurm.py)
+            log.info("SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"], os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         yield dev
     except BaseException:
         log.error("job failed:\n%s", traceback.format_exc())
