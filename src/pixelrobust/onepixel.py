@@ -1,0 +1,274 @@
+"""One-pixel attacks: an exhaustive vulnerability map and differential evolution, both restricted
+to any set of pixels (a region, a random subset, or the whole image).
+
+Attacks follow torchattacks' shape: build with settings, call on (images in [0, 1], labels).
+
+* :class:`ExhaustiveSearch` evaluates every allowed pixel × every palette colour in large batches
+  and returns a full map per image: whether any colour flips the prediction, the best colour, and
+  the drop in true-class probability.
+* :class:`DifferentialEvolution` is Su et al.'s search (rand/1/bin, population 400, 100
+  generations, F = 0.5, CR = 1, early stop on success) with the candidate's position encoded as an
+  index into the allowed pixels, so it can never touch a pixel outside them; the population of
+  all images in a call is evaluated together.
+
+Untargeted by default (success: the prediction is no longer the label); targeted with
+``targets`` (success: the prediction is the target).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+
+def make_palette(spec: str | list) -> torch.Tensor:
+    """Colours to try at each pixel, P×3 in [0, 1].
+
+    ``corners``: the 8 corners of the RGB cube (default); ``corners+faces``: plus the 6 face
+    centres; ``gridK``: K levels per channel (K³ colours, K ≥ 2); or an explicit list of RGB
+    triples in [0, 1].
+    """
+    if isinstance(spec, str):
+        corners = [list(c) for c in itertools.product((0.0, 1.0), repeat=3)]
+        if spec == "corners":
+            colours = corners
+        elif spec == "corners+faces":
+            faces = [[0.5, 0.5, v] for v in (0.0, 1.0)] + [[0.5, v, 0.5] for v in (0.0, 1.0)] + [[v, 0.5, 0.5] for v in (0.0, 1.0)]
+            colours = corners + faces
+        elif m := re.fullmatch(r"grid(\d+)", spec):
+            k = int(m.group(1))
+            if k < 2:
+                raise ConfigError(f"palette {spec!r}: a grid needs at least 2 levels per channel")
+            levels = np.linspace(0.0, 1.0, k).tolist()
+            colours = [list(c) for c in itertools.product(levels, repeat=3)]
+        else:
+            raise ConfigError(f"unknown palette {spec!r}: use 'corners', 'corners+faces', 'gridK' or a list of RGB triples in [0, 1]")
+    else:
+        colours = spec
+    t = torch.tensor(colours, dtype=torch.float32)
+    if t.ndim != 2 or t.shape[1] != 3 or len(t) == 0:
+        raise ConfigError(f"palette must be a non-empty list of RGB triples, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+        raise ConfigError(f"palette colours must lie in [0, 1] (images are in [0, 1]); got values in [{t.min():.3g}, {t.max():.3g}]")
+    return t
+
+
+def _success(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    pred = logits.argmax(1)
+    return pred == targets if targets is not None else pred != labels
+
+
+@dataclass
+class PixelMap:
+    """Exhaustive result for one image (maps are H×W; pixels outside the searched set are False/NaN)."""
+
+    searched: np.ndarray  # bool: pixel was searched
+    vulnerable: np.ndarray  # bool: some colour succeeds at this pixel
+    best_colour: np.ndarray  # int: palette index of the best colour (-1 where not searched)
+    drop: np.ndarray  # float: p_true(clean) - min over colours of p_true (targeted: gain in p_target)
+    p_clean: float  # true-class (or target) probability of the clean image
+    n_evals: int
+
+    @property
+    def success(self) -> bool:
+        return bool(self.vulnerable.any())
+
+
+class ExhaustiveSearch:
+    """Every allowed pixel × every palette colour, evaluated in batches of ``batch_size``."""
+
+    def __init__(self, model: torch.nn.Module, palette: str | list = "corners", batch_size: int = 256):
+        self.model = model
+        self.palette = make_palette(palette)
+        self.batch_size = int(batch_size)
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
+                 targets: torch.Tensor | None = None) -> list[PixelMap]:
+        _check_images(images)
+        return [
+            self._one(images[i], labels[i], None if masks is None else masks[i], None if targets is None else targets[i])
+            for i in range(len(images))
+        ]
+
+    def _one(self, image, label, mask, target) -> PixelMap:
+        device = _device(self.model)
+        c, h, w = image.shape
+        image = image.to(device)
+        palette = self.palette.to(device)
+        n_col = len(palette)
+        mask = torch.ones(h, w, dtype=torch.bool) if mask is None else mask.bool().cpu()
+        pix = mask.flatten().nonzero().squeeze(1).to(device)  # allowed pixel indices (row-major)
+        cls = int(target if target is not None else label)
+        p_clean = self.model(image[None]).softmax(1)[0, cls].item()
+        n_cand = len(pix) * n_col
+        prob_tab = torch.empty(n_cand, device=device)  # candidate p = pixel * n_col + colour
+        succ_tab = torch.empty(n_cand, dtype=torch.bool, device=device)
+        buf = torch.empty(self.batch_size, c, h, w, device=device)
+        flat = buf.view(self.batch_size, c, h * w)
+        for start in range(0, n_cand, self.batch_size):
+            idx = torch.arange(start, min(start + self.batch_size, n_cand), device=device)
+            b = len(idx)
+            buf[:b].copy_(image.expand(b, c, h, w))
+            flat[torch.arange(b, device=device), :, pix[idx // n_col]] = palette[idx % n_col]
+            logits = self.model(buf[:b])
+            prob_tab[idx] = logits.softmax(1)[:, cls]
+            pred = logits.argmax(1)
+            succ_tab[idx] = (pred == cls) if target is not None else (pred != cls)
+        prob_tab, succ_tab = prob_tab.view(-1, n_col).cpu(), succ_tab.view(-1, n_col).cpu()
+        vuln = succ_tab.any(1)
+        # best colour: lowest true-class probability (targeted: highest target probability)
+        best_p, best_c = (prob_tab.min(1) if target is None else prob_tab.max(1))
+        vul_map = torch.zeros(h * w, dtype=torch.bool)
+        vul_map[pix.cpu()] = vuln
+        col_map = torch.full((h * w,), -1, dtype=torch.long)
+        col_map[pix.cpu()] = best_c
+        drop = torch.full((h * w,), float("nan"))
+        drop[pix.cpu()] = (p_clean - best_p) if target is None else (best_p - p_clean)
+        return PixelMap(mask.numpy(), vul_map.view(h, w).numpy(), col_map.view(h, w).numpy(),
+                        drop.view(h, w).numpy(), p_clean, n_cand)
+
+
+@dataclass
+class DEResult:
+    success: bool
+    pixel: tuple[int, int]  # (row, col) of the best candidate
+    colour: np.ndarray  # RGB in [0, 1]
+    p_true: float  # true-class (targeted: target) probability of the best candidate
+    n_evals: int
+    generations: int
+
+
+class DifferentialEvolution:
+    """Su et al.'s one-pixel DE, vectorised over the population and over images.
+
+    A candidate is (position, r, g, b): the position is a real number in [0, K) floored to an
+    index into the K allowed pixels, so a region-restricted search never leaves its region.
+    Initial colours ~ N(0.5, 0.5) clipped to [0, 1] (Su et al.: N(128, 127) in 0..255), positions
+    uniform. Mutation rand/1 (v = a + F (b − c)); with CR = 1 the trial is the mutant; genes out of
+    bounds are redrawn uniformly (as scipy's differential_evolution does). A trial replaces its
+    parent when its fitness (true-class probability; targeted: minus the target probability) is
+    not worse. The search stops for an image as soon as any candidate succeeds.
+    """
+
+    def __init__(self, model: torch.nn.Module, popsize: int = 400, maxiter: int = 100, F: float = 0.5,
+                 CR: float = 1.0, seed: int = 0, batch_size: int | None = None):
+        if popsize < 4:
+            raise ConfigError(f"DE popsize must be at least 4, got {popsize}")
+        if not 0 <= CR <= 1 or F <= 0:
+            raise ConfigError(f"DE needs 0 <= CR <= 1 and F > 0, got CR={CR}, F={F}")
+        self.model, self.popsize, self.maxiter, self.F, self.CR = model, int(popsize), int(maxiter), float(F), float(CR)
+        self.seed = int(seed)
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
+                 targets: torch.Tensor | None = None) -> list[DEResult]:
+        _check_images(images)
+        device = _device(self.model)
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        n, c, h, w = images.shape
+        images = images.to(device)
+        labels = labels.to(device)
+        targets = None if targets is None else targets.to(device)
+        masks = torch.ones(n, h, w, dtype=torch.bool) if masks is None else masks.bool().cpu()
+        allowed = [m.flatten().nonzero().squeeze(1) for m in masks]
+        if any(len(a) == 0 for a in allowed):
+            raise ValueError("a pixel mask is empty: nothing to search (check the segmentation: an empty region?)")
+        k = torch.tensor([len(a) for a in allowed], dtype=torch.float32)
+        P = self.popsize
+        # population: n × P × 4 (position in [0, K), r, g, b in [0, 1])
+        pop = torch.empty(n, P, 4)
+        pop[..., 0] = torch.rand(n, P, generator=gen) * k[:, None]
+        pop[..., 1:] = (torch.randn(n, P, 3, generator=gen) * 0.5 + 0.5).clamp(0, 1)
+        fit, succ = self._evaluate(images, labels, targets, allowed, pop)
+        n_evals = torch.full((n,), P, dtype=torch.long)
+        done = succ.any(1)
+        winner = torch.full((n, 4), float("nan"))  # the first successful candidate per image
+        for i in done.nonzero().squeeze(1).tolist():
+            winner[i] = pop[i, int(succ[i].nonzero()[0])]
+        generations = torch.zeros(n, dtype=torch.long)
+        for g in range(1, self.maxiter + 1):
+            active = (~done).nonzero().squeeze(1)
+            if len(active) == 0:
+                break
+            trial = self._mutate(pop[active], k[active], gen)
+            tf, ts = self._evaluate(images[active], labels[active], None if targets is None else targets[active],
+                                    [allowed[i] for i in active.tolist()], trial)
+            better = tf <= fit[active]
+            pa, fa = pop[active], fit[active]
+            pa[better], fa[better] = trial[better], tf[better]
+            pop[active], fit[active] = pa, fa
+            n_evals[active] += P
+            generations[active] = g
+            for row, i in enumerate(active.tolist()):
+                if ts[row].any():  # early stop: keep the successful trial, selected or not
+                    j = int(ts[row].nonzero()[0])
+                    winner[i], fit[i, j] = trial[row, j], tf[row, j]
+                    pop[i, j] = trial[row, j]
+                    done[i] = True
+        results = []
+        for i in range(n):
+            if done[i]:
+                cand = winner[i]
+                j = int((pop[i] == cand).all(1).nonzero()[0])
+            else:
+                j = int(fit[i].argmin())
+                cand = pop[i, j]
+            p = int(allowed[i][min(int(cand[0]), len(allowed[i]) - 1)])
+            p_val = float(fit[i, j]) if targets is None else -float(fit[i, j])
+            results.append(DEResult(bool(done[i]), (p // w, p % w), cand[1:].numpy().copy(), p_val,
+                                    int(n_evals[i]), int(generations[i])))
+        return results
+
+    def _mutate(self, pop: torch.Tensor, k: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        n, P, d = pop.shape
+        # three distinct partners per member, all different from the member itself
+        r = torch.stack([torch.randperm(P - 1, generator=gen)[:3] for _ in range(n * P)]).view(n, P, 3)
+        r = r + (r >= torch.arange(P)[None, :, None]).long()
+        a, b, c = (torch.gather(pop, 1, r[..., j : j + 1].expand(n, P, d)) for j in range(3))
+        mutant = a + self.F * (b - c)
+        if self.CR < 1:
+            cross = torch.rand(n, P, d, generator=gen) < self.CR
+            cross[torch.arange(n)[:, None], torch.arange(P)[None, :], torch.randint(0, d, (n, P), generator=gen)] = True
+            mutant = torch.where(cross, mutant, pop)
+        hi = torch.cat([k[:, None, None].expand(n, P, 1), torch.ones(n, P, 3)], dim=2)
+        out = (mutant < 0) | (mutant >= hi)
+        mutant[out] = (torch.rand(int(out.sum()), generator=gen) * hi[out])
+        return mutant
+
+    def _evaluate(self, images, labels, targets, allowed, pop):
+        """Fitness (lower is better) and success of every candidate: n × P each."""
+        n, P, _ = pop.shape
+        c, h, w = images.shape[1:]
+        device = images.device
+        pos = torch.stack([allowed[i][pop[i, :, 0].long().clamp(max=len(allowed[i]) - 1)] for i in range(n)]).to(device)
+        x = images[:, None].expand(n, P, c, h, w).reshape(n * P, c, h * w).clone()
+        x[torch.arange(n * P, device=device), :, pos.flatten()] = pop[..., 1:].reshape(n * P, 3).to(device)
+        x = x.view(n * P, c, h, w)
+        bs = self.batch_size or n * P
+        logits = torch.cat([self.model(x[s : s + bs]) for s in range(0, n * P, bs)])
+        lab = labels.repeat_interleave(P)
+        tgt = None if targets is None else targets.repeat_interleave(P)
+        prob = logits.softmax(1)
+        succ = _success(logits, lab, tgt)
+        fit = prob.gather(1, lab[:, None]).squeeze(1) if tgt is None else -prob.gather(1, tgt[:, None]).squeeze(1)
+        return fit.view(n, P).cpu(), succ.view(n, P).cpu()
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    p = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _check_images(images: torch.Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"one-pixel attacks take images shaped (N, 3, H, W) in [0, 1]; got {tuple(images.shape)}")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        raise ValueError("one-pixel attacks take images in [0, 1]; normalisation belongs inside the model wrapper")

@@ -1,0 +1,131 @@
+"""One-pixel attacks on a model with a planted vulnerable pixel, and on real images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pixelrobust import data, models
+from pixelrobust.errors import ConfigError
+from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch, make_palette
+
+H = W = 8
+PLANT = (5, 2)  # (row, col)
+
+
+class Planted(torch.nn.Module):
+    """Class 0 unless the pixel at PLANT is (nearly) pure red-without-green: then class 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.record = False
+
+    def forward(self, x):
+        if self.record:
+            self.seen.append(x.detach().clone())
+        f = x[:, 0, PLANT[0], PLANT[1]] - x[:, 1, PLANT[0], PLANT[1]]  # in [-1, 1]
+        return torch.stack([torch.full_like(f, 0.5), 10 * (f - 0.9)], dim=1)
+
+
+def grey(n=1):
+    return torch.full((n, 3, H, W), 0.5)
+
+
+def test_palettes():
+    assert make_palette("corners").shape == (8, 3)
+    assert make_palette("corners+faces").shape == (14, 3)
+    assert make_palette("grid3").shape == (27, 3)
+    assert make_palette([[0.2, 0.4, 0.6]]).tolist() == [[pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]]
+    with pytest.raises(ConfigError, match=r"must lie in \[0, 1\]"):
+        make_palette([[0, 0, 255]])
+    with pytest.raises(ConfigError, match="unknown palette"):
+        make_palette("rainbow")
+
+
+def test_exhaustive_finds_exactly_the_planted_pixel():
+    model = Planted()
+    (m,) = ExhaustiveSearch(model, "corners", batch_size=7)(grey(), torch.tensor([0]))  # odd batch: splits pixels
+    assert m.success and m.n_evals == H * W * 8
+    assert m.vulnerable.sum() == 1 and m.vulnerable[PLANT]
+    palette = make_palette("corners")
+    colour = palette[m.best_colour[PLANT]]
+    assert colour[0] == 1 and colour[1] == 0  # (1, 0, 0) or (1, 0, 1)
+    p_clean, p_red = 1 / (1 + np.exp(-9.5)), 1 / (1 + np.exp(0.5))  # softmax of (0.5, 10(f - 0.9)) at f = 0, 1
+    assert m.p_clean == pytest.approx(p_clean) and m.drop[PLANT] == pytest.approx(p_clean - p_red, abs=1e-6)
+    assert np.nanmax(np.where(m.vulnerable, np.nan, m.drop)) < 1e-6
+
+
+def test_exhaustive_respects_the_mask_and_targets():
+    model = Planted()
+    mask = torch.zeros(1, H, W, dtype=torch.bool)
+    mask[0, :3, :] = True  # rows 0-2: the planted pixel is outside
+    (m,) = ExhaustiveSearch(model)(grey(), torch.tensor([0]), mask)
+    assert not m.success and m.searched.sum() == 3 * W and m.n_evals == 3 * W * 8
+    assert np.isnan(m.drop[~m.searched]).all()
+    (t,) = ExhaustiveSearch(model)(grey(), torch.tensor([0]), targets=torch.tensor([1]))
+    assert t.success and t.vulnerable[PLANT] and t.vulnerable.sum() == 1
+
+
+def test_de_finds_the_planted_pixel_inside_its_region():
+    mask = torch.zeros(1, H, W, dtype=torch.bool)
+    mask[0, 4:7, 1:4] = True  # 3x3 region around the planted pixel
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(grey(), torch.tensor([0]), mask)
+    assert r.success and r.pixel == PLANT and r.colour[0] > 0.9 and r.colour[1] < 0.1
+    assert r.n_evals == 40 * (r.generations + 1) and r.n_evals < 40 * 51
+
+
+def test_de_never_touches_a_pixel_outside_its_region():
+    model = Planted()
+    model.record = True
+    mask = torch.zeros(2, H, W, dtype=torch.bool)
+    mask[0, :2, :] = True
+    mask[1, :, 6:] = True
+    res = DifferentialEvolution(model, popsize=20, maxiter=15, seed=3)(grey(2), torch.tensor([0, 0]), mask)
+    assert not any(r.success for r in res) and all(r.n_evals == 20 * 16 for r in res)
+    seen = torch.cat(model.seen)  # every candidate the model was shown, images interleaved by block
+    assert (seen != 0.5).any()
+    first = torch.cat([s[:20] for s in model.seen])  # image 0's candidates come first in each call
+    second = torch.cat([s[20:] for s in model.seen])
+    assert not ((first != 0.5).any(1) & ~mask[0]).any()
+    assert not ((second != 0.5).any(1) & ~mask[1]).any()
+    assert ((first != 0.5).any(1).sum((1, 2)) == 1).all()  # exactly one pixel changed per candidate
+
+
+def test_de_is_reproducible_under_a_seed():
+    de = lambda seed: DifferentialEvolution(Planted(), popsize=30, maxiter=20, seed=seed)(grey(3), torch.zeros(3, dtype=torch.long))
+    a, b = de(7), de(7)
+    assert [(r.pixel, r.colour.tolist(), r.n_evals) for r in a] == [(r.pixel, r.colour.tolist(), r.n_evals) for r in b]
+
+
+def test_empty_region_and_bad_images_are_rejected():
+    with pytest.raises(ValueError, match="empty"):
+        DifferentialEvolution(Planted(), popsize=8, maxiter=1)(grey(), torch.tensor([0]), torch.zeros(1, H, W, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        ExhaustiveSearch(Planted())(grey() * 255, torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        ExhaustiveSearch(Planted())(torch.rand(1, 1, H, W), torch.tensor([0]))
+
+
+def test_exhaustive_map_agrees_with_single_evaluations_on_resnet20(prepared):
+    """Batched map vs one-at-a-time forward passes on a real CIFAR-10 image and model."""
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
+    split = data.load_split(prepared / "data" / "cifar10", "test", 0, 40)
+    with torch.no_grad():
+        correct = (model(split.images).argmax(1) == split.labels).nonzero().squeeze(1)
+    i = int(correct[0])
+    (m,) = ExhaustiveSearch(model, "corners", batch_size=256)(split.images[i : i + 1], split.labels[i : i + 1])
+    palette = make_palette("corners")
+    rng = np.random.default_rng(0)
+    pixels = [tuple(p) for p in np.argwhere(m.vulnerable)[:5]] + [tuple(p) for p in rng.integers(0, 32, (5, 2))]
+    for r, c in pixels:
+        x = split.images[i].clone().repeat(8, 1, 1, 1)
+        x[:, :, r, c] = palette
+        with torch.no_grad():
+            probs = model(x).softmax(1)
+        flips = probs.argmax(1) != split.labels[i]
+        assert bool(flips.any()) == bool(m.vulnerable[r, c])
+        assert probs[:, split.labels[i]].min().item() == pytest.approx(m.p_clean - m.drop[r, c], abs=1e-5)
+        assert int(probs[:, split.labels[i]].argmin()) == m.best_colour[r, c]
