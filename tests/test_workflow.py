@@ -46,6 +46,33 @@ def test_tiny_config_end_to_end(tiny_run, mirror):
             assert (tiny_run / "results" / "benchmarks" / "rules" / "clean_accuracy_chunk" / model / f"{chunk}.tsv").is_file()
 
 
+def test_tiny_p1_outputs(tiny_run):
+    tables = tiny_run / "results" / "tables"
+    success = pd.read_csv(tables / "onepixel_success.csv")
+    assert {"dataset", "model", "method", "scope", "n_images", "success_rate"} <= set(success.columns)
+    assert set(success.scope) == {"whole-image", "region", "random-subset"} and set(success.method) == {"exhaustive", "de"}
+    assert success.success_rate.between(0, 1).all()
+    regions = pd.read_csv(tables / "onepixel_regions.csv")
+    assert list(regions.columns[:8]) == ["dataset", "model", "image_id", "region_id", "n_pixels", "n_vulnerable",
+                                         "semantic_occlusion", "semantic_cam"]
+    assert (regions.n_vulnerable <= regions.n_pixels).all() and regions.semantic_cam.between(0, 1).all()
+    images = pd.read_csv(tables / "onepixel_images.csv")
+    ok = images[images.correct]
+    # the exhaustive whole-image rate is the share of searched images with a vulnerable pixel
+    for model, d in ok.groupby("model"):
+        row = success[(success.model == model) & (success.method == "exhaustive") & (success.scope == "whole-image")].iloc[0]
+        assert row.n_images == len(d) and row.success_rate == pytest.approx((d.n_vulnerable > 0).mean(), abs=1e-4)
+    # regions add up to the image's vulnerable pixels
+    per_image = regions.groupby(["model", "image_id"]).n_vulnerable.sum()
+    for _, r in ok.iterrows():
+        assert per_image[(r.model, r.image_id)] == r.n_vulnerable
+    summary = pd.read_csv(tables / "onepixel_summary.csv")
+    assert (summary.de_outside_region == 0).all() and "published_anchor" in summary
+    for name in ["p1_region_semantics", *[f"p1_vulnerability_grid_{m}" for m in summary.model]]:
+        for ext in ("png", "pdf"):
+            assert (tiny_run / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000
+
+
 def test_workflow_numbers_equal_the_library(tiny_run):
     """The table holds what the library computes directly on the same 64 images."""
     table = pd.read_csv(tiny_run / "results" / "tables" / "clean_accuracy.csv").set_index("model")
@@ -66,8 +93,11 @@ def test_rerun_is_a_no_op(tiny_run, mirror):
 def test_default_config_dry_run_with_mirror(mirror, tmp_path):
     proc = snakemake([*DEFAULT, "-n"], tmp_path, mirror)
     counts = job_counts(proc.stdout)
-    # 1017/916/500 images in chunks of 256: 4 + 4 + 4 + 2
-    assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": 14, "clean_accuracy": 1, "all": 1}
+    # clean accuracy: 1017/916/500 images in chunks of 256: 4 + 4 + 4 + 2
+    # P1: 100 CIFAR-10 images in chunks of 10 for two ResNets, 20 ImageNet images for MobileNetV2
+    assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": 14, "clean_accuracy": 1,
+                      "segment": 22, "onepixel_search": 22, "onepixel_tables": 1, "p1_vulnerability_grid": 3,
+                      "p1_region_semantics": 1, "all": 1}
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):
@@ -75,7 +105,7 @@ def test_default_config_dry_run_downloads_without_mirror(tmp_path):
     counts = job_counts(proc.stdout)
     # 2 CIFAR tarballs + ImageNet sample zip + class index + 4 weight files; 10000/10000/1000 images
     assert counts["download"] == 8 and counts["prepare_dataset"] == 3 and counts["get_weights"] == 4
-    assert counts["clean_accuracy_chunk"] == 40 + 40 + 40 + 4
+    assert counts["clean_accuracy_chunk"] == 40 + 40 + 40 + 4 and counts["onepixel_search"] == 22
     assert "cifar-10-python.tar.gz" in proc.stdout and "mobilenet_v2-b0353104.pth" in proc.stdout
 
 

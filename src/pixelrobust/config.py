@@ -27,6 +27,17 @@ def check(config: dict) -> dict[str, dict]:
     for name in clean_accuracy_models(config):
         if name not in specs:
             raise ConfigError(f"clean_accuracy.models lists {name!r}, which is not under models: ({', '.join(specs)})")
+    op = config["onepixel"]
+    for name in op["models"]:
+        if name not in specs:
+            raise ConfigError(f"onepixel.models lists {name!r}, which is not under models: ({', '.join(specs)})")
+        ds = specs[name]["dataset"]
+        for key in ("n_images", "grid_stride", "segmentation"):
+            if ds not in op[key]:
+                raise ConfigError(f"onepixel.{key} has no entry for dataset {ds!r} (used by model {name}); add onepixel.{key}.{ds}")
+        for key in ("n_segments", "compactness"):
+            if key not in op["segmentation"][ds]:
+                raise ConfigError(f"onepixel.segmentation.{ds}.{key} is missing")
     im = config["datasets"]["imagenet"]
     if im["source"] == "folder":
         for key in ("folder", "labels"):

@@ -73,6 +73,53 @@ def clean_accuracy_bounds(model):
     return prdata.chunk_bounds(n, config["chunk_size"])
 
 
+def onepixel_bounds(model):
+    op = config["onepixel"]
+    n = n_images(dataset_of(model), op["n_images"][dataset_of(model)])
+    return prdata.chunk_bounds(n, op["chunk_size"])
+
+
+def onepixel_chunks(pattern):
+    """``pattern`` (with {model} and {chunk}) for every onepixel model and chunk."""
+    return [
+        pattern.format(model=m, chunk=c)
+        for m in config["onepixel"]["models"]
+        for c in range(len(onepixel_bounds(m)))
+    ]
+
+
+def onepixel_model_chunks(pattern, model):
+    return [pattern.format(model=model, chunk=c) for c in range(len(onepixel_bounds(model)))]
+
+
+def p1_targets():
+    """Every table and figure of P1 (the `p1` target)."""
+    tables = ["onepixel_success", "onepixel_summary"]
+    return (
+        [f"results/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")]
+        + [f"results/tables/onepixel_{t}.csv" for t in ("regions", "images", "de_runs")]
+        + [f"results/figures/p1_region_semantics.{ext}" for ext in ("png", "pdf")]
+        + [
+            f"results/figures/p1_vulnerability_grid_{m}.{ext}"
+            for m in config["onepixel"]["models"]
+            for ext in ("png", "pdf")
+        ]
+    )
+
+
+def onepixel_note(model):
+    """What the exhaustive search ran for a model (written into the success table)."""
+    op = config["onepixel"]
+    stride = op["grid_stride"][dataset_of(model)]
+    grid = "every pixel" if stride == 1 else f"a grid of every {stride}th pixel"
+    palette = op["palette"] if isinstance(op["palette"], str) else f"{len(op['palette'])} colours"
+    de = op["de"]
+    return (
+        f"exhaustive: {grid} x palette {palette}; DE pop {de['popsize']}, {de['maxiter']} generations, "
+        f"F {de['F']}, CR {de['CR']}, {op['de_regions']} regions + equal random subsets"
+    )
+
+
 def clean_accuracy_chunks(wildcards=None):
     return {
         model: expand(

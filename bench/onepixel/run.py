@@ -1,0 +1,155 @@
+"""Benchmark: our one-pixel searches against torchattacks.OnePixel, same model, same images, one run.
+
+    ./with-venv python bench/onepixel/run.py [--n-images 100] [--device auto] [--batch-size 256]
+
+Writes results/benchmarks/onepixel.csv with columns
+method,n_images,success_rate,seconds_per_image,evals_per_image (+ evals_per_second,
+fraction_of_raw_forward, batch_size, device, threads), one row per method:
+
+* ``pixelrobust_exhaustive``: the full map, every pixel x the 8 RGB-cube corners (8192 evals);
+* ``pixelrobust_de``: our DE at Su et al.'s budget (population 400, 100 generations, F 0.5, CR 1);
+* ``torchattacks_onepixel``: ``torchattacks.OnePixel(model, pixels=1, steps=100, popsize=400)``;
+* ``raw_forward``: the model's batched forward throughput at the same batch size
+  (``evals_per_image`` holds images per second, as the issue's table asks).
+
+Images: the first n correctly classified CIFAR-10 test images; model: ResNet-20. Data and weights
+come from resources/ if the workflow prepared them, else from $PIXELROBUST_MIRROR (see README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pixelrobust import data, models
+from pixelrobust.io import write_table
+from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch
+from pixelrobust.runtime import resolve_device, seed_everything
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Counting(torch.nn.Module):
+    """Counts the images a model is evaluated on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.count = model, 0
+
+    def forward(self, x):
+        self.count += len(x)
+        return self.model(x)
+
+
+def resources(work: Path) -> tuple[Path, Path]:
+    """A prepared CIFAR-10 folder and ResNet-20 weights (the workflow's, else built from the mirror)."""
+    d, w = REPO / "resources" / "data" / "cifar10", REPO / "resources" / "weights" / "resnet20_cifar10.pt"
+    if d.is_dir() and w.is_file():
+        return d, w
+    mirror = data.resolve_mirror({})
+    if mirror is None:
+        raise SystemExit("run the workflow first (it prepares resources/), or set PIXELROBUST_MIRROR")
+    d, w = work / "data" / "cifar10", work / "weights" / "resnet20_cifar10.pt"
+    if not d.is_dir():
+        data.prepare_dataset("cifar10", {}, d, mirror=mirror)
+    if not w.is_file():
+        spec = models.resolve_spec("resnet20_cifar10", {})
+        src = models.weights_source(spec, mirror)
+        models.prepare_weights(spec, src["path"], w, src["sha256"])
+    return d, w
+
+
+@torch.inference_mode()
+def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
+    x = image[None].expand(batch_size, -1, -1, -1).contiguous()
+    model(x)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        model(x)
+        n += batch_size
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-images", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-torchattacks", action="store_true", help="omit the (slow) peer")
+    ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "onepixel.csv"))
+    args = ap.parse_args()
+
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    data_dir, weights = resources(REPO / "bench" / "out")
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    model = models.build_model(spec, weights, device)
+    split = data.load_split(data_dir, "test")
+    with torch.inference_mode():
+        pred = torch.cat([model(split.images[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(split), 512)])
+    idx = (pred == split.labels).nonzero().squeeze(1)[: args.n_images]
+    x, y = split.images[idx], split.labels[idx]
+    n = len(idx)
+    print(f"{n} correctly classified CIFAR-10 images, ResNet-20, device {device}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+
+    raw = raw_throughput(model, x[0].to(device), args.batch_size)
+    rows = [{"method": "raw_forward", "n_images": args.batch_size, "success_rate": float("nan"),
+             "seconds_per_image": 1 / raw, "evals_per_image": raw, "evals_per_second": raw}]
+    print(f"raw forward: {raw:.0f} images/s")
+
+    counted = Counting(model)
+    maps, dt = timed(lambda: ExhaustiveSearch(counted, "corners", args.batch_size)(x, y))
+    rows.append({"method": "pixelrobust_exhaustive", "n_images": n, "success_rate": sum(m.success for m in maps) / n,
+                 "seconds_per_image": dt / n, "evals_per_image": counted.count / n, "evals_per_second": counted.count / dt})
+    print(rows[-1])
+
+    counted = Counting(model)
+    de = DifferentialEvolution(counted, popsize=400, maxiter=100, F=0.5, CR=1.0, seed=args.seed, batch_size=args.batch_size)
+    res, dt = timed(lambda: de(x, y))
+    rows.append({"method": "pixelrobust_de", "n_images": n, "success_rate": sum(r.success for r in res) / n,
+                 "seconds_per_image": dt / n, "evals_per_image": counted.count / n, "evals_per_second": counted.count / dt})
+    print(rows[-1])
+
+    if not args.skip_torchattacks:
+        import torchattacks
+
+        counted = Counting(model)
+        attack = torchattacks.OnePixel(counted, pixels=1, steps=100, popsize=400)
+        adv, dt = timed(lambda: attack(x.to(device), y.to(device)))
+        with torch.inference_mode():
+            success = (model(adv).argmax(1).cpu() != y).float().mean().item()
+        rows.append({"method": "torchattacks_onepixel", "n_images": n, "success_rate": success,
+                     "seconds_per_image": dt / n, "evals_per_image": counted.count / n, "evals_per_second": counted.count / dt})
+        print(rows[-1])
+
+    table = pd.DataFrame(rows)
+    table["fraction_of_raw_forward"] = table.evals_per_second / raw
+    table["batch_size"] = args.batch_size
+    table["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    table["threads"] = torch.get_num_threads()
+    write_table(table, args.out, Path(args.out).with_suffix(".md"))
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    main()
