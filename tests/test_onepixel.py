@@ -155,3 +155,28 @@ def test_study_maps_and_tables_are_identical_under_a_fixed_seed(prepared):
     # another seed moves the seeded parts (DE's populations), never the exact map
     np.testing.assert_array_equal(a["maps"]["vulnerable"], c["maps"]["vulnerable"])
     assert not a["de_runs"][["row", "col"]].equals(c["de_runs"][["row", "col"]])
+
+
+def test_targeted_study_aims_at_the_most_likely_wrong_class(prepared):
+    from pixelrobust import vulnerability
+
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
+    split = data.load_split(prepared / "data" / "cifar10", "test", 2, 3)
+    seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
+    out = vulnerability.search_chunk(
+        model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
+        palette="corners", grid_stride=4, de={"popsize": 20, "maxiter": 2, "F": 0.5, "CR": 1.0}, de_regions=1,
+        seed=0, batch_size=256, targeted=True)
+    with torch.no_grad():
+        logits = model(split.images)[0]
+    logits[split.labels[0]] = -float("inf")
+    row = out["images"].iloc[0]
+    assert row.target == int(logits.argmax()) != row.label
+    # a pixel marked vulnerable really turns the prediction into the target
+    m = out["maps"]
+    for r, c in np.argwhere(m["vulnerable"][0])[:3]:
+        x = split.images.clone()
+        x[0, :, r, c] = make_palette("corners")[m["best_colour"][0, r, c]]
+        with torch.no_grad():
+            assert int(model(x).argmax(1)) == row.target

@@ -114,8 +114,9 @@ def onepixel_note(model):
     grid = "every pixel" if stride == 1 else f"a grid of every {stride}th pixel"
     palette = op["palette"] if isinstance(op["palette"], str) else f"{len(op['palette'])} colours"
     de = op["de"]
+    mode = "targeted (most likely wrong class)" if op["targeted"] else "untargeted"
     return (
-        f"exhaustive: {grid} x palette {palette}; DE pop {de['popsize']}, {de['maxiter']} generations, "
+        f"{mode}; exhaustive: {grid} x palette {palette}; DE pop {de['popsize']}, {de['maxiter']} generations, "
         f"F {de['F']}, CR {de['CR']}, {op['de_regions']} regions + equal random subsets"
     )
 

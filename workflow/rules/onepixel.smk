@@ -51,6 +51,7 @@ rule onepixel_search:
         grid_stride=lambda w: config["onepixel"]["grid_stride"][dataset_of(w.model)],
         de=config["onepixel"]["de"],
         de_regions=config["onepixel"]["de_regions"],
+        targeted=config["onepixel"]["targeted"],
         batch_size=config["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("onepixel_search", w.model, w.chunk),
