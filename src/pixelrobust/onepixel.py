@@ -191,8 +191,10 @@ class DifferentialEvolution:
         n_evals = torch.full((n,), P, dtype=torch.long)
         done = succ.any(1)
         winner = torch.full((n, 4), float("nan"))  # the first successful candidate per image
+        winner_fit = torch.full((n,), float("nan"))
         for i in done.nonzero().squeeze(1).tolist():
-            winner[i] = pop[i, int(succ[i].nonzero()[0])]
+            j = int(succ[i].nonzero()[0])
+            winner[i], winner_fit[i] = pop[i, j], fit[i, j]
         generations = torch.zeros(n, dtype=torch.long)
         for g in range(1, self.maxiter + 1):
             active = (~done).nonzero().squeeze(1)
@@ -210,27 +212,26 @@ class DifferentialEvolution:
             for row, i in enumerate(active.tolist()):
                 if ts[row].any():  # early stop: keep the successful trial, selected or not
                     j = int(ts[row].nonzero()[0])
-                    winner[i], fit[i, j] = trial[row, j], tf[row, j]
-                    pop[i, j] = trial[row, j]
+                    winner[i], winner_fit[i] = trial[row, j], tf[row, j]
                     done[i] = True
         results = []
         for i in range(n):
             if done[i]:
-                cand = winner[i]
-                j = int((pop[i] == cand).all(1).nonzero()[0])
+                cand, f = winner[i], float(winner_fit[i])
             else:
                 j = int(fit[i].argmin())
-                cand = pop[i, j]
+                cand, f = pop[i, j], float(fit[i, j])
             p = int(allowed[i][min(int(cand[0]), len(allowed[i]) - 1)])
-            p_val = float(fit[i, j]) if targets is None else -float(fit[i, j])
+            p_val = f if targets is None else -f
             results.append(DEResult(bool(done[i]), (p // w, p % w), cand[1:].numpy().copy(), p_val,
                                     int(n_evals[i]), int(generations[i])))
         return results
 
     def _mutate(self, pop: torch.Tensor, k: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         n, P, d = pop.shape
-        # three distinct partners per member, all different from the member itself
-        r = torch.stack([torch.randperm(P - 1, generator=gen)[:3] for _ in range(n * P)]).view(n, P, 3)
+        # three distinct partners per member, all different from the member itself: the first three
+        # of a random permutation of the other P - 1 members (indices >= own index shifted by one)
+        r = torch.rand(n, P, P - 1, generator=gen).argsort(dim=2)[..., :3]
         r = r + (r >= torch.arange(P)[None, :, None]).long()
         a, b, c = (torch.gather(pop, 1, r[..., j : j + 1].expand(n, P, d)) for j in range(3))
         mutant = a + self.F * (b - c)
