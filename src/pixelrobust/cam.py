@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .models import Classifier, CifarResNet
+from .runtime import model_device
 
 
 def target_layer(model: Classifier) -> torch.nn.Module:
@@ -26,7 +27,7 @@ def gradcam_pp(model: Classifier, images: torch.Tensor, classes: torch.Tensor | 
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     classes = [int(c) for c in classes]
     out = []
     with GradCAMPlusPlus(model=model, target_layers=[target_layer(model)]) as cam:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .runtime import model_device
 
 
 def make_palette(spec: str | list) -> torch.Tensor:
@@ -98,7 +99,7 @@ class ExhaustiveSearch:
         ]
 
     def _one(self, image, label, mask, target) -> PixelMap:
-        device = _device(self.model)
+        device = model_device(self.model)
         c, h, w = image.shape
         image = image.to(device)
         palette = self.palette.to(device)
@@ -171,7 +172,7 @@ class DifferentialEvolution:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
                  targets: torch.Tensor | None = None) -> list[DEResult]:
         _check_images(images)
-        device = _device(self.model)
+        device = model_device(self.model)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         n, c, h, w = images.shape
         images = images.to(device)
@@ -261,11 +262,6 @@ class DifferentialEvolution:
         succ = _success(logits, lab, tgt)
         fit = prob.gather(1, lab[:, None]).squeeze(1) if tgt is None else -prob.gather(1, tgt[:, None]).squeeze(1)
         return fit.view(n, P).cpu(), succ.view(n, P).cpu()
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    p = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _check_images(images: torch.Tensor) -> None:

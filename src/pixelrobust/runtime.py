@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -30,6 +31,13 @@ def export_library_path() -> None:
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if src not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([src, *parts])
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's parameters (or buffers) live on; CPU for a model with neither."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
 
 
 def resolve_device(preference: str = "auto") -> torch.device:

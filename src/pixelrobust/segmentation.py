@@ -16,6 +16,7 @@ import torch
 from torchvision.transforms import functional as TF
 
 from .errors import ConfigError
+from .runtime import model_device
 
 
 def slic_segments(image: torch.Tensor, n_segments: int, compactness: float, sigma: float = 0.0) -> np.ndarray:
@@ -69,7 +70,7 @@ def occlude(image: torch.Tensor, segments: np.ndarray, mode: str = "blur", sigma
 def occlusion_scores(model: torch.nn.Module, image: torch.Tensor, label: int, segments: np.ndarray,
                      mode: str = "blur", sigma: float | None = None, batch_size: int = 256) -> np.ndarray:
     """Per region: p_true(clean) − p_true(region occluded)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     occluded = occlude(image, segments, mode, sigma)
     p_clean = model(image[None].to(device)).softmax(1)[0, label]
     p = torch.cat([model(occluded[i : i + batch_size].to(device)).softmax(1)[:, label] for i in range(0, len(occluded), batch_size)])

@@ -79,17 +79,14 @@ def onepixel_bounds(model):
     return prdata.chunk_bounds(n, op["chunk_size"])
 
 
-def onepixel_chunks(pattern):
-    """``pattern`` (with {model} and {chunk}) for every onepixel model and chunk."""
-    return [
-        pattern.format(model=m, chunk=c)
-        for m in config["onepixel"]["models"]
-        for c in range(len(onepixel_bounds(m)))
-    ]
-
-
 def onepixel_model_chunks(pattern, model):
+    """``pattern`` (with {model} and {chunk}) for every chunk of one onepixel model."""
     return [pattern.format(model=model, chunk=c) for c in range(len(onepixel_bounds(model)))]
+
+
+def onepixel_chunks(pattern):
+    """``pattern`` for every onepixel model and chunk."""
+    return [f for m in config["onepixel"]["models"] for f in onepixel_model_chunks(pattern, m)]
 
 
 def p1_targets():
