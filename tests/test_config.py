@@ -52,6 +52,12 @@ def test_defaults_fill_an_empty_config():
         ({"models": {"resnet20_cifar10": {"weigths": "x.pt"}}}, "'weigths' was unexpected"),
         ({"clean_accuracy": {"n_images": 0}}, "0 is less than the minimum of 1"),
         ({"models": {}}, "should be non-empty"),
+        ({"masked_pgd": {"k_percent": [5, 150]}}, "150 is greater than the maximum of 100"),
+        ({"masked_pgd": {"masks": ["top", "middle"]}}, "'middle' is not one of"),
+        ({"masked_pgd": {"linf": {"eps": -0.1, "alpha": 0.01, "steps": 10}}}, "-0.1 is less than the minimum of 0"),
+        ({"prm": {"lattice": "s3"}}, "'s3' is not one of"),
+        ({"prm": {"train": {"recon_ratio": 2}}}, "2 is greater than the maximum of 1"),
+        ({"gradients": {"split": {"imagenet": "train"}}}, "'train' is not one of"),
     ],
 )
 def test_schema_errors_name_the_key(patch, message):
@@ -79,4 +85,27 @@ def test_cross_field_errors():
     bad = copy.deepcopy(cfg)
     bad["models"]["my_net"] = {"dataset": "cifar10"}
     with pytest.raises(ConfigError, match="models.my_net.arch"):
+        prconfig.check(bad)
+
+
+
+def test_p3_cross_field_errors():
+    cfg = load()
+    validate(cfg, str(SCHEMA))
+    bad = copy.deepcopy(cfg)
+    bad["gradients"]["models"] = ["resnet20_cifar10"]
+    with pytest.raises(ConfigError, match="masked_pgd.models lists 'resnet56_cifar10', which needs a gradient map"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["prm"]["models"] = ["mobilenet_v2_imagenet"]
+    bad["prm"]["train"]["images"]["imagenet"] = {"split": "test", "start": 10}
+    with pytest.raises(ConfigError, match=r"prm.train.images.imagenet trains on test images from 10.*start >= prm.sweep.n_images.imagenet"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    del bad["masked_pgd"]["n_images"]["cifar100"]
+    with pytest.raises(ConfigError, match="masked_pgd.n_images has no entry for dataset 'cifar100'"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["prm"]["models"] = ["vgg16"]
+    with pytest.raises(ConfigError, match="prm.models lists 'vgg16'"):
         prconfig.check(bad)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -73,6 +74,33 @@ def test_tiny_p1_outputs(tiny_run):
             assert (tiny_run / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000
 
 
+def test_tiny_p3_outputs(tiny_run):
+    t = tiny_run / "results" / "tables"
+    for name in ("masked_pgd", "masked_pgd_l2"):
+        table = pd.read_csv(t / f"{name}.csv")
+        assert list(table.columns) == ["dataset", "model", "mask", "k_percent", "n_images", "top1"]
+        # tiny: 2 models x 5 masks x k in (5, 25, 100); 16 CIFAR-10 and 2 ImageNet images
+        assert len(table) == 2 * 5 * 3 and set(table.k_percent) == {5, 25, 100}
+        assert dict(zip(table.model, table.n_images)) == {"resnet20_cifar10": 16, "mobilenet_v2_imagenet": 2}
+        full = table[table.k_percent == 100].groupby("model").top1.nunique()
+        assert (full == 1).all(), "k = 100 % is the same attack whatever the mask"
+        assert table.top1.between(0, 1).all()
+    sweep = pd.read_csv(t / "prm_lambda_sweep.csv")
+    assert list(sweep.columns) == ["dataset", "model", "lambda", "top1", "iou"]
+    assert sweep["lambda"].tolist() == [0, 0.5, 1] and sweep.iou.iloc[-1] == 1.0
+    detail = pd.read_csv(t / "prm_lambda_sweep_detail.csv")
+    assert detail.chance_iou.iloc[0] == pytest.approx(1 / 7, abs=1e-4) and (detail.n_images == 32).all()
+    history = pd.read_csv(tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "history.csv")
+    assert history.step.tolist() == [1, 2, 3, 4]
+    assert not (tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "resume.pt").exists()
+    with np.load(tiny_run / "results" / "p3" / "gradients" / "mobilenet_v2_imagenet.npz") as z:
+        assert z["dataset_map"].shape == z["architecture_map"].shape == (224, 224) and int(z["n_images"]) == 4
+    figures = tiny_run / "results" / "figures"
+    for stem in ("p3_gradient_maps", "p3_masked_pgd_linf", "p3_masked_pgd_l2", "p3_prm_training_resnet20_cifar10",
+                 "p3_prm_lambda_resnet20_cifar10"):
+        assert (figures / f"{stem}.png").stat().st_size > 10_000 and (figures / f"{stem}.pdf").is_file()
+
+
 def test_workflow_numbers_equal_the_library(tiny_run):
     """The table holds what the library computes directly on the same 64 images."""
     table = pd.read_csv(tiny_run / "results" / "tables" / "clean_accuracy.csv").set_index("model")
@@ -97,7 +125,11 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
     # P1: 100 CIFAR-10 images in chunks of 10 for two ResNets, 20 ImageNet images for MobileNetV2
     assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": 14, "clean_accuracy": 1,
                       "segment": 22, "onepixel_search": 22, "onepixel_tables": 1, "p1_vulnerability_grid": 3,
-                      "p1_region_semantics": 1, "all": 1}
+                      "p1_region_semantics": 1, "all": 1,
+                      # P3: 4 gradient maps; masked PGD on 500/500/500/100 images in chunks of 100; one PRM
+                      "gradient_map": 4, "masked_pgd": 16, "masked_pgd_tables": 1, "p3_gradient_maps": 1,
+                      "p3_masked_pgd": 2, "train_prm": 1, "prm_sweep": 1, "prm_tables": 1, "p3_prm_training": 1,
+                      "p3_prm_lambda": 1}
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):

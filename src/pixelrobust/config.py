@@ -38,6 +38,7 @@ def check(config: dict) -> dict[str, dict]:
         for key in ("n_segments", "compactness"):
             if key not in op["segmentation"][ds]:
                 raise ConfigError(f"onepixel.segmentation.{ds}.{key} is missing")
+    _check_p3(config, specs)
     im = config["datasets"]["imagenet"]
     if im["source"] == "folder":
         for key in ("folder", "labels"):
@@ -48,3 +49,41 @@ def check(config: dict) -> dict[str, dict]:
     if im["crop"] > im["resize"]:
         raise ConfigError(f"datasets.imagenet.crop ({im['crop']}) must not exceed datasets.imagenet.resize ({im['resize']})")
     return specs
+
+
+def _check_models_and_keys(section: str, config: dict, specs: dict, per_dataset: list[str]) -> None:
+    sec = config[section]
+    for name in sec["models"]:
+        if name not in specs:
+            raise ConfigError(f"{section}.models lists {name!r}, which is not under models: ({', '.join(specs)})")
+        ds = specs[name]["dataset"]
+        for key in per_dataset:
+            node = sec
+            for part in key.split("."):
+                node = node[part]
+            if ds not in node:
+                raise ConfigError(f"{section}.{key} has no entry for dataset {ds!r} (used by model {name}); add {section}.{key}.{ds}")
+
+
+def _check_p3(config: dict, specs: dict) -> None:
+    """P3: every masked-PGD / PRM model has a gradient map; training images never overlap the sweep's."""
+    _check_models_and_keys("gradients", config, specs, ["split", "n_images"])
+    _check_models_and_keys("masked_pgd", config, specs, ["n_images"])
+    _check_models_and_keys("prm", config, specs, ["train.images", "sweep.n_images"])
+    for name in config["masked_pgd"]["models"]:
+        if name not in config["gradients"]["models"]:
+            raise ConfigError(f"masked_pgd.models lists {name!r}, which needs a gradient map: add it to gradients.models")
+    if not config["masked_pgd"]["k_percent"]:
+        raise ConfigError("masked_pgd.k_percent is empty; give mask sizes in percent, e.g. [1, 5, 10, 25, 50, 100]")
+    prm = config["prm"]
+    for name in prm["models"]:
+        ds = specs[name]["dataset"]
+        rng = prm["train"]["images"][ds]
+        start, stop = rng.get("start", 0) or 0, rng.get("stop")
+        if stop is not None and stop <= start:
+            raise ConfigError(f"prm.train.images.{ds}: stop ({stop}) must be greater than start ({start})")
+        if rng["split"] == "test" and start < prm["sweep"]["n_images"][ds]:
+            raise ConfigError(
+                f"prm.train.images.{ds} trains on test images from {start}, but the lambda sweep evaluates test images "
+                f"0..{prm['sweep']['n_images'][ds] - 1}; set prm.train.images.{ds}.start >= prm.sweep.n_images.{ds}"
+            )

@@ -98,6 +98,28 @@ def copy_verified(src: str | os.PathLike, dest: str | os.PathLike, checksum: str
     return Path(dest)
 
 
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """Write arrays to a compressed ``.npz`` atomically (no half-written file under ``path``)."""
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def load_npz(path: str | os.PathLike) -> dict:
+    """All arrays of an ``.npz`` file (no pickles), with a clear error when it is corrupt or truncated."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"cannot read {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it") from e
+
+
 def write_table(df, csv_path: str | os.PathLike, md_path: str | os.PathLike | None = None, float_format: str = "%.4f") -> None:
     """Write a DataFrame as CSV (and optionally Markdown), each atomically."""
     with atomic_path(csv_path) as tmp:

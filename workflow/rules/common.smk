@@ -131,3 +131,59 @@ def clean_accuracy_chunks(wildcards=None):
 
 def job_seed(rule_name, *keys):
     return derive_seed(config["seed"], rule_name, *keys)
+
+
+# ---- P3 part 1 -------------------------------------------------------------------------------
+
+
+def masked_pgd_bounds(model):
+    mp = config["masked_pgd"]
+    n = n_images(dataset_of(model), mp["n_images"][dataset_of(model)])
+    return prdata.chunk_bounds(n, mp["chunk_size"])
+
+
+def masked_pgd_chunks(wildcards=None):
+    return {
+        model: [
+            f"results/p3/masked_pgd/{model}/chunk-{c}.csv"
+            for c in range(len(masked_pgd_bounds(model)))
+        ]
+        for model in config["masked_pgd"]["models"]
+    }
+
+
+def pgd_attacks():
+    """The configured PGD variants by norm (L2 only when masked_pgd.l2 is set)."""
+    mp = config["masked_pgd"]
+    return {norm: mp[norm] for norm in ("linf", "l2") if mp.get(norm)}
+
+
+def masked_pgd_table_outputs():
+    out = {}
+    for norm in pgd_attacks():
+        stem = "masked_pgd" if norm == "linf" else "masked_pgd_l2"
+        out[norm] = f"results/tables/{stem}.csv"
+        out[f"{norm}_md"] = f"results/tables/{stem}.md"
+    return out
+
+
+def prm_sweep_n(model):
+    ds = dataset_of(model)
+    return n_images(ds, config["prm"]["sweep"]["n_images"][ds])
+
+
+def p3_targets():
+    """Every table and figure of P3 part 1 (the `p3` target)."""
+    fig = lambda stem: [f"results/figures/{stem}.{ext}" for ext in ("png", "pdf")]
+    prm_models = config["prm"]["models"]
+    return (
+        list(masked_pgd_table_outputs().values())
+        + fig("p3_gradient_maps")
+        + [f for norm in pgd_attacks() for f in fig(f"p3_masked_pgd_{norm}")]
+        + (
+            ["results/tables/prm_lambda_sweep.csv", "results/tables/prm_lambda_sweep.md"]
+            if prm_models
+            else []
+        )
+        + [f for m in prm_models for f in fig(f"p3_prm_training_{m}") + fig(f"p3_prm_lambda_{m}")]
+    )

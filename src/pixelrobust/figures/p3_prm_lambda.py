@@ -1,0 +1,43 @@
+"""P3 figure: the λ sweep — accuracy and lattice IoU against λ, and the input-gradient map per λ."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from . import style
+
+
+def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> None:
+    """The clean level is the λ = 0 row (the bare classifier on the same images), when swept."""
+    import matplotlib.pyplot as plt
+
+    style.apply()
+    n = len(sweep)
+    ncol = min(n, 7)
+    nrow = -(-n // ncol)
+    fig = plt.figure(figsize=(style.FULL_WIDTH, 2.3 + 1.1 * nrow))
+    grid = fig.add_gridspec(1 + nrow, ncol, height_ratios=[2.0] + [1.0] * nrow)
+    ax = fig.add_subplot(grid[0, :])
+    x = np.arange(n)
+    ax.plot(x, sweep.top1, "o-", color=style.PALETTE[0], ms=3, label="top-1")
+    ax.plot(x, sweep.iou, "s-", color=style.PALETTE[3], ms=3, label="IoU(top-k grad, lattice)")
+    ax.plot(x, sweep.lattice_share, "^--", color=style.PALETTE[2], ms=3, label="share of top-k on lattice")
+    ax.axhline(sweep.chance_share.iloc[0], color="0.5", lw=0.7, ls=":", label=f"chance share {sweep.chance_share.iloc[0]:.2f}")
+    ax.axhline(sweep.chance_iou.iloc[0], color="0.7", lw=0.7, ls="-.", label=f"chance IoU {sweep.chance_iou.iloc[0]:.3f}")
+    clean = sweep.top1[sweep["lambda"] == 0]
+    if len(clean):
+        ax.axhline(clean.iloc[0], color=style.PALETTE[0], lw=0.7, ls=":", label="clean top-1")
+    ax.set_xticks(x, [f"{v:g}" for v in sweep["lambda"]], fontsize=6)
+    ax.set_xlabel("λ")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"PRM λ sweep, {model}", fontsize=7)
+    ax.legend(fontsize=5, frameon=False, ncol=3)
+    for i in range(n):
+        a = fig.add_subplot(grid[1 + i // ncol, i % ncol])
+        a.imshow(maps[i], cmap="inferno", interpolation="nearest")
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(f"λ={sweep['lambda'].iloc[i]:g}", fontsize=6)
+    fig.tight_layout()
+    style.save(fig, png, pdf)

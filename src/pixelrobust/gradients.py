@@ -1,0 +1,143 @@
+"""Input-gradient maps (P3): where in the image a classifier's loss is sensitive.
+
+Two maps, both H×W, averaged over colour channels:
+
+* :func:`dataset_gradient_map` — the paper's definition: mean over images of |∂L/∂x| (cross-entropy
+  with the true label), for a model wrapped to take [0, 1] inputs.
+* :func:`architecture_gradient_map` — what the authors' code uses for its masks: a copy of the
+  network with every weight set to one constant, biases zero, batch-norm statistics neutral
+  (mean 0, variance 1, affine weight = the constant, bias 0), an all-ones input and a backward pass of
+  ones from the logits; mean |grad| over channels, scaled to max 1. It depends on the architecture
+  only (strides, kernel overlaps), not on what the network learned.
+
+Masks from a map (:func:`pixel_mask`) select exactly ``round(k/100 · H·W)`` pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .runtime import model_device
+
+log = logging.getLogger("pixelrobust")
+
+MASK_KINDS = ("top", "bottom", "random")
+
+
+def input_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """∂CE/∂x of each image (summed loss, so each image's gradient is its own), N×C×H×W."""
+    x = images.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), labels, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+def dataset_gradient_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean over images and channels of |∂L/∂x|: an H×W map (float64 on the CPU)."""
+    if len(images) == 0:
+        raise ValueError("dataset_gradient_map needs at least one image")
+    device = model_device(model)
+    total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    for i in range(0, len(images), batch_size):
+        g = input_gradients(model, images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device))
+        if not torch.isfinite(g).all():
+            raise FloatingPointError(f"non-finite input gradients on images {i}..{i + batch_size}")
+        total += g.abs().mean(dim=1).sum(dim=0).double().cpu()
+    return total / len(images)
+
+
+def neutral_copy(net: nn.Module, constant: float = 0.1) -> nn.Module:
+    """A copy of ``net`` with every weight = ``constant``, biases 0, BN statistics neutral (authors' ``get_rf``)."""
+    net = copy.deepcopy(net).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            for name, p in m.named_parameters(recurse=False):
+                p.fill_(0.0 if name == "bias" else constant)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+    return net
+
+
+def architecture_gradient_map(net: nn.Module, input_shape: tuple[int, int, int], constant: float = 0.1) -> torch.Tensor:
+    """The architecture-induced map of ``net`` (the bare network, without input normalisation), max 1.
+
+    Raises when the map is zero everywhere (e.g. every unit saturated); pick another ``constant``.
+    """
+    neutral = neutral_copy(net, constant)
+    device = model_device(neutral)
+    x = torch.ones(1, *input_shape, device=device, requires_grad=True)
+    out = neutral(x)
+    (grad,) = torch.autograd.grad(out, x, grad_outputs=torch.ones_like(out))
+    m = grad.abs().mean(dim=(0, 1)).double().cpu()
+    if not torch.isfinite(m).all() or m.max() <= 0:
+        raise FloatingPointError(
+            f"the architecture gradient map of {type(net).__name__} with constant {constant} is zero or not finite "
+            "(saturated or overflowing activations); change gradients.architecture_constant"
+        )
+    return m / m.max()
+
+
+def n_selected(n_pixels: int, k_percent: float) -> int:
+    if not 0 <= k_percent <= 100:
+        raise ValueError(f"k_percent must be in [0, 100], got {k_percent}")
+    return int(round(n_pixels * k_percent / 100.0))
+
+
+def pixel_mask(grad_map: torch.Tensor | np.ndarray, k_percent: float, kind: str = "top", seed: int = 0) -> torch.Tensor:
+    """Boolean H×W mask of exactly ``round(k % · H·W)`` pixels.
+
+    ``top``: the largest values of ``grad_map``; ``bottom``: the smallest; ``random``: uniformly at
+    random (``seed``). Ties are broken by pixel order (row-major, stable sort), so masks are
+    deterministic.
+    """
+    if kind not in MASK_KINDS:
+        raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+    gm = torch.as_tensor(np.asarray(grad_map), dtype=torch.float64)
+    if gm.ndim != 2:
+        raise ValueError(f"a gradient map is H×W, got shape {tuple(gm.shape)}")
+    flat = gm.flatten()
+    n = n_selected(flat.numel(), k_percent)
+    if kind == "random":
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(flat.numel()))
+    else:
+        order = torch.sort(flat, descending=(kind == "top"), stable=True).indices
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[order[:n]] = True
+    return mask.view(gm.shape)
+
+
+def iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def run_gradient_map(spec: dict, weights, data_dir, out, *, split: str, n_images: int | None, constant: float,
+                     batch_size: int, device) -> dict:
+    """Rule ``gradient_map``: both maps of one model, saved to ``out`` (npz: dataset_map, architecture_map)."""
+    from .data import load_split, read_manifest
+    from .io import save_npz
+    from .models import build_model
+
+    counts = read_manifest(data_dir)["counts"]
+    if split not in counts:
+        raise ValueError(f"gradients.split for {spec['dataset']} is {split!r}, but the prepared dataset has only {sorted(counts)}")
+    stop = counts[split] if n_images is None else min(n_images, counts[split])
+    data = load_split(data_dir, split, 0, stop)
+    model = build_model(spec, weights, device)
+    dmap = dataset_gradient_map(model, data.images, data.labels, batch_size)
+    amap = architecture_gradient_map(model.net, tuple(data.images.shape[1:]), constant)
+    save_npz(out, dataset_map=dmap.numpy(), architecture_map=amap.numpy(), split=np.array(split), n_images=np.array(stop),
+             constant=np.array(constant))
+    log.info("%s: gradient map over %d %s images, max %.3g mean %.3g", spec["name"], stop, split, dmap.max(), dmap.mean())
+    return {"dataset_map": dmap, "architecture_map": amap}

@@ -1,0 +1,395 @@
+"""The Pixel Robustness Manipulator (P3; Hwang et al. 2019): a front-end that reads a lattice of pixels.
+
+Architecture (after the authors' ``submodules/autoencoders/unet.py`` and ``submodules/ace.py``,
+written anew here):
+
+* a *sparse* first convolution whose kernel and stride read only a lattice of the input pixels
+  (:data:`LATTICES`; the default ``s2`` is a 1×1 convolution with stride 2: even rows and even
+  columns, 25 % of the pixels);
+* a U-Net (``depth`` levels, ``start_filters`` channels at the top, doubling per level, max-pool
+  down, 2×2 transposed convolutions up, skip connections by concatenation);
+* a 3×3 transposed convolution with the lattice's stride back to the input size, and a 3×3
+  convolution to 3 channels, squashed by a sigmoid into [0, 1] (ours: the authors work in
+  normalised space and do not squash; we keep every mixture in the classifier's input range).
+
+The wrapped classifier sees ``x' = λ·PRM(x) + (1 − λ)·x`` (:class:`PRMClassifier`). Training
+(:func:`train`) minimises ``recon_ratio·MSE(PRM(x), x) + (1 − recon_ratio)·CE(f(x'), y)`` over the
+PRM's parameters only, the classifier frozen in eval mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import ConfigError
+from .gradients import dataset_gradient_map, iou, pixel_mask
+from .io import atomic_path
+from .runtime import model_device
+
+log = logging.getLogger("pixelrobust")
+
+# name: (kernel (h, w), stride (h, w)); the authors' unet_v0..v5 first convolutions.
+LATTICES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "s2": ((1, 1), (2, 2)),  # v0: even rows, even columns (25 %)
+    "s2x1": ((1, 1), (2, 1)),  # v1: even rows (50 %)
+    "s1x2": ((1, 1), (1, 2)),  # v2: even columns (50 %)
+    "k1x2_s2x4": ((1, 2), (2, 4)),  # v3: 25 %
+    "k2x1_s4x2": ((2, 1), (4, 2)),  # v4: 25 %
+    "k2_s4": ((2, 2), (4, 4)),  # v5: 2×2 blocks every 4 pixels (25 %)
+}
+
+
+def check_lattice(name: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    if name not in LATTICES:
+        raise ConfigError(f"unknown PRM lattice {name!r}; known: {', '.join(LATTICES)}")
+    return LATTICES[name]
+
+
+def lattice_mask(name: str, height: int, width: int) -> torch.Tensor:
+    """Boolean H×W mask of the pixels the sparse convolution of lattice ``name`` reads."""
+    (kh, kw), (sh, sw) = check_lattice(name)
+    rows = torch.zeros(height, dtype=torch.bool)
+    cols = torch.zeros(width, dtype=torch.bool)
+    for i in range(0, height - kh + 1, sh):
+        rows[i : i + kh] = True
+    for j in range(0, width - kw + 1, sw):
+        cols[j : j + kw] = True
+    return rows[:, None] & cols[None, :]
+
+
+class _Down(nn.Module):
+    def __init__(self, cin: int, cout: int, pool: bool):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        self.pool = pool
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return (F.max_pool2d(x, 2) if self.pool else x), x
+
+
+class _Up(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv1, self.conv2 = nn.Conv2d(2 * cout, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+
+    def forward(self, skip, x):
+        x = self.up(x)
+        dh, dw = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        if dh or dw:  # odd sizes on the way down: pad the upsampled map to the skip's size
+            x = F.pad(x, (0, dw, 0, dh))
+        return F.relu(self.conv2(F.relu(self.conv1(torch.cat([x, skip], 1)))))
+
+
+class UNet(nn.Module):
+    """Ronneberger et al. U-Net without a head: ``channels`` in, ``start_filters`` out, same size."""
+
+    def __init__(self, channels: int, depth: int = 4, start_filters: int = 64):
+        super().__init__()
+        if depth < 1:
+            raise ConfigError(f"prm.depth must be >= 1, got {depth}")
+        widths = [start_filters * 2**i for i in range(depth)]
+        self.downs = nn.ModuleList(_Down(c_in, c_out, pool=i < depth - 1) for i, (c_in, c_out) in enumerate(zip([channels, *widths], widths)))
+        self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i]) for i in reversed(range(depth - 1)))
+
+    def forward(self, x):
+        skips = []
+        for down in self.downs:
+            x, before = down(x)
+            skips.append(before)
+        for up, skip in zip(self.ups, reversed(skips[:-1])):
+            x = up(skip, x)
+        return x
+
+
+class PRM(nn.Module):
+    """Sparse first convolution → U-Net → transposed convolution to full size → 3×3 conv → sigmoid."""
+
+    def __init__(self, lattice: str = "s2", depth: int = 4, start_filters: int = 64, channels: int = 3):
+        super().__init__()
+        (kh, kw), (sh, sw) = check_lattice(lattice)
+        self.lattice = lattice
+        self.sparse = nn.Conv2d(channels, start_filters, (kh, kw), stride=(sh, sw))
+        self.unet = UNet(start_filters, depth, start_filters)
+        self.up = nn.ConvTranspose2d(start_filters, start_filters, 3, stride=(sh, sw), padding=1)
+        self.out = nn.Conv2d(start_filters, channels, 3, padding=1)
+
+    def forward(self, x):
+        h = self.unet(F.relu(self.sparse(x)))
+        h = F.relu(self.up(h, output_size=list(x.shape[-2:])))
+        return torch.sigmoid(self.out(h))
+
+
+class PRMClassifier(nn.Module):
+    """A frozen classifier behind a PRM: ``f(λ·PRM(x) + (1 − λ)·x)`` for images in [0, 1]."""
+
+    def __init__(self, classifier: nn.Module, prm: PRM, lam: float = 1.0):
+        super().__init__()
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"λ must be in [0, 1], got {lam}")
+        self.classifier, self.prm, self.lam = classifier, prm, float(lam)
+        self.name = f"{getattr(classifier, 'name', '')}+prm(λ={lam:g})"
+        self.num_classes = getattr(classifier, "num_classes", None)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lam * self.prm(x) + (1.0 - self.lam) * x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.mix(x))
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Training with resumable checkpoints
+# ----------------------------------------------------------------------------------------------
+
+HISTORY_COLUMNS = ["step", "epoch", "loss", "mse", "ce", "top1"]
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and a random crop after 4-pixel zero padding (scaled with the size; ours)."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
+          lr: float, recon_ratio: float, train_lambda: float = 1.0, max_steps: int | None = None, augment: bool = True,
+          seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
+          progress: bool = True) -> pd.DataFrame:
+    """Train ``prm`` in front of the frozen ``classifier``; returns the per-step loss history.
+
+    With ``checkpoint`` set, the state (PRM, optimiser, step, history) is saved there every
+    ``checkpoint_every`` steps and at the end of each epoch, atomically; a later call with the same
+    settings resumes from it (a checkpoint written under other settings is ignored and replaced).
+    The batch order and augmentation are functions of ``(seed, epoch, batch)``, so a resumed run
+    reproduces an uninterrupted one.
+    """
+    if not 0.0 <= recon_ratio <= 1.0:
+        raise ConfigError(f"prm.train.recon_ratio must be in [0, 1], got {recon_ratio}")
+    if len(images) == 0:
+        raise ValueError("PRM training needs at least one image")
+    device = model_device(classifier)
+    freeze(classifier)
+    prm.to(device).train()
+    model = PRMClassifier(classifier, prm, train_lambda)
+    opt = torch.optim.Adam(prm.parameters(), lr=lr)
+    per_epoch = math.ceil(len(images) / batch_size)
+    total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "recon_ratio": recon_ratio, "train_lambda": train_lambda,
+                "max_steps": max_steps, "augment": augment, "seed": seed, "n_images": len(images), "lattice": prm.lattice,
+                "n_params": sum(p.numel() for p in prm.parameters())}
+    fp = fingerprint(settings)
+    step, history = 0, []
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fp:
+            prm.load_state_dict(state["prm"])
+            opt.load_state_dict(state["optimizer"])
+            step, history = state["step"], state["history"]
+            log.info("resuming PRM training from %s at step %d of %d", checkpoint, step, total)
+        else:
+            log.info("ignoring checkpoint %s: written under other settings", checkpoint)
+
+    def save():
+        if checkpoint is None:
+            return
+        with atomic_path(checkpoint) as tmp:
+            torch.save({"fingerprint": fp, "prm": prm.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "history": history, "settings": settings}, tmp)
+
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, desc="train PRM", disable=not progress, mininterval=5.0)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        bar = None
+    while step < total:
+        epoch, b = divmod(step, per_epoch)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        x, y = images[idx], labels[idx]
+        if augment:
+            x = _augment(x, torch.Generator().manual_seed(seed * 100003 + epoch * 7919 + b))
+        x, y = x.to(device), y.to(device)
+        recon = prm(x)
+        mixed = train_lambda * recon + (1.0 - train_lambda) * x
+        logits = classifier(mixed)
+        mse = F.mse_loss(recon, x)
+        ce = F.cross_entropy(logits, y)
+        loss = recon_ratio * mse + (1.0 - recon_ratio) * ce
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"PRM training diverged at step {step} (loss {loss.item()}); lower prm.train.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        top1 = (logits.argmax(1) == y).float().mean().item()
+        history.append({"step": step, "epoch": epoch, "loss": loss.item(), "mse": mse.item(), "ce": ce.item(), "top1": top1})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", top1=f"{top1:.3f}", refresh=False)
+        if step % checkpoint_every == 0 or step % per_epoch == 0 or step == total:
+            save()
+            log.info("step %d/%d epoch %d loss %.4f mse %.5f ce %.4f top1 %.3f", step, total, epoch, loss.item(), mse.item(), ce.item(), top1)
+    if bar is not None:
+        bar.close()
+    prm.eval()
+    del model
+    return pd.DataFrame(history, columns=HISTORY_COLUMNS)
+
+
+def save_prm(prm: PRM, path: str | os.PathLike, meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": prm.state_dict(), "meta": meta}, tmp)
+
+
+def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[PRM, dict]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        meta = obj["meta"]
+        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"])
+        prm.load_state_dict(obj["state_dict"])
+    except Exception as e:
+        raise ValueError(f"cannot load a trained PRM from {path} ({type(e).__name__}: {e}); delete it and rerun train_prm") from e
+    return prm.to(device).eval(), meta
+
+
+# ----------------------------------------------------------------------------------------------
+# The λ sweep
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
+    device = model_device(model)
+    hits = 0
+    for i in range(0, len(images), batch_size):
+        hits += (model(images[i : i + batch_size].to(device)).argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
+    return hits / len(images)
+
+
+def lambda_sweep(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.Tensor, lambdas, *,
+                 topk_percent: float = 25.0, batch_size: int = 128) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per λ: top-1 accuracy, and how the top-``topk_percent`` input-gradient pixels sit on the lattice.
+
+    Returns a table (``lambda, top1, iou, lattice_share, chance_iou, chance_share``) and the per-λ gradient maps (L×H×W).
+    ``iou`` compares the top-k % pixels of the mean |∂L/∂x| map of the wrapped model with the
+    lattice mask; ``lattice_share`` is the fraction of those pixels on the lattice (chance = the
+    lattice's density d, 0.25 for ``s2``; a random set of density t has expected IoU dt/(d + t − dt),
+    1/7 for d = t = 0.25).
+    """
+    freeze(classifier)
+    prm.eval()
+    lat = lattice_mask(prm.lattice, *images.shape[-2:])
+    d, t = lat.float().mean().item(), topk_percent / 100.0
+    chance = {"chance_iou": d * t / (d + t - d * t), "chance_share": d}
+    rows, maps = [], []
+    for lam in lambdas:
+        model = PRMClassifier(classifier, prm, float(lam))
+        for p in model.prm.parameters():
+            p.requires_grad_(False)
+        gmap = dataset_gradient_map(model, images, labels, batch_size)
+        top = pixel_mask(gmap, topk_percent, "top")
+        rows.append({"lambda": float(lam), "top1": _top1(model, images, labels, batch_size), "iou": iou(top, lat),
+                     "lattice_share": (top & lat).sum().item() / max(1, top.sum().item()), **chance})
+        maps.append(gmap.numpy())
+        log.info("λ=%g top1 %.4f IoU %.4f lattice share %.4f", lam, rows[-1]["top1"], rows[-1]["iou"], rows[-1]["lattice_share"])
+    return pd.DataFrame(rows), np.stack(maps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Job entry points (one call per workflow script)
+# ----------------------------------------------------------------------------------------------
+
+
+def _load_range(data_dir, images: dict):
+    from .data import load_split, read_manifest
+
+    counts = read_manifest(data_dir)["counts"]
+    split = images["split"]
+    if split not in counts:
+        raise ValueError(f"prm.train.images: {data_dir} has no {split!r} split (it has {sorted(counts)})")
+    start = images.get("start") or 0
+    stop = counts[split] if images.get("stop") is None else min(images["stop"], counts[split])
+    if start >= stop:
+        raise ValueError(f"prm.train.images selects {split} images {start}:{stop} but {data_dir} has {counts[split]}; lower start")
+    return load_split(data_dir, split, start, stop)
+
+
+def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, lattice: str, depth: int, start_filters: int,
+                  train_cfg: dict, images: dict, seed: int, device, progress: bool = True) -> None:
+    """Rule ``train_prm``: train a PRM in front of one frozen classifier; resumable through ``checkpoint``."""
+    from .io import write_table
+    from .models import build_model
+
+    data = _load_range(data_dir, images)
+    classifier = build_model(spec, weights, device)
+    torch.manual_seed(seed)
+    prm = PRM(lattice, depth, start_filters)
+    keys = ("epochs", "batch_size", "lr", "recon_ratio", "train_lambda", "max_steps", "augment", "checkpoint_every")
+    history = train(classifier, prm, data.images, data.labels, seed=seed, checkpoint=checkpoint, progress=progress,
+                    **{k: train_cfg[k] for k in keys})
+    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "classifier": spec["name"],
+            "n_train": len(data), "steps": int(history.step.max()), **{k: train_cfg[k] for k in keys}}
+    write_table(history, out["history"], float_format="%.6g")
+    save_prm(prm, out["prm"], meta)
+    Path(checkpoint).unlink(missing_ok=True)  # the finished PRM supersedes it
+
+
+def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas, n_images: int, topk_percent: float,
+                  batch_size: int, device) -> None:
+    """Rule ``prm_sweep``: accuracy and lattice IoU over λ on the first ``n_images`` test images."""
+    from .data import load_split
+    from .io import save_npz, write_table
+    from .models import build_model
+
+    data = load_split(data_dir, "test", 0, n_images)
+    classifier = build_model(spec, weights, device)
+    prm, meta = load_prm(prm_path, device)
+    table, maps = lambda_sweep(classifier, prm, data.images, data.labels, lambdas, topk_percent=topk_percent, batch_size=batch_size)
+    table.insert(0, "n_images", len(data))
+    table.insert(0, "model", spec["name"])
+    table.insert(0, "dataset", spec["dataset"])
+    write_table(table, out["table"], float_format="%.6g")
+    save_npz(out["maps"], maps=maps, lambdas=np.asarray(lambdas, dtype=float), lattice=lattice_mask(meta["lattice"], *maps.shape[-2:]).numpy())
+
+
+SWEEP_COLUMNS = ["dataset", "model", "lambda", "top1", "iou"]
+
+
+def prm_tables(paths: list[str], out: dict) -> pd.DataFrame:
+    """Rule ``prm_tables``: ``prm_lambda_sweep.csv`` (fixed columns) and a detail table with chance levels."""
+    from .io import write_table
+
+    detail = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    write_table(detail[SWEEP_COLUMNS], out["csv"], out["md"])
+    write_table(detail, out["detail"])
+    return detail

@@ -1,0 +1,264 @@
+"""P3 part 1: gradient maps, masks, masked PGD and the PRM, on constructed inputs and real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pixelrobust import data, models
+from pixelrobust.errors import ConfigError
+from pixelrobust.gradients import (architecture_gradient_map, dataset_gradient_map, input_gradients, iou, neutral_copy,
+                                   pixel_mask)
+from pixelrobust.masked_pgd import build_masks, masked_pgd_chunk
+from pixelrobust.pgd import PGD
+from pixelrobust.prm import LATTICES, PRM, PRMClassifier, lambda_sweep, lattice_mask, train
+
+
+@pytest.fixture(scope="module")
+def resnet20(prepared):
+    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cifar_test(prepared):
+    return data.load_split(prepared / "data" / "cifar10", "test", 0, 64)
+
+
+# ---- masks and IoU ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (7, 5), (224, 224)])
+@pytest.mark.parametrize("k", [0, 1, 5, 10, 25, 33.3, 50, 100])
+@pytest.mark.parametrize("kind", ["top", "bottom", "random"])
+def test_masks_select_exactly_k_percent(shape, k, kind):
+    gmap = torch.from_numpy(np.random.default_rng(1).random(shape))
+    mask = pixel_mask(gmap, k, kind, seed=3)
+    n = shape[0] * shape[1]
+    assert mask.shape == shape and mask.dtype == torch.bool
+    assert mask.sum().item() == round(n * k / 100)
+    if 0 < mask.sum() < n and kind != "random":
+        inside, outside = gmap[mask], gmap[~mask]
+        assert (inside.min() >= outside.max()) if kind == "top" else (inside.max() <= outside.min())
+
+
+def test_masks_with_ties_are_exact_and_deterministic():
+    gmap = torch.zeros(10, 10)
+    gmap[:, :3] = 1.0  # 30 tied maxima
+    top = pixel_mask(gmap, 10, "top")
+    assert top.sum() == 10 and gmap[top].min() == 1.0
+    assert torch.equal(top, pixel_mask(gmap, 10, "top"))
+    r1, r2, r3 = (pixel_mask(gmap, 20, "random", seed=s) for s in (0, 0, 1))
+    assert torch.equal(r1, r2) and not torch.equal(r1, r3)
+
+
+def test_bad_mask_arguments():
+    with pytest.raises(ValueError, match="k_percent must be in"):
+        pixel_mask(torch.zeros(4, 4), 120)
+    with pytest.raises(ValueError, match="mask kind"):
+        pixel_mask(torch.zeros(4, 4), 10, "middle")
+    with pytest.raises(ValueError, match="H×W"):
+        pixel_mask(torch.zeros(3, 4, 4), 10)
+
+
+def test_iou_on_constructed_masks():
+    a = torch.zeros(4, 4, dtype=torch.bool)
+    b = torch.zeros(4, 4, dtype=torch.bool)
+    a[:, :2] = True  # left half
+    b[:2, :] = True  # top half
+    assert iou(a, b) == pytest.approx(4 / 12)
+    assert iou(a, a) == 1.0 and iou(a, ~a) == 0.0
+    lat = lattice_mask("s2", 32, 32)
+    assert iou(lat, lat) == 1.0 and iou(pixel_mask(lat.double(), 25, "top"), lat) == 1.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        iou(a, torch.zeros(3, 3, dtype=torch.bool))
+
+
+# ---- gradient maps ----------------------------------------------------------------------------
+
+
+def test_dataset_gradient_map_is_mean_abs_gradient(resnet20, cifar_test):
+    x, y = cifar_test.images[:12], cifar_test.labels[:12]
+    gmap = dataset_gradient_map(resnet20, x, y, batch_size=5)
+    per_image = torch.stack([input_gradients(resnet20, x[i : i + 1], y[i : i + 1])[0] for i in range(12)])
+    expected = per_image.abs().mean(dim=1).mean(dim=0).double()
+    assert gmap.shape == (32, 32)
+    torch.testing.assert_close(gmap, expected, rtol=1e-4, atol=1e-9)
+    assert gmap.min() >= 0 and gmap.max() > 0
+
+
+def test_architecture_map_leaves_the_model_alone_and_sees_the_stride(resnet20):
+    before = {k: v.clone() for k, v in resnet20.state_dict().items()}
+    amap = architecture_gradient_map(resnet20.net, (3, 32, 32), 0.1)
+    assert all(torch.equal(before[k], v) for k, v in resnet20.state_dict().items())
+    assert amap.shape == (32, 32) and amap.max() == pytest.approx(1.0) and amap.min() > 0
+    assert torch.allclose(amap, amap.T, atol=1e-6)  # the architecture is symmetric in x and y
+    neutral = neutral_copy(resnet20.net, 0.1)
+    assert all((p == 0.1).all() or (n.endswith("bias") and (p == 0).all()) for n, p in neutral.named_parameters())
+    # a single stride-2 1x1 convolution: the map is exactly its lattice
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, stride=2), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 8, 8))
+    amap = architecture_gradient_map(net, (3, 8, 8), 0.5)
+    assert torch.equal(amap > 0, lattice_mask("s2", 8, 8))
+
+
+def test_saturated_architecture_map_is_an_error():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(FloatingPointError, match="architecture_constant"):
+        architecture_gradient_map(net, (3, 8, 8), 10.0)
+
+
+# ---- PGD --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
+def test_pgd_respects_ball_box_and_mask(resnet20, cifar_test, norm, eps):
+    x, y = cifar_test.images[:16], cifar_test.labels[:16]
+    mask = pixel_mask(torch.rand(32, 32, generator=torch.Generator().manual_seed(0)), 25, "top")
+    adv = PGD(resnet20, eps=eps, alpha=eps / 4, steps=5, norm=norm, seed=1)(x, y, mask)
+    delta = adv - x
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (delta[:, :, ~mask] == 0).all(), "perturbation outside the mask"
+    size = delta.abs().amax(dim=(1, 2, 3)) if norm == "linf" else delta.flatten(1).norm(dim=1)
+    assert (size <= eps + 1e-6).all()
+    assert delta.abs().sum() > 0
+
+
+def test_pgd_without_steps_or_budget_returns_the_input(resnet20, cifar_test):
+    x, y = cifar_test.images[:4], cifar_test.labels[:4]
+    assert torch.equal(PGD(resnet20, steps=0, random_start=False)(x, y), x)
+    assert torch.equal(PGD(resnet20, eps=0, steps=3)(x, y), x)
+    with pytest.raises(ValueError, match="norm"):
+        PGD(resnet20, norm="l1")
+    with pytest.raises(ValueError, match="mask"):
+        PGD(resnet20)(x, y, torch.ones(16, 16, dtype=torch.bool))
+
+
+def test_masked_pgd_top_gradient_pixels_hurt_more_than_bottom(resnet20, prepared, cifar_test):
+    """P3's ordering on real data: PGD on the top 25 % gradient pixels beats PGD on the bottom 25 %."""
+    train = data.load_split(prepared / "data" / "cifar10", "train", 0, 256)
+    maps = {"dataset_map": dataset_gradient_map(resnet20, train.images, train.labels),
+            "architecture_map": architecture_gradient_map(resnet20.net, (3, 32, 32))}
+    masks = build_masks(maps, ["top", "bottom"], [0, 25, 100], seed=0)
+    res = masked_pgd_chunk(resnet20, cifar_test.images, cifar_test.labels, masks,
+                           {"linf": dict(eps=8 / 255, alpha=2 / 255, steps=5)}, seed=0, batch_size=64)
+    acc = {(r.mask, r.k_percent): r.n_correct / r.n_images for r in res.itertuples()}
+    clean = acc["top", 0.0]
+    assert clean == acc["bottom", 0.0] > 0.85  # k = 0 is the clean accuracy
+    assert acc["top", 100.0] == acc["bottom", 100.0] < 0.1  # k = 100 is full PGD
+    assert acc["top", 25.0] < acc["bottom", 25.0] - 0.15
+
+
+# ---- the PRM ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lattice", list(LATTICES))
+@pytest.mark.parametrize("size", [32, 64])
+def test_sparse_first_conv_reads_only_the_lattice(lattice, size):
+    torch.manual_seed(0)
+    prm = PRM(lattice, depth=2, start_filters=16)
+    x = torch.rand(4, 3, size, size, requires_grad=True)
+    out = prm(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    lat = lattice_mask(lattice, size, size)
+    assert (grad[:, :, ~lat] == 0).all(), "gradient off the lattice"
+    reached = grad.abs().sum(dim=(0, 1)) > 0
+    assert reached[lat].float().mean() > 0.9, "most lattice pixels should reach the output"
+    assert lat.float().mean().item() == pytest.approx(0.5 if lattice in ("s2x1", "s1x2") else 0.25)
+
+
+def test_s2_lattice_is_even_rows_and_columns():
+    lat = lattice_mask("s2", 6, 6)
+    assert lat.nonzero().tolist() == [[r, c] for r in (0, 2, 4) for c in (0, 2, 4)]
+    with pytest.raises(ConfigError, match="unknown PRM lattice"):
+        lattice_mask("s3", 6, 6)
+
+
+def test_lambda_zero_leaves_the_classifier_unchanged(resnet20, cifar_test):
+    torch.manual_seed(0)
+    wrapped = PRMClassifier(resnet20, PRM("s2", 2, 8), 0.0).eval()
+    with torch.no_grad():
+        assert torch.equal(wrapped(cifar_test.images), resnet20(cifar_test.images))
+        assert not torch.equal(PRMClassifier(resnet20, wrapped.prm, 0.5)(cifar_test.images), resnet20(cifar_test.images))
+    with pytest.raises(ValueError, match="λ must be in"):
+        PRMClassifier(resnet20, wrapped.prm, 1.5)
+
+
+def test_lambda_sweep_moves_the_gradient_onto_the_lattice(resnet20, cifar_test):
+    torch.manual_seed(0)
+    table, maps = lambda_sweep(resnet20, PRM("s2", 2, 8), cifar_test.images[:16], cifar_test.labels[:16], [0, 1])
+    assert maps.shape == (2, 32, 32)
+    lo, hi = table.iloc[0], table.iloc[1]
+    assert hi.iou == 1.0 and hi.lattice_share == 1.0  # λ = 1: the input reaches f only through the lattice
+    assert lo.iou < 0.4 and lo.top1 == pytest.approx((resnet20(cifar_test.images[:16]).argmax(1) == cifar_test.labels[:16]).float().mean().item())
+    assert lo.chance_iou == pytest.approx(1 / 7)
+
+
+def test_training_reduces_the_reconstruction_loss(resnet20, prepared):
+    x = data.load_split(prepared / "data" / "cifar10", "train", 0, 256)
+    torch.manual_seed(0)
+    prm = PRM("s2", 2, 8)
+    hist = train(resnet20, prm, x.images, x.labels, epochs=4, batch_size=16, lr=3e-3, recon_ratio=1.0, seed=0, progress=False)
+    assert hist.step.tolist() == list(range(1, 65)) and list(hist.epoch.unique()) == [0, 1, 2, 3]
+    assert hist.mse.iloc[-8:].mean() < 0.7 * hist.mse.iloc[:8].mean()
+    assert all(not p.requires_grad for p in resnet20.parameters()) and not resnet20.training  # frozen
+
+
+def test_training_resumes_exactly_after_a_kill(resnet20, prepared, tmp_path):
+    x = data.load_split(prepared / "data" / "cifar10", "train", 0, 64)
+    settings = dict(epochs=3, batch_size=16, lr=3e-3, recon_ratio=0.5, augment=True, seed=5, progress=False)
+    torch.manual_seed(0)
+    full = PRM("s2", 2, 8)
+    hist = train(resnet20, full, x.images, x.labels, **settings)
+    assert hist.step.tolist() == list(range(1, 13))
+
+    ckpt = tmp_path / "resume.pt"
+    common = dict(settings, checkpoint=ckpt, checkpoint_every=3)
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        _train_then_interrupt(resnet20, PRM("s2", 2, 8), x, common, stop_at=8)
+    assert torch.load(ckpt, weights_only=False)["step"] == 6  # the last checkpoint before the kill
+    torch.manual_seed(99)  # a new process draws other initial weights; the checkpoint must win
+    resumed = PRM("s2", 2, 8)
+    hist2 = train(resnet20, resumed, x.images, x.labels, **common)
+    assert hist2.step.tolist() == list(range(1, 13))
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hist2.loss, hist.loss, rtol=1e-5)
+
+    # a checkpoint written under other settings is not resumed from
+    torch.manual_seed(99)
+    other = PRM("s2", 2, 8)
+    hist3 = train(resnet20, other, x.images, x.labels, **{**common, "lr": 1e-3})
+    assert len(hist3) == 12 and not np.allclose(hist3.loss, hist.loss)
+
+
+def _train_then_interrupt(classifier, prm, x, kwargs, stop_at):
+    """Run ``train`` and raise KeyboardInterrupt in the forward pass of step ``stop_at``."""
+    calls = {"n": 0}
+    original = prm.forward
+
+    def forward(inp):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            raise KeyboardInterrupt
+        return original(inp)
+
+    prm.forward = forward
+    try:
+        train(classifier, prm, x.images, x.labels, **kwargs)
+    finally:
+        prm.forward = original
+
+
+def test_bad_prm_settings():
+    with pytest.raises(ConfigError, match="depth"):
+        PRM("s2", depth=0)
+    with pytest.raises(ConfigError, match="recon_ratio"):
+        train(torch.nn.Identity(), PRM("s2", 1, 2), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), epochs=1,
+              batch_size=2, lr=1e-3, recon_ratio=1.5)

@@ -1,0 +1,47 @@
+rule gradient_map:
+    input:
+        data=lambda w: f"resources/data/{dataset_of(w.model)}",
+        weights="resources/weights/{model}.pt",
+    output:
+        "results/p3/gradients/{model}.npz",
+    log:
+        "results/logs/gradient_map/{model}.log",
+    benchmark:
+        "results/benchmarks/rules/gradient_map/{model}.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: MODELS[w.model],
+        split=lambda w: config["gradients"]["split"][dataset_of(w.model)],
+        n_images=lambda w: config["gradients"]["n_images"][dataset_of(w.model)],
+        constant=config["gradients"]["architecture_constant"],
+        batch_size=config["batch_size"],
+        device=config["device"],
+        seed=lambda w: job_seed("gradient_map", w.model),
+    script:
+        "../scripts/gradient_map.py"
+
+
+rule p3_gradient_maps:
+    input:
+        expand("results/p3/gradients/{model}.npz", model=config["gradients"]["models"]),
+    output:
+        png=report(
+            "results/figures/p3_gradient_maps.png",
+            caption="../report/p3_gradient_maps.rst",
+            category="P3",
+            labels={"figure": "gradient maps"},
+        ),
+        pdf="results/figures/p3_gradient_maps.pdf",
+    log:
+        "results/logs/p3_gradient_maps.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        models=config["gradients"]["models"],
+    script:
+        "../scripts/p3_gradient_maps.py"

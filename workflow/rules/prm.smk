@@ -1,0 +1,124 @@
+rule train_prm:
+    input:
+        data=lambda w: f"resources/data/{dataset_of(w.model)}",
+        weights="resources/weights/{model}.pt",
+    output:
+        prm="results/p3/prm/{model}/prm.pt",
+        history="results/p3/prm/{model}/history.csv",
+    log:
+        "results/logs/train_prm/{model}.log",
+    benchmark:
+        "results/benchmarks/rules/train_prm/{model}.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: MODELS[w.model],
+        checkpoint=lambda w: f"results/p3/prm/{w.model}/resume.pt",
+        lattice=config["prm"]["lattice"],
+        depth=config["prm"]["depth"],
+        start_filters=config["prm"]["start_filters"],
+        train={k: v for k, v in config["prm"]["train"].items() if k != "images"},
+        images=lambda w: config["prm"]["train"]["images"][dataset_of(w.model)],
+        device=config["device"],
+        seed=lambda w: job_seed("train_prm", w.model),
+    script:
+        "../scripts/train_prm.py"
+
+
+rule prm_sweep:
+    input:
+        data=lambda w: f"resources/data/{dataset_of(w.model)}",
+        weights="resources/weights/{model}.pt",
+        prm="results/p3/prm/{model}/prm.pt",
+    output:
+        table="results/p3/prm_sweep/{model}.csv",
+        maps="results/p3/prm_sweep/{model}.npz",
+    log:
+        "results/logs/prm_sweep/{model}.log",
+    benchmark:
+        "results/benchmarks/rules/prm_sweep/{model}.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: MODELS[w.model],
+        lambdas=config["prm"]["sweep"]["lambdas"],
+        n_images=lambda w: prm_sweep_n(w.model),
+        topk_percent=config["prm"]["sweep"]["topk_percent"],
+        batch_size=config["batch_size"],
+        device=config["device"],
+        seed=lambda w: job_seed("prm_sweep", w.model),
+    script:
+        "../scripts/prm_sweep.py"
+
+
+rule prm_tables:
+    input:
+        expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
+    output:
+        csv=report(
+            "results/tables/prm_lambda_sweep.csv",
+            caption="../report/prm_lambda_sweep.rst",
+            category="P3",
+            labels={"table": "PRM lambda sweep"},
+        ),
+        md="results/tables/prm_lambda_sweep.md",
+        detail="results/tables/prm_lambda_sweep_detail.csv",
+    log:
+        "results/logs/prm_tables.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/prm_tables.py"
+
+
+rule p3_prm_training:
+    input:
+        "results/p3/prm/{model}/history.csv",
+    output:
+        png=report(
+            "results/figures/p3_prm_training_{model}.png",
+            caption="../report/p3_prm_training.rst",
+            category="P3",
+            labels={"figure": "PRM training", "model": "{model}"},
+        ),
+        pdf="results/figures/p3_prm_training_{model}.pdf",
+    log:
+        "results/logs/p3_prm_training/{model}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/p3_prm_training.py"
+
+
+rule p3_prm_lambda:
+    input:
+        table="results/p3/prm_sweep/{model}.csv",
+        maps="results/p3/prm_sweep/{model}.npz",
+    output:
+        png=report(
+            "results/figures/p3_prm_lambda_{model}.png",
+            caption="../report/p3_prm_lambda.rst",
+            category="P3",
+            labels={"figure": "PRM lambda sweep", "model": "{model}"},
+        ),
+        pdf="results/figures/p3_prm_lambda_{model}.pdf",
+    log:
+        "results/logs/p3_prm_lambda/{model}.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/p3_prm_lambda.py"
+
+
+rule p3:
+    input:
+        p3_targets(),
