@@ -158,9 +158,10 @@ def test_masked_pgd_top_gradient_pixels_hurt_more_than_bottom(resnet20, prepared
 
 @pytest.mark.parametrize("lattice", list(LATTICES))
 @pytest.mark.parametrize("size", [32, 64])
-def test_sparse_first_conv_reads_only_the_lattice(lattice, size):
+@pytest.mark.parametrize("residual", [False, True])
+def test_sparse_first_conv_reads_only_the_lattice(lattice, size, residual):
     torch.manual_seed(0)
-    prm = PRM(lattice, depth=2, start_filters=16)
+    prm = PRM(lattice, depth=2, start_filters=16, residual=residual)
     x = torch.rand(4, 3, size, size, requires_grad=True)
     out = prm(x)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
@@ -170,6 +171,15 @@ def test_sparse_first_conv_reads_only_the_lattice(lattice, size):
     reached = grad.abs().sum(dim=(0, 1)) > 0
     assert reached[lat].float().mean() > 0.9, "most lattice pixels should reach the output"
     assert lat.float().mean().item() == pytest.approx(0.5 if lattice in ("s2x1", "s1x2") else 0.25)
+
+
+def test_residual_prm_starts_as_a_nearest_lattice_fill():
+    x = torch.rand(2, 3, 8, 8) * 0.9 + 0.05
+    prm = PRM("s2", depth=2, start_filters=4, residual=True)
+    fill = prm.fill(x)
+    torch.testing.assert_close(prm(x), fill, rtol=1e-5, atol=1e-5)
+    assert torch.equal(fill[:, :, 1, 1], x[:, :, 0, 0]) and torch.equal(fill[:, :, 2, 3], x[:, :, 2, 2])
+    assert torch.equal(fill[:, :, ::2, ::2], x[:, :, ::2, ::2])
 
 
 def test_s2_lattice_is_even_rows_and_columns():

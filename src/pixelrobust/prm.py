@@ -114,22 +114,52 @@ class UNet(nn.Module):
         return x
 
 
-class PRM(nn.Module):
-    """Sparse first convolution → U-Net → transposed convolution to full size → 3×3 conv → sigmoid."""
+def nearest_lattice_index(name: str, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each row (column), the nearest row (column) the lattice reads; the lattice is a product of both."""
+    lat = lattice_mask(name, height, width)
+    rows, cols = lat.any(dim=1).nonzero().flatten(), lat.any(dim=0).nonzero().flatten()
+    near = lambda keep, n: keep[(torch.arange(n)[:, None] - keep[None, :]).abs().argmin(dim=1)]  # noqa: E731
+    return near(rows, height), near(cols, width)
 
-    def __init__(self, lattice: str = "s2", depth: int = 4, start_filters: int = 64, channels: int = 3):
+
+class PRM(nn.Module):
+    """Sparse first convolution → U-Net → transposed convolution to full size → 3×3 conv → sigmoid.
+
+    ``residual=True`` (ours, the default in our configs) adds the network's output, in logit space,
+    to a nearest-neighbour fill of the lattice pixels, ``sigmoid(logit(fill(x)) + net(x))``, with the
+    last convolution initialised to zero: training starts from "copy the lattice" instead of from a
+    constant image. Both variants read only the lattice.
+    """
+
+    def __init__(self, lattice: str = "s2", depth: int = 4, start_filters: int = 64, channels: int = 3,
+                 residual: bool = False):
         super().__init__()
         (kh, kw), (sh, sw) = check_lattice(lattice)
-        self.lattice = lattice
+        self.lattice, self.residual = lattice, bool(residual)
         self.sparse = nn.Conv2d(channels, start_filters, (kh, kw), stride=(sh, sw))
         self.unet = UNet(start_filters, depth, start_filters)
         self.up = nn.ConvTranspose2d(start_filters, start_filters, 3, stride=(sh, sw), padding=1)
         self.out = nn.Conv2d(start_filters, channels, 3, padding=1)
+        if self.residual:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+        self._index: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fill(self, x: torch.Tensor) -> torch.Tensor:
+        """Every pixel takes the value of its nearest lattice pixel."""
+        key = tuple(x.shape[-2:])
+        if key not in self._index:
+            self._index[key] = nearest_lattice_index(self.lattice, *key)
+        r, c = (t.to(x.device) for t in self._index[key])
+        return x.index_select(-2, r).index_select(-1, c)
 
     def forward(self, x):
         h = self.unet(F.relu(self.sparse(x)))
         h = F.relu(self.up(h, output_size=list(x.shape[-2:])))
-        return torch.sigmoid(self.out(h))
+        logits = self.out(h)
+        if self.residual:
+            logits = logits + torch.logit(self.fill(x).clamp(1e-3, 1 - 1e-3))
+        return torch.sigmoid(logits)
 
 
 class PRMClassifier(nn.Module):
@@ -205,6 +235,7 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
     total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
     settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "recon_ratio": recon_ratio, "train_lambda": train_lambda,
                 "max_steps": max_steps, "augment": augment, "seed": seed, "n_images": len(images), "lattice": prm.lattice,
+                "residual": prm.residual,
                 "n_params": sum(p.numel() for p in prm.parameters())}
     fp = fingerprint(settings)
     step, history = 0, []
@@ -275,7 +306,7 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         meta = obj["meta"]
-        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"])
+        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False))
         prm.load_state_dict(obj["state_dict"])
     except Exception as e:
         raise ValueError(f"cannot load a trained PRM from {path} ({type(e).__name__}: {e}); delete it and rerun train_prm") from e
@@ -345,7 +376,7 @@ def _load_range(data_dir, images: dict):
 
 
 def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, lattice: str, depth: int, start_filters: int,
-                  train_cfg: dict, images: dict, seed: int, device, progress: bool = True) -> None:
+                  residual: bool, train_cfg: dict, images: dict, seed: int, device, progress: bool = True) -> None:
     """Rule ``train_prm``: train a PRM in front of one frozen classifier; resumable through ``checkpoint``."""
     from .io import write_table
     from .models import build_model
@@ -353,11 +384,11 @@ def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, latti
     data = _load_range(data_dir, images)
     classifier = build_model(spec, weights, device)
     torch.manual_seed(seed)
-    prm = PRM(lattice, depth, start_filters)
+    prm = PRM(lattice, depth, start_filters, residual=residual)
     keys = ("epochs", "batch_size", "lr", "recon_ratio", "train_lambda", "max_steps", "augment", "checkpoint_every")
     history = train(classifier, prm, data.images, data.labels, seed=seed, checkpoint=checkpoint, progress=progress,
                     **{k: train_cfg[k] for k in keys})
-    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "classifier": spec["name"],
+    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "residual": residual, "classifier": spec["name"],
             "n_train": len(data), "steps": int(history.step.max()), **{k: train_cfg[k] for k in keys}}
     write_table(history, out["history"], float_format="%.6g")
     save_prm(prm, out["prm"], meta)

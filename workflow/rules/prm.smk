@@ -20,6 +20,7 @@ rule train_prm:
         lattice=config["prm"]["lattice"],
         depth=config["prm"]["depth"],
         start_filters=config["prm"]["start_filters"],
+        residual=config["prm"]["residual"],
         train={k: v for k, v in config["prm"]["train"].items() if k != "images"},
         images=lambda w: config["prm"]["train"]["images"][dataset_of(w.model)],
         device=config["device"],
