@@ -1,0 +1,100 @@
+"""Kill a long-running workflow job (PRM training) and resume it: the result equals an uninterrupted run's."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from conftest import SNAKEMAKE, TINY, snakemake
+
+TARGET = "results/p3/prm/resnet20_cifar10/history.csv"
+PRM_DIR = "results/p3/prm/resnet20_cifar10"
+# the tiny config, but a training long enough to be killed in the middle (100 steps, about 15 s on 2 CPU cores)
+LONGER = """
+prm:
+  models: [resnet20_cifar10]
+  lattice: s2
+  depth: 2
+  start_filters: 8
+  residual: true
+  train:
+    images: {cifar10: {split: train, start: 0, stop: 512}}
+    epochs: 10
+    max_steps: 100
+    batch_size: 16
+    lr: 0.001
+    recon_ratio: 0.5
+    train_lambda: 1.0
+    augment: true
+    checkpoint_every: 10
+  sweep: {lambdas: [0, 1], n_images: {cifar10: 8}, topk_percent: 25}
+"""
+
+
+@pytest.fixture(scope="module")
+def args(tmp_path_factory):
+    override = tmp_path_factory.mktemp("config") / "longer_training.yaml"
+    override.write_text(LONGER)
+    return [*TINY, str(override), "--cores", "2", "--resources", "gpu=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(mirror, tmp_path_factory, args):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    snakemake([TARGET, *args], workdir, mirror)
+    return workdir
+
+
+def _kill_during_training(workdir, mirror, sig, args) -> int:
+    """Start the workflow, wait until training has checkpointed past step 30, send ``sig`` to its process group."""
+    env = {**{k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"}, "PIXELROBUST_MIRROR": str(mirror)}
+    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(workdir), TARGET, *args], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10.log"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the workflow ended (rc {proc.returncode}) before it could be killed")
+            ckpt = workdir / PRM_DIR / "resume.pt"
+            if ckpt.is_file() and log.is_file() and "step 40/100" in log.read_text():
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never reached step 40")
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return torch.load(workdir / PRM_DIR / "resume.pt", weights_only=False)["step"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_path, sig, args):
+    t0 = time.monotonic()
+    step = _kill_during_training(tmp_path, mirror, sig, args)
+    killed_after = time.monotonic() - t0
+    assert 40 <= step < 100, f"checkpoint at step {step}"
+    # nothing of the killed job counts as a result
+    assert not (tmp_path / PRM_DIR / "prm.pt").exists() and not (tmp_path / TARGET).exists()
+
+    t1 = time.monotonic()
+    if sig == signal.SIGKILL:  # a hard kill leaves Snakemake's lock behind: the documented way out
+        snakemake([TARGET, *args, "--unlock"], tmp_path, mirror)
+    snakemake([TARGET, *args, "--rerun-incomplete"], tmp_path, mirror)
+    print(f"{sig.name}: killed after {killed_after:.1f} s at checkpoint step {step}; resumed run {time.monotonic() - t1:.1f} s")
+    log = (tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10.log").read_text()
+    assert f"resuming PRM training from {PRM_DIR}/resume.pt at step {step} of 100" in log
+    assert not (tmp_path / PRM_DIR / "resume.pt").exists()
+
+    assert (tmp_path / TARGET).read_bytes() == (uninterrupted / TARGET).read_bytes()
+    a = torch.load(uninterrupted / PRM_DIR / "prm.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / PRM_DIR / "prm.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
