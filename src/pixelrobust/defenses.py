@@ -1,0 +1,186 @@
+"""Input-transformation defences (P3's defence table), each a model wrapper taking images in [0, 1].
+
+Every defence wraps a classifier (:class:`pixelrobust.models.Classifier` or anything with the
+same interface) and is itself called on images in [0, 1], returning one score row per image whose
+argmax is the defended prediction. The randomised ones draw from their own generator, seeded at
+construction (``seed``) and re-seedable (:meth:`reseed`), so a run is reproducible and does not
+touch the global RNG.
+
+* :class:`StochasticPRM` — P3's defence: per call, a random shift of 1–2 pixels (zero padded)
+  moves the lattice, then one or more PRMs drawn at random with λ drawn from ``lambdas``
+  (authors' ``ACE.forward``). ``stochastic=False`` gives the deterministic PRM model the gray-box
+  attacks are crafted on.
+* :class:`RegionBased` — Cao & Gong (2017): ``samples`` points drawn uniformly from the hypercube
+  of half-side ``radius`` around the image, majority vote. Output: log of the vote shares.
+* :class:`Randomization` — Xie et al. (2018), as in the authors' code: one nearest-neighbour
+  resize by a factor in ``scale``, then a random zero pad back to the input size.
+* :class:`PixelDeflection` — Prakash et al. (2018): ``deflections`` single-channel pixel
+  replacements by a random neighbour within ``window``, then BayesShrink wavelet denoising
+  (σ = ``sigma``, soft threshold, YCbCr) from scikit-image. Pixels are drawn uniformly unless a
+  robust activation map is supplied (``rcam``: a callable image → H×W map in [0, 1]; pixels are
+  then skipped with that probability, as in the original).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+DEFAULT_SHIFTS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
+
+
+class _Randomised(nn.Module):
+    def __init__(self, model: nn.Module, seed: int = 0):
+        super().__init__()
+        self.model = model
+        self.num_classes = getattr(model, "num_classes", None)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move the image content by (dy, dx) pixels, filling with zeros; same size."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))
+    top, left = max(-dy, 0), max(-dx, 0)
+    return padded[..., top : top + h, left : left + w]
+
+
+class StochasticPRM(_Randomised):
+    """``f(x_k)`` with ``x_{i+1} = λ_i·PRM_i(s_i(x_i)) + (1 − λ_i)·s_i(x_i)`` for ``stacks`` random draws."""
+
+    def __init__(self, classifier: nn.Module, prms: list[nn.Module], lambdas=(0.0, 0.5, 1.0), stacks=(1,),
+                 shifts=DEFAULT_SHIFTS, stochastic: bool = True, fixed_lambda: float = 1.0, seed: int = 0):
+        if not prms:
+            raise ValueError("StochasticPRM needs at least one trained PRM")
+        if any(not 0 <= lam <= 1 for lam in lambdas) or not 0 <= fixed_lambda <= 1:
+            raise ValueError(f"λ values must lie in [0, 1], got {list(lambdas)} / {fixed_lambda}")
+        super().__init__(classifier, seed)
+        self.prms = nn.ModuleList(prms)
+        self.lambdas, self.stacks, self.shifts = [float(v) for v in lambdas], list(stacks), [tuple(s) for s in shifts]
+        self.stochastic, self.fixed_lambda = stochastic, float(fixed_lambda)
+
+    def _pick(self, seq):
+        return seq[int(torch.randint(len(seq), (1,), generator=self.gen))]
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.stochastic:
+            return self.fixed_lambda * self.prms[0](x) + (1 - self.fixed_lambda) * x
+        for _ in range(self._pick(self.stacks)):
+            prm, lam = self._pick(list(self.prms)), self._pick(self.lambdas)
+            xs = shift(x, *self._pick(self.shifts)) if self.shifts else x
+            x = lam * prm(xs) + (1 - lam) * xs
+        return x
+
+    def forward(self, x):
+        return self.model(self.transform(x))
+
+
+class RegionBased(_Randomised):
+    """Majority vote over ``samples`` uniform draws in the L∞ ball of ``radius`` (clipped to [0, 1])."""
+
+    def __init__(self, model: nn.Module, radius: float = 0.02, samples: int = 1000, batch_size: int = 500,
+                 surrogate: bool = False, seed: int = 0):
+        if radius < 0 or samples < 1:
+            raise ValueError(f"region-based defence needs radius >= 0 and samples >= 1, got {radius}, {samples}")
+        super().__init__(model, seed)
+        self.radius, self.samples, self.batch_size, self.surrogate = float(radius), int(samples), int(batch_size), surrogate
+
+    def forward(self, x):
+        n_classes = None
+        out = []
+        for img in x:
+            votes = None
+            for i in range(0, self.samples, self.batch_size):
+                m = min(self.batch_size, self.samples - i)
+                noise = (torch.rand((m, *img.shape), generator=self.gen) * 2 - 1).to(x.device) * self.radius
+                logits = self.model((img[None] + noise).clamp(0, 1))
+                n_classes = logits.shape[1]
+                if self.surrogate:  # EOT: the mean softmax, differentiable
+                    part = logits.softmax(1).sum(0)
+                else:
+                    part = torch.bincount(logits.argmax(1), minlength=n_classes).to(logits.dtype)
+                votes = part if votes is None else votes + part
+            out.append(votes / self.samples)
+        return torch.stack(out).clamp_min(1e-12).log()
+
+
+class Randomization(_Randomised):
+    """Random nearest-neighbour downscale by a factor in ``scale`` and random zero padding back to size."""
+
+    def __init__(self, model: nn.Module, scale=(0.9, 1.0), seed: int = 0):
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise ValueError(f"randomisation scale must satisfy 0 < low <= high <= 1, got {scale}")
+        super().__init__(model, seed)
+        self.scale = (float(scale[0]), float(scale[1]))
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        lo_h, lo_w = max(1, int(np.ceil(h * self.scale[0]))), max(1, int(np.ceil(w * self.scale[0])))
+        nh = int(torch.randint(lo_h, max(lo_h, int(h * self.scale[1])) + 1, (1,), generator=self.gen))
+        nw = int(torch.randint(lo_w, max(lo_w, int(w * self.scale[1])) + 1, (1,), generator=self.gen))
+        small = F.interpolate(x, size=(nh, nw), mode="nearest")
+        top = int(torch.randint(0, h - nh + 1, (1,), generator=self.gen))
+        left = int(torch.randint(0, w - nw + 1, (1,), generator=self.gen))
+        return F.pad(small, (left, w - nw - left, top, h - nh - top))
+
+    def forward(self, x):
+        return self.model(self.transform(x))
+
+
+class PixelDeflection(_Randomised):
+    """Deflect ``deflections`` pixel values to random neighbours within ``window``, then wavelet-denoise."""
+
+    def __init__(self, model: nn.Module, deflections: int = 100, window: int = 10, sigma: float = 0.04, rcam=None,
+                 seed: int = 0):
+        if deflections < 0 or window < 1 or sigma <= 0:
+            raise ValueError(f"pixel deflection needs deflections >= 0, window >= 1, sigma > 0; got {deflections}, {window}, {sigma}")
+        super().__init__(model, seed)
+        self.deflections, self.window, self.sigma, self.rcam = int(deflections), int(window), float(sigma), rcam
+
+    def deflect(self, img: np.ndarray, rcam: np.ndarray | None) -> np.ndarray:
+        """``img``: C×H×W float array (modified copy returned)."""
+        img = img.copy()
+        c_n, h, w = img.shape
+        left, tries = self.deflections, 0
+        while left > 0 and tries < 100 * max(1, self.deflections):  # an R-CAM of ones would skip forever
+            for c in range(c_n):
+                tries += 1
+                y, x = self.rng.integers(0, h), self.rng.integers(0, w)
+                if rcam is not None and self.rng.random() < rcam[y, x]:
+                    continue
+                while True:
+                    a, b = self.rng.integers(-self.window, self.window + 1, size=2)
+                    if 0 <= y + a < h and 0 <= x + b < w and (a or b):
+                        break
+                img[c, y, x] = img[c, y + a, x + b]
+                left -= 1
+                if left == 0:
+                    break
+        return img
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        from skimage.restoration import denoise_wavelet
+
+        out = []
+        for img in x.detach().cpu():
+            rcam = None if self.rcam is None else np.asarray(self.rcam(img))
+            d = self.deflect(img.numpy().astype(np.float64), rcam)
+            den = denoise_wavelet(d.transpose(1, 2, 0), sigma=self.sigma, mode="soft", channel_axis=-1,
+                                  convert2ycbcr=True, method="BayesShrink", rescale_sigma=True)
+            out.append(torch.from_numpy(np.clip(den, 0, 1).transpose(2, 0, 1).astype(np.float32)))
+        y = torch.stack(out).to(x.device)
+        return x + (y - x).detach()  # BPDA: the transformation's gradient is taken as the identity
+
+    def forward(self, x):
+        return self.model(self.transform(x))
+
+
+DEFENSES = {"stochastic_prm": StochasticPRM, "region_based": RegionBased, "randomization": Randomization,
+            "pixel_deflection": PixelDeflection}
