@@ -44,6 +44,17 @@ def prepared(mirror, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def resnet20(prepared):
+    """The pretrained CIFAR-10 ResNet-20, frozen (no parameter gradients), in eval mode."""
+    from pixelrobust import models
+
+    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
 TINY = ["--configfile", str(REPO / "config" / "tiny.yaml")]

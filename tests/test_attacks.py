@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixelrobust import data, models
+from pixelrobust import data
 from pixelrobust.attacks import build_attack
-
-
-@pytest.fixture(scope="module")
-def resnet20(prepared):
-    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 @pytest.fixture(scope="module")

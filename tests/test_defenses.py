@@ -6,14 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pixelrobust import data, models
+from pixelrobust import data
 from pixelrobust.defenses import PixelDeflection, Randomization, RegionBased, StochasticPRM, shift
 from pixelrobust.prm import PRM
-
-
-@pytest.fixture(scope="module")
-def resnet20(prepared):
-    return models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from pixelrobust import data, models
+from pixelrobust import data
 from pixelrobust.errors import ConfigError
 from pixelrobust.gradients import (architecture_gradient_map, dataset_gradient_map, input_gradients, iou, neutral_copy,
                                    pixel_mask)
 from pixelrobust.masked_pgd import build_masks, masked_pgd_chunk
 from pixelrobust.pgd import PGD
 from pixelrobust.prm import LATTICES, PRM, PRMClassifier, lambda_sweep, lattice_mask, train
-
-
-@pytest.fixture(scope="module")
-def resnet20(prepared):
-    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 @pytest.fixture(scope="module")
