@@ -12,6 +12,8 @@ import torch
 
 from conftest import SNAKEMAKE, TINY, snakemake
 
+pytestmark = pytest.mark.workflow
+
 TARGET = "results/p3/prm/resnet20_cifar10/history.csv"
 PRM_DIR = "results/p3/prm/resnet20_cifar10"
 # the tiny config, but a training long enough to be killed in the middle (100 steps, about 15 s on 2 CPU cores)
