@@ -69,11 +69,14 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None = None, device: str = "auto") -> Iterator[torch.device]:
+def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None = None, device: str = "auto",
+        smk=None) -> Iterator[torch.device]:
     """Set up a workflow job: log to ``log_path``, seed, set thread count, pick the device.
 
     Any exception is written to the log with its traceback and re-raised, so Snakemake marks the
-    job failed and removes its outputs.
+    job failed and removes its outputs. With ``smk`` (the script's ``snakemake`` object) and a
+    ``prov`` output, a provenance record is written there when the job succeeds
+    (:mod:`pixelrobust.provenance`).
     """
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
@@ -89,6 +92,12 @@ def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None =
         if "SLURM_JOB_ID" in os.environ:  # provenance on a cluster (checked by tests/test_slurm.py)
             log.info("SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"], os.environ.get("CUDA_VISIBLE_DEVICES", ""))
         yield dev
+        if smk is not None:
+            from .provenance import from_snakemake
+
+            compute = bool(threads)  # table and figure jobs get no threads/seed/device
+            from_snakemake(smk, seed if compute else None, dev if compute else None,
+                           torch.get_num_threads() if compute else None)
     except BaseException:
         log.error("job failed:\n%s", traceback.format_exc())
         raise

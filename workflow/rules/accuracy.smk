@@ -4,6 +4,7 @@ rule clean_accuracy_chunk:
         weights="resources/weights/{model}.pt",
     output:
         "results/clean_accuracy/{model}/chunk-{chunk}.csv",
+        prov="results/clean_accuracy/{model}/chunk-{chunk}.provenance.json",
     log:
         "results/logs/clean_accuracy_chunk/{model}/{chunk}.log",
     benchmark:
@@ -34,6 +35,12 @@ rule clean_accuracy:
             labels={"table": "clean accuracy"},
         ),
         md="results/tables/clean_accuracy.md",
+        prov=report(
+            "results/tables/clean_accuracy.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "clean accuracy"},
+        ),
     log:
         "results/logs/clean_accuracy.log",
     localrule: True
@@ -41,5 +48,6 @@ rule clean_accuracy:
         ENV
     params:
         datasets=lambda w: {m: dataset_of(m) for m in prconfig.clean_accuracy_models(config)},
+        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/clean_accuracy.py"

@@ -14,12 +14,15 @@ export_library_path()
 from pixelrobust import config as prconfig
 from pixelrobust import data as prdata
 from pixelrobust import models as prmodels
+from pixelrobust.provenance import digest
 from pixelrobust.runtime import derive_seed
 
 validate(config, "../schemas/config.schema.yaml")
 MODELS = prconfig.check(config)
 MIRROR = prdata.resolve_mirror(config)
 ENV = "../../envs/pixelrobust.yaml"
+# Recorded in the provenance of every results table (only the table rules take it as a param).
+CONFIG_SHA256 = digest(config)
 
 
 def dataset_of(model):
@@ -119,7 +122,7 @@ def onepixel_note(model):
 
 
 def clean_accuracy_chunks(wildcards=None):
-    return {
+    chunks = {
         model: expand(
             "results/clean_accuracy/{model}/chunk-{chunk}.csv",
             model=model,
@@ -127,6 +130,8 @@ def clean_accuracy_chunks(wildcards=None):
         )
         for model in prconfig.clean_accuracy_models(config)
     }
+    prov = [f.replace(".csv", ".provenance.json") for files in chunks.values() for f in files]
+    return {**chunks, "prov": prov}
 
 
 def job_seed(rule_name, *keys):
@@ -143,13 +148,16 @@ def masked_pgd_bounds(model):
 
 
 def masked_pgd_chunks(wildcards=None):
-    return {
+    chunks = {
         model: [
             f"results/p3/masked_pgd/{model}/chunk-{c}.csv"
             for c in range(len(masked_pgd_bounds(model)))
         ]
         for model in config["masked_pgd"]["models"]
     }
+    prov = [f.replace(".csv", ".provenance.json") for files in chunks.values() for f in files]
+    maps = [f"results/p3/gradients/{m}.provenance.json" for m in config["masked_pgd"]["models"]]
+    return {**chunks, "prov": prov + maps}
 
 
 def pgd_attacks():
@@ -164,6 +172,12 @@ def masked_pgd_table_outputs():
         stem = "masked_pgd" if norm == "linf" else "masked_pgd_l2"
         out[norm] = f"results/tables/{stem}.csv"
         out[f"{norm}_md"] = f"results/tables/{stem}.md"
+    out["prov"] = report(
+        "results/tables/masked_pgd.provenance.json",
+        caption="../report/provenance.rst",
+        category="Provenance",
+        labels={"table": "masked PGD"},
+    )
     return out
 
 

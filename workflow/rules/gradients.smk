@@ -4,6 +4,7 @@ rule gradient_map:
         weights="resources/weights/{model}.pt",
     output:
         "results/p3/gradients/{model}.npz",
+        prov="results/p3/gradients/{model}.provenance.json",
     log:
         "results/logs/gradient_map/{model}.log",
     benchmark:

@@ -5,6 +5,7 @@ rule masked_pgd:
         maps="results/p3/gradients/{model}.npz",
     output:
         "results/p3/masked_pgd/{model}/chunk-{chunk}.csv",
+        prov="results/p3/masked_pgd/{model}/chunk-{chunk}.provenance.json",
     log:
         "results/logs/masked_pgd/{model}/{chunk}.log",
     benchmark:
@@ -40,6 +41,7 @@ rule masked_pgd_tables:
         ENV
     params:
         datasets={m: dataset_of(m) for m in config["masked_pgd"]["models"]},
+        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/masked_pgd_tables.py"
 

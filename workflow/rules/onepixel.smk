@@ -4,6 +4,7 @@ rule segment:
         weights="resources/weights/{model}.pt",
     output:
         "results/p1/segments/{model}/chunk-{chunk}.npz",
+        prov="results/p1/segments/{model}/chunk-{chunk}.provenance.json",
     log:
         "results/logs/segment/{model}/{chunk}.log",
     benchmark:
@@ -35,6 +36,7 @@ rule onepixel_search:
         images="results/p1/onepixel/{model}/chunk-{chunk}-images.csv",
         regions="results/p1/onepixel/{model}/chunk-{chunk}-regions.csv",
         de_runs="results/p1/onepixel/{model}/chunk-{chunk}-de.csv",
+        prov="results/p1/onepixel/{model}/chunk-{chunk}.provenance.json",
     log:
         "results/logs/onepixel_search/{model}/{chunk}.log",
     benchmark:
@@ -64,6 +66,8 @@ rule onepixel_tables:
         images=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-images.csv"),
         regions=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-regions.csv"),
         de_runs=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-de.csv"),
+        prov=onepixel_chunks("results/p1/segments/{model}/chunk-{chunk}.provenance.json")
+        + onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}.provenance.json"),
     output:
         success=report(
             "results/tables/onepixel_success.csv",
@@ -82,6 +86,12 @@ rule onepixel_tables:
         regions="results/tables/onepixel_regions.csv",
         images="results/tables/onepixel_images.csv",
         de_runs="results/tables/onepixel_de_runs.csv",
+        prov=report(
+            "results/tables/onepixel.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "P1 one-pixel tables"},
+        ),
     log:
         "results/logs/onepixel_tables.log",
     localrule: True
@@ -91,6 +101,7 @@ rule onepixel_tables:
         notes={m: onepixel_note(m) for m in config["onepixel"]["models"]},
         n_boot=config["onepixel"]["bootstrap"],
         seed=job_seed("onepixel_tables"),
+        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/onepixel_tables.py"
 

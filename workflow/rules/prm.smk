@@ -5,6 +5,7 @@ rule train_prm:
     output:
         prm="results/p3/prm/{model}/prm.pt",
         history="results/p3/prm/{model}/history.csv",
+        prov="results/p3/prm/{model}/prm.provenance.json",
     log:
         "results/logs/train_prm/{model}.log",
     benchmark:
@@ -37,6 +38,7 @@ rule prm_sweep:
     output:
         table="results/p3/prm_sweep/{model}.csv",
         maps="results/p3/prm_sweep/{model}.npz",
+        prov="results/p3/prm_sweep/{model}.provenance.json",
     log:
         "results/logs/prm_sweep/{model}.log",
     benchmark:
@@ -60,7 +62,9 @@ rule prm_sweep:
 
 rule prm_tables:
     input:
-        expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
+        tables=expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
+        prov=expand("results/p3/prm_sweep/{model}.provenance.json", model=config["prm"]["models"])
+        + expand("results/p3/prm/{model}/prm.provenance.json", model=config["prm"]["models"]),
     output:
         csv=report(
             "results/tables/prm_lambda_sweep.csv",
@@ -70,11 +74,19 @@ rule prm_tables:
         ),
         md="results/tables/prm_lambda_sweep.md",
         detail="results/tables/prm_lambda_sweep_detail.csv",
+        prov=report(
+            "results/tables/prm_lambda_sweep.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "PRM lambda sweep"},
+        ),
     log:
         "results/logs/prm_tables.log",
     localrule: True
     conda:
         ENV
+    params:
+        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/prm_tables.py"
 

@@ -3,5 +3,5 @@
 from pixelrobust.prm import prm_tables
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0]):
-    prm_tables(list(snakemake.input), dict(snakemake.output.items()))
+with job(snakemake.log[0], smk=snakemake):
+    prm_tables(list(snakemake.input.tables), dict(snakemake.output.items()))

@@ -1,0 +1,104 @@
+"""Provenance records: what produced a result (settings hash, seed, device, packages, git commit).
+
+Every compute job writes ``<output>.provenance.json`` beside its output; every results table
+writes ``results/tables/<name>.provenance.json`` that embeds the records of the jobs it merged.
+A record holds no time stamp or host name, so reruns on the same setup write identical files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "scikit-image", "torchattacks", "grad-cam", "cvxpy",
+            "snakemake", "pixelrobust")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def digest(obj) -> str:
+    """sha256 of a JSON-serialisable object (keys sorted; other objects by their str)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def packages() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """HEAD of the repository the library lives in, '+dirty' when tracked files differ; 'unknown' outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=20).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def job_record(rule: str, wildcards: dict, params: dict, seed: int | None, device, threads: int | None,
+               inputs: list[str] | None = None) -> dict:
+    """The record of one job; ``inputs`` are provenance files of the jobs it consumed."""
+    record = {
+        "rule": rule,
+        "wildcards": dict(sorted(wildcards.items())),
+        "params_sha256": digest(params),
+        "seed": seed,
+        "device": None if device is None else device_name(device),
+        "threads": threads,
+        "git_commit": git_commit(),
+        "packages": packages(),
+        "platform": f"{platform.system()} {platform.machine()}",
+    }
+    if "config_sha256" in params:
+        record["config_sha256"] = params["config_sha256"]
+    if inputs:
+        jobs = [json.loads(Path(p).read_text()) for p in inputs]
+        record["devices"] = sorted({j["device"] for j in jobs if j.get("device")} | {d for j in jobs for d in j.get("devices", [])})
+        record["inputs"] = jobs
+    return record
+
+
+def write(path: str | os.PathLike, record: dict) -> None:
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def from_snakemake(smk, seed=None, device=None, threads=None) -> None:
+    """Write the job's record to its ``prov`` output, embedding its ``prov`` inputs (if any)."""
+    outputs = dict(smk.output.items())
+    if "prov" not in outputs:
+        return
+    inputs = dict(smk.input.items()).get("prov")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+    params = {k: v for k, v in smk.params.items()}
+    write(outputs["prov"], job_record(smk.rule, dict(smk.wildcards.items()), params, seed, device, threads, inputs))
+
+
+__all__ = ["digest", "from_snakemake", "git_commit", "job_record", "packages", "write"]
