@@ -172,12 +172,6 @@ def masked_pgd_table_outputs():
         stem = "masked_pgd" if norm == "linf" else "masked_pgd_l2"
         out[norm] = f"results/tables/{stem}.csv"
         out[f"{norm}_md"] = f"results/tables/{stem}.md"
-    out["prov"] = report(
-        "results/tables/masked_pgd.provenance.json",
-        caption="../report/provenance.rst",
-        category="Provenance",
-        labels={"table": "masked PGD"},
-    )
     return out
 
 
@@ -192,6 +186,7 @@ def p3_targets():
     prm_models = config["prm"]["models"]
     return (
         list(masked_pgd_table_outputs().values())
+        + ["results/tables/masked_pgd.provenance.json"]
         + fig("p3_gradient_maps")
         + [f for norm in pgd_attacks() for f in fig(f"p3_masked_pgd_{norm}")]
         + (

@@ -34,6 +34,12 @@ rule masked_pgd_tables:
         unpack(masked_pgd_chunks),
     output:
         **masked_pgd_table_outputs(),
+        prov=report(
+            "results/tables/masked_pgd.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "masked PGD"},
+        ),
     log:
         "results/logs/masked_pgd_tables.log",
     localrule: True
