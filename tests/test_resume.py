@@ -16,7 +16,7 @@ pytestmark = pytest.mark.workflow
 
 TARGET = "results/p3/prm/resnet20_cifar10/history.csv"
 PRM_DIR = "results/p3/prm/resnet20_cifar10"
-# the tiny config, but a training long enough to be killed in the middle (100 steps, about 15 s on 2 CPU cores)
+# the tiny config, but a training long enough to be killed in the middle (60 steps, about 10 s on 2 CPU cores)
 LONGER = """
 prm:
   models: [resnet20_cifar10]
@@ -27,7 +27,7 @@ prm:
   train:
     images: {cifar10: {split: train, start: 0, stop: 512}}
     epochs: 10
-    max_steps: 100
+    max_steps: 60
     batch_size: 16
     lr: 0.001
     recon_ratio: 0.5
@@ -64,11 +64,11 @@ def _kill_during_training(workdir, mirror, sig, args) -> int:
             if proc.poll() is not None:
                 pytest.fail(f"the workflow ended (rc {proc.returncode}) before it could be killed")
             ckpt = workdir / PRM_DIR / "resume.pt"
-            if ckpt.is_file() and log.is_file() and "step 40/100" in log.read_text():
+            if ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text():
                 break
             time.sleep(0.2)
         else:
-            pytest.fail("training never reached step 40")
+            pytest.fail("training never reached step 30")
         os.killpg(proc.pid, sig)
         proc.wait(timeout=120)
     finally:
@@ -83,7 +83,7 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
     t0 = time.monotonic()
     step = _kill_during_training(tmp_path, mirror, sig, args)
     killed_after = time.monotonic() - t0
-    assert 40 <= step < 100, f"checkpoint at step {step}"
+    assert 30 <= step < 60, f"checkpoint at step {step}"
     # nothing of the killed job counts as a result
     assert not (tmp_path / PRM_DIR / "prm.pt").exists() and not (tmp_path / TARGET).exists()
 
@@ -93,7 +93,7 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
     snakemake([TARGET, *args, "--rerun-incomplete"], tmp_path, mirror)
     print(f"{sig.name}: killed after {killed_after:.1f} s at checkpoint step {step}; resumed run {time.monotonic() - t1:.1f} s")
     log = (tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10.log").read_text()
-    assert f"resuming PRM training from {PRM_DIR}/resume.pt at step {step} of 100" in log
+    assert f"resuming PRM training from {PRM_DIR}/resume.pt at step {step} of 60" in log
     assert not (tmp_path / PRM_DIR / "resume.pt").exists()
 
     assert (tmp_path / TARGET).read_bytes() == (uninterrupted / TARGET).read_bytes()
