@@ -93,7 +93,6 @@ class RegionBased(_Randomised):
         self.radius, self.samples, self.batch_size, self.surrogate = float(radius), int(samples), int(batch_size), surrogate
 
     def forward(self, x):
-        n_classes = None
         out = []
         for img in x:
             votes = None
@@ -101,11 +100,10 @@ class RegionBased(_Randomised):
                 m = min(self.batch_size, self.samples - i)
                 noise = (torch.rand((m, *img.shape), generator=self.gen) * 2 - 1).to(x.device) * self.radius
                 logits = self.model((img[None] + noise).clamp(0, 1))
-                n_classes = logits.shape[1]
                 if self.surrogate:  # EOT: the mean softmax, differentiable
                     part = logits.softmax(1).sum(0)
                 else:
-                    part = torch.bincount(logits.argmax(1), minlength=n_classes).to(logits.dtype)
+                    part = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).to(logits.dtype)
                 votes = part if votes is None else votes + part
             out.append(votes / self.samples)
         return torch.stack(out).clamp_min(1e-12).log()

@@ -109,12 +109,4 @@ def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], ou
     return tables
 
 
-def ordering_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and k: top-1 under the top, bottom and random masks, and whether top < bottom (P3's ordering)."""
-    wide = table.pivot_table(index=["dataset", "model", "k_percent"], columns="mask", values="top1").reset_index()
-    if {"top", "bottom"} <= set(wide.columns):
-        wide["top_hurts_more"] = wide["top"] < wide["bottom"]
-    return wide
-
-
-__all__ = ["MASKS", "build_masks", "masked_pgd_chunk", "masked_pgd_tables", "ordering_summary", "run_masked_pgd"]
+__all__ = ["MASKS", "build_masks", "masked_pgd_chunk", "masked_pgd_tables", "run_masked_pgd"]

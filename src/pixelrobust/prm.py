@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .evaluate import predict
 from .gradients import dataset_gradient_map, iou, pixel_mask
 from .io import atomic_path
 from .runtime import model_device
@@ -229,7 +230,6 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
     device = model_device(classifier)
     freeze(classifier)
     prm.to(device).train()
-    model = PRMClassifier(classifier, prm, train_lambda)
     opt = torch.optim.Adam(prm.parameters(), lr=lr)
     per_epoch = math.ceil(len(images) / batch_size)
     total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
@@ -293,7 +293,6 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
     if bar is not None:
         bar.close()
     prm.eval()
-    del model
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
 
@@ -318,15 +317,6 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def _top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    device = model_device(model)
-    hits = 0
-    for i in range(0, len(images), batch_size):
-        hits += (model(images[i : i + batch_size].to(device)).argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
-    return hits / len(images)
-
-
 def lambda_sweep(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.Tensor, lambdas, *,
                  topk_percent: float = 25.0, batch_size: int = 128) -> tuple[pd.DataFrame, np.ndarray]:
     """Per λ: top-1 accuracy, and how the top-``topk_percent`` input-gradient pixels sit on the lattice.
@@ -338,18 +328,17 @@ def lambda_sweep(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: 
     1/7 for d = t = 0.25).
     """
     freeze(classifier)
-    prm.eval()
+    freeze(prm)
     lat = lattice_mask(prm.lattice, *images.shape[-2:])
     d, t = lat.float().mean().item(), topk_percent / 100.0
     chance = {"chance_iou": d * t / (d + t - d * t), "chance_share": d}
     rows, maps = [], []
     for lam in lambdas:
         model = PRMClassifier(classifier, prm, float(lam))
-        for p in model.prm.parameters():
-            p.requires_grad_(False)
         gmap = dataset_gradient_map(model, images, labels, batch_size)
         top = pixel_mask(gmap, topk_percent, "top")
-        rows.append({"lambda": float(lam), "top1": _top1(model, images, labels, batch_size), "iou": iou(top, lat),
+        top1 = (predict(model, images, batch_size, model_device(model)).argmax(1) == labels).float().mean().item()
+        rows.append({"lambda": float(lam), "top1": top1, "iou": iou(top, lat),
                      "lattice_share": (top & lat).sum().item() / max(1, top.sum().item()), **chance})
         maps.append(gmap.numpy())
         log.info("λ=%g top1 %.4f IoU %.4f lattice share %.4f", lam, rows[-1]["top1"], rows[-1]["iou"], rows[-1]["lattice_share"])
