@@ -58,6 +58,10 @@ def test_defaults_fill_an_empty_config():
         ({"prm": {"lattice": "s3"}}, "'s3' is not one of"),
         ({"prm": {"train": {"recon_ratio": 2}}}, "2 is greater than the maximum of 1"),
         ({"gradients": {"split": {"imagenet": "train"}}}, "'train' is not one of"),
+        ({"defense_eval": {"attacks": ["fgsm"]}}, "'fgsm' is not one of"),
+        ({"defense_eval": {"protocols": []}}, "should be non-empty"),
+        ({"defense_eval": {"attack_settings": {"pgd": {"eps": 0}}}}, "0 is less than or equal to the minimum of 0"),
+        ({"defense_eval": {"defense_settings": {"region_based": {"samples": 0}}}}, "0 is less than the minimum of 1"),
     ],
 )
 def test_schema_errors_name_the_key(patch, message):
@@ -108,4 +112,17 @@ def test_p3_cross_field_errors():
     bad = copy.deepcopy(cfg)
     bad["prm"]["models"] = ["vgg16"]
     with pytest.raises(ConfigError, match="prm.models lists 'vgg16'"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["defense_eval"]["models"] = ["resnet20_cifar10", "vgg16"]
+    with pytest.raises(ConfigError, match="defense_eval.models lists 'vgg16'"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    del bad["prm"]["train"]["images"]["cifar100"]
+    with pytest.raises(ConfigError, match="stochastic_prm, which needs a PRM trained for resnet56_cifar100: add prm.train.images.cifar100"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["prm"]["train"]["images"]["imagenet"] = {"split": "test", "start": 5}
+    bad["prm"]["sweep"]["n_images"]["imagenet"] = 5
+    with pytest.raises(ConfigError, match=r"defense_eval evaluates test images 0..19; set prm.train.images.imagenet.start >= defense_eval.n_images"):
         prconfig.check(bad)

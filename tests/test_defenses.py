@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pixelrobust import data
-from pixelrobust.defenses import PixelDeflection, Randomization, RegionBased, StochasticPRM, shift
+from pixelrobust.defenses import (EOT, PixelDeflection, Randomization, RegionBased, StochasticPRM, build_defense, shift,
+                                   shifts_of_sizes)
 from pixelrobust.prm import PRM
 
 
@@ -111,3 +112,41 @@ def test_bad_defence_settings():
         Randomization(m, scale=(0.5, 1.5))
     with pytest.raises(ValueError, match="sigma > 0"):
         PixelDeflection(m, sigma=0)
+
+
+def test_eot_averages_the_defence_and_its_gradient():
+    """EOT over a defence = log of the mean softmax of its draws; its gradient is the mean gradient."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5))
+    x = torch.rand(2, 3, 8, 8)
+    eot = EOT(Randomization(net, scale=(0.5, 1.0), seed=3), samples=4)
+    ref = Randomization(net, scale=(0.5, 1.0), seed=3)
+    draws = [ref(x).softmax(1) for _ in range(4)]
+    assert torch.allclose(eot(x), (sum(draws) / 4).log(), atol=1e-6)
+    same = EOT(Randomization(net, scale=(1.0, 1.0)), samples=3)  # no randomness left: EOT is the model
+    assert torch.allclose(same(x), net(x).log_softmax(1), atol=1e-5)
+    with pytest.raises(ValueError, match="samples >= 1"):
+        EOT(net, 0)
+
+
+def test_build_defense_models_for_each_protocol(resnet20, images):
+    torch.manual_seed(0)
+    prm = PRM("s2", 2, 8, residual=True)
+    x = images.images[:4]
+    assert build_defense("none", resnet20) is resnet20
+    assert build_defense("randomization", resnet20, {}, deterministic=True) is resnet20  # gray-box source
+    gray = build_defense("stochastic_prm", resnet20, {"graybox_lambda": 1.0}, prms=[prm], deterministic=True)
+    with torch.no_grad():
+        assert torch.equal(gray(x), resnet20(prm(x)))
+    eot = build_defense("stochastic_prm", resnet20, {"shift_sizes": [1, 2]}, prms=[prm], eot_samples=3)
+    assert isinstance(eot, EOT) and len(eot.defense.shifts) == 24
+    surrogate = build_defense("region_based", resnet20, {"radius": 0.02, "samples": 1000}, eot_samples=5)
+    assert surrogate.surrogate and surrogate.samples == 5
+    xg = x.clone().requires_grad_(True)
+    surrogate(xg).sum().backward()
+    assert xg.grad.abs().sum() > 0  # the surrogate is differentiable, the vote is not
+    with pytest.raises(ValueError, match="unknown defence"):
+        build_defense("jpeg", resnet20)
+    with pytest.raises(ValueError, match="needs trained PRMs"):
+        build_defense("stochastic_prm", resnet20, {})
+    assert shifts_of_sizes([1]) == [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]

@@ -101,6 +101,30 @@ def test_tiny_p3_outputs(tiny_run):
         assert (figures / f"{stem}.png").stat().st_size > 10_000 and (figures / f"{stem}.pdf").is_file()
 
 
+def test_tiny_defense_table_fills_every_cell(tiny_run):
+    from pixelrobust.defense_eval import ATTACKS, DEFENSES, TABLE_COLUMNS
+
+    table = pd.read_csv(tiny_run / "results" / "tables" / "defense.csv")
+    assert list(table.columns) == TABLE_COLUMNS
+    # 3 datasets x (none + 4 defences) x (clean + 5 attacks) x 2 protocols, no cell missing
+    assert len(table) == 3 * 5 * 6 * 2 and not table.top1.isna().any()
+    assert set(table.dataset) == {"cifar10", "cifar100", "imagenet"}
+    assert set(table.defense) == set(DEFENSES) and set(table.attack) == {"clean", *ATTACKS}
+    assert dict(zip(table.dataset, table.n_images)) == {"cifar10": 2, "cifar100": 2, "imagenet": 1}
+    assert table.top1.between(0, 1).all() and (table.seconds >= 0).all()
+    attacked = table[table.attack != "clean"]
+    none = attacked[attacked.defense == "none"]
+    assert (none.defense_rate.dropna() == 0).all()  # the undefended model defends nothing
+    # the adaptive protocol's undefended row is the white-box attack, the same as gray-box
+    g = none.set_index(["model", "attack", "protocol"]).top1
+    for model, attack, _ in g.index:
+        assert g[model, attack, "graybox"] == g[model, attack, "adaptive"]
+    md = (tiny_run / "results" / "tables" / "defense.md").read_text()
+    assert md.count("## graybox") == 3 and md.count("## adaptive") == 3
+    for ext in ("png", "pdf"):
+        assert (tiny_run / "results" / "figures" / f"p3_defense.{ext}").stat().st_size > 10_000
+
+
 def test_every_table_records_its_provenance(tiny_run):
     import json
 
@@ -112,6 +136,7 @@ def test_every_table_records_its_provenance(tiny_run):
         "onepixel": {"segment": 5, "onepixel_search": 5},
         "masked_pgd": {"masked_pgd": 2, "gradient_map": 2},
         "prm_lambda_sweep": {"prm_sweep": 1, "train_prm": 1},
+        "defense": {"defense_eval": 18, "train_prm": 3},
     }
     for table, jobs in expected_jobs.items():
         rec = json.loads((t / f"{table}.provenance.json").read_text())
@@ -154,8 +179,11 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
                       "p1_region_semantics": 1, "all": 1,
                       # P3: 4 gradient maps; masked PGD on 500/500/500/100 images in chunks of 100; one PRM
                       "gradient_map": 4, "masked_pgd": 16, "masked_pgd_tables": 1, "p3_gradient_maps": 1,
-                      "p3_masked_pgd": 2, "train_prm": 1, "prm_sweep": 1, "prm_tables": 1, "p3_prm_training": 1,
-                      "p3_prm_lambda": 1}
+                      "p3_masked_pgd": 2, "prm_sweep": 1, "prm_tables": 1, "p3_prm_training": 1,
+                      "p3_prm_lambda": 1,
+                      # P3 part 2: a PRM per defended model (ResNet-20's is shared with the sweep);
+                      # 100/100/20 images in chunks of 25, clean + 5 attacks each
+                      "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1}
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):

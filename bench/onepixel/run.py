@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -32,36 +33,9 @@ from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch
 from pixelrobust.runtime import resolve_device, seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
 
-
-class Counting(torch.nn.Module):
-    """Counts the images a model is evaluated on."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model, self.count = model, 0
-
-    def forward(self, x):
-        self.count += len(x)
-        return self.model(x)
-
-
-def resources(work: Path) -> tuple[Path, Path]:
-    """A prepared CIFAR-10 folder and ResNet-20 weights (the workflow's, else built from the mirror)."""
-    d, w = REPO / "resources" / "data" / "cifar10", REPO / "resources" / "weights" / "resnet20_cifar10.pt"
-    if d.is_dir() and w.is_file():
-        return d, w
-    mirror = data.resolve_mirror({})
-    if mirror is None:
-        raise SystemExit("run the workflow first (it prepares resources/), or set PIXELROBUST_MIRROR")
-    d, w = work / "data" / "cifar10", work / "weights" / "resnet20_cifar10.pt"
-    if not d.is_dir():
-        data.prepare_dataset("cifar10", {}, d, mirror=mirror)
-    if not w.is_file():
-        spec = models.resolve_spec("resnet20_cifar10", {})
-        src = models.weights_source(spec, mirror)
-        models.prepare_weights(spec, src["path"], w, src["sha256"])
-    return d, w
+from common import Counting, resources, timed  # noqa: E402
 
 
 @torch.inference_mode()
@@ -75,16 +49,6 @@ def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
     if x.is_cuda:
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
-
-
-def timed(fn):
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return out, time.perf_counter() - t0
 
 
 def main() -> None:

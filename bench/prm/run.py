@@ -14,8 +14,8 @@ measured step time. Writes results/benchmarks/prm_training.csv (+ .md), one row 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,14 +29,15 @@ from pixelrobust.prm import PRM, train
 from pixelrobust.runtime import resolve_device, seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+from common import resources  # noqa: E402
+
 OFFICIAL_TRAIN = 50_000
 
 
 def _resources():
-    spec = importlib.util.spec_from_file_location("onepixel_bench", REPO / "bench" / "onepixel" / "run.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.resources(REPO / "results" / "benchmarks" / "_work")
+    return resources(REPO / "results" / "benchmarks" / "_work")
 
 
 def sync(device):

@@ -87,3 +87,27 @@ def _check_p3(config: dict, specs: dict) -> None:
                 f"prm.train.images.{ds} trains on test images from {start}, but the lambda sweep evaluates test images "
                 f"0..{prm['sweep']['n_images'][ds] - 1}; set prm.train.images.{ds}.start >= prm.sweep.n_images.{ds}"
             )
+    _check_defense_eval(config, specs)
+
+
+def _check_defense_eval(config: dict, specs: dict) -> None:
+    """P3 part 2: models known, image counts per dataset, a PRM trainable for each model, no test-image overlap."""
+    de = config["defense_eval"]
+    _check_models_and_keys("defense_eval", config, specs, ["n_images"])
+    if not de["attacks"]:
+        raise ConfigError("defense_eval.attacks is empty; list attacks from onepixel, jsma, deepfool, cw, pgd (or empty defense_eval.models)")
+    if "stochastic_prm" not in de["defenses"]:
+        return
+    images = config["prm"]["train"]["images"]
+    for name in de["models"]:
+        ds = specs[name]["dataset"]
+        if ds not in images:
+            raise ConfigError(
+                f"defense_eval.defenses includes stochastic_prm, which needs a PRM trained for {name}: add prm.train.images.{ds}"
+            )
+        rng = images[ds]
+        if rng["split"] == "test" and (rng.get("start", 0) or 0) < de["n_images"][ds]:
+            raise ConfigError(
+                f"prm.train.images.{ds} trains on test images from {rng.get('start', 0) or 0}, but defense_eval evaluates test "
+                f"images 0..{de['n_images'][ds] - 1}; set prm.train.images.{ds}.start >= defense_eval.n_images.{ds}"
+            )

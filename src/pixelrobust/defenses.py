@@ -180,5 +180,65 @@ class PixelDeflection(_Randomised):
         return self.model(self.transform(x))
 
 
+class EOT(nn.Module):
+    """Expectation over transformation (Athalye et al. 2018): log of the mean softmax over ``samples`` calls.
+
+    Wraps a randomised defence for an adaptive attack: every call of the defence draws new
+    randomness, and the gradient of the average is the EOT gradient (BPDA where the defence
+    passes it through, as pixel deflection does).
+    """
+
+    def __init__(self, defense: nn.Module, samples: int):
+        if samples < 1:
+            raise ValueError(f"EOT needs samples >= 1, got {samples}")
+        super().__init__()
+        self.defense, self.samples = defense, int(samples)
+        self.num_classes = getattr(defense, "num_classes", None)
+
+    def forward(self, x):
+        probs = sum(self.defense(x).softmax(1) for _ in range(self.samples)) / self.samples
+        return probs.clamp_min(1e-12).log()
+
+
+def shifts_of_sizes(sizes) -> list[tuple[int, int]]:
+    """Every non-zero shift (dy, dx) whose Chebyshev length max(|dy|, |dx|) is one of ``sizes``."""
+    sizes = sorted({int(s) for s in sizes})
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"shift sizes must be positive integers, got {sizes}")
+    top = max(sizes, default=0)
+    return [(dy, dx) for dy in range(-top, top + 1) for dx in range(-top, top + 1) if max(abs(dy), abs(dx)) in sizes]
+
+
 DEFENSES = {"stochastic_prm": StochasticPRM, "region_based": RegionBased, "randomization": Randomization,
             "pixel_deflection": PixelDeflection}
+
+
+def build_defense(name: str, classifier: nn.Module, settings: dict | None = None, *, prms: list[nn.Module] | None = None,
+                  seed: int = 0, deterministic: bool = False, eot_samples: int | None = None) -> nn.Module:
+    """A defence by name from its config settings (``defense_eval.defense_settings.<name>``).
+
+    ``deterministic=True`` gives the model gray-box attacks are crafted on: the classifier itself,
+    except for the stochastic PRM (its deterministic PRM model at ``graybox_lambda``).
+    ``eot_samples`` gives the adaptive attack's model: :class:`EOT` over the defence, or for the
+    region-based defence its differentiable surrogate (mean softmax over ``eot_samples`` noise
+    draws instead of a vote over ``samples``).
+    """
+    if name == "none":
+        return classifier
+    if name not in DEFENSES:
+        raise ValueError(f"unknown defence {name!r}; known: none, {', '.join(DEFENSES)}")
+    s = dict(settings or {})
+    if name == "stochastic_prm":
+        if not prms:
+            raise ValueError("the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/prm.pt)")
+        fixed = s.pop("graybox_lambda", 1.0)
+        shifts = shifts_of_sizes(s.pop("shift_sizes", [1]))
+        d = StochasticPRM(classifier, prms, shifts=shifts, fixed_lambda=fixed, stochastic=not deterministic, seed=seed, **s)
+        return d if deterministic or eot_samples is None else EOT(d, eot_samples)
+    if deterministic:
+        return classifier
+    if name == "region_based" and eot_samples is not None:
+        s.update(samples=eot_samples, surrogate=True)
+        return RegionBased(classifier, seed=seed, **s)
+    d = DEFENSES[name](classifier, seed=seed, **s)
+    return d if eot_samples is None else EOT(d, eot_samples)

@@ -195,4 +195,47 @@ def p3_targets():
             else []
         )
         + [f for m in prm_models for f in fig(f"p3_prm_training_{m}") + fig(f"p3_prm_lambda_{m}")]
+        + defense_targets()
     )
+
+
+# ---- P3 part 2 -------------------------------------------------------------------------------
+
+
+def defense_bounds(model):
+    de = config["defense_eval"]
+    n = n_images(dataset_of(model), de["n_images"][dataset_of(model)])
+    return prdata.chunk_bounds(n, de["chunk_size"])
+
+
+def defense_chunks(wildcards=None):
+    """Every defense_eval chunk by model (clean + each attack), and their provenance files."""
+    de = config["defense_eval"]
+    chunks = {
+        model: [
+            f"results/p3/defense/{model}/{attack}/chunk-{c}.csv"
+            for attack in ["clean", *de["attacks"]]
+            for c in range(len(defense_bounds(model)))
+        ]
+        for model in de["models"]
+    }
+    prov = [f.replace(".csv", ".provenance.json") for files in chunks.values() for f in files]
+    if "stochastic_prm" in de["defenses"]:
+        prov += [f"results/p3/prm/{m}/prm.provenance.json" for m in de["models"]]
+    return {**chunks, "prov": prov}
+
+
+def defense_prm(wildcards):
+    """The trained PRM the stochastic-PRM defence needs (none when that defence is not configured)."""
+    if "stochastic_prm" in config["defense_eval"]["defenses"]:
+        return {"prm": f"results/p3/prm/{wildcards.model}/prm.pt"}
+    return {}
+
+
+def defense_targets():
+    de = config["defense_eval"]
+    if not de["models"]:
+        return []
+    return ["results/tables/defense.csv", "results/tables/defense.md"] + [
+        f"results/figures/p3_defense.{ext}" for ext in ("png", "pdf")
+    ]

@@ -1,0 +1,52 @@
+"""Shared helpers of the benchmarks: the prepared CIFAR-10 data and ResNet-20, timing, counting."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from pixelrobust import data, models
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Counting(torch.nn.Module):
+    """Counts the images a model is evaluated on."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.count = model, 0
+
+    def forward(self, x):
+        self.count += len(x)
+        return self.model(x)
+
+
+def resources(work: Path) -> tuple[Path, Path]:
+    """A prepared CIFAR-10 folder and ResNet-20 weights (the workflow's, else built from the mirror)."""
+    d, w = REPO / "resources" / "data" / "cifar10", REPO / "resources" / "weights" / "resnet20_cifar10.pt"
+    if d.is_dir() and w.is_file():
+        return d, w
+    mirror = data.resolve_mirror({})
+    if mirror is None:
+        raise SystemExit("run the workflow first (it prepares resources/), or set PIXELROBUST_MIRROR")
+    d, w = work / "data" / "cifar10", work / "weights" / "resnet20_cifar10.pt"
+    if not d.is_dir():
+        data.prepare_dataset("cifar10", {}, d, mirror=mirror)
+    if not w.is_file():
+        spec = models.resolve_spec("resnet20_cifar10", {})
+        src = models.weights_source(spec, mirror)
+        models.prepare_weights(spec, src["path"], w, src["sha256"])
+    return d, w
+
+
+def timed(fn):
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0

@@ -1,0 +1,54 @@
+"""P3 figure: the defence table as heatmaps — top-1 per defence (rows) and attack (columns).
+
+One panel per protocol (rows of panels) and model (columns); each cell shows top-1 and, below
+it, the defence rate 1 − (clean − defended)/(clean − attacked) where the attack lowered the
+undefended accuracy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..defense_eval import pivot
+from . import style
+
+
+def plot(table: pd.DataFrame, png, pdf=None) -> None:
+    import matplotlib.pyplot as plt
+
+    style.apply()
+    top = pivot(table, "top1")
+    rates = pivot(table, "defense_rate")
+    protocols = list(dict.fromkeys(table.protocol))
+    models = list(dict.fromkeys(table.model))
+    ncols, nrows = len(models), len(protocols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(style.FULL_WIDTH, 2.6 * ncols + 0.6), 2.1 * nrows + 0.4),
+                             squeeze=False, constrained_layout=True)
+    image = None
+    for i, protocol in enumerate(protocols):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            key = next((k for k in top if k[0] == protocol and k[2] == model), None)
+            if key is None:
+                ax.set_visible(False)
+                continue
+            t, r = top[key], rates[key]
+            image = ax.imshow(t.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+            for y, d in enumerate(t.index):
+                for x, a in enumerate(t.columns):
+                    v = t.loc[d, a]
+                    if np.isnan(v):
+                        continue
+                    text = f"{v:.2f}"
+                    if d != "none" and not pd.isna(r.loc[d, a]):
+                        text += f"\n({r.loc[d, a]:.2f})"
+                    ax.text(x, y, text, ha="center", va="center", fontsize=4.5, color="white" if v < 0.6 else "black")
+            ax.set_xticks(range(len(t.columns)), t.columns, rotation=45, ha="right", fontsize=5.5)
+            ax.set_yticks(range(len(t.index)), t.index if j == 0 else [""] * len(t.index), fontsize=5.5)
+            n = int(table[(table.model == model) & (table.protocol == protocol)].n_images.iloc[0])
+            ax.set_title(f"{protocol} · {key[1]}\n{model}, {n} images", fontsize=6)
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, shrink=0.6)
+        bar.set_label("top-1 (defence rate in parentheses)", fontsize=6)
+    style.save(fig, png, pdf)

@@ -1,0 +1,83 @@
+rule defense_eval:
+    input:
+        unpack(defense_prm),
+        data=lambda w: f"resources/data/{dataset_of(w.model)}",
+        weights="resources/weights/{model}.pt",
+    output:
+        "results/p3/defense/{model}/{attack}/chunk-{chunk}.csv",
+        prov="results/p3/defense/{model}/{attack}/chunk-{chunk}.provenance.json",
+    log:
+        "results/logs/defense_eval/{model}/{attack}/{chunk}.log",
+    benchmark:
+        "results/benchmarks/rules/defense_eval/{model}/{attack}/{chunk}.tsv"
+    wildcard_constraints:
+        attack="clean|onepixel|jsma|deepfool|cw|pgd",
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: MODELS[w.model],
+        bounds=lambda w: defense_bounds(w.model)[int(w.chunk)],
+        attack_settings=lambda w: config["defense_eval"]["attack_settings"].get(w.attack, {}),
+        defenses={
+            d: config["defense_eval"]["defense_settings"][d]
+            for d in config["defense_eval"]["defenses"]
+        },
+        protocols=config["defense_eval"]["protocols"],
+        eot_samples=config["defense_eval"]["eot_samples"],
+        batch_size=config["batch_size"],
+        device=config["device"],
+        seed=lambda w: job_seed("defense_eval", w.model, w.attack, w.chunk),
+    script:
+        "../scripts/defense_eval.py"
+
+
+rule defense_tables:
+    input:
+        unpack(defense_chunks),
+    output:
+        csv=report(
+            "results/tables/defense.csv",
+            caption="../report/defense.rst",
+            category="P3",
+            labels={"table": "defences"},
+        ),
+        md="results/tables/defense.md",
+        prov=report(
+            "results/tables/defense.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "defences"},
+        ),
+    log:
+        "results/logs/defense_tables.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        datasets={m: dataset_of(m) for m in config["defense_eval"]["models"]},
+        config_sha256=CONFIG_SHA256,
+    script:
+        "../scripts/defense_tables.py"
+
+
+rule p3_defense:
+    input:
+        "results/tables/defense.csv",
+    output:
+        png=report(
+            "results/figures/p3_defense.png",
+            caption="../report/p3_defense.rst",
+            category="P3",
+            labels={"figure": "defence heatmap"},
+        ),
+        pdf="results/figures/p3_defense.pdf",
+    log:
+        "results/logs/p3_defense.log",
+    localrule: True
+    conda:
+        ENV
+    script:
+        "../scripts/p3_defense.py"
