@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixelrobust import data
-from pixelrobust.attacks import JSMA, build_attack
+from pixelrobust.attacks import CW, JSMA, build_attack
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,20 @@ def test_jsma_runs_at_imagenet_size():
     adv = JSMA(net, gamma=2e-4, pair_features=256)(x, y)
     changed = (adv != x).flatten(1).sum(1)
     assert (changed <= 2 * 16).all() and (changed > 0).all()  # ceil(150528 · 2e-4 / 2) = 16 iterations
+
+
+def test_cw_abort_early_stops_a_stalled_inner_loop(resnet20, images):
+    """Carlini & Wagner's abort: a stalled loss ends the inner loop; without it every step runs."""
+    calls = []
+
+    class Counted(torch.nn.Module):
+        def forward(self, x):
+            calls.append(len(x))
+            return resnet20(x)
+
+    x, y = images.images[:4], images.labels[:4]
+    CW(Counted(), c=1.0, outer_steps=1, steps=60, abort_early=False)(x, y)
+    assert len(calls) == 60
+    calls.clear()
+    adv = CW(Counted(), c=1.0, outer_steps=1, steps=60, abort_early=True)(x, y)
+    assert len(calls) < 60 and accuracy(resnet20, adv, y) == 0.0  # it stops after fooling all four

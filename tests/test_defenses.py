@@ -8,7 +8,7 @@ import torch
 
 from pixelrobust import data
 from pixelrobust.defenses import (EOT, PixelDeflection, Randomization, RegionBased, StochasticPRM, build_defense, shift,
-                                   shifts_of_sizes)
+                                   shifts_of_sizes, wavelet_denoise)
 from pixelrobust.prm import PRM
 
 
@@ -150,3 +150,36 @@ def test_build_defense_models_for_each_protocol(resnet20, images):
     with pytest.raises(ValueError, match="needs trained PRMs"):
         build_defense("stochastic_prm", resnet20, {})
     assert shifts_of_sizes([1]) == [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_batched_wavelet_denoising_equals_scikit_image(size):
+    from skimage.restoration import denoise_wavelet
+
+    x = torch.rand(3, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+    x[1] = 0.3 + 0.1 * x[1]  # a low-contrast image
+    ref = np.stack([denoise_wavelet(im.numpy().transpose(1, 2, 0), sigma=0.04, mode="soft", channel_axis=-1,
+                                    convert2ycbcr=True, method="BayesShrink", rescale_sigma=True).clip(0, 1).transpose(2, 0, 1)
+                    for im in x])
+    assert np.abs(wavelet_denoise(x, 0.04).numpy() - ref).max() < 1e-10
+    with pytest.raises(ValueError, match="divisible"):
+        wavelet_denoise(torch.rand(1, 3, 34, 34), 0.04)  # two levels need multiples of 4
+
+
+def test_batched_deflection_moves_values_within_the_window():
+    n, c, h, w = 4, 3, 32, 32
+    x = torch.arange(n * c * h * w, dtype=torch.float64).view(n, c, h, w)  # every value names its position
+    d = PixelDeflection(torch.nn.Identity(), deflections=50, window=3, seed=0)
+    out = d.deflect_batch(x)
+    for i in range(n):
+        changed = (out[i] != x[i]).nonzero()
+        assert 0 < len(changed) <= 50
+        for ch, y, xx in changed.tolist():
+            src = int(out[i, ch, y, xx]) - i * c * h * w
+            sc, sy, sx = src // (h * w), (src // w) % h, src % w
+            assert sc == ch and max(abs(sy - y), abs(sx - xx)) <= 3 and (sy, sx) != (y, xx)
+    a = PixelDeflection(torch.nn.Identity(), seed=5).transform(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    b = PixelDeflection(torch.nn.Identity(), seed=5).transform(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="backend"):
+        PixelDeflection(torch.nn.Identity(), backend="opencv")

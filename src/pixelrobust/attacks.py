@@ -14,7 +14,9 @@ authors' code (branch ``nsml``; see ``docs/p3.md``):
   (torchattacks' version differentiates every class, 1000 backward passes per step on ImageNet);
 * ``cw`` — ours: Carlini & Wagner L2 with the authors' schedule (c starts at 1e-3 and is
   multiplied by 10 for images not yet fooled, ``outer_steps`` × ``steps`` Adam iterations at
-  lr 1e-2, κ = 0), keeping the smallest successful perturbation per image;
+  lr 1e-2, κ = 0), keeping the smallest successful perturbation per image; as in Carlini &
+  Wagner's reference code, an inner loop stops early when the loss has not fallen by 0.01 %
+  over the last ``steps / 10`` iterations (``abort_early``);
 * ``pgd`` — :class:`pixelrobust.pgd.PGD` (L∞, ε 8/255).
 """
 
@@ -195,9 +197,9 @@ class DeepFool:
 
 class CW:
     def __init__(self, model: nn.Module, c: float = 1e-3, c_factor: float = 10.0, outer_steps: int = 10, steps: int = 100,
-                 lr: float = 0.01, kappa: float = 0.0):
+                 lr: float = 0.01, kappa: float = 0.0, abort_early: bool = True):
         self.model, self.c, self.c_factor, self.outer, self.steps = model, float(c), float(c_factor), int(outer_steps), int(steps)
-        self.lr, self.kappa = float(lr), float(kappa)
+        self.lr, self.kappa, self.abort_early = float(lr), float(kappa), bool(abort_early)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         device = model_device(self.model)
@@ -208,14 +210,18 @@ class CW:
         best_l2 = torch.full((n,), float("inf"), device=device)
         c = torch.full((n,), self.c, device=device)
         w0 = torch.atanh((x0 * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        onehot = None
         for _ in range(self.outer):
             w = w0.clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=self.lr)
             found = torch.zeros(n, dtype=torch.bool, device=device)
-            for _ in range(self.steps):
+            prev = float("inf")
+            check = max(self.steps // 10, 1)
+            for step in range(self.steps):
                 adv = (torch.tanh(w) + 1) / 2
                 logits = self.model(adv)
-                onehot = F.one_hot(labels, logits.shape[1]).bool()
+                if onehot is None:
+                    onehot = F.one_hot(labels, logits.shape[1]).bool()
                 real = logits[onehot]
                 other = logits.masked_fill(onehot, float("-inf")).amax(1)
                 f = (real - other + self.kappa).clamp_min(0)
@@ -228,8 +234,12 @@ class CW:
                     fooled = logits.argmax(1) != labels
                     better = fooled & (l2 < best_l2)
                     best_l2 = torch.where(better, l2, best_l2)
-                    best[better] = adv[better].detach()
+                    best = torch.where(better.view(-1, 1, 1, 1), adv, best)
                     found |= fooled
+                if self.abort_early and step % check == 0:  # Carlini & Wagner's reference code
+                    if loss.item() > prev * 0.9999:
+                        break
+                    prev = loss.item()
             c = torch.where(found | torch.isfinite(best_l2), c, c * self.c_factor)
             if torch.isfinite(best_l2).all():
                 break

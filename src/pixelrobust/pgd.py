@@ -59,6 +59,7 @@ class PGD:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, mask=None) -> torch.Tensor:
         x = images.detach()
         m = self._mask(mask, x)
+        full = mask is None  # no mask: skip the multiplications by ones
         delta = torch.zeros_like(x)
         if self.random_start and self.eps > 0:
             g = torch.Generator(device="cpu").manual_seed(self.seed)
@@ -75,12 +76,15 @@ class PGD:
             delta.requires_grad_(True)
             loss = F.cross_entropy(self.model(x + delta), labels)
             (grad,) = torch.autograd.grad(loss, delta)
-            grad = grad * m
+            if not full:
+                grad = grad * m
             with torch.no_grad():
                 if self.norm == "linf":
                     step = grad.sign()
                 else:
                     step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-                delta = self._project(delta + self.alpha * step) * m
+                delta = self._project(delta + self.alpha * step)
+                if not full:
+                    delta = delta * m
                 delta = (x + delta).clamp(0, 1) - x
         return (x + delta).detach()
