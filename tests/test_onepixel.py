@@ -76,6 +76,15 @@ def test_de_finds_the_planted_pixel_inside_its_region():
     assert r.n_evals == 40 * (r.generations + 1) and r.n_evals < 40 * 51
 
 
+def test_best1_strategy_finds_the_planted_pixel_and_bad_strategies_are_refused():
+    mask = torch.zeros(1, H, W, dtype=torch.bool)
+    mask[0, 4:7, 1:4] = True
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1, strategy="best1")(grey(), torch.tensor([0]), mask)
+    assert r.success and r.pixel == PLANT
+    with pytest.raises(ConfigError, match="DE strategy"):
+        DifferentialEvolution(Planted(), strategy="rand2")
+
+
 def test_de_never_touches_a_pixel_outside_its_region():
     model = Planted()
     model.record = True

@@ -10,10 +10,13 @@ same settings in both implementations (listed in the ``settings`` column):
 * ``cw``: L2, one c = 1, 100 Adam steps at 0.01, κ 0 — ours with ``outer_steps=1`` vs ``torchattacks.CW``
   (the defence table runs ours with the authors' c schedule, up to 10 × 100 steps);
 * ``jsma``: θ 1, γ 0.1, target (label + 1) mod 10 — ours vs ``torchattacks.JSMA`` (the same images);
-* ``onepixel``: population ``--popsize``, ``--steps`` generations — ours vs ``torchattacks.OnePixel``.
+* ``onepixel``: population ``--popsize`` (100), ``--steps`` (20) generations, best/1/bin (torchattacks'
+  strategy, scipy's default; the defence table runs Su et al.'s rand/1) — ours vs ``torchattacks.OnePixel``
+  (bench/onepixel compares the searches at Su et al.'s full budget, 400 × 100).
 
-Each implementation first runs once on two images, untimed (warm-up); an attack whose run takes
-less than ``--repeat-below`` seconds (10) is timed three times and the median kept. Writes results/benchmarks/attacks.csv (+ .md) with columns
+Each implementation first runs once on two images, untimed (warm-up); when both runs of an attack
+take less than ``--repeat-below`` seconds (10), two more rounds alternate ours and torchattacks'
+and the median of three is kept (this host's speed drifts by ±20 % over minutes). Writes results/benchmarks/attacks.csv (+ .md) with columns
 ``attack,implementation,n_images,seconds_per_image,success_rate`` (+ ``speedup`` = torchattacks'
 seconds / ours, ``settings``, ``device``, ``threads``). Success: the share of images misclassified.
 """
@@ -58,8 +61,8 @@ def pairs(model, args):
         "jsma": ("theta 1 gamma 0.1 target label+1",
                  JSMA(model, theta=1.0, gamma=0.1, target="next"),
                  torchattacks.JSMA(model, theta=1.0, gamma=0.1)),
-        "onepixel": (f"popsize {args.popsize} generations {args.steps}",
-                     OnePixel(model, popsize=args.popsize, maxiter=args.steps, seed=args.seed),
+        "onepixel": (f"popsize {args.popsize} generations {args.steps} best1bin CR 1",
+                     OnePixel(model, popsize=args.popsize, maxiter=args.steps, seed=args.seed, strategy="best1"),
                      torchattacks.OnePixel(model, pixels=1, steps=args.steps, popsize=args.popsize)),
     }
 
@@ -70,8 +73,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--attacks", default="pgd,deepfool,cw,jsma,onepixel")
-    ap.add_argument("--popsize", type=int, default=400)
-    ap.add_argument("--steps", type=int, default=100, help="one-pixel DE generations")
+    ap.add_argument("--popsize", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=20, help="one-pixel DE generations")
     ap.add_argument("--repeat-below", type=float, default=10.0,
                     help="time attacks faster than this many seconds three times and keep the median")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "attacks.csv"))
@@ -94,15 +97,22 @@ def main() -> None:
     table = pairs(model, args)
     for name in args.attacks.split(","):
         settings, ours, peer = table[name]
-        for impl, attack in (("pixelrobust", ours), ("torchattacks", peer)):
+        impls = {"pixelrobust": ours, "torchattacks": peer}
+        times, advs = {k: [] for k in impls}, {}
+        for impl, attack in impls.items():
             attack(x[:2], y[:2])  # warm-up, untimed (first-call allocations)
-            adv, dt = timed(lambda: attack(x, y))
-            if dt < args.repeat_below:  # fast attacks: the median of three runs
-                dt = sorted([dt, *(timed(lambda: attack(x, y))[1] for _ in range(2))])[1]
+            advs[impl], dt = timed(lambda: attack(x, y))
+            times[impl].append(dt)
+        if max(times["pixelrobust"][0], times["torchattacks"][0]) < args.repeat_below:
+            for _ in range(2):  # fast attacks: two more rounds, alternating, and the median of three
+                for impl, attack in impls.items():
+                    times[impl].append(timed(lambda: attack(x, y))[1])
+        for impl in impls:
             with torch.no_grad():
-                success = (model(adv).argmax(1) != y).float().mean().item()
-            rows.append({"attack": name, "implementation": impl, "n_images": n, "seconds_per_image": dt / n,
-                         "success_rate": success, "settings": settings})
+                success = (model(advs[impl]).argmax(1) != y).float().mean().item()
+            rows.append({"attack": name, "implementation": impl, "n_images": n,
+                         "seconds_per_image": sorted(times[impl])[len(times[impl]) // 2] / n, "success_rate": success,
+                         "settings": settings})
             print(rows[-1], flush=True)
     out = pd.DataFrame(rows)
     peer_time = out[out.implementation == "torchattacks"].set_index("attack").seconds_per_image

@@ -88,23 +88,34 @@ class RegionBased(_Randomised):
 
     def __init__(self, model: nn.Module, radius: float = 0.02, samples: int = 1000, batch_size: int = 500,
                  surrogate: bool = False, seed: int = 0):
-        if radius < 0 or samples < 1:
-            raise ValueError(f"region-based defence needs radius >= 0 and samples >= 1, got {radius}, {samples}")
+        if radius < 0 or samples < 1 or batch_size < 1:
+            raise ValueError(f"region-based defence needs radius >= 0, samples >= 1 and batch_size >= 1, got {radius}, "
+                             f"{samples}, {batch_size}")
         super().__init__(model, seed)
         self.radius, self.samples, self.batch_size, self.surrogate = float(radius), int(samples), int(batch_size), surrogate
 
+    def _votes(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-sample votes (or, for the EOT surrogate, probabilities) summed over the last-but-one axis."""
+        if self.surrogate:  # EOT: the mean softmax, differentiable
+            return logits.softmax(-1).sum(-2)
+        return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype).sum(-2)
+
     def forward(self, x):
+        per = self.batch_size // self.samples  # whole images per forward pass
         out = []
+        if per >= 1:  # several images' samples in one batch
+            for i in range(0, len(x), per):
+                xs = x[i : i + per]
+                noise = (torch.rand((len(xs), self.samples, *xs.shape[1:]), generator=self.gen) * 2 - 1).to(x.device) * self.radius
+                logits = self.model((xs[:, None] + noise).clamp(0, 1).flatten(0, 1))
+                out.append(self._votes(logits.view(len(xs), self.samples, -1)) / self.samples)
+            return torch.cat(out).clamp_min(1e-12).log()
         for img in x:
             votes = None
             for i in range(0, self.samples, self.batch_size):
                 m = min(self.batch_size, self.samples - i)
                 noise = (torch.rand((m, *img.shape), generator=self.gen) * 2 - 1).to(x.device) * self.radius
-                logits = self.model((img[None] + noise).clamp(0, 1))
-                if self.surrogate:  # EOT: the mean softmax, differentiable
-                    part = logits.softmax(1).sum(0)
-                else:
-                    part = torch.bincount(logits.argmax(1), minlength=logits.shape[1]).to(logits.dtype)
+                part = self._votes(self.model((img[None] + noise).clamp(0, 1)))
                 votes = part if votes is None else votes + part
             out.append(votes / self.samples)
         return torch.stack(out).clamp_min(1e-12).log()

@@ -159,14 +159,17 @@ class DifferentialEvolution:
     """
 
     def __init__(self, model: torch.nn.Module, popsize: int = 400, maxiter: int = 100, F: float = 0.5,
-                 CR: float = 1.0, seed: int = 0, batch_size: int | None = None):
+                 CR: float = 1.0, seed: int = 0, batch_size: int | None = None, strategy: str = "rand1"):
         if popsize < 4:
             raise ConfigError(f"DE popsize must be at least 4, got {popsize}")
         if not 0 <= CR <= 1 or F <= 0:
             raise ConfigError(f"DE needs 0 <= CR <= 1 and F > 0, got CR={CR}, F={F}")
         self.model, self.popsize, self.maxiter, self.F, self.CR = model, int(popsize), int(maxiter), float(F), float(CR)
+        if strategy not in ("rand1", "best1"):
+            raise ConfigError(f"DE strategy must be 'rand1' (Su et al.) or 'best1' (scipy's default), got {strategy!r}")
         self.seed = int(seed)
         self.batch_size = batch_size
+        self.strategy = strategy
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
@@ -201,7 +204,7 @@ class DifferentialEvolution:
             active = (~done).nonzero().squeeze(1)
             if len(active) == 0:
                 break
-            trial = self._mutate(pop[active], k[active], gen)
+            trial = self._mutate(pop[active], k[active], gen, fit[active])
             tf, ts = self._evaluate(images[active], labels[active], None if targets is None else targets[active],
                                     [allowed[i] for i in active.tolist()], trial)
             better = tf <= fit[active]
@@ -228,13 +231,16 @@ class DifferentialEvolution:
                                     int(n_evals[i]), int(generations[i])))
         return results
 
-    def _mutate(self, pop: torch.Tensor, k: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _mutate(self, pop: torch.Tensor, k: torch.Tensor, gen: torch.Generator, fit: torch.Tensor | None = None) -> torch.Tensor:
+        """rand/1: a + F (b − c); best/1: the image's best member + F (b − c); partners distinct from the member."""
         n, P, d = pop.shape
         # three distinct partners per member, all different from the member itself: the first three
         # of a random permutation of the other P - 1 members (indices >= own index shifted by one)
         r = torch.rand(n, P, P - 1, generator=gen).argsort(dim=2)[..., :3]
         r = r + (r >= torch.arange(P)[None, :, None]).long()
         a, b, c = (torch.gather(pop, 1, r[..., j : j + 1].expand(n, P, d)) for j in range(3))
+        if self.strategy == "best1":
+            a = pop[torch.arange(n), fit.argmin(1)][:, None].expand(n, P, d)
         mutant = a + self.F * (b - c)
         if self.CR < 1:
             cross = torch.rand(n, P, d, generator=gen) < self.CR
