@@ -13,11 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class Counting(torch.nn.Module):
-    """Counts the images a model is evaluated on."""
+    """Counts the images a model is evaluated on.
+
+    Takes the wrapped model's train/eval mode: torchattacks restores the mode of the module it is
+    given after each attack, and a wrapper left in the default training mode would switch the
+    classifier's batch norm to batch statistics for everything that follows.
+    """
 
     def __init__(self, model):
         super().__init__()
         self.model, self.count = model, 0
+        self.train(model.training)
 
     def forward(self, x):
         self.count += len(x)

