@@ -48,6 +48,15 @@ def resources(work: Path) -> tuple[Path, Path]:
     return d, w
 
 
+def correct_images(model, split, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images ``model`` classifies correctly, and their labels (on the CPU)."""
+    from pixelrobust.evaluate import predict
+
+    pred = predict(model, split.images, 512, device).argmax(1)
+    idx = (pred == split.labels).nonzero().squeeze(1)[:n]
+    return split.images[idx], split.labels[idx]
+
+
 def timed(fn):
     if torch.cuda.is_available():
         torch.cuda.synchronize()

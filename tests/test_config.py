@@ -60,6 +60,7 @@ def test_defaults_fill_an_empty_config():
         ({"gradients": {"split": {"imagenet": "train"}}}, "'train' is not one of"),
         ({"defense_eval": {"attacks": ["fgsm"]}}, "'fgsm' is not one of"),
         ({"defense_eval": {"protocols": []}}, "should be non-empty"),
+        ({"defense_eval": {"attacks": []}}, "should be non-empty"),
         ({"defense_eval": {"attack_settings": {"pgd": {"eps": 0}}}}, "0 is less than or equal to the minimum of 0"),
         ({"defense_eval": {"defense_settings": {"region_based": {"samples": 0}}}}, "0 is less than the minimum of 1"),
     ],

@@ -41,7 +41,7 @@ from pixelrobust.runtime import resolve_device, seed_everything
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import Counting, resources, timed  # noqa: E402
+from common import Counting, correct_images, resources, timed  # noqa: E402
 
 
 def pairs(model, args):
@@ -86,11 +86,8 @@ def main() -> None:
     data_dir, weights = resources(REPO / "results" / "benchmarks" / "_work")
     model = freeze(models.build_model(models.resolve_spec("resnet20_cifar10", {}), weights, device))
     split = data.load_split(data_dir, "test")
-    with torch.no_grad():
-        pred = torch.cat([model(split.images[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(split), 512)])
-    idx = (pred == split.labels).nonzero().squeeze(1)[: args.n_images]
-    x, y = split.images[idx].to(device), split.labels[idx].to(device)
-    n = len(idx)
+    x, y = (t.to(device) for t in correct_images(model, split, args.n_images, device))
+    n = len(x)
     dev_name = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"{n} correctly classified CIFAR-10 images, ResNet-20, {dev_name}, {torch.get_num_threads()} threads")
 

@@ -35,7 +35,7 @@ from pixelrobust.runtime import resolve_device, seed_everything
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import Counting, resources, timed  # noqa: E402
+from common import Counting, correct_images, resources, timed  # noqa: E402
 
 
 @torch.inference_mode()
@@ -67,11 +67,8 @@ def main() -> None:
     spec = models.resolve_spec("resnet20_cifar10", {})
     model = models.build_model(spec, weights, device)
     split = data.load_split(data_dir, "test")
-    with torch.inference_mode():
-        pred = torch.cat([model(split.images[i : i + 512].to(device)).argmax(1).cpu() for i in range(0, len(split), 512)])
-    idx = (pred == split.labels).nonzero().squeeze(1)[: args.n_images]
-    x, y = split.images[idx], split.labels[idx]
-    n = len(idx)
+    x, y = correct_images(model, split, args.n_images, device)
+    n = len(x)
     print(f"{n} correctly classified CIFAR-10 images, ResNet-20, device {device}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} threads")
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from .attacks import build_attack
 from .defenses import build_defense
+from .evaluate import predict
 from .runtime import derive_seed, model_device
 
 log = logging.getLogger("pixelrobust")
@@ -45,30 +46,16 @@ TABLE_COLUMNS = ["dataset", "model", "defense", "attack", "protocol", "n_images"
 TIMING_COLUMNS = ["seconds"]
 
 
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = model_device(model)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            out.append(model(images[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out)
-
-
 def craft(attack: str, settings: dict, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, seed: int,
           batch_size: int) -> tuple[torch.Tensor, float]:
-    """Adversarial images of ``attack`` against ``model`` in batches, and the seconds it took."""
+    """Adversarial images of ``attack`` against ``model`` in batches, and the seconds it took (each
+    batch's copy to the CPU waits for the device, so the time is complete)."""
     device = model_device(model)
     t0 = time.perf_counter()
     out = []
     for i in range(0, len(images), batch_size):
         atk = build_attack(attack, model, settings, seed=derive_seed(seed, i))
         out.append(atk(images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)).detach().cpu())
-    _sync(device)
     return torch.cat(out), time.perf_counter() - t0
 
 
@@ -93,8 +80,7 @@ def defense_chunk(classifier: nn.Module, images: torch.Tensor, labels: torch.Ten
 
     def evaluate(name: str, protocol: str, adv: torch.Tensor) -> tuple[int, float]:
         t0 = time.perf_counter()
-        pred = predict(make(name, protocol), adv, batch_size)
-        _sync(device)
+        pred = predict(make(name, protocol), adv, batch_size, device).argmax(1)
         return int((pred == labels).sum()), time.perf_counter() - t0
 
     rows = []
