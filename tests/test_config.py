@@ -63,6 +63,11 @@ def test_defaults_fill_an_empty_config():
         ({"defense_eval": {"attacks": []}}, "should be non-empty"),
         ({"defense_eval": {"attack_settings": {"pgd": {"eps": 0}}}}, "0 is less than or equal to the minimum of 0"),
         ({"defense_eval": {"defense_settings": {"region_based": {"samples": 0}}}}, "0 is less than the minimum of 1"),
+        ({"ssim": {"epsilons": [0.001, 1.0]}}, "1.0 is greater than or equal to the maximum of 1"),
+        ({"ssim": {"epsilons": [-0.01]}}, "-0.01 is less than the minimum of 0"),
+        ({"ssim": {"epsilons": []}}, "should be non-empty"),
+        ({"ssim": {"solver": "ecos"}}, "'ecos' is not one of"),
+        ({"ssim": {"tol": 0.05}}, "0.05 is greater than the maximum of 0.01"),
     ],
 )
 def test_schema_errors_name_the_key(patch, message):
@@ -127,3 +132,31 @@ def test_p3_cross_field_errors():
     bad["prm"]["sweep"]["n_images"]["imagenet"] = 5
     with pytest.raises(ConfigError, match=r"defense_eval evaluates test images 0..19; set prm.train.images.imagenet.start >= defense_eval.n_images"):
         prconfig.check(bad)
+
+
+def test_p2_cross_field_errors():
+    cfg = load()
+    validate(cfg, str(SCHEMA))
+    bad = copy.deepcopy(cfg)
+    bad["ssim"]["compare"]["epsilon"] = 0.05
+    with pytest.raises(ConfigError, match=r"ssim.compare.epsilon \(0.05\) must be one of ssim.epsilons"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ssim"]["stride"] = 9
+    with pytest.raises(ConfigError, match=r"ssim.stride \(9\) exceeds ssim.window \(8\)"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ssim"]["model"] = "resnet20_cifar10"
+    with pytest.raises(ConfigError, match="ssim.n_images has no entry for dataset 'cifar10'"):
+        prconfig.check(bad)
+    bad["ssim"]["n_images"]["cifar10"] = 10
+    bad["ssim"]["window"] = 40
+    with pytest.raises(ConfigError, match="larger than resnet20_cifar10's 32x32 images"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ssim"]["model"] = "vgg16"
+    with pytest.raises(ConfigError, match="ssim.model is 'vgg16'"):
+        prconfig.check(bad)
+    ok = copy.deepcopy(cfg)
+    ok["ssim"]["model"] = None  # P2 switched off
+    prconfig.check(ok)

@@ -125,6 +125,32 @@ def test_tiny_defense_table_fills_every_cell(tiny_run):
         assert (tiny_run / "results" / "figures" / f"p3_defense.{ext}").stat().st_size > 10_000
 
 
+def test_tiny_p2_outputs(tiny_run):
+    from pixelrobust.map_compare import COMPARISON_COLUMNS
+    from pixelrobust.ssim_study import CHECK_COLUMNS, TABLE_COLUMNS
+
+    t = tiny_run / "results" / "tables"
+    attack = pd.read_csv(t / "ssim_attack.csv")
+    assert list(attack.columns) == TABLE_COLUMNS
+    assert attack.attack.tolist() == ["ssim_ball"] * 2 + ["pgd_linf"] * 2 + ["pgd_l2"] * 2
+    assert attack[attack.attack == "ssim_ball"].epsilon.tolist() == [0.0003, 0.001]
+    assert (attack.n_images == 2).all() and attack.success_rate.between(0, 1).all() and attack.mean_ssim.between(0, 1).all()
+    ssim = attack[attack.attack == "ssim_ball"]
+    assert (ssim.mean_l2.diff().dropna() > 0).all()  # a larger ball, a larger perturbation
+    comparison = pd.read_csv(t / "ssim_cam_comparison.csv", dtype={"image_id": str})
+    assert list(comparison.columns) == COMPARISON_COLUMNS and len(comparison) == 2 * 3
+    assert set(comparison.attack) == {"ssim_ball", "pgd_linf", "pgd_l2"}
+    assert comparison.pearson.between(-1, 1).all() and comparison.energy_in_topk.between(0, 1).all()
+    summary = pd.read_csv(t / "ssim_cam_summary.csv", keep_default_na=False)
+    assert set(summary.verdict[summary.baseline != ""]) == {"too few images (< 10)"}
+    check = pd.read_csv(t / "ssim_solver_check.csv")
+    assert list(check.columns) == CHECK_COLUMNS and check.solver.tolist() == ["admm", "clarabel"]
+    assert (check.max_violation <= 1e-4).all() and (check.gap_to_reference <= 0.01).all() and (check.image_size == 32).all()
+    for fig in ("p2_ssim_sweep", "p2_cam_grid", "p2_cam_distributions"):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 10_000
+
+
 def test_every_table_records_its_provenance(tiny_run):
     import json
 
@@ -137,6 +163,8 @@ def test_every_table_records_its_provenance(tiny_run):
         "masked_pgd": {"masked_pgd": 2, "gradient_map": 2},
         "prm_lambda_sweep": {"prm_sweep": 1, "train_prm": 1},
         "defense": {"defense_eval": 18, "train_prm": 3},
+        "ssim_attack": {"attack_ssim": 2},
+        "ssim_cam_comparison": {"cam": 2},
     }
     for table, jobs in expected_jobs.items():
         rec = json.loads((t / f"{table}.provenance.json").read_text())
@@ -183,7 +211,10 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
                       "p3_prm_lambda": 1,
                       # P3 part 2: a PRM per defended model (ResNet-20's is shared with the sweep);
                       # 100/100/20 images in chunks of 25, clean + 5 attacks each
-                      "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1}
+                      "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1,
+                      # P2: 100 ImageNet images in chunks of 10
+                      "attack_ssim": 10, "ssim_tables": 1, "cam": 10, "compare_maps": 1, "ssim_solver_check": 1,
+                      "p2_ssim_sweep": 1, "p2_cam_grid": 1, "p2_cam_distributions": 1}
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):

@@ -32,7 +32,8 @@ def gradcam_pp(model: Classifier, images: torch.Tensor, classes: torch.Tensor | 
     out = []
     with GradCAMPlusPlus(model=model, target_layers=[target_layer(model)]) as cam:
         for s in range(0, len(images), batch_size):
-            x = images[s : s + batch_size].to(device)
+            # the input carries the graph, so frozen (requires_grad=False) models work too
+            x = images[s : s + batch_size].to(device).clone().requires_grad_(True)
             targets = [ClassifierOutputTarget(c) for c in classes[s : s + batch_size]]
             out.append(cam(input_tensor=x, targets=targets))
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0,) + tuple(images.shape[2:]), np.float32)

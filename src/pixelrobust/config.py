@@ -39,6 +39,7 @@ def check(config: dict) -> dict[str, dict]:
             if key not in op["segmentation"][ds]:
                 raise ConfigError(f"onepixel.segmentation.{ds}.{key} is missing")
     _check_p3(config, specs)
+    _check_ssim(config, specs)
     im = config["datasets"]["imagenet"]
     if im["source"] == "folder":
         for key in ("folder", "labels"):
@@ -109,3 +110,28 @@ def _check_defense_eval(config: dict, specs: dict) -> None:
                 f"prm.train.images.{ds} trains on test images from {rng.get('start', 0) or 0}, but defense_eval evaluates test "
                 f"images 0..{de['n_images'][ds] - 1}; set prm.train.images.{ds}.start >= defense_eval.n_images.{ds}"
             )
+
+
+def _check_ssim(config: dict, specs: dict) -> None:
+    """P2: models known, image counts, the comparison ε among the sweep's, windows that fit the images."""
+    import math
+
+    ss = config["ssim"]
+    name = ss["model"]
+    if name is None:
+        return
+    if name not in specs:
+        raise ConfigError(f"ssim.model is {name!r}, which is not under models: ({', '.join(specs)})")
+    ds = specs[name]["dataset"]
+    if ds not in ss["n_images"]:
+        raise ConfigError(f"ssim.n_images has no entry for dataset {ds!r} (used by ssim.model {name}); add ssim.n_images.{ds}")
+    eps = ss["epsilons"]
+    if not any(math.isclose(e, ss["compare"]["epsilon"]) for e in eps):
+        raise ConfigError(f"ssim.compare.epsilon ({ss['compare']['epsilon']}) must be one of ssim.epsilons {eps}: the maps "
+                          "compare the adversarials of one swept ε")
+    if ss["stride"] > ss["window"]:
+        raise ConfigError(f"ssim.stride ({ss['stride']}) exceeds ssim.window ({ss['window']}): pixels between windows would be "
+                          "unconstrained; use stride <= window")
+    side = config["datasets"]["imagenet"]["crop"] if ds == "imagenet" else 32
+    if ss["window"] > side:
+        raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images")

@@ -239,3 +239,49 @@ def defense_targets():
     return ["results/tables/defense.csv", "results/tables/defense.md"] + [
         f"results/figures/p3_defense.{ext}" for ext in ("png", "pdf")
     ]
+
+
+# ---- P2 --------------------------------------------------------------------------------------
+
+
+def ssim_bounds():
+    ss = config["ssim"]
+    if ss["model"] is None:
+        return []
+    ds = dataset_of(ss["model"])
+    return prdata.chunk_bounds(n_images(ds, ss["n_images"][ds]), ss["chunk_size"])
+
+
+def ssim_chunks(pattern):
+    """``pattern`` (with {model} and {chunk}) for every chunk of the SSIM study."""
+    model = config["ssim"]["model"]
+    return [pattern.format(model=model, chunk=c) for c in range(len(ssim_bounds()))]
+
+
+def ssim_ball_settings():
+    """The SSIM-ball attack's settings (keyword arguments of pixelrobust.ssim_ball.SSIMBall)."""
+    ss = config["ssim"]
+    keys = ("steps", "loss", "step_size", "solver", "tol", "max_iter", "luminance", "k1", "k2")
+    return {"size": ss["window"], "stride": ss["stride"], **{k: ss[k] for k in keys}}
+
+
+def p2_targets():
+    """Every table and figure of P2 (the `p2` target); none when ssim.model is null."""
+    if config["ssim"]["model"] is None:
+        return []
+    fig = lambda stem: [f"results/figures/{stem}.{ext}" for ext in ("png", "pdf")]
+    return (
+        [
+            f"results/tables/{t}.{ext}"
+            for t in ("ssim_attack", "ssim_cam_summary")
+            for ext in ("csv", "md")
+        ]
+        + [
+            "results/tables/ssim_matched.csv",
+            "results/tables/ssim_cam_comparison.csv",
+            "results/tables/ssim_solver_check.csv",
+        ]
+        + fig("p2_ssim_sweep")
+        + fig("p2_cam_grid")
+        + fig("p2_cam_distributions")
+    )

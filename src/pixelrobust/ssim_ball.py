@@ -1,0 +1,416 @@
+"""The SSIM ball of P2 (Pochimireddy et al. 2021) and a fast solver for its linearised attack step.
+
+Geometry (derivation in docs/p2.md). For one channel and one window ``w`` of ``n`` pixels, write a
+patch as its mean μ plus its zero-mean part x̃. SSIM's two factors with stabilisers
+(skimage's sample covariance, ``C1 = (K1·L)²``, ``C2 = (K2·L)²``, L = 1) are
+
+* luminance  l = (2 μx μy + C1) / (μx² + μy² + C1),
+* structure  s = (2 x̃·ỹ + (n−1)C2) / (‖x̃‖² + ‖ỹ‖² + (n−1)C2)  (contrast × structure),
+
+and Brunet, Vrscay & Wang (2012) show √(1 − l) and √(1 − s) are normalised metrics. Bounding
+``1 − s ≤ ε`` for fixed x is, in ỹ = x̃ + Pδ (P removes the mean), the Euclidean ball
+
+    ‖Pδ_w − a_w‖ ≤ r_w,   a_w = ε/(1−ε)·x̃_w,   r_w² = ‖x̃_w‖²(2ε−ε²)/(1−ε)² + ε(n−1)C2/(1−ε),
+
+a second-order cone; ``1 − l ≤ ε`` (``luminance=True``) bounds the window mean of δ to the interval
+|mean(δ_w) − b_w| ≤ s_w with b_w = ε/(1−ε)·μ_w, s_w² = μ_w²(2ε−ε²)/(1−ε)² + εC1/(1−ε).
+Windows are per channel, ``size``×``size`` at ``stride``; a last window flush with the border is
+added when the stride does not reach it, so every pixel is constrained (ours).
+
+The attack step maximises ⟨g, δ⟩ over the intersection of every window's set and the box
+0 ≤ x+δ ≤ 1. :class:`SSIMBallProblem` holds one batch of such problems; :func:`solve_admm`
+solves them together in torch (consensus ADMM: the box step is a clip because every pixel's
+window count is a diagonal, the window step a closed-form projection), restores exact
+feasibility by scaling δ towards 0 (a feasible point), and certifies the result with a Lagrange
+dual bound, so each image's returned objective is provably within ``tol`` of the optimum.
+:func:`solve_cvxpy` is the reference (Clarabel or SCS).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+log = logging.getLogger("pixelrobust")
+
+SOLVERS = ("admm", "clarabel", "scs")
+
+
+def check_epsilon(eps, what: str = "epsilon") -> float:
+    """ε bounds 1 − SSIM factor per window: it must be a number in [0, 1)."""
+    try:
+        e = float(eps)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: {eps!r} is not a number; give the bound on 1 − SSIM per window, in [0, 1)") from None
+    if not math.isfinite(e) or not 0.0 <= e < 1.0:
+        raise ConfigError(f"{what}: {eps!r} is outside [0, 1); ε bounds 1 − SSIM per window (0 = the clean image only, "
+                          f"values near 1 allow any structure); e.g. 0.01")
+    return e
+
+
+def check_windows(size: int, stride: int, height: int, width: int) -> None:
+    if not isinstance(size, int) or size < 2:
+        raise ConfigError(f"ssim window size must be an integer >= 2, got {size!r}")
+    if not isinstance(stride, int) or not 1 <= stride <= size:
+        raise ConfigError(f"ssim window stride must be an integer in [1, window size = {size}] so every pixel is in a "
+                          f"window, got {stride!r}")
+    if size > min(height, width):
+        raise ConfigError(f"ssim window size {size} is larger than the {height}×{width} image; use a smaller window")
+
+
+def window_index(height: int, width: int, size: int, stride: int) -> torch.Tensor:
+    """Flat pixel indices (windows × size²) of every window; a last window flush with each border."""
+    check_windows(size, stride, height, width)
+
+    def starts(n: int) -> list[int]:
+        s = list(range(0, n - size + 1, stride))
+        if s[-1] != n - size:
+            s.append(n - size)
+        return s
+
+    off = (torch.arange(size)[:, None] * width + torch.arange(size)[None, :]).flatten()
+    base = torch.tensor([r * width + c for r in starts(height) for c in starts(width)])
+    return base[:, None] + off[None, :]
+
+
+def _fold_index(idx: torch.Tensor, n_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each pixel, the positions in the flattened windows that hold it (padded with a sentinel)."""
+    flat = idx.flatten()
+    count = torch.bincount(flat, minlength=n_pixels)
+    order = torch.argsort(flat, stable=True)
+    k = int(count.max())
+    sentinel = flat.numel()
+    table = torch.full((n_pixels, k), sentinel, dtype=torch.long)
+    starts = torch.cumsum(count, 0) - count
+    rank = torch.arange(flat.numel()) - starts[flat[order]]
+    table[flat[order], rank] = order
+    return table, count
+
+
+@dataclass
+class SSIMBallProblem:
+    """A batch of linearised SSIM-ball steps: maximise ⟨g, δ⟩ s.t. every window's SSIM bound, 0 ≤ x+δ ≤ 1."""
+
+    x: torch.Tensor  # B×C×H×W in [0, 1]
+    g: torch.Tensor  # B×C×H×W objective
+    epsilon: float
+    size: int = 8
+    stride: int = 8
+    luminance: bool = True
+    k1: float = 0.01
+    k2: float = 0.03
+
+    def __post_init__(self):
+        self.epsilon = check_epsilon(self.epsilon)
+        if self.x.ndim != 4 or self.g.shape != self.x.shape:
+            raise ValueError(f"SSIM ball: x and g must both be B×C×H×W, got {tuple(self.x.shape)} and {tuple(self.g.shape)}")
+        B, C, H, W = self.x.shape
+        dev, dt = self.x.device, self.x.dtype
+        self.idx = window_index(H, W, self.size, self.stride).to(dev)
+        table, count = _fold_index(self.idx.cpu(), H * W)
+        self.fold_table, self.count = table.to(dev), count.to(dev, dt).view(H, W)
+        self.disjoint = bool((count == 1).all())
+        e, n = self.epsilon, self.size * self.size
+        xw = self.gather(self.x)
+        mu = xw.mean(-1, keepdim=True)
+        xt = xw - mu
+        c1, c2 = self.k1**2, self.k2**2
+        self.a = xt * (e / (1 - e))
+        self.r = torch.sqrt((xt * xt).sum(-1, keepdim=True) * (2 * e - e * e) / (1 - e) ** 2 + e * (n - 1) * c2 / (1 - e))
+        self.b = mu * (e / (1 - e))
+        self.s = torch.sqrt(mu * mu * (2 * e - e * e) / (1 - e) ** 2 + e * c1 / (1 - e))
+        self.lo, self.hi = -self.x, 1 - self.x
+
+    # --- window algebra -----------------------------------------------------------------------
+    def gather(self, d: torch.Tensor) -> torch.Tensor:
+        """B×C×H×W → B×C×windows×n."""
+        return d.flatten(2)[:, :, self.idx]
+
+    def fold(self, dw: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`gather` (sum of each pixel's window entries): B×C×windows×n → B×C×H×W."""
+        flat = dw.flatten(2)
+        flat = torch.cat([flat, flat.new_zeros(flat.shape[:2] + (1,))], 2)
+        return flat[:, :, self.fold_table].sum(-1).view(self.x.shape)
+
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """Project window patches onto their sets (structure ball × luminance interval)."""
+        m = v.mean(-1, keepdim=True)
+        d = v - m - self.a
+        nd = d.norm(dim=-1, keepdim=True)
+        z = self.a + d * torch.clamp(self.r / nd.clamp_min(1e-30), max=1.0)
+        if self.luminance:
+            m = torch.minimum(torch.maximum(m, self.b - self.s), self.b + self.s)
+        return z + m
+
+    # --- feasibility ---------------------------------------------------------------------------
+    def violations(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per image, the largest violation of any window bound or of the box (0 when feasible)."""
+        dw = self.gather(delta)
+        m = dw.mean(-1, keepdim=True)
+        ball = ((dw - m - self.a).norm(dim=-1, keepdim=True) - self.r).clamp_min(0)
+        worst = ball.flatten(1).amax(1)
+        if self.luminance:
+            worst = torch.maximum(worst, ((m - self.b).abs() - self.s).clamp_min(0).flatten(1).amax(1))
+        box = torch.maximum(self.lo - delta, delta - self.hi).clamp_min(0).flatten(1).amax(1)
+        return torch.maximum(worst, box)
+
+    def restore(self, delta: torch.Tensor) -> torch.Tensor:
+        """Scale δ (already inside the box) towards 0 until every window bound holds exactly.
+
+        The feasible set is convex and holds δ = 0, so for each window the admissible scales form
+        an interval [0, θ_w]. Disjoint windows are scaled one by one; overlapping ones by the
+        smallest θ_w of their image and channel."""
+        dw = self.gather(delta)
+        m = dw.mean(-1, keepdim=True)
+        z = dw - m
+        A = (z * z).sum(-1, keepdim=True)
+        Bq = (z * self.a).sum(-1, keepdim=True)
+        Cq = (self.a * self.a).sum(-1, keepdim=True) - self.r * self.r  # ≤ 0: δ = 0 is feasible
+        disc = (Bq * Bq - A * Cq).clamp_min(0)
+        inf = torch.full_like(A, math.inf)
+        theta = torch.where(A > 0, (Bq + disc.sqrt()) / A.clamp_min(1e-300), inf)
+        if self.luminance:
+            lim = torch.where(m > 0, (self.b + self.s) / m.clamp_min(1e-300), inf)
+            lim = torch.where(m < 0, (self.b - self.s) / m.clamp(max=-1e-300), lim)
+            theta = torch.minimum(theta, lim)
+        theta = theta.clamp(0, 1) * (1 - 1e-9)
+        if self.disjoint:
+            return self.fold(dw * theta)
+        return delta * theta.flatten(2).amin(2)[:, :, None, None]
+
+    # --- objective and certificate ---------------------------------------------------------------
+    def objective(self, delta: torch.Tensor) -> torch.Tensor:
+        return (self.g * delta).flatten(1).sum(1)
+
+    def dual_bound(self, lam: torch.Tensor) -> torch.Tensor:
+        """Lagrange dual function at window multipliers ``lam``: an upper bound on the optimum.
+
+        h(λ) = max over the box of ⟨g − Uᵀλ, δ⟩ + Σ_w support of window w's set at λ_w."""
+        if not self.luminance:  # the set is unbounded along each window's mean: use λ's zero-mean part
+            lam = lam - lam.mean(-1, keepdim=True)
+        c = self.g - self.fold(lam)
+        box = (c.clamp_min(0) * self.hi + c.clamp(max=0) * self.lo).flatten(1).sum(1)
+        total = lam.sum(-1, keepdim=True)
+        pl = lam - total / lam.shape[-1]
+        sup = (lam * self.a).sum(-1, keepdim=True) + self.r * pl.norm(dim=-1, keepdim=True)
+        if self.luminance:
+            sup = sup + self.b * total + self.s * total.abs()
+        return box + sup.flatten(1).sum(1)
+
+
+@dataclass
+class Solution:
+    delta: torch.Tensor  # B×C×H×W, feasible
+    objective: torch.Tensor  # B, ⟨g, δ⟩
+    bound: torch.Tensor  # B, an upper bound on the optimum (NaN for CVXPY)
+    violation: torch.Tensor  # B
+    iterations: int
+    seconds: float
+
+
+def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, check_every: int = 25,
+               alpha: float = 1.0) -> Solution:
+    """Over-relaxed consensus ADMM over all windows, with residual balancing, exact restoration of
+    feasibility and a dual certificate: stops when every image's (bound − objective) ≤ tol·bound."""
+    t0 = time.perf_counter()
+    B = p.x.shape[0]
+    gn = p.g.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
+    g = p.g / gn  # scale-free: every problem's objective has unit gradient norm
+    view = (-1, 1, 1, 1)
+    scale = torch.sqrt((p.r * p.r).flatten(1).sum(1) + (p.s * p.s).flatten(1).sum(1)).clamp_min(1e-12)
+    rho = (1.0 / scale).view(view)
+    y = torch.zeros_like(p.gather(p.x))
+    u = torch.zeros_like(y)
+    best = torch.zeros_like(p.x)
+    best_obj = torch.zeros(B, dtype=p.x.dtype, device=p.x.device)
+    best_ub = torch.full((B,), math.inf, dtype=p.x.dtype, device=p.x.device)
+    it = 0
+    for it in range(1, max_iter + 1):
+        delta = torch.minimum(torch.maximum((p.fold(y - u) + g / rho) / p.count, p.lo), p.hi)
+        ud = p.gather(delta)
+        v = alpha * ud + (1 - alpha) * y
+        y_old = y
+        y = p.project(v + u)
+        u = u + v - y
+        if it % check_every and it != max_iter:
+            continue
+        cand = p.restore(delta)
+        obj = (g * cand).flatten(1).sum(1)
+        better = obj > best_obj
+        best = torch.where(better.view(view), cand, best)
+        best_obj = torch.where(better, obj, best_obj)
+        ub = _bound(p, g, rho * u)
+        best_ub = torch.minimum(best_ub, ub)
+        if bool(((best_ub - best_obj) <= tol * best_ub.abs() + 1e-12).all()):
+            break
+        r_prim = (ud - y).flatten(1).norm(dim=1)
+        r_dual = (rho.view(-1) * p.fold(y - y_old).flatten(1).norm(dim=1))
+        up, down = r_prim > 10 * r_dual, r_dual > 10 * r_prim
+        factor = torch.where(up, 2.0, torch.where(down, 0.5, 1.0)).to(rho.dtype).view(view)
+        rho, u = rho * factor, u / factor
+    delta = best
+    return Solution(delta=delta, objective=p.objective(delta), bound=best_ub * gn.view(-1), violation=p.violations(delta),
+                    iterations=it, seconds=time.perf_counter() - t0)
+
+
+def _bound(p: SSIMBallProblem, g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    saved = p.g
+    p.g = g
+    try:
+        return p.dual_bound(lam)
+    finally:
+        p.g = saved
+
+
+def cvxpy_problem(p: SSIMBallProblem, i: int):
+    """Image ``i`` of a problem batch as a CVXPY problem (one vectorised cone constraint)."""
+    import cvxpy as cp
+    import scipy.sparse as sp
+
+    C, H, W = p.x.shape[1:]
+    idx = p.idx.cpu().numpy()
+    nw, n = idx.shape
+    # rows: for every channel and window, the window's pixels minus their mean
+    rows = np.arange(C * nw * n)
+    chan = np.repeat(np.arange(C), nw * n)
+    cols = chan * H * W + np.tile(idx.reshape(-1), C)
+    gather = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(C * nw * n, C * H * W))
+    mean = sp.kron(sp.eye(C * nw), np.full((1, n), 1.0 / n), format="csr") @ gather
+    center = gather - sp.kron(sp.eye(C * nw), np.full((n, 1), 1.0), format="csr") @ mean
+    x = p.x[i].double().cpu().numpy().reshape(-1)
+    g = p.g[i].double().cpu().numpy().reshape(-1)
+    a = p.a[i].double().cpu().numpy().reshape(-1)
+    r = p.r[i].double().cpu().numpy().reshape(-1)
+    d = cp.Variable(C * H * W)
+    zero_mean = cp.reshape(center @ d - a, (n, C * nw), order="F")
+    cons = [cp.SOC(r, zero_mean, axis=0), d >= -x, d <= 1 - x]
+    if p.luminance:
+        b = p.b[i].double().cpu().numpy().reshape(-1)
+        s = p.s[i].double().cpu().numpy().reshape(-1)
+        cons.append(cp.abs(mean @ d - b) <= s)
+    return cp.Problem(cp.Maximize(g @ d), cons), d
+
+
+def solve_cvxpy(p: SSIMBallProblem, solver: str = "clarabel", **options) -> Solution:
+    """The reference: every image of the batch solved by CVXPY with Clarabel or SCS."""
+    import cvxpy as cp
+
+    names = {"clarabel": cp.CLARABEL, "scs": cp.SCS}
+    if solver not in names:
+        raise ConfigError(f"CVXPY solver must be one of {', '.join(names)}, got {solver!r}")
+    t0 = time.perf_counter()
+    out = torch.zeros_like(p.x)
+    for i in range(p.x.shape[0]):
+        prob, d = cvxpy_problem(p, i)
+        prob.solve(solver=names[solver], **options)
+        if d.value is None or prob.status not in ("optimal", "optimal_inaccurate"):
+            raise RuntimeError(f"CVXPY/{solver} did not solve image {i}: status {prob.status}")
+        out[i] = torch.from_numpy(np.asarray(d.value)).view(p.x.shape[1:]).to(p.x)
+    nan = torch.full((p.x.shape[0],), math.nan)
+    return Solution(delta=out, objective=p.objective(out), bound=nan, violation=p.violations(out), iterations=0,
+                    seconds=time.perf_counter() - t0)
+
+
+def solve(p: SSIMBallProblem, solver: str = "admm", **options) -> Solution:
+    if solver == "admm":
+        return solve_admm(p, **options)
+    if solver in ("clarabel", "scs"):
+        return solve_cvxpy(p, solver, **options)
+    raise ConfigError(f"ssim solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+
+
+# --- the attack: sequential convex programming -------------------------------------------------
+LOSSES = ("margin", "ce")
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "ce":
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    true = logits.gather(1, labels[:, None])[:, 0]
+    other = logits.scatter(1, labels[:, None], -math.inf).amax(1)
+    return (other - true).sum()
+
+
+class SSIMBall:
+    """Untargeted SSIM-ball attack (P2), torchattacks style: build with its settings, call on
+    ``(images, labels)`` in [0, 1].
+
+    Each step linearises the loss (``margin``: best other logit − true logit, or ``ce``) at the
+    current x+δ and solves the convex step (maximise ⟨∇, δ'⟩ over the SSIM ball around the *clean*
+    x); δ ← (1 − ``step_size``)·δ + ``step_size``·δ' stays in the ball (it is convex). Images stop
+    when misclassified; at most ``steps`` steps. :meth:`run` also returns per-image diagnostics.
+    """
+
+    def __init__(self, model: torch.nn.Module, epsilon: float, size: int = 8, stride: int = 8, luminance: bool = True,
+                 steps: int = 10, loss: str = "margin", step_size: float = 1.0, solver: str = "admm", tol: float = 1e-3,
+                 max_iter: int = 3000, k1: float = 0.01, k2: float = 0.03):
+        self.epsilon = check_epsilon(epsilon)
+        if loss not in LOSSES:
+            raise ConfigError(f"SSIM-ball loss must be one of {LOSSES}, got {loss!r}")
+        if solver not in SOLVERS:
+            raise ConfigError(f"SSIM-ball solver must be one of {SOLVERS}, got {solver!r}")
+        if not 0 < step_size <= 1 or steps < 1:
+            raise ConfigError(f"SSIM-ball needs 0 < step_size <= 1 and steps >= 1, got {step_size}, {steps}")
+        self.model, self.size, self.stride, self.luminance = model, size, stride, luminance
+        self.steps, self.loss, self.step_size, self.solver = int(steps), loss, float(step_size), solver
+        self.options = {"tol": tol, "max_iter": max_iter} if solver == "admm" else {}
+        self.k1, self.k2 = k1, k2
+
+    def run(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        x = images.detach()
+        check_windows(self.size, self.stride, x.shape[-2], x.shape[-1])
+        n = len(x)
+        delta = torch.zeros_like(x)
+        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
+        steps = torch.zeros(n, dtype=torch.long)
+        gap = torch.zeros(n, dtype=torch.float64)
+        solve_seconds = 0.0
+        with torch.no_grad():
+            fooled = self.model(x).argmax(1) != labels
+        for _ in range(self.steps):
+            active = (~fooled).nonzero()[:, 0]
+            if len(active) == 0:
+                break
+            xa, ya = x[active], labels[active]
+            d = delta[active].clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(_loss(self.model(xa + d), ya, self.loss), d)
+            prob = SSIMBallProblem(xa, grad.detach(), self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2)
+            sol = solve(prob, self.solver, **self.options)
+            solve_seconds += sol.seconds
+            new = (1 - self.step_size) * delta[active] + self.step_size * sol.delta
+            delta[active] = new
+            rel = ((sol.bound - sol.objective) / sol.bound.abs().clamp_min(1e-30)).double().cpu()
+            gap[active.cpu()] = torch.maximum(gap[active.cpu()], torch.nan_to_num(rel, nan=0.0))
+            steps[active.cpu()] += 1
+            with torch.no_grad():
+                fooled[active] = self.model(xa + new).argmax(1) != ya
+        return {"adv": (x + delta).clamp(0, 1).detach(), "success": fooled.cpu(), "steps": steps, "gap": gap,
+                "solve_seconds": solve_seconds}
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.run(images, labels)["adv"]
+
+
+# --- direct SSIM factors (independent of the ball derivation; for checks) ---------------------------
+def window_factors(x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1: float = 0.01, k2: float = 0.03):
+    """Per window and channel, SSIM's luminance and contrast-structure factors between x and y."""
+    idx = window_index(x.shape[-2], x.shape[-1], size, stride).to(x.device)
+    xw, yw = x.flatten(2)[:, :, idx].double(), y.flatten(2)[:, :, idx].double()
+    n = idx.shape[1]
+    mx, my = xw.mean(-1), yw.mean(-1)
+    xt, yt = xw - mx[..., None], yw - my[..., None]
+    c1, c2 = k1**2, k2**2
+    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    struct = (2 * (xt * yt).sum(-1) + (n - 1) * c2) / ((xt * xt).sum(-1) + (yt * yt).sum(-1) + (n - 1) * c2)
+    return lum, struct
+
+
+__all__ = ["LOSSES", "SOLVERS", "SSIMBall", "SSIMBallProblem", "Solution", "check_epsilon", "check_windows", "cvxpy_problem", "solve",
+           "solve_admm", "solve_cvxpy", "window_factors", "window_index"]

@@ -1,0 +1,9 @@
+"""SSIM change maps against Grad-CAM++: the per-image table and the bootstrap summary (rule compare_maps)."""
+
+from pixelrobust.map_compare import compare_maps
+from pixelrobust.runtime import job
+
+p = snakemake.params
+with job(snakemake.log[0], smk=snakemake):
+    compare_maps(list(snakemake.input.cams), p.bounds, snakemake.input.data, dict(snakemake.output.items()),
+                 k_percent=p.topk_percent, n_boot=p.bootstrap, seed=p.seed)
