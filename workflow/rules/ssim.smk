@@ -160,7 +160,6 @@ rule p2_ssim_sweep:
     input:
         table="results/tables/ssim_attack.csv",
         matched="results/tables/ssim_matched.csv",
-        prov="results/p2/{model}/attack/chunk-{chunk}.provenance.json",
     output:
         png=report(
             "results/figures/p2_ssim_sweep.png",
