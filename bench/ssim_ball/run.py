@@ -51,7 +51,7 @@ def problems(n: int, n_pool: int, device) -> tuple[torch.Tensor, torch.Tensor]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=2)
-    ap.add_argument("--epsilon", type=float, default=0.001)
+    ap.add_argument("--epsilon", type=float, default=0.00001)
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--stride", type=int, default=8)
     ap.add_argument("--tol", type=float, default=0.005)
