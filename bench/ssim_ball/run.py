@@ -28,7 +28,7 @@ import torch
 from pixelrobust import data, models
 from pixelrobust.io import write_table
 from pixelrobust.runtime import resolve_device
-from pixelrobust.ssim_ball import SSIMBallProblem, _loss, solve_admm, solve_cvxpy
+from pixelrobust.ssim_ball import SSIMBallProblem, loss_gradient, solve_admm, solve_cvxpy
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -43,9 +43,7 @@ def problems(n: int, n_pool: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         p.requires_grad_(False)
     x, y = correct_images(model, data.load_split(d, "test", 0, n_pool), n, device)
     x, y = x.to(device), y.to(device)
-    delta = torch.zeros_like(x).requires_grad_(True)
-    (g,) = torch.autograd.grad(_loss(model(x + delta), y, "margin"), delta)
-    return x.detach(), g.detach()
+    return x, loss_gradient(model, x, y, "margin")
 
 
 def main() -> None:

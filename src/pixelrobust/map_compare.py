@@ -54,41 +54,51 @@ def compare_one(change: np.ndarray, cam: np.ndarray, energy: np.ndarray, k_perce
     return {"pearson": pearson, "spearman": spearman, "iou_topk": iou, "pointing_hit": hit, "energy_in_topk": share}
 
 
+def images_by_id(data_dir, start: int, stop: int, ids, what: str) -> torch.Tensor:
+    """The test images ``start..stop`` named by ``ids``, in that order (``what`` names the file that
+    listed them, for the error)."""
+    from .data import load_split
+
+    split = load_split(data_dir, "test", start, stop)
+    pos = {str(i): n for n, i in enumerate(split.ids)}
+    ids = [str(i) for i in ids]
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise ValueError(f"{what} names images {missing[:3]} that are not in test images {start}..{stop}; rerun the rule "
+                         "that wrote it")
+    return split.images[[pos[i] for i in ids]] if ids else split.images[:0]
+
+
 def run_cam(spec: dict, weights, data_dir, start: int, stop: int, attack_csv, attack_npz, matched_csv, out_npz, *, pgd: dict,
             seed: int, batch_size: int, device) -> None:
     """Rule ``cam``: CAMs of the clean and adversarial images of one chunk."""
-    from .data import load_split
+    from .evaluate import predict
     from .io import load_npz, save_npz
     from .models import build_model
+    from .runtime import model_device
 
     kept = load_npz(attack_npz)
-    split = load_split(data_dir, "test", start, stop)
-    pos = {str(i): n for n, i in enumerate(split.ids)}
     ids = [str(i) for i in kept["image_id"]]
-    missing = [i for i in ids if i not in pos]
-    if missing:
-        raise ValueError(f"{attack_npz} names images {missing[:3]} that are not in test images {start}..{stop}; rerun attack_ssim")
-    x = split.images[[pos[i] for i in ids]]
+    x = images_by_id(data_dir, start, stop, ids, attack_npz)
     y = torch.as_tensor(kept["label"]).long()
     model = build_model(spec, weights, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     table = pd.read_csv(attack_csv, dtype={"image_id": str})
     matched = pd.read_csv(matched_csv)
     advs = {"ssim_ball": torch.from_numpy(kept["ssim_ball"])}
     if len(advs["ssim_ball"]) != len(ids):
         raise ValueError(f"{attack_npz}: {len(advs['ssim_ball'])} adversarial images for {len(ids)} ids; rerun attack_ssim")
+    budgets = {"ssim_ball": float(matched.ssim_epsilon.iloc[0])}
     for row in matched.itertuples():
+        budgets[row.attack] = float(row.epsilon)
         norm = row.attack.removeprefix("pgd_")
-        advs[row.attack] = run_pgd(model, x.to(dev), y.to(dev), pgd, norm, float(row.epsilon), seed, batch_size).cpu()
+        advs[row.attack] = run_pgd(model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size).cpu()
     out = {"image_id": np.asarray(ids, dtype=str), "label": y.numpy(), "cam_clean": gradcam_pp(model, x, y, batch_size)}
     for attack, adv in advs.items():
-        with torch.no_grad():
-            pred = torch.cat([model(adv[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(adv), batch_size)]) \
-                if len(adv) else torch.zeros(0, dtype=torch.long)
-        eps = matched.set_index("attack").epsilon.get(attack, matched.ssim_epsilon.iloc[0] if len(matched) else np.nan)
-        rec = table[(table.attack == attack) & np.isclose(table.epsilon, eps)].set_index("image_id")
+        pred = predict(model, adv, batch_size, dev).argmax(1) if len(adv) else torch.zeros(0, dtype=torch.long)
+        rec = table[(table.attack == attack) & np.isclose(table.epsilon, budgets[attack])].set_index("image_id")
         if len(rec) and len(ids):
             differ = int((rec.loc[ids, "pred"].to_numpy() != pred.numpy()).sum())
             if differ:
@@ -152,16 +162,12 @@ def summarise(comparison: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
 def compare_maps(cam_npzs: list[str], bounds: list[tuple[int, int]], data_dir, out: dict, *, k_percent: float, n_boot: int,
                  seed: int) -> pd.DataFrame:
     """Rule ``compare_maps``: ``ssim_cam_comparison.csv`` and ``ssim_cam_summary.csv``/``.md``."""
-    from .data import load_split
     from .io import load_npz, write_table
 
     rows = []
     for path, (start, stop) in zip(cam_npzs, bounds):
         npz = load_npz(path)
-        split = load_split(data_dir, "test", start, stop)
-        pos = {str(i): n for n, i in enumerate(split.ids)}
-        images = split.images[[pos[str(i)] for i in npz["image_id"]]] if len(npz["image_id"]) else split.images[:0]
-        rows += compare_chunk(npz, images, k_percent)
+        rows += compare_chunk(npz, images_by_id(data_dir, start, stop, npz["image_id"], path), k_percent)
     comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if comparison.empty:
         raise ValueError("no attacked image to compare; raise ssim.n_images")
@@ -171,4 +177,4 @@ def compare_maps(cam_npzs: list[str], bounds: list[tuple[int, int]], data_dir, o
     return summary
 
 
-__all__ = ["COMPARISON_COLUMNS", "METRICS", "bootstrap_ci", "compare_maps", "compare_one", "run_cam", "summarise", "topk_mask"]
+__all__ = ["COMPARISON_COLUMNS", "METRICS", "bootstrap_ci", "compare_maps", "compare_one", "images_by_id", "run_cam", "summarise", "topk_mask"]

@@ -189,13 +189,14 @@ class SSIMBallProblem:
     def objective(self, delta: torch.Tensor) -> torch.Tensor:
         return (self.g * delta).flatten(1).sum(1)
 
-    def dual_bound(self, lam: torch.Tensor) -> torch.Tensor:
-        """Lagrange dual function at window multipliers ``lam``: an upper bound on the optimum.
+    def dual_bound(self, lam: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """Lagrange dual function at window multipliers ``lam``: an upper bound on the optimum of
+        ⟨g, δ⟩ (``g`` defaults to the problem's objective).
 
         h(λ) = max over the box of ⟨g − Uᵀλ, δ⟩ + Σ_w support of window w's set at λ_w."""
         if not self.luminance:  # the set is unbounded along each window's mean: use λ's zero-mean part
             lam = lam - lam.mean(-1, keepdim=True)
-        c = self.g - self.fold(lam)
+        c = (self.g if g is None else g) - self.fold(lam)
         box = (c.clamp_min(0) * self.hi + c.clamp(max=0) * self.lo).flatten(1).sum(1)
         total = lam.sum(-1, keepdim=True)
         pl = lam - total / lam.shape[-1]
@@ -246,7 +247,7 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
         better = obj > best_obj
         best = torch.where(better.view(view), cand, best)
         best_obj = torch.where(better, obj, best_obj)
-        ub = _bound(p, g, rho * u)
+        ub = p.dual_bound(rho * u, g)
         best_ub = torch.minimum(best_ub, ub)
         if bool(((best_ub - best_obj) <= tol * best_ub.abs() + 1e-12).all()):
             break
@@ -258,15 +259,6 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
     delta = best
     return Solution(delta=delta, objective=p.objective(delta), bound=best_ub * gn.view(-1), violation=p.violations(delta),
                     iterations=it, seconds=time.perf_counter() - t0)
-
-
-def _bound(p: SSIMBallProblem, g: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    saved = p.g
-    p.g = g
-    try:
-        return p.dual_bound(lam)
-    finally:
-        p.g = saved
 
 
 def cvxpy_problem(p: SSIMBallProblem, i: int):
@@ -330,12 +322,18 @@ def solve(p: SSIMBallProblem, solver: str = "admm", **options) -> Solution:
 LOSSES = ("margin", "ce")
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
+def loss_gradient(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str = "margin") -> torch.Tensor:
+    """∂loss/∂x at ``x`` of the summed ``margin`` (best other logit − true logit) or ``ce`` loss:
+    the objective of an attack step."""
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
     if kind == "ce":
-        return torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-    true = logits.gather(1, labels[:, None])[:, 0]
-    other = logits.scatter(1, labels[:, None], -math.inf).amax(1)
-    return (other - true).sum()
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    else:
+        true = logits.gather(1, labels[:, None])[:, 0]
+        loss = (logits.scatter(1, labels[:, None], -math.inf).amax(1) - true).sum()
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
 
 
 class SSIMBall:
@@ -368,10 +366,8 @@ class SSIMBall:
         check_windows(self.size, self.stride, x.shape[-2], x.shape[-1])
         n = len(x)
         delta = torch.zeros_like(x)
-        fooled = torch.zeros(n, dtype=torch.bool, device=x.device)
         steps = torch.zeros(n, dtype=torch.long)
         gap = torch.zeros(n, dtype=torch.float64)
-        solve_seconds = 0.0
         with torch.no_grad():
             fooled = self.model(x).argmax(1) != labels
         for _ in range(self.steps):
@@ -379,11 +375,9 @@ class SSIMBall:
             if len(active) == 0:
                 break
             xa, ya = x[active], labels[active]
-            d = delta[active].clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(_loss(self.model(xa + d), ya, self.loss), d)
-            prob = SSIMBallProblem(xa, grad.detach(), self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2)
+            grad = loss_gradient(self.model, xa + delta[active], ya, self.loss)
+            prob = SSIMBallProblem(xa, grad, self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2)
             sol = solve(prob, self.solver, **self.options)
-            solve_seconds += sol.seconds
             new = (1 - self.step_size) * delta[active] + self.step_size * sol.delta
             delta[active] = new
             rel = ((sol.bound - sol.objective) / sol.bound.abs().clamp_min(1e-30)).double().cpu()
@@ -391,8 +385,7 @@ class SSIMBall:
             steps[active.cpu()] += 1
             with torch.no_grad():
                 fooled[active] = self.model(xa + new).argmax(1) != ya
-        return {"adv": (x + delta).clamp(0, 1).detach(), "success": fooled.cpu(), "steps": steps, "gap": gap,
-                "solve_seconds": solve_seconds}
+        return {"adv": (x + delta).clamp(0, 1).detach(), "success": fooled.cpu(), "steps": steps, "gap": gap}
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.run(images, labels)["adv"]
@@ -412,5 +405,5 @@ def window_factors(x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1:
     return lum, struct
 
 
-__all__ = ["LOSSES", "SOLVERS", "SSIMBall", "SSIMBallProblem", "Solution", "check_epsilon", "check_windows", "cvxpy_problem", "solve",
-           "solve_admm", "solve_cvxpy", "window_factors", "window_index"]
+__all__ = ["LOSSES", "SOLVERS", "SSIMBall", "SSIMBallProblem", "Solution", "check_epsilon", "check_windows", "cvxpy_problem", "loss_gradient",
+           "solve", "solve_admm", "solve_cvxpy", "window_factors", "window_index"]

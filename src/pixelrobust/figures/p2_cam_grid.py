@@ -13,22 +13,20 @@ COLUMNS = ["image", "adversarial", "|δ|", "1 − SSIM", "Grad-CAM++ (clean)", "
 def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=None) -> None:
     import matplotlib.pyplot as plt
 
-    from ..data import load_split
     from ..io import load_npz
-    from ..map_compare import topk_mask
+    from ..map_compare import images_by_id, topk_mask
     from ..ssim_study import mean_ssim
 
     style.apply()
     npz = load_npz(cam_npz)
-    split = load_split(data_dir, "test", *bounds)
-    pos = {str(i): n for n, i in enumerate(split.ids)}
     ids = [str(i) for i in npz["image_id"]][:examples]
+    images = images_by_id(data_dir, *bounds, ids, cam_npz)
     attacks = [k.removeprefix("adv_") for k in npz if k.startswith("adv_")]
     rows = [(n, a) for n in range(len(ids)) for a in attacks]
     fig, axes = plt.subplots(max(len(rows), 1), len(COLUMNS), figsize=(style.FULL_WIDTH, 1.2 * max(len(rows), 1) + 0.3),
                              squeeze=False, constrained_layout=True)
     for r, (n, attack) in enumerate(rows):
-        x = split.images[pos[ids[n]]]
+        x = images[n]
         adv = torch.from_numpy(npz[f"adv_{attack}"][n])
         _, smap = mean_ssim(x, adv, full=True)
         change = 1 - smap

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from . import style
@@ -29,5 +28,4 @@ def plot(table: pd.DataFrame, matched: pd.DataFrame, png, pdf=None) -> None:
         ax.set_title(f"{attack}, {int(t.n_images.max()) if len(t) else 0} images", fontsize=7)
     axes[0, 0].legend(fontsize=6, loc="lower left")
     axes[0, 0].set_ylabel("rate / SSIM")
-    if np.isfinite(table.epsilon).all():
-        style.save(fig, png, pdf)
+    style.save(fig, png, pdf)
