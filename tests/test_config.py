@@ -68,6 +68,9 @@ def test_defaults_fill_an_empty_config():
         ({"ssim": {"epsilons": []}}, "should be non-empty"),
         ({"ssim": {"solver": "ecos"}}, "'ecos' is not one of"),
         ({"ssim": {"tol": 0.05}}, "0.05 is greater than the maximum of 0.01"),
+        ({"synthesis": {"epsilon": 0}}, "0 is less than or equal to the minimum of 0"),
+        ({"synthesis": {"topk_percent": 120}}, "120 is greater than the maximum of 100"),
+        ({"synthesis": {"models": ["resnet20_cifar10", "resnet20_cifar10"]}}, "has non-unique elements"),
     ],
 )
 def test_schema_errors_name_the_key(patch, message):
@@ -159,4 +162,24 @@ def test_p2_cross_field_errors():
         prconfig.check(bad)
     ok = copy.deepcopy(cfg)
     ok["ssim"]["model"] = None  # P2 switched off
+    prconfig.check(ok)
+
+
+def test_synthesis_cross_field_errors():
+    cfg = load()
+    validate(cfg, str(SCHEMA))
+    bad = copy.deepcopy(cfg)
+    bad["synthesis"]["models"] = ["resnet56_cifar100"]  # a known model that P1 does not search
+    with pytest.raises(ConfigError, match="synthesis.models lists 'resnet56_cifar100', which is not under onepixel.models"):
+        prconfig.check(bad)
+    bad["synthesis"]["models"] = ["vgg16"]
+    with pytest.raises(ConfigError, match="synthesis.models lists 'vgg16', which is not under models"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["ssim"]["model"] = None  # P2 off: its window settings are still checked for the synthesis
+    bad["ssim"]["window"] = 40
+    with pytest.raises(ConfigError, match=r"ssim.window \(40\) is larger than resnet20_cifar10's 32x32 images \(synthesis.models\)"):
+        prconfig.check(bad)
+    ok = copy.deepcopy(cfg)
+    ok["synthesis"]["models"] = []  # synthesis switched off
     prconfig.check(ok)

@@ -151,6 +151,85 @@ def test_tiny_p2_outputs(tiny_run):
             assert (tiny_run / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 10_000
 
 
+def test_tiny_synthesis_outputs(tiny_run):
+    from pixelrobust.synthesis import IMAGE_COLUMNS, MAPS, PAIRS, TABLE_COLUMNS
+
+    t = tiny_run / "results" / "tables"
+    table = pd.read_csv(t / "synthesis.csv")
+    assert list(table.columns) == TABLE_COLUMNS  # the fixed names first
+    assert table.columns[:8].tolist() == ["dataset", "model", "map_a", "map_b", "spearman", "iou_topk", "ci_low", "ci_high"]
+    assert set(zip(table.map_a, table.map_b)) == set(PAIRS) and len(table) == 2 * len(PAIRS)
+    assert table.spearman.between(-1, 1).all() and table.iou_topk.between(0, 1).all()
+    # the images are the ones P1 searched (its correctly classified ones), on the pixels it searched
+    images = pd.read_csv(t / "onepixel_images.csv")
+    searched = images[images.correct].groupby("model").size()
+    for r in table.itertuples():
+        assert r.n_images == searched[r.model]
+        if "onepixel" in (r.map_a, r.map_b):
+            assert r.n_pixels == (32 * 32 if r.dataset == "cifar10" else 8 * 8)  # tiny: the ImageNet grid is 8x8
+    per_image = pd.read_csv(t / "synthesis_images.csv", dtype={"image_id": str})
+    assert list(per_image.columns) == IMAGE_COLUMNS
+    mean = per_image.groupby(["model", "map_a", "map_b"]).iou_topk.mean()
+    for r in table.itertuples():
+        assert r.iou_topk == pytest.approx(mean[r.model, r.map_a, r.map_b], abs=1e-4)
+    with np.load(tiny_run / "results" / "synthesis" / "resnet20_cifar10.npz") as z:
+        assert all(z[m].shape == (searched["resnet20_cifar10"], 32, 32) for m in MAPS)
+    for fig in ("synthesis_maps", "synthesis_matrix"):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / "results" / "figures" / f"{fig}.{ext}").stat().st_size > 10_000
+
+
+def test_tiny_summary_states_every_claim(tiny_run):
+    from pixelrobust.summary import CLAIM_COLUMNS
+
+    claims = pd.read_csv(tiny_run / "results" / "tables" / "claims.csv")
+    assert list(claims.columns) == CLAIM_COLUMNS
+    assert set(claims.paper) == {"P1", "P2", "P3", "Synthesis"}
+    assert claims.verdict.isin(["held", "not held", "inconclusive", "too few images"]).all()
+    # P1's three claims for its three models, P2's one, P3's ordering (2 norms), IoU and defence
+    assert (claims.paper == "P1").sum() == 3 * 3 and (claims.paper == "P2").sum() == 1
+    assert (claims.paper == "Synthesis").sum() == 2 * 6
+    assert claims[claims.n_images < 10].verdict.eq("too few images").all()
+    text = (tiny_run / "results" / "SUMMARY.md").read_text()
+    for claim in claims.claim.unique():
+        assert f"### {claim}" in text
+    assert "config/tiny.yaml" in text and "## Config" in text and "synthesis:" in text
+
+
+def test_report_embeds_every_figure(tiny_run):
+    from pixelrobust.report import entry_bytes, read_report
+
+    results, categories = read_report(tiny_run / "results" / "report.html")
+    assert {"P1", "P2", "P3", "Synthesis"} <= set(categories)
+    figures = sorted((tiny_run / "results" / "figures").glob("*.png"))
+    assert len(figures) >= 15
+    for png in figures:
+        key = f"results/figures/{png.name}"
+        assert key in results, f"{png.name} is not in the report"
+        assert entry_bytes(results[key]) == png.read_bytes() and results[key]["caption"].strip()
+    for key in ("results/SUMMARY.md", "results/tables/synthesis.csv", "results/tables/claims.csv"):
+        assert entry_bytes(results[key]) == (tiny_run / key).read_bytes()
+    assert results["results/figures/p1_vulnerability_grid_resnet20_cifar10.png"]["labels"]["model"] == "resnet20_cifar10"
+
+
+def test_every_summary_table_has_markdown(tiny_run):
+    """Summary tables come as CSV and Markdown; per-image and detail tables (and claims, whose
+    Markdown is SUMMARY.md) as CSV only."""
+    detail = {"onepixel_de_runs", "onepixel_images", "onepixel_regions", "ssim_cam_comparison", "synthesis_images",
+              "prm_lambda_sweep_detail", "claims"}
+    tables = sorted((tiny_run / "results" / "tables").glob("*.csv"))
+    summaries = {"clean_accuracy", "onepixel_success", "onepixel_summary", "masked_pgd", "masked_pgd_l2", "prm_lambda_sweep",
+                 "defense", "ssim_attack", "ssim_matched", "ssim_solver_check", "ssim_cam_summary", "synthesis"}
+    assert summaries <= {t.stem for t in tables}
+    for csv in tables:
+        if csv.stem in detail:
+            continue
+        md = csv.with_suffix(".md")
+        assert md.is_file(), f"{csv.name} has no Markdown twin"
+        if csv.stem != "defense":  # defense.md is one grid per protocol and model
+            assert md.read_text().count("\n|") - 1 == len(pd.read_csv(csv)), md.name
+
+
 def test_every_table_records_its_provenance(tiny_run):
     import json
 
@@ -165,6 +244,7 @@ def test_every_table_records_its_provenance(tiny_run):
         "defense": {"defense_eval": 18, "train_prm": 3},
         "ssim_attack": {"attack_ssim": 2},
         "ssim_cam_comparison": {"cam": 2},
+        "synthesis": {"four_maps": 2},
     }
     for table, jobs in expected_jobs.items():
         rec = json.loads((t / f"{table}.provenance.json").read_text())
@@ -214,7 +294,10 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
                       "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1,
                       # P2: 100 ImageNet images in chunks of 10
                       "attack_ssim": 10, "ssim_tables": 1, "cam": 10, "compare_maps": 1, "ssim_solver_check": 1,
-                      "p2_ssim_sweep": 1, "p2_cam_grid": 1, "p2_cam_distributions": 1}
+                      "p2_ssim_sweep": 1, "p2_cam_grid": 1, "p2_cam_distributions": 1,
+                      # synthesis: the four maps of ResNet-20's and MobileNetV2's P1 images; summary; report
+                      "four_maps": 2, "synthesis_tables": 1, "synthesis_maps": 1, "synthesis_matrix": 1,
+                      "summary": 1, "html_report": 1}
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):

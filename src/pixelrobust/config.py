@@ -40,6 +40,7 @@ def check(config: dict) -> dict[str, dict]:
                 raise ConfigError(f"onepixel.segmentation.{ds}.{key} is missing")
     _check_p3(config, specs)
     _check_ssim(config, specs)
+    _check_synthesis(config, specs)
     im = config["datasets"]["imagenet"]
     if im["source"] == "folder":
         for key in ("folder", "labels"):
@@ -135,3 +136,22 @@ def _check_ssim(config: dict, specs: dict) -> None:
     side = config["datasets"]["imagenet"]["crop"] if ds == "imagenet" else 32
     if ss["window"] > side:
         raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images")
+
+
+def _check_synthesis(config: dict, specs: dict) -> None:
+    """The synthesis compares maps on the images P1 searched: its models must be P1's."""
+    sy = config["synthesis"]
+    for name in sy["models"]:
+        if name not in specs:
+            raise ConfigError(f"synthesis.models lists {name!r}, which is not under models: ({', '.join(specs)})")
+        if name not in config["onepixel"]["models"]:
+            raise ConfigError(f"synthesis.models lists {name!r}, which is not under onepixel.models: the synthesis compares "
+                              "maps on the images P1 searched; add it to onepixel.models or drop it here")
+    ss = config["ssim"]
+    if sy["models"] and ss["stride"] > ss["window"]:
+        raise ConfigError(f"ssim.stride ({ss['stride']}) exceeds ssim.window ({ss['window']}) (used by synthesis.models): use "
+                          "stride <= window")
+    for name in sy["models"]:
+        side = config["datasets"]["imagenet"]["crop"] if specs[name]["dataset"] == "imagenet" else 32
+        if ss["window"] > side:
+            raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images (synthesis.models)")

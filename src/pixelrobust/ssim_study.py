@@ -149,7 +149,7 @@ def match_pgd(table: pd.DataFrame, compare_epsilon: float) -> pd.DataFrame:
 
 
 def ssim_tables(chunks: list[str], out: dict, compare_epsilon: float) -> pd.DataFrame:
-    """Rule ``ssim_tables``: ``ssim_attack.csv``/``.md`` and ``ssim_matched.csv``."""
+    """Rule ``ssim_tables``: ``ssim_attack.csv``/``.md`` and ``ssim_matched.csv``/``.md``."""
     from .io import write_table
 
     per_image = pd.concat([pd.read_csv(p, dtype={"image_id": str}) for p in chunks], ignore_index=True)
@@ -157,7 +157,7 @@ def ssim_tables(chunks: list[str], out: dict, compare_epsilon: float) -> pd.Data
         raise ValueError("no correctly classified image was attacked; raise ssim.n_images")
     table = summarise(per_image)
     write_table(table, out["csv"], out["md"], float_format="%.6g")
-    write_table(match_pgd(table, compare_epsilon), out["matched"], float_format="%.6g")
+    write_table(match_pgd(table, compare_epsilon), out["matched"], out.get("matched_md"), float_format="%.6g")
     return table
 
 
@@ -188,7 +188,8 @@ def solver_check(model, images: torch.Tensor, labels: torch.Tensor, *, epsilon: 
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
-def run_solver_check(spec: dict, weights, data_dir, n_images: int, out, *, epsilon, ball, crop, solvers, tol, device) -> None:
+def run_solver_check(spec: dict, weights, data_dir, n_images: int, out, *, epsilon, ball, crop, solvers, tol, device,
+                     md=None) -> None:
     """Rule ``ssim_solver_check``: fast solver against CVXPY on the first images' first step."""
     from .data import load_split
     from .io import write_table
@@ -202,7 +203,7 @@ def run_solver_check(spec: dict, weights, data_dir, n_images: int, out, *, epsil
     bad = table[(table.solver == "admm") & ((table.max_violation > 1e-4) | (table.gap_to_reference > 0.01))]
     if not bad.empty:  # no table is written: a failed check is not a result
         raise RuntimeError(f"the fast SSIM-ball solver disagrees with CVXPY beyond 1 % or violates a bound by > 1e-4:\n{table}")
-    write_table(table, out, float_format="%.8g")
+    write_table(table, out, md, float_format="%.8g")
 
 
 __all__ = ["ATTACKS", "IMAGE_COLUMNS", "TABLE_COLUMNS", "attack_ssim_chunk", "match_pgd", "mean_ssim", "run_attack_ssim",

@@ -14,6 +14,7 @@ export_library_path()
 from pixelrobust import config as prconfig
 from pixelrobust import data as prdata
 from pixelrobust import models as prmodels
+from pixelrobust import report as prreport
 from pixelrobust.provenance import digest
 from pixelrobust.runtime import derive_seed
 
@@ -277,11 +278,76 @@ def p2_targets():
             for ext in ("csv", "md")
         ]
         + [
-            "results/tables/ssim_matched.csv",
-            "results/tables/ssim_cam_comparison.csv",
-            "results/tables/ssim_solver_check.csv",
+            f"results/tables/{t}.{ext}"
+            for t in ("ssim_matched", "ssim_solver_check")
+            for ext in ("csv", "md")
         ]
+        + ["results/tables/ssim_cam_comparison.csv"]
         + fig("p2_ssim_sweep")
         + fig("p2_cam_grid")
         + fig("p2_cam_distributions")
     )
+
+
+# ---- Synthesis (ours) ------------------------------------------------------------------------
+
+
+def synthesis_targets():
+    """The synthesis table and figures (the `synthesis` target); none when synthesis.models is empty."""
+    if not config["synthesis"]["models"]:
+        return []
+    return [f"results/tables/synthesis.{ext}" for ext in ("csv", "md")] + [
+        f"results/figures/synthesis_{f}.{ext}" for f in ("maps", "matrix") for ext in ("png", "pdf")
+    ]
+
+
+def synthesis_maps_files(wildcards=None):
+    return {m: f"results/synthesis/{m}.npz" for m in config["synthesis"]["models"]}
+
+
+# ---- SUMMARY.md ------------------------------------------------------------------------------
+
+
+def summary_inputs(wildcards=None):
+    """The tables the claims are read from, for the stages this config runs."""
+    names = ["clean_accuracy"]
+    if config["onepixel"]["models"]:
+        names += ["onepixel_summary", "onepixel_regions"]
+    if config["ssim"]["model"] is not None:
+        names.append("ssim_cam_summary")
+    if config["masked_pgd"]["models"]:
+        names += [
+            s for n, s in (("linf", "masked_pgd"), ("l2", "masked_pgd_l2")) if n in pgd_attacks()
+        ]
+    if config["prm"]["models"]:
+        names += ["prm_lambda_sweep", "prm_lambda_sweep_detail"]
+    if config["defense_eval"]["models"]:
+        names.append("defense")
+    if config["synthesis"]["models"]:
+        names.append("synthesis")
+    out = {n: f"results/tables/{n}.csv" for n in names}
+    return out
+
+
+def report_inputs():
+    """Every table and figure of the default target (what the HTML report shows)."""
+    return (
+        [
+            "results/tables/clean_accuracy.csv",
+            "results/tables/clean_accuracy.md",
+            "results/tables/clean_accuracy.provenance.json",
+        ]
+        + p1_targets()
+        + p2_targets()
+        + p3_targets()
+        + synthesis_targets()
+        + ["results/SUMMARY.md", "results/tables/claims.csv"]
+    )
+
+
+def report_expected():
+    """The files the report must embed: every PNG figure, the summary and the claims."""
+    return [f for f in report_inputs() if f.endswith(".png")] + [
+        "results/SUMMARY.md",
+        "results/tables/claims.csv",
+    ]

@@ -45,6 +45,7 @@ rule ssim_tables:
         ),
         md="results/tables/ssim_attack.md",
         matched="results/tables/ssim_matched.csv",
+        matched_md="results/tables/ssim_matched.md",
         prov="results/tables/ssim_attack.provenance.json",
     log:
         "results/logs/ssim_tables.log",
@@ -133,6 +134,7 @@ rule ssim_solver_check:
             category="P2",
             labels={"table": "solver cross-check"},
         ),
+        md="results/tables/ssim_solver_check.md",
         prov="results/tables/ssim_solver_check.provenance.json",
     log:
         "results/logs/ssim_solver_check.log",

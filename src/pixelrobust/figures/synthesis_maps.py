@@ -1,0 +1,45 @@
+"""Synthesis figure: for example images of each model, the image and its four "where" maps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import style
+
+COLUMNS = ["image", "onepixel", "ssim_ball", "gradcam_pp", "input_gradient"]
+
+
+def grid_view(values: np.ndarray, searched: np.ndarray) -> np.ndarray:
+    """The searched pixels of a map as a dense grid (the whole map when every pixel was searched)."""
+    rows, cols = np.flatnonzero(searched.any(1)), np.flatnonzero(searched.any(0))
+    return values[np.ix_(rows, cols)]
+
+
+def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
+    """``npzs``: model name → its ``four_maps`` file; ``examples`` images per model."""
+    import matplotlib.pyplot as plt
+
+    from ..synthesis import LABELS, load_maps
+
+    style.apply()
+    rows = []
+    for model, path in npzs.items():
+        z = load_maps(path)
+        rows += [(model, z, n) for n in range(min(examples, len(z["image_id"])))]
+    fig, axes = plt.subplots(max(len(rows), 1), len(COLUMNS), figsize=(style.FULL_WIDTH, 1.35 * max(len(rows), 1) + 0.3),
+                             squeeze=False, constrained_layout=True)
+    for r, (model, z, n) in enumerate(rows):
+        for c, key in enumerate(COLUMNS):
+            ax = axes[r, c]
+            if key == "image":
+                ax.imshow(np.clip(z["image"][n].transpose(1, 2, 0), 0, 1))
+                ax.set_ylabel(f"{model}\n{str(z['image_id'][n])[:16]}", fontsize=5)
+            else:
+                m = z[key][n]
+                if key == "onepixel":
+                    m = grid_view(m, z["searched"][n])
+                ax.imshow(m, cmap="magma", interpolation="nearest", vmin=float(np.nanmin(m)), vmax=float(np.nanmax(m)) or 1.0)
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title("image" if key == "image" else LABELS[key], fontsize=6)
+    style.save(fig, png, pdf)

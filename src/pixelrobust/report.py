@@ -1,0 +1,72 @@
+"""The HTML report (``results/report.html``) as a workflow output, and a reader that checks it.
+
+Snakemake builds reports only from the command line (``snakemake --report``); the ``html_report``
+rule runs that command for the ``all`` target with the run's own effective config, writes to a
+temporary name, checks that every figure and table it should hold is embedded with its data, and
+only then moves it into place. ``--report-after-run`` is not used: with ``--report`` in a profile,
+Snakemake would also build the report after dry runs and fail on their missing files.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_BLOCK = re.compile(r"^\s*var (results|categories) = (\{.*\});\s*$", re.M)
+
+
+def read_report(html: str | os.PathLike) -> tuple[dict, dict]:
+    """The ``results`` (path → entry with name, labels, caption, data_uri) and ``categories`` of a report."""
+    text = Path(html).read_text(encoding="utf-8", errors="replace")
+    blocks = {m.group(1): json.loads(m.group(2)) for m in _BLOCK.finditer(text)}
+    if set(blocks) != {"results", "categories"}:
+        raise ValueError(f"{html} is not a Snakemake HTML report (no results/categories blocks); rebuild it with "
+                         "`snakemake results/report.html`")
+    return blocks["results"], blocks["categories"]
+
+
+def entry_bytes(entry: dict) -> bytes:
+    """The embedded file of one report entry."""
+    uri = entry.get("data_uri") or ""
+    if ";base64," not in uri:
+        return b""
+    return base64.b64decode(uri.split(";base64,", 1)[1])
+
+
+def check_report(html: str | os.PathLike, expected: list[str]) -> dict:
+    """Raise unless every path in ``expected`` is in the report with non-empty embedded data."""
+    results, _ = read_report(html)
+    missing = [p for p in expected if p not in results]
+    empty = [p for p in expected if p in results and not entry_bytes(results[p])]
+    if missing or empty:
+        raise ValueError(f"the report {html} lacks {missing} and has no data for {empty}; check their report() annotations")
+    return results
+
+
+def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, config: dict, out: str | os.PathLike,
+                 expected: list[str], log: str | os.PathLike, target: str = "all") -> None:
+    """Run ``snakemake --report`` for ``target`` with ``config`` and move the checked report to ``out``."""
+    import yaml
+
+    from .io import atomic_path
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory() as tmp, atomic_path(out, suffix=".html") as part:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
+               "--configfile", str(cfg), "--nolock", "--report", str(Path(part).resolve()), target]
+        proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+        Path(log).write_text(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"snakemake --report failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}")
+        check_report(part, expected)
+
+
+__all__ = ["build_report", "check_report", "entry_bytes", "read_report"]
