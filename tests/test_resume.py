@@ -1,12 +1,14 @@
-"""Kill a long-running workflow job (PRM training) and resume it: the result equals an uninterrupted run's."""
+"""Kill long-running workflow jobs (PRM training, the one-pixel search) and rerun: the result equals an uninterrupted run's."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -52,30 +54,36 @@ def uninterrupted(mirror, tmp_path_factory, args):
     return workdir
 
 
-def _kill_during_training(workdir, mirror, sig, args) -> int:
-    """Start the workflow, wait until training has checkpointed past step 30, send ``sig`` to its process group."""
+def _run_and_kill(workdir, mirror, args, sig, ready, what: str, before_kill=None) -> None:
+    """Start the workflow, wait until ``ready()``, call ``before_kill``, send ``sig`` to its process group."""
     env = {**{k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"}, "PIXELROBUST_MIRROR": str(mirror)}
-    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(workdir), TARGET, *args], cwd=workdir, env=env,
+    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(workdir), *args], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10.log"
     deadline = time.monotonic() + 600
     try:
-        while time.monotonic() < deadline:
+        while not ready():
             if proc.poll() is not None:
-                pytest.fail(f"the workflow ended (rc {proc.returncode}) before it could be killed")
-            ckpt = workdir / PRM_DIR / "resume.pt"
-            if ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text():
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("training never reached step 30")
+                pytest.fail(f"the workflow ended (rc {proc.returncode}) before {what}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} never happened")
+            time.sleep(0.1)
+        if before_kill is not None:
+            before_kill(proc)
         os.killpg(proc.pid, sig)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    return torch.load(workdir / PRM_DIR / "resume.pt", weights_only=False)["step"]
+
+
+def _kill_during_training(workdir, mirror, sig, args) -> int:
+    """Kill the workflow once training has checkpointed past step 30; the checkpoint's step."""
+    log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10.log"
+    ckpt = workdir / PRM_DIR / "resume.pt"
+    _run_and_kill(workdir, mirror, [TARGET, *args], sig,
+                  lambda: ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text(), "training reached step 30")
+    return torch.load(ckpt, weights_only=False)["step"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -100,3 +108,34 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
     a = torch.load(uninterrupted / PRM_DIR / "prm.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / PRM_DIR / "prm.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+SEARCH_DIR = "results/p1/onepixel/resnet20_cifar10"
+SEARCH_OUT = ["chunk-0.npz", "chunk-0-images.csv", "chunk-0-regions.csv", "chunk-0-de.csv", "chunk-0.provenance.json"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_search_reruns_to_the_same_result(tiny_run, mirror, tmp_path, sig):
+    """Kill the one-pixel search (exhaustive map + DE) mid-job: none of its outputs remains, and the
+    rerun equals the uninterrupted tiny run's chunk."""
+    target = f"{SEARCH_DIR}/{SEARCH_OUT[0]}"
+    shutil.copytree(tiny_run / "resources", tmp_path / "resources")  # prepared data and weights (mtimes kept)
+    args = [target, *TINY, "--cores", "2", "--resources", "gpu=1"]
+    log = tmp_path / "results" / "logs" / "onepixel_search" / "resnet20_cifar10" / "0.log"
+
+    def mid_search(proc):
+        time.sleep(2.0)  # inside the exhaustive search (about 10 s for this image)
+        assert proc.poll() is None and "vulnerable pixels" not in log.read_text(), "the search finished before the kill"
+
+    _run_and_kill(tmp_path, mirror, args, sig, lambda: log.is_file() and "device cpu" in log.read_text(), "the search started",
+                  mid_search)
+    leftovers = [p.name for p in (tmp_path / SEARCH_DIR).glob("*")] if (tmp_path / SEARCH_DIR).exists() else []
+    assert not leftovers, f"the killed search left {leftovers}"
+
+    if sig == signal.SIGKILL:
+        snakemake([*args, "--unlock"], tmp_path, mirror)
+    snakemake([*args, "--rerun-incomplete"], tmp_path, mirror)
+    for name in SEARCH_OUT[1:4]:
+        assert (tmp_path / SEARCH_DIR / name).read_bytes() == (tiny_run / SEARCH_DIR / name).read_bytes(), name
+    with np.load(tmp_path / target) as a, np.load(tiny_run / target) as b:
+        assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)

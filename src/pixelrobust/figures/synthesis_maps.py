@@ -33,7 +33,7 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
             ax = axes[r, c]
             if key == "image":
                 ax.imshow(np.clip(z["image"][n].transpose(1, 2, 0), 0, 1))
-                ax.set_ylabel(f"{model}\n{str(z['image_id'][n])[:16]}", fontsize=5)
+                ax.set_ylabel(f"{model}\n{str(z['image_id'][n])[:24]}", fontsize=5)
             else:
                 m = z[key][n]
                 if key == "onepixel":

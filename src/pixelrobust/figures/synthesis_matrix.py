@@ -35,7 +35,7 @@ def plot(table_csv, png, pdf=None) -> None:
     names = [LABELS[m].replace(" ", "\n", 1) for m in MAPS]
     for ax, model in zip(axes[0], models):
         rows = table[table.model == model]
-        sns.heatmap(matrix(rows), ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=True, fmt=".2f", square=True, cbar=False,
+        sns.heatmap(matrix(rows), ax=ax, vmin=-0.5, vmax=0.5, center=0, cmap="vlag", annot=True, fmt=".2f", square=True, cbar=False,
                     xticklabels=names, yticklabels=names, annot_kws={"fontsize": 6})
         ax.tick_params(labelsize=5)
         ax.set_title(f"{model} ({rows.n_images.iloc[0]} images)\nbelow: Spearman, above: top-{rows.topk_percent.iloc[0]:g} % IoU "
