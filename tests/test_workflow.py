@@ -258,6 +258,12 @@ def test_every_table_records_its_provenance(tiny_run):
         assert counts == jobs, table
         seeds = [j["seed"] for j in rec["inputs"] if j["rule"] == next(iter(jobs))]
         assert len(set(seeds)) == len(seeds), "per-job seeds must differ"
+    # the claims (SUMMARY.md) embed the records of every table they read
+    rec = json.loads((t / "claims.provenance.json").read_text())
+    assert rec["rule"] == "summary" and len(rec["config_sha256"]) == 64 and rec["devices"] == ["cpu"]
+    assert rec["git_commit"] == git_commit() and rec["packages"]["torch"] == torch.__version__.split("+")[0]
+    assert sorted(j["rule"] for j in rec["inputs"]) == ["clean_accuracy", "compare_maps", "defense_tables", "masked_pgd_tables",
+                                                        "onepixel_tables", "prm_tables", "synthesis_tables"]
 
 
 def test_workflow_numbers_equal_the_library(tiny_run):

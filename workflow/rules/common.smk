@@ -326,6 +326,15 @@ def summary_inputs(wildcards=None):
     if config["synthesis"]["models"]:
         names.append("synthesis")
     out = {n: f"results/tables/{n}.csv" for n in names}
+    # each table's provenance record (the file is named after the table family)
+    family = {
+        "onepixel_summary": "onepixel",
+        "onepixel_regions": "onepixel",
+        "ssim_cam_summary": "ssim_cam_comparison",
+        "masked_pgd_l2": "masked_pgd",
+        "prm_lambda_sweep_detail": "prm_lambda_sweep",
+    }
+    out["prov"] = sorted({f"results/tables/{family.get(n, n)}.provenance.json" for n in names})
     return out
 
 

@@ -14,6 +14,12 @@ rule summary:
             category="Synthesis",
             labels={"table": "claims"},
         ),
+        prov=report(
+            "results/tables/claims.provenance.json",
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"table": "claims (SUMMARY.md)"},
+        ),
     log:
         "results/logs/summary.log",
     localrule: True

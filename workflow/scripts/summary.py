@@ -4,7 +4,7 @@ from pixelrobust.runtime import job
 from pixelrobust.summary import run_summary
 
 p = snakemake.params
-with job(snakemake.log[0]):
-    run_summary(dict(snakemake.input.items()), dict(snakemake.output.items()), config=p.config,
+with job(snakemake.log[0], smk=snakemake):
+    run_summary({k: v for k, v in snakemake.input.items() if k != "prov"}, dict(snakemake.output.items()), config=p.config,
                 config_sha256=p.config_sha256, configfiles=p.configfiles, ssim_dataset=p.ssim_dataset, n_boot=p.n_boot,
                 seed=p.seed)
