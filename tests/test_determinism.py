@@ -23,8 +23,7 @@ def test_rerun_from_scratch_is_byte_identical(tiny_run, mirror, tmp_path):
     for t in targets:
         assert (tmp_path / t).read_bytes() == (tiny_run / t).read_bytes(), f"{t} differs between two runs"
     prm = "results/p3/prm/resnet20_cifar10/prm.pt"
-    a, b = (torch.load(root / prm, map_location="cpu", weights_only=True) for root in (tmp_path, tiny_run))
-    state_a, state_b = (x["state_dict"] if "state_dict" in x else x for x in (a, b))
+    state_a, state_b = (torch.load(root / prm, map_location="cpu", weights_only=True)["state_dict"] for root in (tmp_path, tiny_run))
     assert state_a.keys() == state_b.keys()
     for k in state_a:
         assert torch.equal(state_a[k], state_b[k]), f"PRM weight {k} differs"

@@ -113,6 +113,11 @@ def pixel_mask(grad_map: torch.Tensor | np.ndarray, k_percent: float, kind: str 
     return mask.view(gm.shape)
 
 
+def chance_iou(d: float, t: float) -> float:
+    """Expected IoU of two independent random masks covering shares ``d`` and ``t`` of the pixels: dt / (d + t − dt)."""
+    return d * t / (d + t - d * t)
+
+
 def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     """Intersection over union of two boolean masks (1.0 when both are empty)."""
     a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)

@@ -21,6 +21,7 @@ import torch
 from scipy import stats
 
 from .cam import gradcam_pp
+from .gradients import iou
 from .ssim_study import mean_ssim, run_pgd
 
 log = logging.getLogger("pixelrobust")
@@ -47,11 +48,11 @@ def compare_one(change: np.ndarray, cam: np.ndarray, energy: np.ndarray, k_perce
     pearson = np.nan if flat else float(stats.pearsonr(a, b)[0])
     spearman = np.nan if flat else float(stats.spearmanr(a, b)[0])
     ma, mb = topk_mask(change, k_percent), topk_mask(cam, k_percent)
-    iou = float((ma & mb).sum() / (ma | mb).sum())
+    overlap = iou(ma, mb)
     hit = bool(mb.ravel()[int(np.argmax(a))])
     total = float(energy.sum())
     share = float(energy[mb].sum() / total) if total > 0 else np.nan
-    return {"pearson": pearson, "spearman": spearman, "iou_topk": iou, "pointing_hit": hit, "energy_in_topk": share}
+    return {"pearson": pearson, "spearman": spearman, "iou_topk": overlap, "pointing_hit": hit, "energy_in_topk": share}
 
 
 def images_by_id(data_dir, start: int, stop: int, ids, what: str) -> torch.Tensor:

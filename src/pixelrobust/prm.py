@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from .errors import ConfigError
 from .evaluate import predict
-from .gradients import dataset_gradient_map, iou, pixel_mask
+from .gradients import chance_iou, dataset_gradient_map, iou, pixel_mask
 from .io import atomic_path
 from .runtime import model_device
 
@@ -331,7 +331,7 @@ def lambda_sweep(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: 
     freeze(prm)
     lat = lattice_mask(prm.lattice, *images.shape[-2:])
     d, t = lat.float().mean().item(), topk_percent / 100.0
-    chance = {"chance_iou": d * t / (d + t - d * t), "chance_share": d}
+    chance = {"chance_iou": chance_iou(d, t), "chance_share": d}
     rows, maps = [], []
     for lam in lambdas:
         model = PRMClassifier(classifier, prm, float(lam))

@@ -39,14 +39,13 @@ def entry_bytes(entry: dict) -> bytes:
     return base64.b64decode(uri.split(";base64,", 1)[1])
 
 
-def check_report(html: str | os.PathLike, expected: list[str]) -> dict:
+def check_report(html: str | os.PathLike, expected: list[str]) -> None:
     """Raise unless every path in ``expected`` is in the report with non-empty embedded data."""
     results, _ = read_report(html)
     missing = [p for p in expected if p not in results]
     empty = [p for p in expected if p in results and not entry_bytes(results[p])]
     if missing or empty:
         raise ValueError(f"the report {html} lacks {missing} and has no data for {empty}; check their report() annotations")
-    return results
 
 
 def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, config: dict, out: str | os.PathLike,

@@ -199,7 +199,7 @@ def synthesis_findings(table: pd.DataFrame) -> list[dict]:
 
 
 def _read(path) -> pd.DataFrame | None:
-    return pd.read_csv(path, keep_default_na=True) if path else None
+    return pd.read_csv(path) if path else None
 
 
 def claims_table(inputs: dict, *, ssim_model: str | None, ssim_dataset: str | None, n_boot: int, seed: int) -> pd.DataFrame:

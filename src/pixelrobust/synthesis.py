@@ -28,7 +28,7 @@ import torch
 from scipy import stats
 
 from .cam import gradcam_pp
-from .gradients import input_gradients
+from .gradients import chance_iou as mask_chance_iou, input_gradients, iou
 from .map_compare import bootstrap_ci, topk_mask
 from .ssim_ball import SSIMBall
 from .ssim_study import mean_ssim
@@ -45,9 +45,8 @@ IMAGE_COLUMNS = ["dataset", "model", "image_id", "map_a", "map_b", "spearman", "
 
 
 def chance_iou(k_percent: float) -> float:
-    """Expected IoU of two independent random top-k % sets: q / (2 − q) for q = k / 100."""
-    q = k_percent / 100
-    return q / (2 - q)
+    """Expected IoU of two independent random top-k % sets (q / (2 − q) for q = k / 100)."""
+    return mask_chance_iou(k_percent / 100, k_percent / 100)
 
 
 def image_maps(model, images: torch.Tensor, labels: torch.Tensor, *, epsilon: float, ball: dict,
@@ -79,7 +78,7 @@ def compare_pair(a: np.ndarray, b: np.ndarray, pixels: np.ndarray, k_percent: fl
     flat = np.ptp(va) == 0 or np.ptp(vb) == 0
     rho = np.nan if flat else float(stats.spearmanr(va, vb)[0])
     ma, mb = topk_mask(va, k_percent), topk_mask(vb, k_percent)
-    return {"spearman": rho, "iou_topk": float((ma & mb).sum() / (ma | mb).sum()), "n_pixels": int(pixels.sum())}
+    return {"spearman": rho, "iou_topk": iou(ma, mb), "n_pixels": int(pixels.sum())}
 
 
 def compare_images(maps: dict[str, np.ndarray], searched: np.ndarray, k_percent: float) -> pd.DataFrame:
