@@ -8,7 +8,7 @@ import torch
 
 from pixelrobust import data, models
 from pixelrobust.errors import ConfigError
-from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch, make_palette
+from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch, RankedSearch, make_palette
 
 H = W = 8
 PLANT = (5, 2)  # (row, col)
@@ -66,6 +66,40 @@ def test_exhaustive_respects_the_mask_and_targets():
     assert np.isnan(m.drop[~m.searched]).all()
     (t,) = ExhaustiveSearch(model)(grey(), torch.tensor([0]), targets=torch.tensor([1]))
     assert t.success and t.vulnerable[PLANT] and t.vulnerable.sum() == 1
+
+
+def test_ranked_search_finds_the_planted_pixel_where_its_prior_puts_it():
+    """Gradient prior: the planted pixel with a red-without-green corner is the first candidate (the
+    margin's gradient is +10 on red, -10 on green there, 0 elsewhere); raster: pixel 5*8+2, colour
+    (1, 0, 0) = palette index 4, so rank 42*8+4 = 340 and 340 evaluations in batches of 20."""
+    (g,) = RankedSearch(Planted(), prior="gradient", batch_size=20)(grey(), torch.tensor([0]))
+    assert g.success and g.pixel == PLANT and g.rank == 0 and g.n_evals == 20
+    assert g.colour.tolist() == [1.0, 0.0, 0.0]
+    assert g.p_true == pytest.approx(1 / (1 + np.exp(0.5)))  # class 0's probability once the pixel is red
+    (r,) = RankedSearch(Planted(), prior="raster", batch_size=20)(grey(), torch.tensor([0]))
+    assert r.success and r.pixel == PLANT and r.rank == 42 * 8 + 4 and r.n_evals == 360
+    (t,) = RankedSearch(Planted(), batch_size=20)(grey(), torch.tensor([0]), targets=torch.tensor([1]))
+    assert t.success and t.pixel == PLANT and t.rank == 0
+
+
+def test_ranked_search_keeps_to_its_mask_and_budget():
+    model = Planted()
+    model.record = True
+    mask = torch.zeros(1, H, W, dtype=torch.bool)
+    mask[0, :3, :] = True  # the planted pixel is outside
+    (m,) = RankedSearch(model, batch_size=7)(grey(), torch.tensor([0]), mask)
+    assert not m.success and m.rank == -1 and m.n_evals == 3 * W * 8  # complete: every allowed candidate
+    seen = torch.cat(model.seen[1:])  # [0] is the gradient pass on the clean image
+    changed = (seen != 0.5).any(1)
+    assert len(seen) == 3 * W * 8 and (changed.sum((1, 2)) == 1).all() and not (changed & ~mask[0]).any()
+    (b,) = RankedSearch(Planted(), prior="raster", max_evals=100, batch_size=64)(grey(), torch.tensor([0]))
+    assert not b.success and b.n_evals == 100  # the planted candidate is at rank 340, past the budget
+    with pytest.raises(ConfigError, match="prior"):
+        RankedSearch(Planted(), prior="saliency")
+    with pytest.raises(ConfigError, match="max_evals"):
+        RankedSearch(Planted(), max_evals=0)
+    with pytest.raises(ValueError, match="empty"):
+        RankedSearch(Planted())(grey(), torch.tensor([0]), torch.zeros(1, H, W, dtype=torch.bool))
 
 
 def test_de_finds_the_planted_pixel_inside_its_region():
@@ -138,6 +172,34 @@ def test_exhaustive_map_agrees_with_single_evaluations_on_resnet20(prepared):
         assert bool(flips.any()) == bool(m.vulnerable[r, c])
         assert probs[:, split.labels[i]].min().item() == pytest.approx(m.p_clean - m.drop[r, c], abs=1e-5)
         assert int(probs[:, split.labels[i]].argmin()) == m.best_colour[r, c]
+
+
+def test_complete_ranked_search_succeeds_exactly_where_the_map_does_on_resnet20(prepared):
+    """On real CIFAR-10 images, inside a 12x12 window: the complete ranked search succeeds on the
+    images whose exhaustive map has a vulnerable pixel, its pixel is one of them, and its candidate
+    does flip ResNet-20."""
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
+    split = data.load_split(prepared / "data" / "cifar10", "test", 0, 40)
+    with torch.no_grad():
+        correct = (model(split.images).argmax(1) == split.labels).nonzero().squeeze(1)[:4]
+    x, y = split.images[correct], split.labels[correct]
+    masks = torch.zeros(len(x), 32, 32, dtype=torch.bool)
+    masks[:, 18:30, 18:30] = True
+    maps = ExhaustiveSearch(model)(x, y, masks)
+    ranked = RankedSearch(model)(x, y, masks)
+    assert [r.success for r in ranked] == [m.success for m in maps]
+    assert 0 < sum(m.success for m in maps) < len(x)  # both outcomes occur among these images
+    for i, (r, m) in enumerate(zip(ranked, maps)):
+        assert r.n_evals <= 144 * 8
+        if r.success:
+            assert m.vulnerable[r.pixel]
+            adv = x[i].clone()
+            adv[:, r.pixel[0], r.pixel[1]] = torch.from_numpy(r.colour)
+            with torch.no_grad():
+                assert model(adv[None]).argmax(1).item() != y[i]
+        else:
+            assert r.n_evals == 144 * 8
 
 
 def test_study_maps_and_tables_are_identical_under_a_fixed_seed(prepared):
