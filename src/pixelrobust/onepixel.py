@@ -28,6 +28,7 @@ import torch
 
 from .errors import ConfigError
 from .runtime import model_device
+from .ssim_ball import loss_gradient
 
 
 def make_palette(spec: str | list) -> torch.Tensor:
@@ -174,31 +175,25 @@ class RankedSearch:
                  targets: torch.Tensor | None = None) -> list[RankedResult]:
         _check_images(images)
         device = model_device(self.model)
-        n, c, h, w = images.shape
+        n, _, h, w = images.shape
         images, labels = images.to(device), labels.to(device)
         targets = None if targets is None else targets.to(device)
         masks = torch.ones(n, h, w, dtype=torch.bool) if masks is None else masks.bool().cpu()
         grads = self._gradients(images, labels, targets) if self.prior == "gradient" else None
         results = []
         for i in range(n):
-            pix = masks[i].flatten().nonzero().squeeze(1).to(device)
-            if len(pix) == 0:
-                raise ValueError("a pixel mask is empty: nothing to search (check the segmentation: an empty region?)")
+            pix = _allowed_pixels(masks[i]).to(device)
             order = self._order(images[i], pix, None if grads is None else grads[i])
             results.append(self._search(images[i], labels[i], None if targets is None else targets[i], pix, order))
         return results
 
     def _gradients(self, images, labels, targets) -> torch.Tensor:
-        """∂L/∂x of the margin loss, one pass for all images."""
+        """∂L/∂x of the margin loss (P2's attack objective), one pass for all images; targeted: the
+        negated margin of the target."""
         with torch.enable_grad():
-            x = images.detach().clone().requires_grad_(True)
-            z = self.model(x)
-            cls = labels if targets is None else targets
-            z_cls = z.gather(1, cls[:, None]).squeeze(1)
-            z_other = z.scatter(1, cls[:, None], float("-inf")).max(1).values
-            loss = (z_other - z_cls) if targets is None else (z_cls - z_other)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-        return grad.detach()
+            if targets is None:
+                return loss_gradient(self.model, images, labels, "margin")
+            return -loss_gradient(self.model, images, targets, "margin")
 
     def _order(self, image, pix, grad) -> torch.Tensor:
         """Candidate indices p = k * n_col + colour (k: position in ``pix``), best first."""
@@ -291,9 +286,7 @@ class DifferentialEvolution:
         labels = labels.to(device)
         targets = None if targets is None else targets.to(device)
         masks = torch.ones(n, h, w, dtype=torch.bool) if masks is None else masks.bool().cpu()
-        allowed = [m.flatten().nonzero().squeeze(1) for m in masks]
-        if any(len(a) == 0 for a in allowed):
-            raise ValueError("a pixel mask is empty: nothing to search (check the segmentation: an empty region?)")
+        allowed = [_allowed_pixels(m) for m in masks]
         k = torch.tensor([len(a) for a in allowed], dtype=torch.float32)
         P = self.popsize
         # population: n × P × 4 (position in [0, K), r, g, b in [0, 1])
@@ -377,6 +370,14 @@ class DifferentialEvolution:
         succ = _success(logits, lab, tgt)
         fit = prob.gather(1, lab[:, None]).squeeze(1) if tgt is None else -prob.gather(1, tgt[:, None]).squeeze(1)
         return fit.view(n, P).cpu(), succ.view(n, P).cpu()
+
+
+def _allowed_pixels(mask: torch.Tensor) -> torch.Tensor:
+    """Row-major indices of a mask's pixels; an empty mask is refused."""
+    pix = mask.flatten().nonzero().squeeze(1)
+    if len(pix) == 0:
+        raise ValueError("a pixel mask is empty: nothing to search (check the segmentation: an empty region?)")
+    return pix
 
 
 def _candidates(buf: torch.Tensor, image: torch.Tensor, pix: torch.Tensor, palette: torch.Tensor,
