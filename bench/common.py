@@ -48,12 +48,17 @@ def resources(work: Path, dataset: str = "cifar10", model: str = "resnet20_cifar
     return d, w
 
 
-def correct_images(model, split, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` test images ``model`` classifies correctly, and their labels (on the CPU)."""
+def correct_indices(model, split, n: int, device) -> torch.Tensor:
+    """Test-set indices of the first ``n`` images ``model`` classifies correctly."""
     from pixelrobust.evaluate import predict
 
     pred = predict(model, split.images, 512, device).argmax(1)
-    idx = (pred == split.labels).nonzero().squeeze(1)[:n]
+    return (pred == split.labels).nonzero().squeeze(1)[:n]
+
+
+def correct_images(model, split, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` test images ``model`` classifies correctly, and their labels (on the CPU)."""
+    idx = correct_indices(model, split, n, device)
     return split.images[idx], split.labels[idx]
 
 

@@ -102,6 +102,42 @@ def test_ranked_search_keeps_to_its_mask_and_budget():
         RankedSearch(Planted())(grey(), torch.tensor([0]), torch.zeros(1, H, W, dtype=torch.bool))
 
 
+class Hinted(Planted):
+    """Planted, plus a hint: red-without-green at HINT, a neighbour of PLANT, lowers class 0's
+    probability without flipping the class."""
+
+    def forward(self, x):
+        logits = super().forward(x)
+        return logits + torch.stack([torch.zeros(len(x)), 2 * (x[:, 0, HINT[0], HINT[1]] - x[:, 1, HINT[0], HINT[1]])], 1)
+
+
+HINT = (4, 2)
+
+
+def test_neighbourhood_stage_finds_the_pixel_next_to_the_closest_one():
+    """Raster prior, budget = every candidate up to and including HINT (pixel 34): the first stage
+    fails, HINT has the lowest class-0 probability, and its 3x3 window's unevaluated candidates are
+    pixels 35, 41, 42 (PLANT), 43 in raster order: the planted red is the 8 + 8 + 4 = 20th of them."""
+    budget = (HINT[0] * W + HINT[1] + 1) * 8
+    model = Hinted()
+    (plain,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16)(grey(), torch.tensor([0]))
+    assert not plain.success and plain.pixel == HINT and plain.n_evals == budget and not plain.refined
+    model.record = True
+    (r,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16, refine_pixels=1)(grey(), torch.tensor([0]))
+    assert r.success and r.refined and r.pixel == PLANT and r.colour.tolist() == [1.0, 0.0, 0.0]
+    assert r.rank == budget + 20 and r.n_evals == budget + 32  # batches of 16 in the second stage too
+    seen = torch.cat(model.seen)[budget:]
+    changed = (seen != 0.5).any(1).flatten(1).float().argmax(1)  # the one changed pixel of each candidate
+    assert changed.tolist()[:24] == [35] * 8 + [41] * 8 + [42] * 8  # nothing evaluated twice, nothing outside the window
+    # a radius-0 window around HINT holds nothing new; a complete search never needs the stage
+    (z,) = RankedSearch(model, prior="raster", max_evals=budget, refine_pixels=1, refine_radius=0)(grey(), torch.tensor([0]))
+    assert not z.success and z.n_evals == budget
+    (c,) = RankedSearch(Hinted(), prior="raster", refine_pixels=4, batch_size=16)(grey(), torch.tensor([0]))
+    assert c.success and not c.refined and c.rank == 42 * 8 + 4
+    with pytest.raises(ConfigError, match="refine_pixels"):
+        RankedSearch(model, refine_pixels=-1)
+
+
 def test_de_finds_the_planted_pixel_inside_its_region():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, 4:7, 1:4] = True  # 3x3 region around the planted pixel

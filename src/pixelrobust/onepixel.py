@@ -7,7 +7,8 @@ Attacks follow torchattacks' shape: build with settings, call on (images in [0, 
   and returns a full map per image: whether any colour flips the prediction, the best colour, and
   the drop in true-class probability.
 * :class:`RankedSearch` (ours) evaluates the same candidates best first by a prior (the input
-  gradient, or raster order) and stops at the first success or a budget.
+  gradient, or raster order) and stops at the first success or a budget; optionally a
+  neighbourhood stage then searches around the pixels that came closest.
 * :class:`DifferentialEvolution` is Su et al.'s search (rand/1/bin, population 400, 100
   generations, F = 0.5, CR = 1, early stop on success) with the candidate's position encoded as an
   index into the allowed pixels, so it can never touch a pixel outside them; the population of
@@ -142,7 +143,9 @@ class RankedResult:
     colour: np.ndarray  # its RGB in [0, 1] (a palette colour)
     p_true: float  # its true-class (targeted: target) probability
     n_evals: int  # candidate evaluations (the prior's one forward and backward pass not included)
-    rank: int  # its position in the prior's order (-1 when nothing succeeded)
+    rank: int  # how many candidates were evaluated before it: its position in the prior's order, or
+    #            past the budget when the neighbourhood stage found it (-1 when nothing succeeded)
+    refined: bool = False  # found by the neighbourhood stage
 
 
 class RankedSearch:
@@ -156,20 +159,32 @@ class RankedSearch:
     (black-box) takes pixels row by row, colours in palette order. With ``max_evals=None`` the
     search is complete: it succeeds exactly when the exhaustive map has a vulnerable pixel, and only
     stops sooner. With a budget it trades that guarantee for time (the benchmark measures how much).
+
+    Neighbourhood stage (``refine_pixels`` > 0, used only when a budget ended the prior's stage
+    without success): the ``refine_pixels`` pixels whose best evaluated colour brought the
+    true-class probability lowest (targeted: the target's highest) seed it; every candidate not yet
+    evaluated within ``refine_radius`` pixels (Chebyshev) of a seed is evaluated, seed by seed (best
+    first), the window in raster order, colours in palette order, until the first success. It uses
+    what the first stage measured where the first-order prior is wrong (a pixel whose neighbours'
+    colours already moved the prediction), and adds at most
+    ``refine_pixels × (2 · refine_radius + 1)² × colours`` evaluations.
     """
 
     PRIORS = ("gradient", "raster")
 
     def __init__(self, model: torch.nn.Module, palette: str | list = "corners", prior: str = "gradient",
-                 max_evals: int | None = None, batch_size: int = 256):
+                 max_evals: int | None = None, batch_size: int = 256, refine_pixels: int = 0, refine_radius: int = 1):
         if prior not in self.PRIORS:
             raise ConfigError(f"ranked search prior must be one of {self.PRIORS}, got {prior!r}")
         if max_evals is not None and max_evals < 1:
             raise ConfigError(f"ranked search max_evals must be a positive number of candidates (or None for all), got {max_evals}")
+        if refine_pixels < 0 or refine_radius < 0:
+            raise ConfigError(f"ranked search refine_pixels and refine_radius must be >= 0, got {refine_pixels} and {refine_radius}")
         self.model, self.prior = model, prior
         self.palette = make_palette(palette)
         self.max_evals = None if max_evals is None else int(max_evals)
         self.batch_size = int(batch_size)
+        self.refine_pixels, self.refine_radius = int(refine_pixels), int(refine_radius)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
                  targets: torch.Tensor | None = None) -> list[RankedResult]:
@@ -208,6 +223,30 @@ class RankedSearch:
         score = (g[None] * delta).sum(1).T.reshape(-1)  # K × n_col, flattened
         return score.argsort(descending=True, stable=True)
 
+    def _neighbourhood(self, fit: torch.Tensor, done: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The neighbourhood stage's candidates, in evaluation order (see the class docstring)."""
+        device, n_col, r = pix.device, len(self.palette), self.refine_radius
+        per_pixel = fit.view(len(pix), n_col).min(1).values  # inf where no colour was evaluated
+        seeds = per_pixel.argsort(stable=True)[: self.refine_pixels]
+        seeds = seeds[torch.isfinite(per_pixel[seeds])]
+        position = torch.full((h * w,), -1, dtype=torch.long, device=device)  # image pixel -> k
+        position[pix] = torch.arange(len(pix), device=device)
+        off = torch.arange(-r, r + 1, device=device)
+        rows = (pix[seeds] // w)[:, None, None] + off[None, :, None]  # seed × window row × window col
+        cols = (pix[seeds] % w)[:, None, None] + off[None, None, :]
+        rows, cols = torch.broadcast_tensors(rows, cols)
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        k = position[(rows[inside] * w + cols[inside])]  # seed-major, raster within the window
+        k = k[k >= 0]
+        cand = (k[:, None] * n_col + torch.arange(n_col, device=device)).flatten()
+        cand = cand[~done[cand]]
+        if len(cand) == 0:
+            return cand
+        uniq, inverse = torch.unique(cand, return_inverse=True)  # overlapping windows: keep the first
+        first = torch.full((len(uniq),), len(cand), device=device).scatter_reduce(
+            0, inverse, torch.arange(len(cand), device=device), "amin")
+        return cand[first.sort().values]
+
     @torch.inference_mode()
     def _search(self, image, label, target, pix, order) -> RankedResult:
         device = image.device
@@ -217,27 +256,35 @@ class RankedSearch:
         cls = int(target if target is not None else label)
         budget = len(order) if self.max_evals is None else min(self.max_evals, len(order))
         buf = torch.empty(self.batch_size, c, h, w, device=device)
-        best = (float("inf"), -1)  # (fitness, candidate), fitness = p_true (targeted: -p_target)
-        n_evals, hit = 0, -1
-        for start in range(0, budget, self.batch_size):
-            idx = order[start : min(start + self.batch_size, budget)]
-            b = len(idx)
-            logits = self.model(_candidates(buf, image, pix, palette, idx))
-            n_evals += b
-            p = logits.softmax(1)[:, cls]
-            fit = p if target is None else -p
-            j = int(fit.argmin())
-            if float(fit[j]) < best[0]:
-                best = (float(fit[j]), int(idx[j]))
-            succ = _success(logits, label.expand(b), None if target is None else target.expand(b))
-            if succ.any():
-                j = int(succ.nonzero()[0])
-                best, hit = (float(fit[j]), int(idx[j])), start + j
-                break
-        cand = best[1]
+        fit_tab = torch.full((len(order),), float("inf"), device=device)  # p_true (targeted: -p_target)
+        done = torch.zeros(len(order), dtype=torch.bool, device=device)
+        state = {"n_evals": 0, "hit": -1, "cand": -1}
+
+        def evaluate(seq: torch.Tensor) -> bool:
+            for start in range(0, len(seq), self.batch_size):
+                idx = seq[start : start + self.batch_size]
+                b = len(idx)
+                logits = self.model(_candidates(buf, image, pix, palette, idx))
+                p = logits.softmax(1)[:, cls]
+                fit_tab[idx] = p if target is None else -p
+                done[idx] = True
+                succ = _success(logits, label.expand(b), None if target is None else target.expand(b))
+                if succ.any():
+                    j = int(succ.nonzero()[0])
+                    state["hit"], state["cand"] = state["n_evals"] + j, int(idx[j])
+                    state["n_evals"] += b
+                    return True
+                state["n_evals"] += b
+            return False
+
+        refined = False
+        if not evaluate(order[:budget]) and self.refine_pixels and budget < len(order):
+            refined = evaluate(self._neighbourhood(fit_tab, done, pix, h, w))
+        cand = state["cand"] if state["hit"] >= 0 else int(fit_tab.argmin())
         p = int(pix[cand // n_col])
-        return RankedResult(hit >= 0, (p // w, p % w), palette[cand % n_col].cpu().numpy().copy(),
-                            best[0] if target is None else -best[0], n_evals, hit)
+        fit = float(fit_tab[cand])
+        return RankedResult(state["hit"] >= 0, (p // w, p % w), palette[cand % n_col].cpu().numpy().copy(),
+                            fit if target is None else -fit, state["n_evals"], state["hit"], refined)
 
 
 @dataclass
