@@ -138,6 +138,32 @@ def test_neighbourhood_stage_finds_the_pixel_next_to_the_closest_one():
         RankedSearch(model, refine_pixels=-1)
 
 
+class Band(torch.nn.Module):
+    """Class 1 only while the red of PLANT lies in (0.65, 0.95), off every palette corner; red at
+    HINT lowers class 0's probability without flipping it."""
+
+    def forward(self, x):
+        r, hint = x[:, 0, PLANT[0], PLANT[1]], x[:, 0, HINT[0], HINT[1]] - x[:, 1, HINT[0], HINT[1]]
+        return torch.stack([torch.full_like(r, 0.5), 10 * (0.2 - (r - 0.8).abs()) + hint], dim=1)
+
+
+def test_colour_stage_leaves_the_palette_for_a_boundary_between_corners():
+    """No corner flips Band, so the neighbourhood stage fails; the colour stage starts PLANT at its
+    best corner, (1, 0, 0), and one step of 0.1 down its red gradient reaches red 0.9: success at
+    the second step, PLANT the 8th of the 9 window pixels of HINT."""
+    budget = (HINT[0] * W + HINT[1] + 1) * 8
+    kw = dict(prior="raster", max_evals=budget, batch_size=16, refine_pixels=1)
+    (nb,) = RankedSearch(Band(), **kw)(grey(), torch.tensor([0]))
+    assert not nb.success and nb.n_evals == budget + 32
+    (r,) = RankedSearch(Band(), **kw, colour_steps=3, colour_step=0.1)(grey(), torch.tensor([0]))
+    assert r.success and r.refined and r.pixel == PLANT
+    assert r.colour.tolist() == pytest.approx([0.9, 0.0, 0.0])
+    assert r.n_evals == budget + 32 + 2 * 9 and r.rank == budget + 32 + 9 + 7
+    assert r.p_true == pytest.approx(1 / (1 + np.exp(0.5)))  # class-1 logit 10 * (0.2 - 0.1) = 1
+    with pytest.raises(ConfigError, match="colour_step"):
+        RankedSearch(Band(), colour_step=0)
+
+
 def test_de_finds_the_planted_pixel_inside_its_region():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, 4:7, 1:4] = True  # 3x3 region around the planted pixel

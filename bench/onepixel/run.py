@@ -1,7 +1,7 @@
 """Benchmark: our one-pixel searches against torchattacks.OnePixel, same model, same images, one run.
 
     ./with-venv python bench/onepixel/run.py [--n-images 100] [--device auto] [--batch-size 256]
-        [--ranked-budget 2048] [--refine 1024 8 1] [--skip-de] [--skip-torchattacks]
+        [--ranked-budget 2048] [--refine 1024 8 1] [--colour-steps 10] [--skip-de] [--skip-torchattacks]
 
 Writes results/benchmarks/onepixel.csv with columns
 method,n_images,success_rate,seconds_per_image,evals_per_image (+ evals_per_second,
@@ -14,6 +14,8 @@ fraction_of_raw_forward, batch_size, device, threads), one row per method:
 * ``pixelrobust_ranked_k<budget>_nb<pixels>r<radius>``: the same with a budget of ``--refine``'s
   first number, then the neighbourhood stage around the ``pixels`` pixels that came closest
   (every colour within ``radius`` pixels of each; ``RankedSearch(refine_pixels, refine_radius)``);
+* ``..._nb<pixels>r<radius>_c<steps>``: the same, then the colour stage (``--colour-steps``
+  signed-gradient steps of 0.1 on the RGB of every window pixel; ``RankedSearch(colour_steps)``);
 * ``pixelrobust_de``: our DE at Su et al.'s budget (population 400, 100 generations, F 0.5, CR 1);
 * ``torchattacks_onepixel``: ``torchattacks.OnePixel(model, pixels=1, steps=100, popsize=400)``;
 * ``raw_forward``: the model's batched forward throughput at the same batch size, measured for
@@ -83,6 +85,8 @@ def main() -> None:
     ap.add_argument("--ranked-budget", type=int, default=2048, help="candidates per image of the budgeted ranked search")
     ap.add_argument("--refine", type=int, nargs=3, default=[1024, 8, 1], metavar=("BUDGET", "PIXELS", "RADIUS"),
                     help="the ranked search with a neighbourhood stage: first-stage budget, seed pixels, window radius")
+    ap.add_argument("--colour-steps", type=int, default=10, help="steps of the colour stage after the neighbourhood stage")
+    ap.add_argument("--only-ranked", action="store_true", help="run only the budgeted ranked searches (a quick check, no peer)")
     ap.add_argument("--skip-de", action="store_true", help="omit our (slow) DE")
     ap.add_argument("--skip-torchattacks", action="store_true", help="omit the (slow) peer")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "onepixel.csv"))
@@ -104,29 +108,34 @@ def main() -> None:
     rows = []
     print(f"raw forward: {raw_before:.0f} images/s")
 
-    counted = Counting(model)
-    maps, dt = timed(lambda: ExhaustiveSearch(counted, "corners", args.batch_size)(x, y))
-    rows.append(row("pixelrobust_exhaustive", [m.success for m in maps], counted, dt))
-    report(rows[-1])
+    if not args.only_ranked:
+        counted = Counting(model)
+        maps, dt = timed(lambda: ExhaustiveSearch(counted, "corners", args.batch_size)(x, y))
+        rows.append(row("pixelrobust_exhaustive", [m.success for m in maps], counted, dt))
+        report(rows[-1])
 
     k, m, r = args.refine
-    for name, budget, refine in (("pixelrobust_ranked", None, (0, 1)),
-                                 (f"pixelrobust_ranked_k{args.ranked_budget}", args.ranked_budget, (0, 1)),
-                                 (f"pixelrobust_ranked_k{k}_nb{m}r{r}", k, (m, r))):
+    c = args.colour_steps
+    for name, budget, refine in (("pixelrobust_ranked", None, (0, 1, 0)),
+                                 (f"pixelrobust_ranked_k{args.ranked_budget}", args.ranked_budget, (0, 1, 0)),
+                                 (f"pixelrobust_ranked_k{k}_nb{m}r{r}", k, (m, r, 0)),
+                                 (f"pixelrobust_ranked_k{k}_nb{m}r{r}_c{c}", k, (m, r, c))):
+        if args.only_ranked and budget is None:
+            continue
         counted = Counting(model)
         search = RankedSearch(counted, "corners", "gradient", budget, args.batch_size, *refine)
         res, dt = timed(lambda: search(x, y))
         rows.append(row(name, [r.success for r in res], counted, dt))
         report(rows[-1])
 
-    if not args.skip_de:
+    if not (args.skip_de or args.only_ranked):
         counted = Counting(model)
         de = DifferentialEvolution(counted, popsize=400, maxiter=100, F=0.5, CR=1.0, seed=args.seed, batch_size=args.batch_size)
         res, dt = timed(lambda: de(x, y))
         rows.append(row("pixelrobust_de", [r.success for r in res], counted, dt))
         report(rows[-1])
 
-    if not args.skip_torchattacks:
+    if not (args.skip_torchattacks or args.only_ranked):
         import torchattacks
 
         counted = Counting(model)

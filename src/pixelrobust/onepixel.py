@@ -140,12 +140,12 @@ class ExhaustiveSearch:
 class RankedResult:
     success: bool
     pixel: tuple[int, int]  # (row, col) of the first successful candidate (else the best one evaluated)
-    colour: np.ndarray  # its RGB in [0, 1] (a palette colour)
+    colour: np.ndarray  # its RGB in [0, 1] (a palette colour; any colour when the colour stage found it)
     p_true: float  # its true-class (targeted: target) probability
     n_evals: int  # candidate evaluations (the prior's one forward and backward pass not included)
     rank: int  # how many candidates were evaluated before it: its position in the prior's order, or
-    #            past the budget when the neighbourhood stage found it (-1 when nothing succeeded)
-    refined: bool = False  # found by the neighbourhood stage
+    #            past the budget when a later stage found it (-1 when nothing succeeded)
+    refined: bool = False  # found by the neighbourhood or the colour stage
 
 
 class RankedSearch:
@@ -168,12 +168,20 @@ class RankedSearch:
     what the first stage measured where the first-order prior is wrong (a pixel whose neighbours'
     colours already moved the prediction), and adds at most
     ``refine_pixels × (2 · refine_radius + 1)² × colours`` evaluations.
+
+    Colour stage (``colour_steps`` > 0, after a neighbourhood stage without success): every pixel of
+    those windows starts from its best palette colour and takes ``colour_steps`` signed-gradient
+    steps of size ``colour_step`` on its own RGB (clipped to [0, 1]) that raise the margin loss,
+    all pixels in one batch per step; success is checked at every step. It reaches colours off the
+    palette, where a decision boundary passes between the corners (evaluations: one forward and
+    backward pass per window pixel and step).
     """
 
     PRIORS = ("gradient", "raster")
 
     def __init__(self, model: torch.nn.Module, palette: str | list = "corners", prior: str = "gradient",
-                 max_evals: int | None = None, batch_size: int = 256, refine_pixels: int = 0, refine_radius: int = 1):
+                 max_evals: int | None = None, batch_size: int = 256, refine_pixels: int = 0, refine_radius: int = 1,
+                 colour_steps: int = 0, colour_step: float = 0.1):
         if prior not in self.PRIORS:
             raise ConfigError(f"ranked search prior must be one of {self.PRIORS}, got {prior!r}")
         if max_evals is not None and max_evals < 1:
@@ -184,7 +192,10 @@ class RankedSearch:
         self.palette = make_palette(palette)
         self.max_evals = None if max_evals is None else int(max_evals)
         self.batch_size = int(batch_size)
+        if colour_steps < 0 or not 0 < colour_step <= 1:
+            raise ConfigError(f"ranked search colour_steps must be >= 0 and colour_step in (0, 1], got {colour_steps} and {colour_step}")
         self.refine_pixels, self.refine_radius = int(refine_pixels), int(refine_radius)
+        self.colour_steps, self.colour_step = int(colour_steps), float(colour_step)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
                  targets: torch.Tensor | None = None) -> list[RankedResult]:
@@ -223,8 +234,9 @@ class RankedSearch:
         score = (g[None] * delta).sum(1).T.reshape(-1)  # K × n_col, flattened
         return score.argsort(descending=True, stable=True)
 
-    def _neighbourhood(self, fit: torch.Tensor, done: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """The neighbourhood stage's candidates, in evaluation order (see the class docstring)."""
+    def _window_pixels(self, fit: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Positions k (into ``pix``) of the allowed pixels in the seeds' windows: seed by seed (best
+        first), raster order within a window, each pixel once."""
         device, n_col, r = pix.device, len(self.palette), self.refine_radius
         per_pixel = fit.view(len(pix), n_col).min(1).values  # inf where no colour was evaluated
         seeds = per_pixel.argsort(stable=True)[: self.refine_pixels]
@@ -236,18 +248,51 @@ class RankedSearch:
         cols = (pix[seeds] % w)[:, None, None] + off[None, None, :]
         rows, cols = torch.broadcast_tensors(rows, cols)
         inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        k = position[(rows[inside] * w + cols[inside])]  # seed-major, raster within the window
-        k = k[k >= 0]
-        cand = (k[:, None] * n_col + torch.arange(n_col, device=device)).flatten()
-        cand = cand[~done[cand]]
-        if len(cand) == 0:
-            return cand
-        uniq, inverse = torch.unique(cand, return_inverse=True)  # overlapping windows: keep the first
-        first = torch.full((len(uniq),), len(cand), device=device).scatter_reduce(
-            0, inverse, torch.arange(len(cand), device=device), "amin")
-        return cand[first.sort().values]
+        k = position[(rows[inside] * w + cols[inside])]
+        return _first_occurrences(k[k >= 0])
 
-    @torch.inference_mode()
+    def _neighbourhood(self, fit: torch.Tensor, done: torch.Tensor, pix: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """The neighbourhood stage's candidates, in evaluation order (see the class docstring)."""
+        n_col = len(self.palette)
+        k = self._window_pixels(fit, pix, h, w)
+        cand = (k[:, None] * n_col + torch.arange(n_col, device=pix.device)).flatten()
+        return cand[~done[cand]]
+
+    def _colour_stage(self, image, label, target, pix, k, start) -> tuple[int, np.ndarray, float, int] | None:
+        """Signed-gradient steps on the RGB of pixels ``pix[k]`` from colours ``start`` (see the
+        class docstring): (hit index into k, its colour, its probability, evaluations) or
+        (-1, None, None, evaluations)."""
+        c, h, w = image.shape
+        cls = int(target if target is not None else label)
+        where = pix[k]
+        rows, cols = where // w, where % w
+        colour = start.clone()
+        n_evals = 0
+        for step in range(self.colour_steps + 1):
+            hits, grads, probs = [], [], []
+            for s0 in range(0, len(k), self.batch_size):
+                sl = slice(s0, s0 + self.batch_size)
+                col = colour[sl].clone().requires_grad_(True)
+                batch = image.expand(len(col), -1, -1, -1).clone()
+                batch[torch.arange(len(col), device=image.device), :, rows[sl], cols[sl]] = col
+                with torch.enable_grad():
+                    logits = self.model(batch)
+                    z = logits.gather(1, torch.full((len(col), 1), cls, device=image.device))[:, 0]
+                    other = logits.scatter(1, torch.full((len(col), 1), cls, device=image.device), -float("inf")).amax(1)
+                    loss = (other - z) if target is None else (z - other)  # raise it to succeed
+                    (g,) = torch.autograd.grad(loss.sum(), col)
+                n_evals += len(col)
+                probs.append(logits.detach().softmax(1)[:, cls])
+                hits.append(_success(logits.detach(), label.expand(len(col)), None if target is None else target.expand(len(col))))
+                grads.append(g)
+            succ = torch.cat(hits)
+            if succ.any():
+                j = int(succ.nonzero()[0])
+                return j, colour[j].detach().cpu().numpy().copy(), float(torch.cat(probs)[j]), n_evals
+            if step < self.colour_steps:
+                colour = (colour + self.colour_step * torch.cat(grads).sign()).clamp(0, 1)
+        return -1, None, None, n_evals
+
     def _search(self, image, label, target, pix, order) -> RankedResult:
         device = image.device
         c, h, w = image.shape
@@ -260,6 +305,7 @@ class RankedSearch:
         done = torch.zeros(len(order), dtype=torch.bool, device=device)
         state = {"n_evals": 0, "hit": -1, "cand": -1}
 
+        @torch.inference_mode()
         def evaluate(seq: torch.Tensor) -> bool:
             for start in range(0, len(seq), self.batch_size):
                 idx = seq[start : start + self.batch_size]
@@ -280,6 +326,15 @@ class RankedSearch:
         refined = False
         if not evaluate(order[:budget]) and self.refine_pixels and budget < len(order):
             refined = evaluate(self._neighbourhood(fit_tab, done, pix, h, w))
+            if not refined and self.colour_steps:
+                k = self._window_pixels(fit_tab, pix, h, w)
+                start = palette[fit_tab.view(len(pix), n_col)[k].argmin(1)]
+                j, colour, prob, n = self._colour_stage(image, label, target, pix, k, start)
+                if j >= 0:
+                    p = int(pix[k[j]])
+                    rank = state["n_evals"] + n - len(k) + j  # the successful step's pixels evaluate in k's order
+                    return RankedResult(True, (p // w, p % w), colour, prob, state["n_evals"] + n, rank, True)
+                state["n_evals"] += n
         cand = state["cand"] if state["hit"] >= 0 else int(fit_tab.argmin())
         p = int(pix[cand // n_col])
         fit = float(fit_tab[cand])
@@ -417,6 +472,15 @@ class DifferentialEvolution:
         succ = _success(logits, lab, tgt)
         fit = prob.gather(1, lab[:, None]).squeeze(1) if tgt is None else -prob.gather(1, tgt[:, None]).squeeze(1)
         return fit.view(n, P).cpu(), succ.view(n, P).cpu()
+
+
+def _first_occurrences(v: torch.Tensor) -> torch.Tensor:
+    """``v`` with repeated values dropped, first occurrences kept in order."""
+    if len(v) == 0:
+        return v
+    uniq, inverse = torch.unique(v, return_inverse=True)
+    first = torch.full((len(uniq),), len(v), device=v.device).scatter_reduce(0, inverse, torch.arange(len(v), device=v.device), "amin")
+    return v[first.sort().values]
 
 
 def _allowed_pixels(mask: torch.Tensor) -> torch.Tensor:
