@@ -169,8 +169,9 @@ class RankedSearch:
     colours already moved the prediction), and adds at most
     ``refine_pixels × (2 · refine_radius + 1)² × colours`` evaluations.
 
-    Colour stage (``colour_steps`` > 0, after a neighbourhood stage without success): every pixel of
-    those windows starts from its best palette colour and takes ``colour_steps`` signed-gradient
+    Colour stage (``colour_steps`` > 0, after a neighbourhood stage without success): the seeds are
+    picked again, now with the neighbourhood stage's evaluations counted, and every pixel of their
+    windows starts from its best palette colour and takes ``colour_steps`` signed-gradient
     steps of size ``colour_step`` on its own RGB (clipped to [0, 1]) that raise the margin loss,
     all pixels in one batch per step; success is checked at every step. It reaches colours off the
     palette, where a decision boundary passes between the corners (evaluations: one forward and
@@ -258,11 +259,11 @@ class RankedSearch:
         cand = (k[:, None] * n_col + torch.arange(n_col, device=pix.device)).flatten()
         return cand[~done[cand]]
 
-    def _colour_stage(self, image, label, target, pix, k, start) -> tuple[int, np.ndarray, float, int] | None:
+    def _colour_stage(self, image, label, target, pix, k, start) -> tuple[int, np.ndarray | None, float | None, int]:
         """Signed-gradient steps on the RGB of pixels ``pix[k]`` from colours ``start`` (see the
         class docstring): (hit index into k, its colour, its probability, evaluations) or
         (-1, None, None, evaluations)."""
-        c, h, w = image.shape
+        w = image.shape[-1]
         cls = int(target if target is not None else label)
         where = pix[k]
         rows, cols = where // w, where % w
@@ -479,7 +480,7 @@ def _first_occurrences(v: torch.Tensor) -> torch.Tensor:
     if len(v) == 0:
         return v
     uniq, inverse = torch.unique(v, return_inverse=True)
-    first = torch.full((len(uniq),), len(v), device=v.device).scatter_reduce(0, inverse, torch.arange(len(v), device=v.device), "amin")
+    first = torch.full(uniq.shape, len(v), device=v.device).scatter_reduce(0, inverse, torch.arange(len(v), device=v.device), "amin")
     return v[first.sort().values]
 
 
