@@ -6,7 +6,7 @@ asked for and got a GPU, CPU rules asked for none, local rules ran on the submit
 outputs equal a local run's byte for byte (timing columns aside).
 
 To keep the suite within its time budget the SLURM run builds a subset of the tiny config's
-targets (``SLURM_TARGETS``: jobs of GPU, CPU and local rules from three stages); that every GPU
+targets (``SLURM_TARGETS``: jobs of GPU, CPU and local rules from four stages); that every GPU
 rule of the workflow is routed to the GPU partition is checked on the profile itself.
 """
 
@@ -39,10 +39,14 @@ def rules_with(pattern: str) -> set[str]:
 
 
 GPU_RULES = rules_with(r"\bgpu=1")
-# clean accuracy (chunks on the GPU, a local merge), masked PGD (gradient maps, chunks, tables),
-# and one P3 part 2 cell per model (defense_eval, which needs train_prm)
-SLURM_TARGETS = ["clean_accuracy", "results/tables/masked_pgd.csv",
-                 *[f"results/p3/defense/{m}/pgd/chunk-0.csv" for m in ("resnet20_cifar10", "resnet56_cifar100")]]
+# GPU rules: a clean-accuracy chunk, a masked-PGD chunk (after its gradient map) and one P3 part 2
+# cell for each of two models (defense_eval, after train_prm); a CPU rule: the P2 solver
+# cross-check; local rules: the data and weights they need (three datasets, three models).
+# Every GPU job waits for the one GPU of the test cluster, about 14 s each, so the list is short.
+SLURM_TARGETS = ["results/clean_accuracy/resnet20_cifar10/chunk-0.csv", "results/p3/masked_pgd/resnet20_cifar10/chunk-0.csv",
+                 *[f"results/p3/defense/{m}/pgd/chunk-0.csv" for m in ("resnet20_cifar10", "resnet56_cifar100")],
+                 "results/tables/ssim_solver_check.csv"]
+CPU_RULES = {"ssim_solver_check"}
 LOCAL_RULES = rules_with(r"localrule: True") | {"all"}
 
 
@@ -85,7 +89,8 @@ def test_profile_routes_every_gpu_rule():
 
 
 def test_tiny_config_through_slurm(cluster, tiny_run, mirror, tmp_path):
-    assert GPU_RULES >= {"clean_accuracy_chunk", "masked_pgd", "train_prm", "defense_eval"} and "download" in LOCAL_RULES
+    assert GPU_RULES >= {"clean_accuracy_chunk", "masked_pgd", "gradient_map", "train_prm", "defense_eval"} and "download" in LOCAL_RULES
+    assert not CPU_RULES & (GPU_RULES | LOCAL_RULES)
     t0 = time.monotonic()
     proc = snakemake(
         [*SLURM_TARGETS, "--workflow-profile", str(REPO / "profiles" / "slurm"), *TINY,
@@ -102,6 +107,7 @@ def test_tiny_config_through_slurm(cluster, tiny_run, mirror, tmp_path):
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: .*?/rule_(\w+?)/", out)
     jobs = {j["JobId"]: j for j in slurm_jobs(cluster["conf"])}
     assert submitted, f"no job was submitted through sbatch:\n{out[-3000:]}"
+    assert {r for _, r in submitted} == {"clean_accuracy_chunk", "masked_pgd", "gradient_map", "train_prm", "defense_eval"} | CPU_RULES, submitted
     for jobid, rule in submitted:
         job = jobs[jobid]
         assert job["JobState"] == "COMPLETED", job
@@ -129,7 +135,7 @@ def test_tiny_config_through_slurm(cluster, tiny_run, mirror, tmp_path):
 
     # Outputs equal those of the local run
     remote = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*.csv"))
-    assert len(remote) >= 10 and any("defense" in str(p) for p in remote)
+    assert {str(p) for p in remote} >= set(SLURM_TARGETS), remote
     for rel in remote:
         assert comparable(tiny_run / rel) == comparable(tmp_path / rel), f"{rel} differs between local and SLURM runs"
 
@@ -141,6 +147,7 @@ def comparable(path: Path):
     from pixelrobust.defense_eval import TIMING_COLUMNS
 
     header = path.read_text().split("\n", 1)[0].split(",")
-    if not set(TIMING_COLUMNS) & set(header):
+    timing = [c for c in header if c in TIMING_COLUMNS or c == "seconds_per_image"]
+    if not timing:
         return path.read_bytes()
-    return pd.read_csv(path).drop(columns=[c for c in TIMING_COLUMNS if c in header]).to_csv(index=False)
+    return pd.read_csv(path).drop(columns=timing).to_csv(index=False)

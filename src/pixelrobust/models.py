@@ -189,6 +189,8 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        # ours: on the CPU the network runs channels-last (NHWC); see docs/decisions.md "Channels-last on the CPU"
+        self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
@@ -196,7 +198,10 @@ class Classifier(nn.Module):
                 f"model {self.name or type(self.net).__name__} takes images shaped (N, {self.mean.shape[1]}, H, W) "
                 f"in [0, 1]; got shape {tuple(x.shape)}"
             )
-        return self.net((x - self.mean) / self.std)
+        z = (x - self.mean) / self.std
+        if self.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        return self.net(z)
 
 
 def _read_weights(path: Path, name: str) -> dict:
@@ -234,7 +239,12 @@ def build_model(spec: dict, weights: str | os.PathLike | None = None, device: st
                 f"({detail}); check models.{spec['name']}.arch / depth / dataset, or the weights file"
             ) from e
     model = Classifier(net, spec["mean"], spec["std"], spec["name"], spec["num_classes"])
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        # oneDNN's NHWC convolutions: 1.2-2x the NCHW throughput of our models on this CPU
+        model.net.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
 
 
 def weights_source(spec: dict, mirror: Path | None) -> dict:
