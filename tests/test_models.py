@@ -38,6 +38,24 @@ def test_mobilenet_v2_on_the_imagenet_sample(prepared):
     assert n == 500 and 0.80 <= acc <= 0.88 and acc5 >= 0.93
 
 
+@pytest.mark.parametrize("name", ["resnet20_cifar10", "mobilenet_v2_imagenet"])
+def test_channels_last_on_the_cpu_gives_the_nchw_logits_and_gradients(prepared, name):
+    spec = models.resolve_spec(name, {})
+    model = models.build_model(spec, prepared / "weights" / f"{name}.pt")
+    conv = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert model.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = data.load_split(prepared / "data" / spec["dataset"], "test", 0, 4).images.requires_grad_(True)
+    out_cl = model(x)
+    (g_cl,) = torch.autograd.grad(out_cl.logsumexp(1).sum(), x)
+    models.set_channels_last(model, False)
+    assert not model.channels_last and conv.weight.is_contiguous()
+    out = model(x)
+    (g,) = torch.autograd.grad(out.logsumexp(1).sum(), x)
+    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(g_cl, g, rtol=1e-3, atol=1e-5)
+    assert torch.equal(out_cl.argmax(1), out.argmax(1))
+
+
 def test_wrapper_normalises_inside_and_checks_shape():
     net = torch.nn.Identity()
     model = models.Classifier(net, [0.5, 0.25, 0.0], [0.5, 0.5, 2.0], name="probe")
