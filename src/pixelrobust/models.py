@@ -189,7 +189,7 @@ class Classifier(nn.Module):
         self.num_classes = num_classes
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        # ours: on the CPU the network runs channels-last (NHWC); see docs/decisions.md "Channels-last on the CPU"
+        # ours: on the CPU the network runs channels-last (NHWC); see docs/decisions.md, Foundation
         self.channels_last = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
