@@ -31,28 +31,27 @@ from pixelrobust.runtime import resolve_device
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
-from common import resources  # noqa: E402
+from common import resources, timed  # noqa: E402
 
 CASES = [("resnet20_cifar10", "cifar10", (64, 256)), ("resnet56_cifar10", "cifar10", (64, 256)),
          ("mobilenet_v2_imagenet", "imagenet", (8, 64))]
 LAYOUTS = {"nchw": False, "channels_last": True}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def rate(step, batch: int, seconds: float, device: torch.device) -> float:
-    """Images per second of ``step()`` (one batch of ``batch`` images), run for about ``seconds``."""
+def rate(step, batch: int, seconds: float) -> float:
+    """Images per second of ``step()`` (one batch of ``batch`` images), timed for about ``seconds``
+    after one warm-up call (``timed`` synchronises CUDA around the whole loop)."""
     step()
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        step()
-        n += batch
-    _sync(device)
-    return n / (time.perf_counter() - t0)
+
+    def loop():
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            step()
+            n += batch
+        return n
+
+    n, dt = timed(loop)
+    return n / dt
 
 
 def measure(model, images: torch.Tensor, seconds: float, rounds: int, device: torch.device) -> list[dict]:
@@ -71,8 +70,8 @@ def measure(model, images: torch.Tensor, seconds: float, rounds: int, device: to
     for _ in range(rounds):
         for name, on in LAYOUTS.items():
             models.set_channels_last(model, on)
-            rows[name]["forward"].append(rate(forward, len(x), seconds, device))
-            rows[name]["grad"].append(rate(grad, len(x), seconds, device))
+            rows[name]["forward"].append(rate(forward, len(x), seconds))
+            rows[name]["grad"].append(rate(grad, len(x), seconds))
     out = []
     for name in LAYOUTS:
         out.append({"layout": name, "forward_images_per_s": statistics.median(rows[name]["forward"]),

@@ -58,9 +58,14 @@ sys.path.insert(0, str(REPO / "bench"))
 from common import Counting, correct_indices, resources, timed  # noqa: E402
 
 
+def raw_batch(image, batch_size) -> torch.Tensor:
+    """``batch_size`` copies of one image: the raw forward measurements' input."""
+    return image[None].expand(batch_size, -1, -1, -1).contiguous()
+
+
 @torch.inference_mode()
 def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
-    x = image[None].expand(batch_size, -1, -1, -1).contiguous()
+    x = raw_batch(image, batch_size)
     model(x)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -72,13 +77,6 @@ def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
 
 
 RAW_BATCHES = 8  # raw forward batches timed after each image of the exhaustive search
-
-
-@torch.inference_mode()
-def raw_batches(model, image, batch_size, n_batches) -> None:
-    x = image[None].expand(batch_size, -1, -1, -1).contiguous()
-    for _ in range(n_batches):
-        model(x)
 
 
 def row(method: str, successes: list[bool], counted: Counting, seconds: float) -> dict:
@@ -133,7 +131,9 @@ def main() -> None:
             (pm,), t = timed(lambda: search(x[i : i + 1], y[i : i + 1]))
             maps.append(pm)
             dt += t
-            raw_seconds += timed(lambda: raw_batches(model, x[i].to(device), args.batch_size, RAW_BATCHES))[1]
+            xr = raw_batch(x[i].to(device), args.batch_size)
+            with torch.inference_mode():
+                raw_seconds += timed(lambda: [model(xr) for _ in range(RAW_BATCHES)])[1]
             raw_images += RAW_BATCHES * args.batch_size
         interleaved = raw_images / raw_seconds
         rows.append(row("pixelrobust_exhaustive", [m.success for m in maps], counted, dt))
