@@ -102,6 +102,37 @@ def test_stochastic_prm_deterministic_mode_is_the_prm_model(resnet20, images):
         assert torch.equal(d(images.images[:4]), resnet20(prm(images.images[:4])))
 
 
+class _Tag(torch.nn.Module):
+    """A stand-in PRM that adds its own constant, so the output shows which PRMs a call applied."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return x + self.value
+
+
+def test_stochastic_prm_draws_from_its_whole_pool_and_stacks():
+    pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
+    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[1.0], stacks=[2], shifts=[], seed=0)
+    x = torch.zeros(1, 3, 4, 4)
+    totals = [d(x)[0, 0, 0, 0].item() for _ in range(200)]
+    # two passes per call, each one of the three PRMs: every sum of two tags occurs, nothing else
+    assert set(totals) == {a.value + b.value for a in pool for b in pool}
+    again = StochasticPRM(torch.nn.Identity(), pool, lambdas=[1.0], stacks=[2], shifts=[], seed=0)
+    assert [again(x)[0, 0, 0, 0].item() for _ in range(200)] == totals
+    gray = StochasticPRM(torch.nn.Identity(), pool, stochastic=False, fixed_lambda=1.0)
+    assert gray(x)[0, 0, 0, 0].item() == 1.0  # the deterministic gray-box model is the pool's first PRM, once
+
+
+def test_build_defense_ignores_the_workflow_pool_setting(resnet20, images):
+    prm = PRM("s2", 2, 8, residual=True)
+    settings = {"lambdas": [0.0], "pool": {"lattices": ["s2"], "replicates": 1}}
+    d = build_defense("stochastic_prm", resnet20, settings, prms=[prm], seed=3)
+    assert isinstance(d, StochasticPRM) and len(d.prms) == 1 and settings["pool"] == {"lattices": ["s2"], "replicates": 1}
+
+
 def test_bad_defence_settings():
     m = torch.nn.Identity()
     with pytest.raises(ValueError, match="at least one trained PRM"):

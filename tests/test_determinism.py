@@ -22,7 +22,7 @@ def test_rerun_from_scratch_is_byte_identical(tiny_run, mirror, tmp_path):
     snakemake([*targets, *TINY, "--cores", "2"], tmp_path, mirror)
     for t in targets:
         assert (tmp_path / t).read_bytes() == (tiny_run / t).read_bytes(), f"{t} differs between two runs"
-    prm = "results/p3/prm/resnet20_cifar10/prm.pt"
+    prm = "results/p3/prm/resnet20_cifar10/s2-r0/prm.pt"
     state_a, state_b = (torch.load(root / prm, map_location="cpu", weights_only=True)["state_dict"] for root in (tmp_path, tiny_run))
     assert state_a.keys() == state_b.keys()
     for k in state_a:

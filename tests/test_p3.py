@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from pixelrobust import data
+from pixelrobust import data, models
 from pixelrobust.errors import ConfigError
 from pixelrobust.gradients import (architecture_gradient_map, dataset_gradient_map, input_gradients, iou, neutral_copy,
                                    pixel_mask)
 from pixelrobust.masked_pgd import build_masks, masked_pgd_chunk
 from pixelrobust.pgd import PGD
-from pixelrobust.prm import LATTICES, PRM, PRMClassifier, lambda_sweep, lattice_mask, train
+from pixelrobust.prm import (LATTICES, PRM, PRMClassifier, lambda_sweep, lattice_mask, load_prm, max_depth, parse_variant,
+                             pool_variants, run_train_prm, train)
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +257,45 @@ def _train_then_interrupt(classifier, prm, x, kwargs, stop_at):
         train(classifier, prm, x.images, x.labels, **kwargs)
     finally:
         prm.forward = original
+
+
+@pytest.mark.parametrize("lattice", list(LATTICES))
+@pytest.mark.parametrize("size", [32, 224])
+def test_max_depth_is_the_deepest_u_net_that_runs(lattice, size):
+    deepest = max_depth(lattice, size, size)
+    x = torch.rand(1, 3, size, size)
+    assert PRM(lattice, depth=deepest, start_filters=2)(x).shape == x.shape
+    with pytest.raises(RuntimeError, match="too small"):
+        PRM(lattice, depth=deepest + 1, start_filters=2)(x)
+    if size == 32:  # the authors' unet_v0..v2 are depth 5, v3..v5 depth 4
+        assert deepest == (5 if lattice in ("s2", "s2x1", "s1x2") else 4)
+
+
+def test_train_prm_caps_the_depth_at_what_the_lattice_allows(prepared, tmp_path, caplog):
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    out = {"prm": tmp_path / "prm.pt", "history": tmp_path / "history.csv"}
+    train_cfg = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "recon_ratio": 0.5, "train_lambda": 1.0, "max_steps": 1,
+                 "augment": False, "checkpoint_every": 1}
+    with caplog.at_level("WARNING", logger="pixelrobust"):
+        run_train_prm(spec, prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10", out,
+                      tmp_path / "resume.pt", lattice="k2_s4", depth=5, start_filters=2, residual=True, train_cfg=train_cfg,
+                      images={"split": "train", "start": 0, "stop": 8}, seed=0, device="cpu", progress=False)
+    prm, meta = load_prm(out["prm"])
+    assert meta["depth"] == 4 == len(prm.unet.downs) and "this PRM uses depth 4" in caplog.text
+    assert not (tmp_path / "resume.pt").exists()
+
+
+def test_pool_variants_name_every_lattice_and_replicate():
+    assert pool_variants({"lattices": ["s2", "k2_s4"], "replicates": 2}) == ["s2-r0", "s2-r1", "k2_s4-r0", "k2_s4-r1"]
+    assert [parse_variant(v) for v in pool_variants({"lattices": list(LATTICES), "replicates": 1})] == [(lat, 0) for lat in LATTICES]
+    with pytest.raises(ConfigError, match="distinct lattices"):
+        pool_variants({"lattices": ["s2", "s2"], "replicates": 1})
+    with pytest.raises(ConfigError, match="replicates >= 1"):
+        pool_variants({"lattices": ["s2"], "replicates": 0})
+    with pytest.raises(ConfigError, match="unknown PRM lattice 's3'"):
+        pool_variants({"lattices": ["s3"], "replicates": 1})
+    with pytest.raises(ConfigError, match="not <lattice>-r<replicate>"):
+        parse_variant("s2")
 
 
 def test_bad_prm_settings():

@@ -16,8 +16,8 @@ from conftest import SNAKEMAKE, TINY, snakemake
 
 pytestmark = pytest.mark.workflow
 
-TARGET = "results/p3/prm/resnet20_cifar10/history.csv"
-PRM_DIR = "results/p3/prm/resnet20_cifar10"
+TARGET = "results/p3/prm/resnet20_cifar10/s2-r0/history.csv"
+PRM_DIR = "results/p3/prm/resnet20_cifar10/s2-r0"
 # the tiny config, but a training long enough to be killed in the middle (60 steps, about 10 s on 2 CPU cores)
 LONGER = """
 prm:
@@ -79,7 +79,7 @@ def _run_and_kill(workdir, mirror, args, sig, ready, what: str, before_kill=None
 
 def _kill_during_training(workdir, mirror, sig, args) -> int:
     """Kill the workflow once training has checkpointed past step 30; the checkpoint's step."""
-    log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10.log"
+    log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10" / "s2-r0.log"
     ckpt = workdir / PRM_DIR / "resume.pt"
     _run_and_kill(workdir, mirror, [TARGET, *args], sig,
                   lambda: ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text(), "training reached step 30")
@@ -100,7 +100,7 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
         snakemake([TARGET, *args, "--unlock"], tmp_path, mirror)
     snakemake([TARGET, *args, "--rerun-incomplete"], tmp_path, mirror)
     print(f"{sig.name}: killed after {killed_after:.1f} s at checkpoint step {step}; resumed run {time.monotonic() - t1:.1f} s")
-    log = (tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10.log").read_text()
+    log = (tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10" / "s2-r0.log").read_text()
     assert f"resuming PRM training from {PRM_DIR}/resume.pt at step {step} of 60" in log
     assert not (tmp_path / PRM_DIR / "resume.pt").exists()
 

@@ -241,7 +241,7 @@ def test_every_table_records_its_provenance(tiny_run):
         "onepixel": {"segment": 5, "onepixel_search": 5},
         "masked_pgd": {"masked_pgd": 2, "gradient_map": 2},
         "prm_lambda_sweep": {"prm_sweep": 1, "train_prm": 1},
-        "defense": {"defense_eval": 18, "train_prm": 3},
+        "defense": {"defense_eval": 18, "train_prm": 6},  # a pool of two PRMs per model
         "ssim_attack": {"attack_ssim": 2},
         "ssim_cam_comparison": {"cam": 2},
         "synthesis": {"four_maps": 2},
@@ -295,7 +295,7 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
                       "gradient_map": 4, "masked_pgd": 16, "masked_pgd_tables": 1, "p3_gradient_maps": 1,
                       "p3_masked_pgd": 2, "prm_sweep": 1, "prm_tables": 1, "p3_prm_training": 1,
                       "p3_prm_lambda": 1,
-                      # P3 part 2: a PRM per defended model (ResNet-20's is shared with the sweep);
+                      # P3 part 2: a PRM (pool s2-r0) per defended model (ResNet-20's is shared with the sweep);
                       # 100/100/20 images in chunks of 25, clean + 5 attacks each
                       "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1,
                       # P2: 100 ImageNet images in chunks of 10

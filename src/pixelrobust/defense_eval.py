@@ -122,10 +122,14 @@ def defense_chunk(classifier: nn.Module, images: torch.Tensor, labels: torch.Ten
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 
 
-def run_defense_eval(spec: dict, weights, data_dir, prm_path, start: int, stop: int, out, *, attack: str,
+def run_defense_eval(spec: dict, weights, data_dir, prm_paths: list | None, start: int, stop: int, out, *, attack: str,
                      attack_settings: dict, defenses: dict, protocols: list[str], eot_samples: int, seed: int,
                      batch_size: int, device) -> None:
-    """Rule ``defense_eval``: one (model, attack, chunk) of the defence table."""
+    """Rule ``defense_eval``: one (model, attack, chunk) of the defence table.
+
+    ``prm_paths``: the trained PRMs the stochastic-PRM defence draws from (its pool, in config
+    order; the first is the deterministic gray-box model's).
+    """
     from .data import load_split
     from .io import write_table
     from .models import build_model
@@ -135,8 +139,10 @@ def run_defense_eval(spec: dict, weights, data_dir, prm_path, start: int, stop: 
     classifier = freeze(build_model(spec, weights, device))
     prms = None
     if "stochastic_prm" in defenses:
-        prm, _ = load_prm(prm_path, device)
-        prms = [freeze(prm)]
+        if not prm_paths:
+            raise ValueError("defense_eval: the stochastic_prm defence needs at least one trained PRM path")
+        prms = [freeze(load_prm(path, device)[0]) for path in prm_paths]
+        log.info("stochastic PRM pool: %d PRMs (%s)", len(prms), ", ".join(map(str, prm_paths)))
     table = defense_chunk(classifier, split.images, split.labels, attack=attack, attack_settings=attack_settings,
                           defenses=defenses, protocols=protocols, eot_samples=eot_samples, seed=seed,
                           batch_size=batch_size, prms=prms)

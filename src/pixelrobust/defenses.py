@@ -344,7 +344,8 @@ def build_defense(name: str, classifier: nn.Module, settings: dict | None = None
     s = dict(settings or {})
     if name == "stochastic_prm":
         if not prms:
-            raise ValueError("the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/prm.pt)")
+            raise ValueError("the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/<variant>/prm.pt)")
+        s.pop("pool", None)  # which PRMs to train: the workflow's concern; the PRMs themselves arrive in ``prms``
         fixed = s.pop("graybox_lambda", 1.0)
         shifts = shifts_of_sizes(s.pop("shift_sizes", [1]))
         d = StochasticPRM(classifier, prms, shifts=shifts, fixed_lambda=fixed, stochastic=not deterministic, seed=seed, **s)

@@ -57,6 +57,50 @@ def check_lattice(name: str) -> tuple[tuple[int, int], tuple[int, int]]:
     return LATTICES[name]
 
 
+def variant_name(lattice: str, replicate: int) -> str:
+    """The name of one trained PRM, ``<lattice>-r<replicate>`` (its folder: ``results/p3/prm/<model>/<name>/``)."""
+    check_lattice(lattice)
+    if int(replicate) < 0:
+        raise ConfigError(f"PRM replicate must be >= 0, got {replicate}")
+    return f"{lattice}-r{int(replicate)}"
+
+
+def parse_variant(name: str) -> tuple[str, int]:
+    """``"s2-r0"`` → ``("s2", 0)``; the inverse of :func:`variant_name`."""
+    lattice, sep, rep = name.rpartition("-r")
+    if not sep or not rep.isdigit():
+        raise ConfigError(f"PRM variant {name!r} is not <lattice>-r<replicate> (e.g. s2-r0)")
+    check_lattice(lattice)
+    return lattice, int(rep)
+
+
+def pool_variants(pool: dict) -> list[str]:
+    """The PRMs a stochastic-PRM pool draws from: every lattice × replicate, in config order.
+
+    ``pool`` is ``defense_eval.defense_settings.stochastic_prm.pool``: ``{"lattices": [...], "replicates": n}``.
+    Replicates of a lattice differ only in their training seed (ours; the authors' 30 variants are six
+    lattices × five network families).
+    """
+    lattices, replicates = list(pool["lattices"]), int(pool["replicates"])
+    if not lattices or replicates < 1 or len(set(lattices)) != len(lattices):
+        raise ConfigError(f"stochastic_prm.pool needs distinct lattices and replicates >= 1, got {pool}")
+    return [variant_name(lat, r) for lat in lattices for r in range(replicates)]
+
+
+def max_depth(name: str, height: int, width: int) -> int:
+    """The deepest U-Net whose coarsest level still has a pixel on the lattice grid of an H×W image.
+
+    The sparse convolution leaves a grid of ``(H − kh)//sh + 1`` by ``(W − kw)//sw + 1``; a U-Net of
+    depth d halves it d − 1 times. On 32×32 images: 5 for ``s2``, ``s2x1``, ``s1x2`` and 4 for the
+    three stride-4 lattices, the depths the authors' unet_v0..v5 use.
+    """
+    (kh, kw), (sh, sw) = check_lattice(name)
+    side = min((height - kh) // sh + 1, (width - kw) // sw + 1)
+    if side < 1:
+        raise ConfigError(f"PRM lattice {name!r} reads no pixel of a {height}x{width} image")
+    return side.bit_length()
+
+
 def lattice_mask(name: str, height: int, width: int) -> torch.Tensor:
     """Boolean H×W mask of the pixels the sparse convolution of lattice ``name`` reads."""
     (kh, kw), (sh, sw) = check_lattice(name)
@@ -372,6 +416,11 @@ def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, latti
 
     data = _load_range(data_dir, images)
     classifier = build_model(spec, weights, device)
+    fits = max_depth(lattice, *data.images.shape[-2:])
+    if depth > fits:  # ours: cap instead of failing, so one prm.depth serves a pool of lattices
+        log.warning("prm.depth %d is deeper than lattice %s allows on %dx%d images; this PRM uses depth %d", depth,
+                    lattice, *data.images.shape[-2:], fits)
+        depth = fits
     torch.manual_seed(seed)
     prm = PRM(lattice, depth, start_filters, residual=residual)
     keys = ("epochs", "batch_size", "lr", "recon_ratio", "train_lambda", "max_steps", "augment", "checkpoint_every")

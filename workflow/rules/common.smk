@@ -14,6 +14,7 @@ export_library_path()
 from pixelrobust import config as prconfig
 from pixelrobust import data as prdata
 from pixelrobust import models as prmodels
+from pixelrobust import prm as prprm
 from pixelrobust import report as prreport
 from pixelrobust.provenance import digest
 from pixelrobust.runtime import derive_seed
@@ -176,6 +177,11 @@ def masked_pgd_table_outputs():
     return out
 
 
+# One trained PRM per model and variant, ``<lattice>-r<replicate>``: results/p3/prm/<model>/<variant>/.
+PRM_VARIANT_PATTERN = "(" + "|".join(prprm.LATTICES) + r")-r\d+"
+SWEEP_PRM = prprm.variant_name(config["prm"]["lattice"], 0)  # the λ sweep's PRM
+
+
 def prm_sweep_n(model):
     ds = dataset_of(model)
     return n_images(ds, config["prm"]["sweep"]["n_images"][ds])
@@ -222,14 +228,23 @@ def defense_chunks(wildcards=None):
     }
     prov = [f.replace(".csv", ".provenance.json") for files in chunks.values() for f in files]
     if "stochastic_prm" in de["defenses"]:
-        prov += [f"results/p3/prm/{m}/prm.provenance.json" for m in de["models"]]
+        prov += [
+            f"results/p3/prm/{m}/{v}/prm.provenance.json"
+            for m in de["models"]
+            for v in defense_pool()
+        ]
     return {**chunks, "prov": prov}
 
 
+def defense_pool():
+    """The PRM variants the stochastic-PRM defence draws from (defense_settings.stochastic_prm.pool)."""
+    return prprm.pool_variants(config["defense_eval"]["defense_settings"]["stochastic_prm"]["pool"])
+
+
 def defense_prm(wildcards):
-    """The trained PRM the stochastic-PRM defence needs (none when that defence is not configured)."""
+    """The trained PRMs the stochastic-PRM defence draws from (none when that defence is not configured)."""
     if "stochastic_prm" in config["defense_eval"]["defenses"]:
-        return {"prm": f"results/p3/prm/{wildcards.model}/prm.pt"}
+        return {"prms": [f"results/p3/prm/{wildcards.model}/{v}/prm.pt" for v in defense_pool()]}
     return {}
 
 

@@ -3,13 +3,15 @@ rule train_prm:
         data=lambda w: f"resources/data/{dataset_of(w.model)}",
         weights="resources/weights/{model}.pt",
     output:
-        prm="results/p3/prm/{model}/prm.pt",
-        history="results/p3/prm/{model}/history.csv",
-        prov="results/p3/prm/{model}/prm.provenance.json",
+        prm="results/p3/prm/{model}/{variant}/prm.pt",
+        history="results/p3/prm/{model}/{variant}/history.csv",
+        prov="results/p3/prm/{model}/{variant}/prm.provenance.json",
     log:
-        "results/logs/train_prm/{model}.log",
+        "results/logs/train_prm/{model}/{variant}.log",
     benchmark:
-        "results/benchmarks/rules/train_prm/{model}.tsv"
+        "results/benchmarks/rules/train_prm/{model}/{variant}.tsv"
+    wildcard_constraints:
+        variant=PRM_VARIANT_PATTERN,
     conda:
         ENV
     threads: config["threads"]
@@ -17,15 +19,15 @@ rule train_prm:
         gpu=1,
     params:
         spec=lambda w: MODELS[w.model],
-        checkpoint=lambda w: f"results/p3/prm/{w.model}/resume.pt",
-        lattice=config["prm"]["lattice"],
+        checkpoint=lambda w: f"results/p3/prm/{w.model}/{w.variant}/resume.pt",
+        lattice=lambda w: prprm.parse_variant(w.variant)[0],
         depth=config["prm"]["depth"],
         start_filters=config["prm"]["start_filters"],
         residual=config["prm"]["residual"],
         train={k: v for k, v in config["prm"]["train"].items() if k != "images"},
         images=lambda w: config["prm"]["train"]["images"][dataset_of(w.model)],
         device=config["device"],
-        seed=lambda w: job_seed("train_prm", w.model),
+        seed=lambda w: job_seed("train_prm", w.model, w.variant),
     script:
         "../scripts/train_prm.py"
 
@@ -34,7 +36,7 @@ rule prm_sweep:
     input:
         data=lambda w: f"resources/data/{dataset_of(w.model)}",
         weights="resources/weights/{model}.pt",
-        prm="results/p3/prm/{model}/prm.pt",
+        prm=f"results/p3/prm/{{model}}/{SWEEP_PRM}/prm.pt",
     output:
         table="results/p3/prm_sweep/{model}.csv",
         maps="results/p3/prm_sweep/{model}.npz",
@@ -64,7 +66,11 @@ rule prm_tables:
     input:
         tables=expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
         prov=expand("results/p3/prm_sweep/{model}.provenance.json", model=config["prm"]["models"])
-        + expand("results/p3/prm/{model}/prm.provenance.json", model=config["prm"]["models"]),
+        + expand(
+            "results/p3/prm/{model}/{variant}/prm.provenance.json",
+            model=config["prm"]["models"],
+            variant=SWEEP_PRM,
+        ),
     output:
         csv=report(
             "results/tables/prm_lambda_sweep.csv",
@@ -93,7 +99,7 @@ rule prm_tables:
 
 rule p3_prm_training:
     input:
-        "results/p3/prm/{model}/history.csv",
+        f"results/p3/prm/{{model}}/{SWEEP_PRM}/history.csv",
     output:
         png=report(
             "results/figures/p3_prm_training_{model}.png",
