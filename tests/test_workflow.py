@@ -90,9 +90,9 @@ def test_tiny_p3_outputs(tiny_run):
     assert sweep["lambda"].tolist() == [0, 0.5, 1] and sweep.iou.iloc[-1] == 1.0
     detail = pd.read_csv(t / "prm_lambda_sweep_detail.csv")
     assert detail.chance_iou.iloc[0] == pytest.approx(1 / 7, abs=1e-4) and (detail.n_images == 32).all()
-    history = pd.read_csv(tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "history.csv")
+    history = pd.read_csv(tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "history.csv")
     assert history.step.tolist() == [1, 2, 3, 4]
-    assert not (tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "resume.pt").exists()
+    assert not (tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "resume.pt").exists()
     with np.load(tiny_run / "results" / "p3" / "gradients" / "mobilenet_v2_imagenet.npz") as z:
         assert z["dataset_map"].shape == z["architecture_map"].shape == (224, 224) and int(z["n_images"]) == 4
     figures = tiny_run / "results" / "figures"
@@ -121,6 +121,14 @@ def test_tiny_defense_table_fills_every_cell(tiny_run):
         assert g[model, attack, "graybox"] == g[model, attack, "adaptive"]
     md = (tiny_run / "results" / "tables" / "defense.md").read_text()
     assert md.count("## graybox") == 3 and md.count("## adaptive") == 3
+    # the stochastic PRM drew from its pool: both tiny PRMs of each model, trained on their own lattices
+    from pixelrobust.prm import load_prm
+
+    for model in ("resnet20_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"):
+        lattices = [load_prm(tiny_run / "results" / "p3" / "prm" / model / v / "prm.pt")[0].lattice for v in ("s2-r0", "k2_s4-r0")]
+        assert lattices == ["s2", "k2_s4"]
+        log = (tiny_run / "results" / "logs" / "defense_eval" / model / "pgd" / "0.log").read_text()
+        assert "stochastic PRM pool: 2 PRMs" in log and "k2_s4-r0/prm.pt" in log
     for ext in ("png", "pdf"):
         assert (tiny_run / "results" / "figures" / f"p3_defense.{ext}").stat().st_size > 10_000
 
