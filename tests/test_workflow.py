@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -312,6 +313,16 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
                       # synthesis: the four maps of ResNet-20's and MobileNetV2's P1 images; summary; report
                       "four_maps": 2, "synthesis_tables": 1, "synthesis_maps": 1, "synthesis_matrix": 1,
                       "summary": 1, "html_report": 1}
+
+
+def test_paper_config_dry_run_plans_the_authors_prm_pool(mirror, tmp_path):
+    proc = snakemake(["--configfile", str(REPO / "config" / "paper.yaml"), "-n"], tmp_path, mirror)
+    counts = job_counts(proc.stdout)
+    # the random ACE's pool: 6 lattices x 5 seeds for each of the 3 defended models; the λ sweeps'
+    # PRMs (s2-r0 of the same 3 models) are among them
+    assert counts["train_prm"] == 3 * 6 * 5 and counts["prm_sweep"] == 3
+    planned = set(re.findall(r"results/p3/prm/(\w+)/([\w]+-r\d+)/prm\.pt", proc.stdout))
+    assert len(planned) == 90 and ("mobilenet_v2_imagenet", "k2_s4-r4") in planned
 
 
 def test_default_config_dry_run_downloads_without_mirror(tmp_path):
