@@ -122,7 +122,7 @@ def defense_chunk(classifier: nn.Module, images: torch.Tensor, labels: torch.Ten
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 
 
-def run_defense_eval(spec: dict, weights, data_dir, prm_paths: list | None, start: int, stop: int, out, *, attack: str,
+def run_defense_eval(spec: dict, weights, data_dir, prm_paths: list, start: int, stop: int, out, *, attack: str,
                      attack_settings: dict, defenses: dict, protocols: list[str], eot_samples: int, seed: int,
                      batch_size: int, device) -> None:
     """Rule ``defense_eval``: one (model, attack, chunk) of the defence table.
@@ -138,9 +138,7 @@ def run_defense_eval(spec: dict, weights, data_dir, prm_paths: list | None, star
     split = load_split(data_dir, "test", start, stop)
     classifier = freeze(build_model(spec, weights, device))
     prms = None
-    if "stochastic_prm" in defenses:
-        if not prm_paths:
-            raise ValueError("defense_eval: the stochastic_prm defence needs at least one trained PRM path")
+    if "stochastic_prm" in defenses:  # an empty pool is refused by build_defense
         prms = [freeze(load_prm(path, device)[0]) for path in prm_paths]
         log.info("stochastic PRM pool: %d PRMs (%s)", len(prms), ", ".join(map(str, prm_paths)))
     table = defense_chunk(classifier, split.images, split.labels, attack=attack, attack_settings=attack_settings,

@@ -60,8 +60,6 @@ def check_lattice(name: str) -> tuple[tuple[int, int], tuple[int, int]]:
 def variant_name(lattice: str, replicate: int) -> str:
     """The name of one trained PRM, ``<lattice>-r<replicate>`` (its folder: ``results/p3/prm/<model>/<name>/``)."""
     check_lattice(lattice)
-    if int(replicate) < 0:
-        raise ConfigError(f"PRM replicate must be >= 0, got {replicate}")
     return f"{lattice}-r{int(replicate)}"
 
 
