@@ -66,6 +66,7 @@ def test_defaults_fill_an_empty_config():
         ({"defense_eval": {"defense_settings": {"stochastic_prm": {"pool": {"lattices": ["s3"]}}}}}, "'s3' is not one of"),
         ({"defense_eval": {"defense_settings": {"stochastic_prm": {"pool": {"lattices": ["s2", "s2"]}}}}}, "has non-unique elements"),
         ({"defense_eval": {"defense_settings": {"stochastic_prm": {"pool": {"replicates": 0}}}}}, "0 is less than the minimum of 1"),
+        ({"defense_eval": {"defense_settings": {"stochastic_prm": {"shifts": "random"}}}}, "'random' is not one of"),
         ({"ssim": {"epsilons": [0.001, 1.0]}}, "1.0 is greater than or equal to the maximum of 1"),
         ({"ssim": {"epsilons": [-0.01]}}, "-0.01 is less than the minimum of 0"),
         ({"ssim": {"epsilons": []}}, "should be non-empty"),
@@ -132,6 +133,13 @@ def test_p3_cross_field_errors():
     bad = copy.deepcopy(cfg)
     del bad["prm"]["train"]["images"]["cifar100"]
     with pytest.raises(ConfigError, match="stochastic_prm, which needs a PRM trained for resnet56_cifar100: add prm.train.images.cifar100"):
+        prconfig.check(bad)
+    bad = copy.deepcopy(cfg)
+    bad["defense_eval"]["defense_settings"]["stochastic_prm"]["shift_sizes"] = [1, 2]  # shifts is still lattice
+    with pytest.raises(ConfigError, match=r"shift_sizes \(\[1, 2\]\) goes with shifts: sizes, and only with it \(shifts is 'lattice'\)"):
+        prconfig.check(bad)
+    bad["defense_eval"]["defense_settings"]["stochastic_prm"].update(shifts="sizes", shift_sizes=None)
+    with pytest.raises(ConfigError, match=r"shift_sizes \(None\) goes with shifts: sizes"):
         prconfig.check(bad)
     bad = copy.deepcopy(cfg)
     bad["prm"]["train"]["images"]["imagenet"] = {"split": "test", "start": 5}

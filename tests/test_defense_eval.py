@@ -12,7 +12,7 @@ from pixelrobust import data
 from pixelrobust.defense_eval import ATTACKS, DEFENSES, TABLE_COLUMNS, defense_chunk, defense_rate, defense_table, pivot
 from pixelrobust.prm import PRM, freeze
 
-SETTINGS = {"stochastic_prm": {"lambdas": [0, 0.5, 1], "shift_sizes": [1, 2]},
+SETTINGS = {"stochastic_prm": {"lambdas": [0, 0.5, 1], "shifts": "lattice"},
             "region_based": {"radius": 0.02, "samples": 8, "batch_size": 8},
             "randomization": {"scale": [0.9, 1.0]},
             "pixel_deflection": {"deflections": 10, "window": 3, "sigma": 0.04}}

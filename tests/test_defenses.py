@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pixelrobust import data
-from pixelrobust.defenses import (EOT, PixelDeflection, Randomization, RegionBased, StochasticPRM, build_defense, shift,
-                                   shifts_of_sizes, wavelet_denoise)
-from pixelrobust.prm import PRM
+from pixelrobust.defenses import (EOT, LATTICE_SHIFTS, PixelDeflection, Randomization, RegionBased, StochasticPRM,
+                                   build_defense, lattice_shifts, shift, shifts_of_sizes, wavelet_denoise)
+from pixelrobust.prm import LATTICES, PRM, lattice_mask
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,78 @@ def test_stochastic_prm_draws_from_its_whole_pool_and_stacks():
     assert gray(x)[0, 0, 0, 0].item() == 1.0  # the deterministic gray-box model is the pool's first PRM, once
 
 
+class _LatticeTag(_Tag):
+    def __init__(self, value: float, lattice: str):
+        super().__init__(value)
+        self.lattice = lattice
+
+
+def _moves(d: StochasticPRM, calls: int = 1000) -> dict[float, set[tuple[int, int]]]:
+    """Per PRM tag, the (dy, dx) moves of a single bright pixel over ``calls`` draws (λ = 1, one pass)."""
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    seen: dict[float, set] = {}
+    for _ in range(calls):
+        out = d(x)[0, 0]
+        tag = float(out.min())  # the zero background plus the PRM's tag
+        r, c = divmod(int((out - tag).argmax()), 9)
+        seen.setdefault(tag, set()).add((r - 4, c - 4))
+    return seen
+
+
+def test_each_prm_draws_its_shift_from_its_lattice_set():
+    pool = [_LatticeTag(1.0, "s2x1"), _LatticeTag(10.0, "s1x2"), _LatticeTag(100.0, "k2_s4")]
+    lattice = build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "lattice"}, prms=pool)
+    seen = _moves(lattice)
+    assert seen[1.0] == {(1, 0), (-1, 0)}  # even rows: moved by a row
+    assert seen[10.0] == {(0, 1), (0, -1)}  # even columns: moved by a column
+    assert seen[100.0] == set(lattice_shifts("k2_s4")) and len(seen[100.0]) == 20
+    as_run = _moves(build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "lattice_as_run"},
+                                  prms=pool))
+    assert as_run[1.0] == {(0, 1), (0, -1)} and as_run[10.0] == {(1, 0), (-1, 0)}  # the authors' code swaps the axes
+    sizes = _moves(build_defense("stochastic_prm", torch.nn.Identity(),
+                                 {"lambdas": [1.0], "shifts": "sizes", "shift_sizes": [1]}, prms=pool))
+    assert all(moves == set(shifts_of_sizes([1])) for moves in sizes.values())
+    none = _moves(build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "none"}, prms=pool))
+    assert all(moves == {(0, 0)} for moves in none.values()) and len(none) == 3
+
+
+@pytest.mark.parametrize("lattice", list(LATTICES))
+def test_lattice_shift_sets_read_the_pixels_the_lattice_skips(lattice):
+    """Read as (row, column), every shift of a lattice's set brings skipped pixels onto it, and together they
+    reach every pixel; applied with the axes swapped (the authors' pad_shape), s2x1's and s1x2's bring none."""
+    assert set(LATTICE_SHIFTS) == set(LATTICES)
+    mask = lattice_mask(lattice, 16, 16)
+    index = torch.arange(1, 257, dtype=torch.float32).view(1, 1, 16, 16)
+
+    def read(dy, dx):  # the original pixels (1-based index) the lattice reads after the shift, away from the border
+        return set(shift(index, dy, dx)[0, 0][4:12, 4:12][mask[4:12, 4:12]].long().tolist()) - {0}
+
+    skipped = set(index[0, 0][~mask].long().tolist())
+    new = [read(dy, dx) & skipped for dy, dx in lattice_shifts(lattice)]
+    assert all(new)
+    assert read(0, 0).union(*new) >= set(index[0, 0][5:11, 5:11].long().flatten().tolist())
+    swapped_new = [read(dy, dx) & skipped for dy, dx in lattice_shifts(lattice, as_run=True)]
+    if lattice in ("s2x1", "s1x2"):
+        assert not any(swapped_new)
+    with pytest.raises(ValueError, match="no shift set for PRM lattice 's3'"):
+        lattice_shifts("s3")
+
+
+def test_shift_set_settings_are_refused_when_they_do_not_fit(resnet20):
+    prm = PRM("s2", 2, 8, residual=True)
+    with pytest.raises(ValueError, match="shift_sizes goes with shifts: sizes, and only with it"):
+        build_defense("stochastic_prm", resnet20, {"shift_sizes": [1, 2]}, prms=[prm])
+    with pytest.raises(ValueError, match="shift_sizes goes with shifts: sizes"):
+        build_defense("stochastic_prm", resnet20, {"shifts": "sizes"}, prms=[prm])
+    with pytest.raises(ValueError, match="must be one of lattice, lattice_as_run, sizes, none"):
+        build_defense("stochastic_prm", resnet20, {"shifts": "random"}, prms=[prm])
+    with pytest.raises(ValueError, match="needs PRMs that name their lattice"):
+        build_defense("stochastic_prm", resnet20, {}, prms=[_Tag(1.0)])
+    with pytest.raises(ValueError, match="one shift list per PRM: 1 lists for 2 PRMs"):
+        StochasticPRM(resnet20, [prm, prm], prm_shifts=[[]])
+
+
 def test_build_defense_ignores_the_workflow_pool_setting(resnet20, images):
     prm = PRM("s2", 2, 8, residual=True)
     settings = {"lambdas": [0.0], "pool": {"lattices": ["s2"], "replicates": 1}}
@@ -169,7 +241,7 @@ def test_build_defense_models_for_each_protocol(resnet20, images):
     gray = build_defense("stochastic_prm", resnet20, {"graybox_lambda": 1.0}, prms=[prm], deterministic=True)
     with torch.no_grad():
         assert torch.equal(gray(x), resnet20(prm(x)))
-    eot = build_defense("stochastic_prm", resnet20, {"shift_sizes": [1, 2]}, prms=[prm], eot_samples=3)
+    eot = build_defense("stochastic_prm", resnet20, {"shifts": "sizes", "shift_sizes": [1, 2]}, prms=[prm], eot_samples=3)
     assert isinstance(eot, EOT) and len(eot.defense.shifts) == 24
     surrogate = build_defense("region_based", resnet20, {"radius": 0.02, "samples": 1000}, eot_samples=5)
     assert surrogate.surrogate and surrogate.samples == 5

@@ -98,6 +98,12 @@ def _check_defense_eval(config: dict, specs: dict) -> None:
     _check_models_and_keys("defense_eval", config, specs, ["n_images"])
     if "stochastic_prm" not in de["defenses"]:
         return
+    sp = de["defense_settings"]["stochastic_prm"]
+    if (sp["shifts"] == "sizes") != (sp.get("shift_sizes") is not None):
+        raise ConfigError(
+            f"defense_eval.defense_settings.stochastic_prm.shift_sizes ({sp.get('shift_sizes')}) goes with shifts: sizes, "
+            f"and only with it (shifts is {sp['shifts']!r}); set both, e.g. shifts: sizes and shift_sizes: [1, 2], or neither"
+        )
     images = config["prm"]["train"]["images"]
     for name in de["models"]:
         ds = specs[name]["dataset"]

@@ -6,9 +6,10 @@ argmax is the defended prediction. The randomised ones draw from their own gener
 construction (``seed``) and re-seedable (:meth:`reseed`), so a run is reproducible and does not
 touch the global RNG.
 
-* :class:`StochasticPRM` — P3's defence: per call, a random shift of 1–2 pixels (zero padded)
-  moves the lattice, then one or more PRMs drawn at random with λ drawn from ``lambdas``
-  (authors' ``ACE.forward``). ``stochastic=False`` gives the deterministic PRM model the gray-box
+* :class:`StochasticPRM` — P3's defence: per call, one or more PRMs drawn at random, each after a
+  random shift of 1–2 pixels (zero padded) that moves its lattice — by default drawn from the
+  authors' shift set of that PRM's lattice (:data:`LATTICE_SHIFTS`) — with λ drawn from
+  ``lambdas`` (authors' ``ACE.forward``). ``stochastic=False`` gives the deterministic PRM model the gray-box
   attacks are crafted on.
 * :class:`RegionBased` — Cao & Gong (2017): ``samples`` points drawn uniformly from the hypercube
   of half-side ``radius`` around the image, majority vote. Output: log of the vote shares.
@@ -30,6 +31,23 @@ from torch import nn
 from torch.nn import functional as F
 
 DEFAULT_SHIFTS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
+
+# The authors' per-version shift sets (branch nsml, submodules/ace.py ``shifts``, unet_v0..v5 = our
+# lattices in this order), read as (row, column) shifts (dy, dx): so read, every shift moves pixels
+# the lattice skips onto it. The authors' ``ACE.pad_shape`` applies each pair as (column, row)
+# instead; for the anisotropic lattices that moves s2x1 / s1x2 along the axis they already read
+# whole (``lattice_as_run`` reproduces that; docs/decisions.md).
+_NEIGHBOURS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
+LATTICE_SHIFTS: dict[str, tuple[tuple[int, int], ...]] = {
+    "s2": _NEIGHBOURS,
+    "s2x1": ((1, 0), (-1, 0)),
+    "s1x2": ((0, 1), (0, -1)),
+    "k1x2_s2x4": _NEIGHBOURS + ((0, 2), (0, -2), (1, 2), (1, -2), (-1, 2), (-1, -2)),
+    "k2x1_s4x2": _NEIGHBOURS + ((2, 0), (-2, 0), (2, 1), (-2, 1), (2, -1), (-2, -1)),
+    "k2_s4": ((0, 1), (0, -1), (0, 2), (0, -2), (1, 1), (1, -1), (1, 2), (1, -2), (-1, 1), (-1, -1), (-1, 2),
+              (-1, -2), (2, 1), (2, -1), (2, 2), (2, -2), (-2, 1), (-2, -1), (-2, 2), (-2, -2)),
+}
+SHIFT_MODES = ("lattice", "lattice_as_run", "sizes", "none")
 
 
 class _Randomised(nn.Module):
@@ -54,17 +72,28 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 class StochasticPRM(_Randomised):
-    """``f(x_k)`` with ``x_{i+1} = λ_i·PRM_i(s_i(x_i)) + (1 − λ_i)·s_i(x_i)`` for ``stacks`` random draws."""
+    """``f(x_k)`` with ``x_{i+1} = λ_i·PRM_i(s_i(x_i)) + (1 − λ_i)·s_i(x_i)`` for ``stacks`` random draws.
+
+    ``shifts``: the (dy, dx) shifts ``s_i`` is drawn from, one list for every PRM, or per PRM a list
+    (``prm_shifts``, aligned with ``prms``; the authors draw from the set of the drawn PRM's lattice).
+    An empty list means no shift.
+    """
 
     def __init__(self, classifier: nn.Module, prms: list[nn.Module], lambdas=(0.0, 0.5, 1.0), stacks=(1,),
-                 shifts=DEFAULT_SHIFTS, stochastic: bool = True, fixed_lambda: float = 1.0, seed: int = 0):
+                 shifts=DEFAULT_SHIFTS, stochastic: bool = True, fixed_lambda: float = 1.0, seed: int = 0,
+                 prm_shifts=None):
         if not prms:
             raise ValueError("StochasticPRM needs at least one trained PRM")
         if any(not 0 <= lam <= 1 for lam in lambdas) or not 0 <= fixed_lambda <= 1:
             raise ValueError(f"λ values must lie in [0, 1], got {list(lambdas)} / {fixed_lambda}")
+        if prm_shifts is not None and len(prm_shifts) != len(prms):
+            raise ValueError(f"prm_shifts needs one shift list per PRM: {len(prm_shifts)} lists for {len(prms)} PRMs")
         super().__init__(classifier, seed)
         self.prms = nn.ModuleList(prms)
-        self.lambdas, self.stacks, self.shifts = [float(v) for v in lambdas], list(stacks), [tuple(s) for s in shifts]
+        self.lambdas, self.stacks = [float(v) for v in lambdas], list(stacks)
+        per_prm = prm_shifts if prm_shifts is not None else [shifts] * len(prms)
+        self.prm_shifts = [[tuple(int(v) for v in s) for s in sl] for sl in per_prm]
+        self.shifts = sorted({s for sl in self.prm_shifts for s in sl})  # every shift any draw can make
         self.stochastic, self.fixed_lambda = stochastic, float(fixed_lambda)
 
     def _pick(self, seq):
@@ -74,9 +103,9 @@ class StochasticPRM(_Randomised):
         if not self.stochastic:
             return self.fixed_lambda * self.prms[0](x) + (1 - self.fixed_lambda) * x
         for _ in range(self._pick(self.stacks)):
-            prm, lam = self._pick(list(self.prms)), self._pick(self.lambdas)
-            xs = shift(x, *self._pick(self.shifts)) if self.shifts else x
-            x = lam * prm(xs) + (1 - lam) * xs
+            i, lam = self._pick(range(len(self.prms))), self._pick(self.lambdas)
+            xs = shift(x, *self._pick(self.prm_shifts[i])) if self.prm_shifts[i] else x
+            x = lam * self.prms[i](xs) + (1 - lam) * xs
         return x
 
     def forward(self, x):
@@ -323,6 +352,40 @@ def shifts_of_sizes(sizes) -> list[tuple[int, int]]:
     return [(dy, dx) for dy in range(-top, top + 1) for dx in range(-top, top + 1) if max(abs(dy), abs(dx)) in sizes]
 
 
+def lattice_shifts(lattice: str, as_run: bool = False) -> list[tuple[int, int]]:
+    """The authors' shift set of a PRM lattice as (dy, dx); ``as_run``: as their code applies it (axes swapped)."""
+    if lattice not in LATTICE_SHIFTS:
+        raise ValueError(f"no shift set for PRM lattice {lattice!r}; known: {', '.join(LATTICE_SHIFTS)}")
+    return [(dx, dy) if as_run else (dy, dx) for dy, dx in LATTICE_SHIFTS[lattice]]
+
+
+def shift_sets(mode: str, sizes, prms: list[nn.Module]) -> list[list[tuple[int, int]]]:
+    """Per PRM, the shifts the stochastic PRM draws from (``defense_settings.stochastic_prm.shifts``).
+
+    ``lattice``: the authors' set of each PRM's lattice read as (row, column) (ours: the reading under
+    which every shift moves skipped pixels onto the lattice); ``lattice_as_run``: the same sets as the
+    authors' code applies them; ``sizes``: every direction at the Chebyshev lengths ``sizes`` (ours,
+    one set for all PRMs); ``none``: no shift. ``sizes`` is read by the ``sizes`` mode only.
+    """
+    if mode not in SHIFT_MODES:
+        raise ValueError(f"stochastic_prm.shifts must be one of {', '.join(SHIFT_MODES)}, got {mode!r}")
+    if (mode == "sizes") != (sizes is not None):
+        raise ValueError("stochastic_prm.shift_sizes goes with shifts: sizes, and only with it "
+                         f"(got shifts: {mode}, shift_sizes: {sizes}); set both or neither")
+    if mode == "sizes":
+        return [shifts_of_sizes(sizes)] * len(prms)
+    if mode == "none":
+        return [[] for _ in prms]
+    out = []
+    for prm in prms:
+        lattice = getattr(prm, "lattice", None)
+        if lattice is None:
+            raise ValueError(f"shifts: {mode} needs PRMs that name their lattice (a pixelrobust.prm.PRM); got "
+                             f"{type(prm).__name__}; use shifts: sizes or none")
+        out.append(lattice_shifts(lattice, as_run=mode == "lattice_as_run"))
+    return out
+
+
 DEFENSES = {"stochastic_prm": StochasticPRM, "region_based": RegionBased, "randomization": Randomization,
             "pixel_deflection": PixelDeflection}
 
@@ -347,8 +410,9 @@ def build_defense(name: str, classifier: nn.Module, settings: dict | None = None
             raise ValueError("the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/<variant>/prm.pt)")
         s.pop("pool", None)  # which PRMs to train: the workflow's concern; the PRMs themselves arrive in ``prms``
         fixed = s.pop("graybox_lambda", 1.0)
-        shifts = shifts_of_sizes(s.pop("shift_sizes", [1]))
-        d = StochasticPRM(classifier, prms, shifts=shifts, fixed_lambda=fixed, stochastic=not deterministic, seed=seed, **s)
+        per_prm = shift_sets(s.pop("shifts", "lattice"), s.pop("shift_sizes", None), prms)
+        d = StochasticPRM(classifier, prms, prm_shifts=per_prm, fixed_lambda=fixed, stochastic=not deterministic,
+                          seed=seed, **s)
         return d if deterministic or eot_samples is None else EOT(d, eot_samples)
     if deterministic:
         return classifier
