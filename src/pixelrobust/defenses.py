@@ -30,8 +30,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-DEFAULT_SHIFTS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
-
 # The authors' per-version shift sets (branch nsml, submodules/ace.py ``shifts``, unet_v0..v5 = our
 # lattices in this order), read as (row, column) shifts (dy, dx): so read, every shift moves pixels
 # the lattice skips onto it. The authors' ``ACE.pad_shape`` applies each pair as (column, row)
@@ -47,6 +45,7 @@ LATTICE_SHIFTS: dict[str, tuple[tuple[int, int], ...]] = {
     "k2_s4": ((0, 1), (0, -1), (0, 2), (0, -2), (1, 1), (1, -1), (1, 2), (1, -2), (-1, 1), (-1, -1), (-1, 2),
               (-1, -2), (2, 1), (2, -1), (2, 2), (2, -2), (-2, 1), (-2, -1), (-2, 2), (-2, -2)),
 }
+DEFAULT_SHIFTS = _NEIGHBOURS  # StochasticPRM's shifts when none are given: the s2 set
 SHIFT_MODES = ("lattice", "lattice_as_run", "sizes", "none")
 
 
