@@ -9,6 +9,7 @@ import torch
 from pixelrobust import data
 from pixelrobust.defenses import (EOT, LATTICE_SHIFTS, PixelDeflection, Randomization, RegionBased, StochasticPRM,
                                    build_defense, lattice_shifts, shift, shifts_of_sizes, wavelet_denoise)
+from pixelrobust.errors import ConfigError
 from pixelrobust.prm import LATTICES, PRM, lattice_mask
 
 
@@ -166,7 +167,6 @@ def test_each_prm_draws_its_shift_from_its_lattice_set():
 def test_lattice_shift_sets_read_the_pixels_the_lattice_skips(lattice):
     """Read as (row, column), every shift of a lattice's set brings skipped pixels onto it, and together they
     reach every pixel; applied with the axes swapped (the authors' pad_shape), s2x1's and s1x2's bring none."""
-    assert set(LATTICE_SHIFTS) == set(LATTICES)
     mask = lattice_mask(lattice, 16, 16)
     index = torch.arange(1, 257, dtype=torch.float32).view(1, 1, 16, 16)
 
@@ -180,7 +180,11 @@ def test_lattice_shift_sets_read_the_pixels_the_lattice_skips(lattice):
     swapped_new = [read(dy, dx) & skipped for dy, dx in lattice_shifts(lattice, as_run=True)]
     if lattice in ("s2x1", "s1x2"):
         assert not any(swapped_new)
-    with pytest.raises(ValueError, match="no shift set for PRM lattice 's3'"):
+
+
+def test_every_lattice_has_a_shift_set():
+    assert set(LATTICE_SHIFTS) == set(LATTICES)
+    with pytest.raises(ConfigError, match="unknown PRM lattice 's3'"):
         lattice_shifts("s3")
 
 
@@ -242,7 +246,7 @@ def test_build_defense_models_for_each_protocol(resnet20, images):
     with torch.no_grad():
         assert torch.equal(gray(x), resnet20(prm(x)))
     eot = build_defense("stochastic_prm", resnet20, {"shifts": "sizes", "shift_sizes": [1, 2]}, prms=[prm], eot_samples=3)
-    assert isinstance(eot, EOT) and len(eot.defense.shifts) == 24
+    assert isinstance(eot, EOT) and eot.defense.prm_shifts == [shifts_of_sizes([1, 2])] and len(shifts_of_sizes([1, 2])) == 24
     surrogate = build_defense("region_based", resnet20, {"radius": 0.02, "samples": 1000}, eot_samples=5)
     assert surrogate.surrogate and surrogate.samples == 5
     xg = x.clone().requires_grad_(True)

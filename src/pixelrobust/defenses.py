@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .prm import check_lattice
+
 # The authors' per-version shift sets (branch nsml, submodules/ace.py ``shifts``, unet_v0..v5 = our
 # lattices in this order), read as (row, column) shifts (dy, dx): so read, every shift moves pixels
 # the lattice skips onto it. The authors' ``ACE.pad_shape`` applies each pair as (column, row)
@@ -92,7 +94,6 @@ class StochasticPRM(_Randomised):
         self.lambdas, self.stacks = [float(v) for v in lambdas], list(stacks)
         per_prm = prm_shifts if prm_shifts is not None else [shifts] * len(prms)
         self.prm_shifts = [[tuple(int(v) for v in s) for s in sl] for sl in per_prm]
-        self.shifts = sorted({s for sl in self.prm_shifts for s in sl})  # every shift any draw can make
         self.stochastic, self.fixed_lambda = stochastic, float(fixed_lambda)
 
     def _pick(self, seq):
@@ -353,8 +354,7 @@ def shifts_of_sizes(sizes) -> list[tuple[int, int]]:
 
 def lattice_shifts(lattice: str, as_run: bool = False) -> list[tuple[int, int]]:
     """The authors' shift set of a PRM lattice as (dy, dx); ``as_run``: as their code applies it (axes swapped)."""
-    if lattice not in LATTICE_SHIFTS:
-        raise ValueError(f"no shift set for PRM lattice {lattice!r}; known: {', '.join(LATTICE_SHIFTS)}")
+    check_lattice(lattice)  # LATTICE_SHIFTS has a set for every lattice (tested)
     return [(dx, dy) if as_run else (dy, dx) for dy, dx in LATTICE_SHIFTS[lattice]]
 
 

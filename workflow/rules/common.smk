@@ -228,11 +228,8 @@ def defense_chunks(wildcards=None):
     }
     prov = [f.replace(".csv", ".provenance.json") for files in chunks.values() for f in files]
     if "stochastic_prm" in de["defenses"]:
-        prov += [
-            f"results/p3/prm/{m}/{v}/prm.provenance.json"
-            for m in de["models"]
-            for v in defense_pool()
-        ]
+        pool = defense_pool()
+        prov += [f"results/p3/prm/{m}/{v}/prm.provenance.json" for m in de["models"] for v in pool]
     return {**chunks, "prov": prov}
 
 
