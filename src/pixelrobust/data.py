@@ -18,6 +18,8 @@ and a stable image id per image.
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -131,39 +133,49 @@ def _fix_hint(name: str) -> str:
     )
 
 
-def _unpickle(path: Path, name: str) -> dict:
+def _prepared_hint(data_dir: str | os.PathLike) -> str:
+    """The fix when a prepared copy under resources/data/ is damaged: delete it, rerun."""
+    return (
+        f"the prepared copy {data_dir} was damaged or changed after preparation; delete the folder {data_dir} "
+        "and rerun (the workflow prepares it again from its source)"
+    )
+
+
+def _unpickle(path: Path, name: str, fix: str | None = None) -> dict:
+    fix = fix or _fix_hint(name)
     if not path.is_file():
-        raise DataError(f"dataset {name}: missing file {path}; {_fix_hint(name)}")
+        raise DataError(f"dataset {name}: missing file {path}; {fix}")
     try:
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="latin1")
     except Exception as e:  # truncated or not a pickle at all
-        raise DataError(f"dataset {name}: cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated; {_fix_hint(name)}") from e
+        raise DataError(f"dataset {name}: cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated; {fix}") from e
     if not isinstance(d, dict):
-        raise DataError(f"dataset {name}: {path} holds a {type(d).__name__}, expected a dict; {_fix_hint(name)}")
+        raise DataError(f"dataset {name}: {path} holds a {type(d).__name__}, expected a dict; {fix}")
     return d
 
 
-def _check_cifar_batch(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load one CIFAR pickle and check its keys, shapes, dtype and labels."""
+def _check_cifar_batch(path: Path, name: str, fix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load one CIFAR pickle and check its keys, shapes, dtype and labels (``fix``: the hint on failure)."""
     spec = CIFAR[name]
-    d = _unpickle(path, name)
+    fix = fix or _fix_hint(name)
+    d = _unpickle(path, name, fix)
     for key in ("data", spec["label_key"]):
         if key not in d:
-            raise DataError(f"dataset {name}: {path} has no key '{key}' (keys: {sorted(d)}); {_fix_hint(name)}")
+            raise DataError(f"dataset {name}: {path} has no key '{key}' (keys: {sorted(d)}); {fix}")
     data = np.asarray(d["data"])
     labels = np.asarray(d[spec["label_key"]], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
         raise DataError(
             f"dataset {name}: {path} 'data' has shape {data.shape} dtype {data.dtype}, expected (N, 3072) uint8 "
-            f"(32x32 RGB); {_fix_hint(name)}"
+            f"(32x32 RGB); {fix}"
         )
     if len(labels) != len(data) or len(data) == 0:
-        raise DataError(f"dataset {name}: {path} has {len(data)} images but {len(labels)} labels; {_fix_hint(name)}")
+        raise DataError(f"dataset {name}: {path} has {len(data)} images but {len(labels)} labels; {fix}")
     if labels.min() < 0 or labels.max() >= spec["num_classes"]:
         raise DataError(
             f"dataset {name}: {path} has labels outside [0, {spec['num_classes'] - 1}] "
-            f"(min {labels.min()}, max {labels.max()}); {_fix_hint(name)}"
+            f"(min {labels.min()}, max {labels.max()}); {fix}"
         )
     return data, labels
 
@@ -209,8 +221,17 @@ def _label_lines(path: Path) -> list[tuple[int, str, str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset imagenet: label file {path} does not exist (config key datasets.imagenet.labels)")
+    try:
+        # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first file name
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"dataset imagenet: label file {path} is not UTF-8 text ({e}); save it as UTF-8 "
+            "(config key datasets.imagenet.labels)"
+        ) from e
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    seen: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -219,6 +240,12 @@ def _label_lines(path: Path) -> list[tuple[int, str, str]]:
             raise DataError(f"dataset imagenet: {path}:{lineno}: expected '<file> <label>', got {line!r}")
         if not rows and not parts[0].lower().endswith(IMAGENET["image_suffixes"]) and not parts[1].isdigit():
             continue  # header
+        if parts[0] in seen:
+            raise DataError(
+                f"dataset imagenet: {path}:{lineno}: {parts[0]} is listed twice (first on line {seen[parts[0]]}); "
+                "list each image once (config key datasets.imagenet.labels)"
+            )
+        seen[parts[0]] = lineno
         rows.append((lineno, parts[0], parts[1]))
     if not rows:
         raise DataError(f"dataset imagenet: label file {path} lists no images")
@@ -284,6 +311,70 @@ def _cifar_labels(path: Path, name: str) -> np.ndarray:
     return _check_cifar_batch(path, name)[1]
 
 
+def _stat_entry(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.name}:missing"
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def source_fingerprint(name: str, cfg: dict, mirror: Path | None) -> str:
+    """A digest of a dataset's source files as they are now: a ``prepare_dataset`` param.
+
+    Snakemake reruns a job whose params changed, so editing, adding or removing a source file
+    (the image folder and label file of ``datasets.imagenet.source: folder``, the mirror's files)
+    re-prepares ``resources/data/<name>``. Each file counts by name, size and modification time
+    (a stat, no reading), the label file by its sha256; downloads are rule inputs already.
+    For a folder source, a listed image that is missing is an error here, before anything runs.
+    """
+    entries: list[str] = []
+    if name in CIFAR:
+        if mirror is not None:
+            spec = CIFAR[name]
+            folder = mirror / spec["folder"]
+            entries = [_stat_entry(folder / f) for f in [spec["meta"], *sum(spec["splits"].values(), [])]]
+    else:
+        if mirror is not None:
+            entries.append(_stat_entry(mirror / IMAGENET["class_index"]))
+        if cfg.get("source", "sample") == "folder":
+            labels = Path(cfg["labels"]).expanduser()
+            folder = Path(cfg["folder"]).expanduser()
+            lines = _label_lines(labels)
+            missing = [f for _, f, _ in lines if not (folder / f).is_file()]
+            if missing:
+                raise DataError(
+                    f"dataset imagenet: {len(missing)} image{'s' if len(missing) != 1 else ''} listed in {labels} {'are' if len(missing) != 1 else 'is'} not in {folder} "
+                    f"(first: {missing[0]}); fix datasets.imagenet.folder / labels"
+                )
+            entries.append(f"labels:{file_digest(labels)}")
+            entries += [_stat_entry(folder / f) for _, f, _ in lines]
+        elif mirror is not None:
+            folder = mirror / IMAGENET["sample_folder"]
+            entries += [_stat_entry(p) for p in _list_images(folder)] if folder.is_dir() else ["missing"]
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
+
+
+def _pil_error(e: Exception) -> str:
+    """PIL's error without the in-memory buffer's repr (``<_io.BytesIO object at 0x...>``)."""
+    import re
+
+    return f"{type(e).__name__}: " + re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))
+
+
+def _decode_check(path: Path, fix: str) -> str:
+    """Decode an image fully (a 0-byte or truncated file fails here); return its sha256."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"dataset imagenet: cannot decode image {path} ({_pil_error(e)}); it is empty, corrupt or not an image; {fix}") from e
+    return hashlib.sha256(data).hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------
 # Preparing resources/data/<name>
 # ----------------------------------------------------------------------------------------------
@@ -346,15 +437,19 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
         folder = Path(cfg["folder"]).expanduser().resolve()
         if not folder.is_dir():
             raise DataError(f"dataset imagenet: image folder {folder} does not exist (config key datasets.imagenet.folder)")
-        rows = read_label_file(Path(cfg["labels"]), class_index)
+        labels_path = Path(cfg["labels"]).expanduser().resolve()
+        rows = read_label_file(labels_path, class_index)
         missing = [f for f, _ in rows if not (folder / f).is_file()]
         if missing:
             raise DataError(
-                f"dataset imagenet: {len(missing)} images listed in {cfg['labels']} are not in {folder} "
+                f"dataset imagenet: {len(missing)} image{'s' if len(missing) != 1 else ''} listed in {cfg['labels']} {'are' if len(missing) != 1 else 'is'} not in {folder} "
                 f"(first: {missing[0]}); fix datasets.imagenet.folder / labels"
             )
-        index = [(str(folder / f), y) for f, y in rows]
+        fix = f"replace it, or remove its line from the label file {labels_path} (config key datasets.imagenet.labels)"
+        # every image is decoded now, so a broken one stops preparation, not a compute job later
+        index = [(str(folder / f), y, _decode_check(folder / f, fix)) for f, y in rows]
         source = f"folder:{folder}"
+        extra = {"labels": str(labels_path), "labels_sha256": file_digest(labels_path)}
     else:
         sums = imagenet_sample_checksums()
         images = out / "images"
@@ -387,12 +482,14 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
             wnid = f.name.split("_", 1)[0]
             if wnid not in class_index:
                 raise DataError(f"dataset imagenet: {f.name} has wnid {wnid} not in the class index")
-            index.append((f"images/{f.name}", class_index[wnid]))
+            index.append((f"images/{f.name}", class_index[wnid], sums[f.name]))
         shutil.rmtree(out / "_extract", ignore_errors=True)
+        extra = {}
     with open(out / "index.tsv", "w") as fh:
-        for path, y in index:
-            fh.write(f"{path}\t{y}\n")
+        for path, y, sha in index:
+            fh.write(f"{path}\t{y}\t{sha}\n")
     return {
+        **extra,
         "kind": "imagenet",
         "source": source,
         "counts": {"test": len(index)},
@@ -423,7 +520,37 @@ def read_manifest(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{data_dir} is not a prepared dataset (no {MANIFEST}); run the workflow's prepare_dataset rule for it")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["dataset"], manifest["counts"], manifest["kind"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}") from e
+    return manifest
+
+
+def _check_not_stale(data_dir: Path, manifest: dict) -> None:
+    """A folder-source ImageNet whose label file changed since preparation is stale: say so."""
+    labels, recorded = manifest.get("labels"), manifest.get("labels_sha256")
+    if not labels or not recorded:
+        return
+    path = Path(labels)
+    now = _cached_digest(str(path), *_stat_key(path)) if path.is_file() else "missing"
+    if now != recorded:
+        raise DataError(
+            f"{data_dir} is stale: the label file {labels} (config key datasets.imagenet.labels) changed or disappeared "
+            f"after {data_dir} was prepared; rerun the workflow (it prepares the dataset again when its source changes) "
+            f"or delete the folder {data_dir}"
+        )
+
+
+def _stat_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
 
 
 def load_split(data_dir: str | os.PathLike, split: str = "test", start: int = 0, stop: int | None = None) -> Split:
@@ -434,51 +561,79 @@ def load_split(data_dir: str | os.PathLike, split: str = "test", start: int = 0,
     counts = manifest["counts"]
     if split not in counts:
         raise DataError(f"dataset {name} has no split {split!r} (splits: {sorted(counts)})")
+    _check_not_stale(data_dir, manifest)
     n = counts[split]
     stop = n if stop is None else stop
     if not 0 <= start <= stop <= n:
-        raise DataError(f"dataset {name} split {split}: images {start}:{stop} requested, but it has {n}")
+        raise DataError(
+            f"dataset {name} split {split}: images {start}:{stop} requested, but {data_dir} was prepared with {n} "
+            f"(its {MANIFEST}); if the dataset's source changed since, {data_dir} is stale: delete the folder {data_dir} "
+            "and rerun"
+        )
+    # the caches below are keyed on the manifest's size and time, so a folder prepared again is re-read
+    version = _stat_key(data_dir / MANIFEST)
     if manifest["kind"] == "cifar":
-        data, labels = _cifar_arrays(str(data_dir), name, split)
+        data, labels = _cifar_arrays(str(data_dir), name, split, *version)
         images = torch.from_numpy(data[start:stop].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
         ids = [f"{name}-{split}-{i:05d}" for i in range(start, stop)]
         return Split(images, torch.from_numpy(labels[start:stop].copy()), ids)
-    index = _imagenet_index(str(data_dir))[start:stop]
-    images = torch.stack([_load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"]) for p, _ in index]) if index else torch.empty(0, 3, manifest["crop"], manifest["crop"])
-    labels = torch.tensor([y for _, y in index], dtype=torch.int64)
-    ids = [Path(p).stem for p, _ in index]
+    index = _imagenet_index(str(data_dir), *version)[start:stop]
+    images = torch.stack([_load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"], sha) for p, _, sha in index]) if index else torch.empty(0, 3, manifest["crop"], manifest["crop"])
+    labels = torch.tensor([y for _, y, _ in index], dtype=torch.int64)
+    ids = [Path(p).stem for p, _, _ in index]
     return Split(images, labels, ids)
 
 
 @functools.lru_cache(maxsize=8)
-def _cifar_arrays(data_dir: str, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    parts = [_check_cifar_batch(Path(data_dir) / f, name) for f in CIFAR[name]["splits"][split]]
+def _cifar_arrays(data_dir: str, name: str, split: str, *version) -> tuple[np.ndarray, np.ndarray]:
+    fix = _prepared_hint(data_dir)
+    parts = [_check_cifar_batch(Path(data_dir) / f, name, fix) for f in CIFAR[name]["splits"][split]]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 @functools.lru_cache(maxsize=8)
-def _imagenet_index(data_dir: str) -> list[tuple[str, int]]:
+def _imagenet_index(data_dir: str, *version) -> list[tuple[str, int, str | None]]:
+    """(image path, label, sha256 recorded at preparation or None for folders prepared before it was)."""
+    path = Path(data_dir) / "index.tsv"
     rows = []
-    for line in (Path(data_dir) / "index.tsv").read_text().splitlines():
-        path, y = line.rsplit("\t", 1)
-        rows.append((path, int(y)))
+    try:
+        for line in path.read_text().splitlines():
+            parts = line.split("\t")
+            rows.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None))
+    except (OSError, ValueError, IndexError) as e:
+        raise DataError(f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}") from e
     return rows
 
 
-def _load_imagenet_image(data_dir: Path, path: str, resize: int, crop: int) -> torch.Tensor:
-    """Standard ImageNet evaluation preprocessing: shorter side to ``resize``, centre crop ``crop``."""
+def _load_imagenet_image(data_dir: Path, path: str, resize: int, crop: int, sha256: str | None = None) -> torch.Tensor:
+    """Standard ImageNet evaluation preprocessing: shorter side to ``resize``, centre crop ``crop``.
+
+    The file's sha256 is compared with the one recorded at preparation (``sha256``), so an image
+    edited or damaged afterwards is an error that names it, not a silently different input.
+    """
     from PIL import Image
     from torchvision.transforms import functional as TF
 
-    full = Path(path) if Path(path).is_absolute() else data_dir / path
+    own = Path(path).is_absolute()  # an image of the user's folder (source: folder), else a prepared copy
+    full = Path(path) if own else data_dir / path
+    fix = (
+        f"it changed after {data_dir} was prepared; rerun the workflow (it prepares the dataset again when its "
+        f"folder changes) or delete the folder {data_dir}" if own else _prepared_hint(data_dir)
+    )
     try:
-        with Image.open(full) as im:
+        raw = full.read_bytes()
+    except OSError as e:
+        raise DataError(f"dataset imagenet: cannot read image {full} ({e}); {fix}") from e
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise DataError(f"dataset imagenet: image {full} is not the file that was prepared (sha256 differs); {fix}")
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
             im = im.convert("RGB")
             im = TF.resize(im, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
             im = TF.center_crop(im, crop)
             return TF.pil_to_tensor(im).float().div_(255.0)
     except (OSError, SyntaxError) as e:
-        raise DataError(f"dataset imagenet: cannot decode image {full} ({e}); it is corrupt or not an image") from e
+        raise DataError(f"dataset imagenet: cannot decode image {full} ({_pil_error(e)}); it is corrupt or not an image; {fix}") from e
 
 
 def class_names(data_dir: str | os.PathLike) -> list[str]:
@@ -487,7 +642,7 @@ def class_names(data_dir: str | os.PathLike) -> list[str]:
     manifest = read_manifest(data_dir)
     if manifest["kind"] == "cifar":
         spec = CIFAR[manifest["dataset"]]
-        return list(_unpickle(data_dir / spec["meta"], manifest["dataset"])[spec["names_key"]])
+        return list(_unpickle(data_dir / spec["meta"], manifest["dataset"], _prepared_hint(data_dir))[spec["names_key"]])
     raw = json.loads((data_dir / IMAGENET["class_index"]).read_text())
     return [raw[str(i)][1] for i in range(len(raw))]
 
@@ -516,4 +671,5 @@ __all__ = [
     "read_label_file",
     "read_manifest",
     "resolve_mirror",
+    "source_fingerprint",
 ]

@@ -8,7 +8,8 @@ import os
 import pandas as pd
 import torch
 
-from .data import load_split
+from .data import load_split, num_classes
+from .errors import ModelError
 from .io import write_table
 from .models import build_model
 
@@ -48,12 +49,60 @@ def prediction_table(logits: torch.Tensor, labels: torch.Tensor, ids: list[str])
     )
 
 
+# ours: the near-chance check's error rates (see chance_threshold)
+CHANCE_ALPHA = 1e-3   # a model at chance passes with probability <= this
+WORKING_TOP1 = 0.5    # a model at least this accurate fails with probability <= CHANCE_ALPHA
+
+
+def chance_threshold(n: int, n_classes: int, alpha: float = CHANCE_ALPHA, working: float = WORKING_TOP1) -> int | None:
+    """The fewest correct of ``n`` images that shows a model is above chance; None if ``n`` is too few.
+
+    Under chance (top-1 = 1/``n_classes``, a broken model: wrong normalisation, wrong weights,
+    labels that do not match) the number correct is Binomial(n, 1/n_classes). The threshold
+    ``k`` is the smallest with P(X >= k) <= ``alpha``, so a model at chance passes with probability
+    at most ``alpha``. The check applies only when a model with top-1 ``working`` would reach
+    ``k`` with probability >= 1 - ``alpha`` (P(Binomial(n, working) < k) <= ``alpha``), so a
+    working model fails it with probability at most ``alpha``; for fewer images it says nothing.
+    """
+    from scipy.stats import binom
+
+    if n < 1:
+        return None
+    p0 = 1.0 / n_classes
+    ks = range(n + 1)
+    k = next((k for k in ks if binom.sf(k - 1, n, p0) <= alpha), None)  # sf(k-1) = P(X >= k)
+    if k is None or binom.cdf(k - 1, n, working) > alpha:
+        return None
+    return k
+
+
+def check_above_chance(name: str, correct, preds, n_classes: int, what: str, spec: dict | None = None) -> None:
+    """Raise a ModelError when a clean accuracy is consistent with chance (see :func:`chance_threshold`)."""
+    n = len(correct)
+    k = int(sum(int(c) for c in correct))
+    need = chance_threshold(n, n_classes)
+    if need is None or k >= need:
+        return
+    preds = [int(p) for p in preds]
+    top = max(set(preds), key=preds.count)
+    same = f"; {preds.count(top)} of {n} images are predicted as class {top}" if preds.count(top) > n / 2 else ""
+    norm = f" (now mean {[round(float(v), 4) for v in spec['mean']]}, std {[round(float(v), 4) for v in spec['std']]})" if spec else ""
+    raise ModelError(
+        f"model {name}: clean top-1 on {what} is {k}/{n} = {k / n:.3f}, no better than chance (1/{n_classes}){same}. "
+        f"A working model gets at least {need} of {n} right (a model at chance does with probability <= {CHANCE_ALPHA:g}). "
+        f"Likely causes: models.{name}.mean / std not on the [0, 1] scale{norm}; weights trained for another dataset or "
+        f"architecture (models.{name}.dataset / arch / weights); or labels that do not match the images "
+        f"(datasets.imagenet.labels for a folder source)"
+    )
+
+
 def clean_accuracy_chunk(spec: dict, weights: str | os.PathLike, data_dir: str | os.PathLike, start: int, stop: int,
                          out: str | os.PathLike, batch_size: int = 256, device: torch.device | str = "cpu") -> pd.DataFrame:
     """Predictions of one model on images ``start:stop`` of its dataset's test split, written to ``out``."""
     split = load_split(data_dir, "test", start, stop)
     model = build_model(spec, weights, device)
     table = prediction_table(predict(model, split.images, batch_size, device), split.labels, split.ids)
+    check_above_chance(spec["name"], table.top1, table.pred, spec["num_classes"], f"test images {start}:{stop}", spec)
     write_table(table, out, float_format="%.6f")
     log.info("%s images %d:%d top1 %.4f", spec["name"], start, stop, table.top1.mean())
     return table
@@ -66,6 +115,7 @@ def summarise_clean_accuracy(chunks: dict[str, list[str]], datasets: dict[str, s
         preds = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
         if preds.image_id.duplicated().any():
             raise ValueError(f"clean accuracy of {model}: chunks overlap (duplicate image ids)")
+        check_above_chance(model, preds.top1, preds.pred, num_classes(datasets[model]), f"all {len(preds)} test images")
         rows.append({"model": model, "dataset": datasets[model], "n_images": len(preds),
                      "top1": preds.top1.mean(), "top5": preds.top5.mean()})
     table = pd.DataFrame(rows, columns=["model", "dataset", "n_images", "top1", "top5"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -55,6 +56,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp" + suffix, dir=dest.parent)
     os.close(fd)
     os.unlink(tmp)
@@ -69,6 +71,30 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(dest: str | os.PathLike, suffix: str = "") -> list[Path]:
+    """Delete temporaries of ``dest`` left by a killed writer (SIGKILL, power loss); return them.
+
+    :func:`atomic_path` names them ``.<name>.<8 random characters>.tmp<suffix>`` next to ``dest``.
+    A workflow never runs two jobs that write the same output, so any such sibling found when a
+    new write of ``dest`` begins belongs to a writer that is gone.
+    """
+    dest = Path(dest)
+    pattern = re.compile(r"\." + re.escape(dest.name) + r"\.[a-z0-9_]{8}\.tmp" + re.escape(suffix) + "$")
+    removed = []
+    try:
+        siblings = list(dest.parent.iterdir())
+    except OSError:
+        return removed
+    for p in siblings:
+        if pattern.match(p.name):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def download(url: str, dest: str | os.PathLike, checksum: str | None, algorithm: str = "sha256", what: str = "") -> Path:
@@ -127,6 +153,28 @@ def write_table(df, csv_path: str | os.PathLike, md_path: str | os.PathLike | No
     if md_path is not None:
         with atomic_path(md_path) as tmp:
             tmp.write_text(markdown_table(df, float_format))
+
+
+def read_table(path: str | os.PathLike):
+    """Read a CSV written by :func:`write_table`; a table with no rows and no columns reads as empty.
+
+    ``write_table`` writes an empty DataFrame without columns as a single newline, which
+    ``pandas.read_csv`` rejects (``EmptyDataError``); such a chunk is a finished, empty table.
+    A missing or unparsable file is a ``PixelrobustError`` that names it.
+    """
+    import pandas as pd
+
+    from .errors import PixelrobustError
+
+    path = Path(path)
+    if not path.is_file():
+        raise PixelrobustError(f"table {path} does not exist; rerun the rule that writes it")
+    if not path.read_bytes().strip():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise PixelrobustError(f"cannot read table {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it") from e
 
 
 def markdown_table(df, float_format: str = "%.4f") -> str:

@@ -167,11 +167,37 @@ def resolve_spec(name: str, overrides: dict | None) -> dict:
             raise ConfigError(f"models.{name}.{key} is required for a model that is not built in")
     if "weights" not in spec and "url" not in spec:
         raise ConfigError(f"models.{name}: give either weights (a local file) or url (+ sha256)")
+    _check_plausible(name, spec, overrides)
     spec.setdefault("num_classes", dataset_num_classes(spec["dataset"]))
     spec.setdefault("file", Path(spec.get("url", spec.get("weights", name))).name)
     if spec["arch"].startswith("cifar_resnet") and "depth" not in spec:
         raise ConfigError(f"models.{name}.depth is required for architecture {spec['arch']}")
     return spec
+
+
+def _check_plausible(name: str, spec: dict, overrides: dict) -> None:
+    """Catch model specs that would run but give wrong numbers: 0-255 normalisation, a built-in's
+    weights relabelled to another dataset."""
+    for key, low in (("mean", 0.0), ("std", 0.0)):
+        values = [float(v) for v in spec[key]]
+        if len(values) != 3:
+            raise ConfigError(f"models.{name}.{key} has {len(values)} values; give one per RGB channel, e.g. [0.485, 0.456, 0.406]")
+        if any(v > 1.0 for v in values):
+            scaled = [round(v / 255.0, 4) for v in values]
+            raise ConfigError(
+                f"models.{name}.{key} is {values}, which looks like the 0-255 scale; models take images in [0, 1] and "
+                f"normalise them themselves, so give {key} on the [0, 1] scale (divided by 255: {scaled})"
+            )
+        if any(v < low for v in values) or (key == "std" and any(v <= 0 for v in values)):
+            raise ConfigError(f"models.{name}.{key} is {values}; {key} must be in {'(0, 1]' if key == 'std' else '[0, 1]'} per channel")
+    builtin = MODELS.get(name)
+    if builtin and "dataset" in overrides and overrides["dataset"] != builtin["dataset"] \
+            and not ({"weights", "url"} & set(overrides)):
+        raise ConfigError(
+            f"models.{name}.dataset is {overrides['dataset']!r}, but {name}'s built-in weights were trained on "
+            f"{builtin['dataset']!r} ({dataset_num_classes(builtin['dataset'])} classes); remove models.{name}.dataset, or add "
+            f"the model under a new name with its own arch, dataset, mean, std and weights (or url + sha256)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

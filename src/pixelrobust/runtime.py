@@ -45,11 +45,23 @@ def resolve_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key device is {preference!r} but CUDA is not available here; use 'auto' or 'cpu'")
+        raise ConfigError(
+            f"config key device is {preference!r} but CUDA is not available on this machine "
+            f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+            "use device: auto (CUDA when present, else CPU) or device: cpu"
+        )
     try:
-        return torch.device(preference)
+        dev = torch.device(preference)
     except RuntimeError as e:
         raise ConfigError(f"config key device: {preference!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:N')") from e
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise ConfigError(
+            f"config key device is {preference!r} but this machine shows {n} CUDA device{'s' if n != 1 else ''} "
+            f"(cuda:0{'..cuda:' + str(n - 1) if n > 1 else ''}; CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); pick one of them, or use device: cuda / auto"
+        )
+    return dev
 
 
 def derive_seed(base: int, *keys) -> int:

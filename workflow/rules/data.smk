@@ -29,5 +29,9 @@ rule prepare_dataset:
     params:
         settings=lambda w: config["datasets"][w.dataset],
         mirror=str(MIRROR) if MIRROR else None,
+        # changes when a source file is edited, added or removed: Snakemake then prepares again
+        source_fingerprint=lambda w: prdata.source_fingerprint(
+            w.dataset, config["datasets"][w.dataset], MIRROR
+        ),
     script:
         "../scripts/prepare_dataset.py"
