@@ -19,15 +19,18 @@ added when the stride does not reach it, so every pixel is constrained (ours).
 
 The attack step maximises ⟨g, δ⟩ over the intersection of every window's set and the box
 0 ≤ x+δ ≤ 1. :class:`SSIMBallProblem` holds one batch of such problems; :func:`solve_admm`
-solves them together in torch (consensus ADMM: the box step is a clip because every pixel's
-window count is a diagonal, the window step a closed-form projection), restores exact
-feasibility by scaling δ towards 0 (a feasible point), and certifies the result with a Lagrange
-dual bound, so each image's returned objective is provably within ``tol`` of the optimum.
-:func:`solve_cvxpy` is the reference (Clarabel or SCS).
+solves them together in torch on the CPU or a GPU, for disjoint and overlapping windows alike
+(consensus ADMM with per-window penalties, over-relaxation and residual balancing; the box step is
+a clip because every pixel's window count is a diagonal, the window step a closed-form
+projection), restores exact feasibility (alternating projections over groups of disjoint windows,
+then a scaling towards 0, a feasible point), and certifies the result with a Lagrange dual bound
+(over the box the window bounds imply), so each image's returned objective is provably within
+``tol`` of the optimum. :func:`solve_cvxpy` is the reference (Clarabel or SCS).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -65,33 +68,38 @@ def check_windows(size: int, stride: int, height: int, width: int) -> None:
         raise ConfigError(f"ssim window size {size} is larger than the {height}×{width} image; use a smaller window")
 
 
+def window_starts(n: int, size: int, stride: int) -> list[int]:
+    """Start offsets of the windows along one axis: every ``stride``, plus one flush with the border."""
+    s = list(range(0, n - size + 1, stride))
+    if s[-1] != n - size:
+        s.append(n - size)
+    return s
+
+
 def window_index(height: int, width: int, size: int, stride: int) -> torch.Tensor:
     """Flat pixel indices (windows × size²) of every window; a last window flush with each border."""
     check_windows(size, stride, height, width)
-
-    def starts(n: int) -> list[int]:
-        s = list(range(0, n - size + 1, stride))
-        if s[-1] != n - size:
-            s.append(n - size)
-        return s
-
     off = (torch.arange(size)[:, None] * width + torch.arange(size)[None, :]).flatten()
-    base = torch.tensor([r * width + c for r in starts(height) for c in starts(width)])
+    rows, cols = window_starts(height, size, stride), window_starts(width, size, stride)
+    base = torch.tensor([r * width + c for r in rows for c in cols])
     return base[:, None] + off[None, :]
 
 
-def _fold_index(idx: torch.Tensor, n_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each pixel, the positions in the flattened windows that hold it (padded with a sentinel)."""
-    flat = idx.flatten()
-    count = torch.bincount(flat, minlength=n_pixels)
-    order = torch.argsort(flat, stable=True)
-    k = int(count.max())
-    sentinel = flat.numel()
-    table = torch.full((n_pixels, k), sentinel, dtype=torch.long)
-    starts = torch.cumsum(count, 0) - count
-    rank = torch.arange(flat.numel()) - starts[flat[order]]
-    table[flat[order], rank] = order
-    return table, count
+def window_groups(height: int, width: int, size: int, stride: int) -> list[torch.Tensor]:
+    """The windows (numbers, in :func:`window_index` order) split into groups of pairwise disjoint ones.
+
+    Along each axis the ``i``-th regular window goes to class ``i mod ⌈size/stride⌉`` (windows of one
+    class are at least ``size`` apart) and the extra border-flush window to a class of its own; a
+    group is a pair of classes. Disjoint layouts give one group."""
+    check_windows(size, stride, height, width)
+    k = -(-size // stride)
+
+    def classes(n: int) -> list[int]:
+        regular = len(range(0, n - size + 1, stride))
+        return [i % k for i in range(regular)] + [k] * (len(window_starts(n, size, stride)) - regular)
+
+    label = torch.tensor([a * (k + 1) + b for a in classes(height) for b in classes(width)])
+    return [(label == v).nonzero()[:, 0] for v in label.unique()]
 
 
 @dataclass
@@ -114,8 +122,10 @@ class SSIMBallProblem:
         B, C, H, W = self.x.shape
         dev, dt = self.x.device, self.x.dtype
         self.idx = window_index(H, W, self.size, self.stride).to(dev)
-        table, count = _fold_index(self.idx.cpu(), H * W)
-        self.fold_table, self.count = table.to(dev), count.to(dev, dt).view(H, W)
+        self.groups = [g.to(dev) for g in window_groups(H, W, self.size, self.stride)]
+        self.group_idx = [self.idx[g] for g in self.groups]
+        count = torch.bincount(self.idx.flatten(), minlength=H * W)
+        self.count = count.to(dt).view(H, W)
         self.disjoint = bool((count == 1).all())
         e, n = self.epsilon, self.size * self.size
         xw = self.gather(self.x)
@@ -127,6 +137,22 @@ class SSIMBallProblem:
         self.b = mu * (e / (1 - e))
         self.s = torch.sqrt(mu * mu * (2 * e - e * e) / (1 - e) ** 2 + e * c1 / (1 - e))
         self.lo, self.hi = -self.x, 1 - self.x
+        # The box the window bounds imply: δ_i = (Pδ_w)_i + mean(δ_w), a coordinate of a zero-mean
+        # vector within r_w of a_w differs from a_w's by at most r_w·√(1 − 1/n), and the mean lies in
+        # [b_w − s_w, b_w + s_w]; every window holding pixel i bounds it. A redundant constraint: it
+        # does not move the optimum, but it makes the dual bound's box term tight (ours).
+        self.lo_implied, self.hi_implied = self.lo, self.hi
+        if self.luminance:
+            dev_w = self.r * math.sqrt(1 - 1 / n)
+            self.lo_implied = torch.maximum(self.lo, self.fold_reduce(self.a + self.b - self.s - dev_w, "amax"))
+            self.hi_implied = torch.minimum(self.hi, self.fold_reduce(self.a + self.b + self.s + dev_w, "amin"))
+
+    def select(self, keep: torch.Tensor) -> "SSIMBallProblem":
+        """The sub-batch of images ``keep`` (shares the window layout; nothing is recomputed)."""
+        q = copy.copy(self)
+        for name in ("x", "g", "a", "r", "b", "s", "lo", "hi", "lo_implied", "hi_implied"):
+            setattr(q, name, getattr(self, name)[keep])
+        return q
 
     # --- window algebra -----------------------------------------------------------------------
     def gather(self, d: torch.Tensor) -> torch.Tensor:
@@ -135,19 +161,36 @@ class SSIMBallProblem:
 
     def fold(self, dw: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`gather` (sum of each pixel's window entries): B×C×windows×n → B×C×H×W."""
-        flat = dw.flatten(2)
-        flat = torch.cat([flat, flat.new_zeros(flat.shape[:2] + (1,))], 2)
-        return flat[:, :, self.fold_table].sum(-1).view(self.x.shape)
+        B, C = dw.shape[:2]
+        out = dw.new_zeros(B, C, self.x.shape[2] * self.x.shape[3])
+        return out.index_add_(2, self.idx.flatten(), dw.reshape(B, C, -1)).view(B, C, *self.x.shape[2:])
+
+    def fold_reduce(self, dw: torch.Tensor, how: str) -> torch.Tensor:
+        """Per pixel, the largest (``amax``) or smallest (``amin``) entry of the windows holding it."""
+        B, C = dw.shape[:2]
+        dw = dw.expand(B, C, *self.idx.shape)
+        out = dw.new_zeros(B, C, self.x.shape[2] * self.x.shape[3])
+        index = self.idx.flatten().expand(B, C, -1)
+        return out.scatter_reduce_(2, index, dw.reshape(B, C, -1), how, include_self=False).view(B, C, *self.x.shape[2:])
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
         """Project window patches onto their sets (structure ball × luminance interval)."""
-        m = v.mean(-1, keepdim=True)
-        d = v - m - self.a
-        nd = d.norm(dim=-1, keepdim=True)
-        z = self.a + d * torch.clamp(self.r / nd.clamp_min(1e-30), max=1.0)
+        return self._project(v, self.a, self.r, self.b, self.s)[0]
+
+    def _project(self, v, a, r, b, s, excess: bool = False):
+        """Projection onto the sets (a, r, b, s) and, with ``excess``, each window's largest violation before it."""
+        w = v - a  # a is zero-mean: w's mean is v's, its zero-mean part is Pv − a
+        var, m = torch.var_mean(w, dim=-1, keepdim=True, correction=0)
+        nd = (var * w.shape[-1]).sqrt()
+        over = (nd - r) if excess else None
+        scale = torch.clamp(r / nd.clamp_min(1e-30), max=1.0)
+        mm = m
         if self.luminance:
-            m = torch.minimum(torch.maximum(m, self.b - self.s), self.b + self.s)
-        return z + m
+            if excess:
+                over = torch.maximum(over, (m - b).abs() - s)
+            mm = torch.minimum(torch.maximum(m, b - s), b + s)
+        # a + (w − m)·scale + mm, in two passes over the window entries
+        return torch.addcmul(a, w, scale).add_(mm - m * scale), over
 
     # --- feasibility ---------------------------------------------------------------------------
     def violations(self, delta: torch.Tensor) -> torch.Tensor:
@@ -161,12 +204,35 @@ class SSIMBallProblem:
         box = torch.maximum(self.lo - delta, delta - self.hi).clamp_min(0).flatten(1).amax(1)
         return torch.maximum(worst, box)
 
-    def restore(self, delta: torch.Tensor) -> torch.Tensor:
-        """Scale δ (already inside the box) towards 0 until every window bound holds exactly.
+    def restore(self, delta: torch.Tensor, sweeps: int = 10) -> torch.Tensor:
+        """A feasible point near ``delta``: alternating projections, then an exact scaling towards 0.
 
-        The feasible set is convex and holds δ = 0, so for each window the admissible scales form
-        an interval [0, θ_w]. Disjoint windows are scaled one by one; overlapping ones by the
-        smallest θ_w of their image and channel."""
+        Each sweep projects every group of mutually disjoint windows onto its sets (exact, in
+        parallel) and then clips to the box; it stops after ``sweeps`` or once no window is off by
+        more than rounding. The sets are convex and hold δ = 0, so for each window the admissible
+        scales of the result form an interval [0, θ_w]: disjoint windows are then scaled one by one,
+        overlapping ones by the smallest θ_w of their image and channel, which is exactly feasible
+        and, after the sweeps, close to 1. Per image, the better (by ⟨g, δ⟩) of this point and of
+        ``delta`` scaled without the sweeps is returned."""
+        delta = torch.minimum(torch.maximum(delta, self.lo), self.hi)
+        scaled = self.scale_in(delta)  # the scaling alone, kept where it scores higher
+        delta = delta.clone()
+        flat = delta.view(delta.shape[0], delta.shape[1], -1)
+        tiny = 16 * torch.finfo(delta.dtype).eps * (1 + float(self.r.max()) if self.r.numel() else 1)
+        for _ in range(sweeps):
+            worst = delta.new_zeros(())
+            for g, idx in zip(self.groups, self.group_idx):
+                z, excess = self._project(flat[:, :, idx], self.a[:, :, g], self.r[:, :, g], self.b[:, :, g], self.s[:, :, g], True)
+                flat[:, :, idx] = z
+                worst = torch.maximum(worst, excess.max())
+            torch.minimum(torch.maximum(delta, self.lo), self.hi, out=delta)
+            if float(worst) <= tiny:
+                break
+        delta = self.scale_in(delta)
+        return torch.where((self.objective(scaled) > self.objective(delta)).view(-1, 1, 1, 1), scaled, delta)
+
+    def scale_in(self, delta: torch.Tensor) -> torch.Tensor:
+        """Scale δ (inside the box) towards 0 until every window bound holds exactly (see :meth:`restore`)."""
         dw = self.gather(delta)
         m = dw.mean(-1, keepdim=True)
         z = dw - m
@@ -180,7 +246,7 @@ class SSIMBallProblem:
             lim = torch.where(m > 0, (self.b + self.s) / m.clamp_min(1e-300), inf)
             lim = torch.where(m < 0, (self.b - self.s) / m.clamp(max=-1e-300), lim)
             theta = torch.minimum(theta, lim)
-        theta = theta.clamp(0, 1) * (1 - 1e-9)
+        theta = theta.clamp(0, 1) * (1 - max(1e-9, 64 * torch.finfo(theta.dtype).eps))  # a margin that survives rounding
         if self.disjoint:
             return self.fold(dw * theta)
         return delta * theta.flatten(2).amin(2)[:, :, None, None]
@@ -191,19 +257,30 @@ class SSIMBallProblem:
 
     def dual_bound(self, lam: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Lagrange dual function at window multipliers ``lam``: an upper bound on the optimum of
-        ⟨g, δ⟩ (``g`` defaults to the problem's objective).
+        ⟨g, δ⟩ (``g`` defaults to the problem's objective), for any ``lam``.
 
-        h(λ) = max over the box of ⟨g − Uᵀλ, δ⟩ + Σ_w support of window w's set at λ_w."""
+        h(λ) = max over the implied box of ⟨g − Uᵀλ, δ⟩ + Σ_w support of window w's set at λ_w,
+        where U gathers the windows (Uᵀ = :meth:`fold`, which sums each pixel's window entries, so a
+        pixel covered by k windows carries k multipliers) and the implied box (the image box
+        intersected with the per-pixel bounds every window implies, a redundant constraint) keeps
+        the box term small when Uᵀλ nearly matches g."""
         if not self.luminance:  # the set is unbounded along each window's mean: use λ's zero-mean part
             lam = lam - lam.mean(-1, keepdim=True)
         c = (self.g if g is None else g) - self.fold(lam)
-        box = (c.clamp_min(0) * self.hi + c.clamp(max=0) * self.lo).flatten(1).sum(1)
+        box = (c.clamp_min(0) * self.hi_implied + c.clamp(max=0) * self.lo_implied).flatten(1).sum(1)
         total = lam.sum(-1, keepdim=True)
         pl = lam - total / lam.shape[-1]
         sup = (lam * self.a).sum(-1, keepdim=True) + self.r * pl.norm(dim=-1, keepdim=True)
         if self.luminance:
             sup = sup + self.b * total + self.s * total.abs()
         return box + sup.flatten(1).sum(1)
+
+
+    def certify(self, lam: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """The better of two dual bounds: at ``lam``, and at ``lam`` plus the residual g − Uᵀλ spread
+        evenly over each pixel's windows (then Uᵀλ = g: no box term, larger support terms)."""
+        c = (self.g if g is None else g) - self.fold(lam)
+        return torch.minimum(self.dual_bound(lam, g), self.dual_bound(lam + self.gather(c / self.count), g))
 
 
 @dataclass
@@ -214,51 +291,110 @@ class Solution:
     violation: torch.Tensor  # B
     iterations: int
     seconds: float
+    lam: torch.Tensor | None = None  # B×C×windows×n window multipliers for ‖g‖ = 1 (ADMM; a warm start)
+
+    @property
+    def gap(self) -> torch.Tensor:
+        """Per image, the certified relative gap (bound − objective)/|bound| (NaN without a bound)."""
+        return (self.bound - self.objective) / self.bound.abs().clamp_min(1e-30)
+
+
+def _window_optimum(p: SSIMBallProblem, gw: torch.Tensor) -> torch.Tensor:
+    """Each window's own maximiser of ⟨gw_w, y_w⟩ over its set (closed form)."""
+    m = gw.mean(-1, keepdim=True)
+    pg = gw - m
+    y = p.a + p.r * pg / pg.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    if p.luminance:
+        y = y + p.b + p.s * torch.sign(m)
+    return y
 
 
 def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, check_every: int = 25,
-               alpha: float = 1.0) -> Solution:
-    """Over-relaxed consensus ADMM over all windows, with residual balancing, exact restoration of
-    feasibility and a dual certificate: stops when every image's (bound − objective) ≤ tol·bound."""
+               alpha: float = 1.6, warm: Solution | None = None, restore_sweeps: int = 10) -> Solution:
+    """Certified consensus ADMM over all windows, disjoint or overlapping, for a batch of images.
+
+    Each window w has a copy y_w ∈ C_w of its pixels, constrained to y = Uδ. Per window penalty
+    ρ_w = ‖g_w‖ / size of C_w (g_w: the window's share g/count of the objective), so windows with
+    little objective and windows with large sets are balanced; a per-image factor on all ρ_w follows
+    residual balancing; steps are over-relaxed (``alpha``). The δ step is a clip (UᵀU is diagonal:
+    each pixel's window count) to the box the window bounds imply. Start: every window at its own
+    optimum with multipliers λ_w = g_w (exact for disjoint windows where the box is inactive), or
+    ``warm`` (a previous solution of the same x: its δ and multipliers). Every ``check_every``
+    iterations the dual bound at λ = ρu is evaluated (:meth:`SSIMBallProblem.certify`, over the
+    implied box); when the current δ is within ``tol`` of it,
+    :meth:`SSIMBallProblem.restore` makes δ exactly feasible, and an image stops (and leaves the
+    batch) when its (bound − objective) ≤ tol·bound: the returned δ is feasible and provably
+    within ``tol`` of the optimum. Device and dtype follow ``p.x``."""
     t0 = time.perf_counter()
     B = p.x.shape[0]
-    gn = p.g.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
-    g = p.g / gn  # scale-free: every problem's objective has unit gradient norm
     view = (-1, 1, 1, 1)
-    scale = torch.sqrt((p.r * p.r).flatten(1).sum(1) + (p.s * p.s).flatten(1).sum(1)).clamp_min(1e-12)
-    rho = (1.0 / scale).view(view)
-    y = torch.zeros_like(p.gather(p.x))
-    u = torch.zeros_like(y)
-    best = torch.zeros_like(p.x)
-    best_obj = torch.zeros(B, dtype=p.x.dtype, device=p.x.device)
-    best_ub = torch.full((B,), math.inf, dtype=p.x.dtype, device=p.x.device)
+    dev, dt = p.x.device, p.x.dtype
+    gn = p.g.flatten(1).norm(dim=1).clamp_min(1e-30)
+    out_delta = torch.zeros_like(p.x)
+    out_obj = torch.zeros(B, dtype=dt, device=dev)
+    out_ub = torch.full((B,), math.inf, dtype=dt, device=dev)
+    out_lam = torch.zeros_like(p.gather(p.x))
+    if p.luminance and p.epsilon == 0.0:  # the set is {0}
+        return Solution(out_delta, out_obj, out_obj.clone(), p.violations(out_delta), 0, time.perf_counter() - t0, out_lam)
+    q = p.select(torch.arange(B, device=dev))
+    q.g = p.g / gn.view(view)  # scale-free: every image's objective has unit gradient norm
+    n = p.size * p.size
+    gw = q.gather(q.g / q.count)
+    half = q.s if q.luminance else 0.5  # the window mean's range: the luminance interval, else the box (width 1)
+    size_w = torch.sqrt(q.r * q.r + n * half * half)
+    gnw = gw.norm(dim=-1, keepdim=True)
+    rho = torch.maximum(gnw, 1e-2 * gnw.mean((1, 2, 3), keepdim=True) + 1e-12) / size_w.clamp_min(1e-12)
+    if warm is not None and warm.lam is not None and warm.lam.shape == gw.shape:
+        y, u = q.project(q.gather(warm.delta.to(dev, dt))), warm.lam.to(dev, dt) / rho
+    else:
+        y, u = _window_optimum(q, gw), gw / rho
+    weight = q.fold(rho.expand_as(gw))
+    best = torch.zeros_like(q.x)
+    best_obj = torch.zeros(B, dtype=dt, device=dev)
+    best_ub = torch.full((B,), math.inf, dtype=dt, device=dev)
+    act = torch.arange(B, device=dev)
     it = 0
     for it in range(1, max_iter + 1):
-        delta = torch.minimum(torch.maximum((p.fold(y - u) + g / rho) / p.count, p.lo), p.hi)
-        ud = p.gather(delta)
-        v = alpha * ud + (1 - alpha) * y
+        delta = torch.minimum(torch.maximum((q.fold((y - u).mul_(rho)) + q.g) / weight, q.lo_implied), q.hi_implied)
+        ud = q.gather(delta)
+        v = torch.lerp(y, ud, alpha)  # over-relaxation: α·Uδ + (1 − α)·y
         y_old = y
-        y = p.project(v + u)
-        u = u + v - y
-        if it % check_every and it != max_iter:
+        y = q.project(v + u)
+        u = u.add_(v).sub_(y)
+        last = it == max_iter
+        if it % check_every and not last:
             continue
-        cand = p.restore(delta)
-        obj = (g * cand).flatten(1).sum(1)
-        better = obj > best_obj
-        best = torch.where(better.view(view), cand, best)
-        best_obj = torch.where(better, obj, best_obj)
-        ub = p.dual_bound(rho * u, g)
-        best_ub = torch.minimum(best_ub, ub)
-        if bool(((best_ub - best_obj) <= tol * best_ub.abs() + 1e-12).all()):
-            break
+        best_ub = torch.minimum(best_ub, q.certify(rho * u))
+        near = (best_ub - q.objective(delta)) <= tol * best_ub.abs() + 1e-12
+        if bool(near.any()) or last:
+            cand = q.restore(delta, restore_sweeps)
+            obj = q.objective(cand)
+            better = obj > best_obj
+            best = torch.where(better.view(view), cand, best)
+            best_obj = torch.where(better, obj, best_obj)
+        done = (best_ub - best_obj) <= tol * best_ub.abs() + 1e-12
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("ssim admm it %d: %d active, largest gap %.3g, bound %s, objective %s", it, len(act),
+                      float(((best_ub - best_obj) / best_ub.abs().clamp_min(1e-30)).max()), best_ub.tolist()[:4], best_obj.tolist()[:4])
+        if last:
+            done = torch.ones_like(done)
+        if bool(done.any()):
+            ids = act[done]
+            out_delta[ids], out_obj[ids], out_ub[ids], out_lam[ids] = best[done], best_obj[done], best_ub[done], (rho * u)[done]
+            keep = (~done).nonzero()[:, 0]
+            if len(keep) == 0:
+                break
+            act, q = act[keep], q.select(keep)
+            q.g = p.g[act] / gn[act].view(view)
+            y, y_old, u, ud, rho, weight = y[keep], y_old[keep], u[keep], ud[keep], rho[keep], weight[keep]
+            best, best_obj, best_ub = best[keep], best_obj[keep], best_ub[keep]
         r_prim = (ud - y).flatten(1).norm(dim=1)
-        r_dual = (rho.view(-1) * p.fold(y - y_old).flatten(1).norm(dim=1))
+        r_dual = q.fold(rho * (y - y_old)).flatten(1).norm(dim=1)
         up, down = r_prim > 10 * r_dual, r_dual > 10 * r_prim
-        factor = torch.where(up, 2.0, torch.where(down, 0.5, 1.0)).to(rho.dtype).view(view)
-        rho, u = rho * factor, u / factor
-    delta = best
-    return Solution(delta=delta, objective=p.objective(delta), bound=best_ub * gn.view(-1), violation=p.violations(delta),
-                    iterations=it, seconds=time.perf_counter() - t0)
+        factor = torch.where(up, 2.0, torch.where(down, 0.5, 1.0)).to(dt).view(view)
+        rho, u, weight = rho * factor, u / factor, weight * factor
+    return Solution(delta=out_delta, objective=p.objective(out_delta), bound=out_ub * gn, violation=p.violations(out_delta),
+                    iterations=it, seconds=time.perf_counter() - t0, lam=out_lam)
 
 
 def cvxpy_problem(p: SSIMBallProblem, i: int):
@@ -343,7 +479,9 @@ class SSIMBall:
     Each step linearises the loss (``margin``: best other logit − true logit, or ``ce``) at the
     current x+δ and solves the convex step (maximise ⟨∇, δ'⟩ over the SSIM ball around the *clean*
     x); δ ← (1 − ``step_size``)·δ + ``step_size``·δ' stays in the ball (it is convex). Images stop
-    when misclassified; at most ``steps`` steps. :meth:`run` also returns per-image diagnostics.
+    when misclassified; at most ``steps`` steps. An image's ADMM solve starts from its previous
+    step's solution and multipliers (same x, same sets; ours). :meth:`run` also returns per-image
+    diagnostics.
     """
 
     def __init__(self, model: torch.nn.Module, epsilon: float, size: int = 8, stride: int = 8, luminance: bool = True,
@@ -370,6 +508,7 @@ class SSIMBall:
         gap = torch.zeros(n, dtype=torch.float64)
         with torch.no_grad():
             fooled = self.model(x).argmax(1) != labels
+        prev = None  # the last step's solutions (δ', multipliers): the next step's warm start (same x, same sets)
         for _ in range(self.steps):
             active = (~fooled).nonzero()[:, 0]
             if len(active) == 0:
@@ -377,7 +516,14 @@ class SSIMBall:
             xa, ya = x[active], labels[active]
             grad = loss_gradient(self.model, xa + delta[active], ya, self.loss)
             prob = SSIMBallProblem(xa, grad, self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2)
-            sol = solve(prob, self.solver, **self.options)
+            options = dict(self.options)
+            if prev is not None and self.solver == "admm":
+                options["warm"] = Solution(prev[0][active], None, None, None, 0, 0.0, prev[1][active])
+            sol = solve(prob, self.solver, **options)
+            if self.solver == "admm":
+                if prev is None:
+                    prev = (torch.zeros_like(x), x.new_zeros((n,) + tuple(sol.lam.shape[1:])))
+                prev[0][active], prev[1][active] = sol.delta, sol.lam
             new = (1 - self.step_size) * delta[active] + self.step_size * sol.delta
             delta[active] = new
             rel = ((sol.bound - sol.objective) / sol.bound.abs().clamp_min(1e-30)).double().cpu()
@@ -406,4 +552,4 @@ def window_factors(x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1:
 
 
 __all__ = ["LOSSES", "SOLVERS", "SSIMBall", "SSIMBallProblem", "Solution", "check_epsilon", "check_windows", "cvxpy_problem", "loss_gradient",
-           "solve", "solve_admm", "solve_cvxpy", "window_factors", "window_index"]
+           "solve", "solve_admm", "solve_cvxpy", "window_factors", "window_groups", "window_index", "window_starts"]
