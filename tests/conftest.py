@@ -55,6 +55,27 @@ def resnet20(prepared):
     return model
 
 
+@pytest.fixture(scope="session")
+def mobilenet(prepared):
+    """The ImageNet MobileNetV2 of the mirror, frozen, in eval mode."""
+    from pixelrobust import models
+
+    model = models.build_model(models.resolve_spec("mobilenet_v2_imagenet", {}),
+                               prepared / "weights" / "mobilenet_v2_imagenet.pt")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="session")
+def imagenet(prepared):
+    """The first four prepared ImageNet sample images and their labels."""
+    from pixelrobust import data
+
+    split = data.load_split(prepared / "data" / "imagenet", "test", 0, 4)
+    return split.images, split.labels
+
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
 TINY = ["--configfile", str(REPO / "config" / "tiny.yaml")]

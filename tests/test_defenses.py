@@ -290,3 +290,59 @@ def test_batched_deflection_moves_values_within_the_window():
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="backend"):
         PixelDeflection(torch.nn.Identity(), backend="opencv")
+
+
+@pytest.mark.parametrize("name", list(TOLERANCE))
+def test_per_image_draws_do_not_depend_on_the_batch(resnet20, images, name):
+    """Keyed to image ids and a draw, each image's output is the same alone or in a batch of 6, and on every
+    call; another draw gives another output (so the keying is not a constant)."""
+    x, ids = images.images[:6], images.ids[:6]
+    d = build(name, resnet20, seed=3).eval()  # eval: the PRM's batch norm uses its running statistics
+    if name == "stochastic_prm":
+        d.lambdas = [0.0, 0.5, 1.0]
+    alone = []
+    with torch.no_grad():
+        with d.images(ids, draw=0):
+            whole, again = d(x), d(x)
+        for j, i in enumerate(ids):
+            with d.images([i], draw=0):
+                alone.append(d(x[j : j + 1]))
+        with d.images(ids, draw=1):
+            other = d(x)
+    alone = torch.cat(alone)
+    assert torch.equal(whole, again)
+    assert torch.allclose(whole, alone, atol=1e-4) and torch.equal(whole.argmax(1), alone.argmax(1))
+    assert not torch.allclose(whole, other, atol=1e-4)
+
+
+def test_region_based_votes_do_not_depend_on_its_batch_size(resnet20, images):
+    x, ids = images.images[:2], images.ids[:2]
+    outs = []
+    for batch in (7, 1000):  # one noise block (of 100) per pass, or both images' 150 samples in one pass
+        d = RegionBased(resnet20, radius=0.05, samples=150, batch_size=batch, seed=1)
+        with torch.no_grad(), d.images(ids, draw=0):
+            outs.append(d(x))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_each_image_draws_its_own_prm_pass_and_eot_gets_fresh_draws():
+    """One call: every image its own (PRM, λ, shift); keyed without a draw (adaptive crafting), each call draws
+    afresh, the same for an image alone or in a batch."""
+    pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
+    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.0, 1.0], shifts=[], seed=0)
+    x = torch.zeros(40, 1, 2, 2)
+    with torch.no_grad():
+        tags = set(d(x)[:, 0, 0, 0].tolist())
+    assert tags == {0.0, 1.0, 10.0, 100.0}  # λ = 0 (no PRM) and each PRM, within one call
+    ids = [f"img-{i}" for i in range(6)]
+    a = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.0, 1.0], shifts=[], seed=4)
+    with a.images(ids):
+        calls = [a(x[:6])[:, 0, 0, 0] for _ in range(8)]
+    assert any(not torch.equal(calls[0], c) for c in calls[1:])  # fresh per call, as EOT needs
+    b = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.0, 1.0], shifts=[], seed=4)
+    with b.images(ids[2:3]):
+        alone = [b(x[:1])[0, 0, 0, 0] for _ in range(8)]
+    assert [c[2] for c in calls] == alone
+    with pytest.raises(ValueError, match="pass the ids of exactly the images classified"):
+        with a.images(ids, draw=0):
+            a(x[:5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -313,3 +314,302 @@ def test_targeted_study_aims_at_the_most_likely_wrong_class(prepared):
         x[0, :, r, c] = make_palette("corners")[m["best_colour"][0, r, c]]
         with torch.no_grad():
             assert int(model(x).argmax(1)) == row.target
+
+
+# ---- P1's claims, per image (vulnerability.image_claim_stats and its controls) ---------------------
+
+
+def test_random_controls_match_enumerating_every_order_and_placement():
+    """The region-order control of "only some pixels" against enumerating every order of the regions
+    (regions taken whole until they cover the budget); the random placement against every placement."""
+    from itertools import combinations, permutations
+
+    from pixelrobust.vulnerability import image_seed, random_multi_region, random_region_success
+
+    for sizes, vul, budget in [([30, 10, 10, 10, 40], [0, 1, 0, 0, 1], 0.25), ([30, 10, 10, 10, 40], [1, 0, 0, 0, 0], 0.45),
+                               ([5] * 8, [1, 1, 1, 0, 0, 0, 0, 0], 0.25), ([2, 7, 1, 5, 9], [0, 0, 3, 0, 0], 0.6)]:
+        sz, hit = np.array(sizes), np.array(vul) > 0
+        exact = []
+        for order in permutations(range(len(sizes))):
+            k = int(np.searchsorted(np.cumsum(sz[list(order)]), budget * sz.sum())) + 1
+            exact.append(hit[list(order[:k])].any())
+        assert random_region_success(sz, np.array(vul), budget, n_perm=40_000, seed=1) == pytest.approx(np.mean(exact), abs=0.01)
+    # 8 equal regions, a quarter is two of them: 1 - C(5, 2) / C(8, 2) with 3 vulnerable ones
+    assert random_region_success(np.full(8, 5), np.array([1, 1, 1, 0, 0, 0, 0, 0]), 0.25, n_perm=40_000,
+                                 seed=2) == pytest.approx(1 - 10 / 28, abs=0.01)
+    assert random_region_success(np.full(4, 5), np.zeros(4), 0.25) == 0
+    # seeded from the image id: the same id gives the same number, and the seed is stable across runs
+    assert image_seed("cifar10-test-00007") == image_seed("cifar10-test-00007") != image_seed("cifar10-test-00008")
+    assert image_seed("abc") == 891568578  # zlib.crc32(b"abc"), fixed by the CRC-32 standard
+    sizes = [3, 4, 5]
+    labels = np.repeat(np.arange(3), sizes)
+    for V in (2, 3, 4):
+        multi = [len(set(labels[list(c)])) >= 2 for c in combinations(range(sum(sizes)), V)]
+        assert random_multi_region(np.array(sizes), V) == pytest.approx(np.mean(multi), abs=1e-12)
+    assert random_multi_region(np.array(sizes), 1) == 0
+
+
+SEMANTIC = {"score": "occlusion", "direction": "positive"}
+RESTRICTED = {"budget": 0.25, "min_retention": 0.5, "min_effect": 0.05}
+YY, XX = np.mgrid[:32, :32]
+
+
+def block_segments(shift: int = 0) -> np.ndarray:
+    """32x32 image in a 5x5 grid of 7-pixel blocks (the last row and column of blocks 4 or fewer pixels
+    wide), moved by ``shift`` pixels: 25 regions, like SLIC's on CIFAR."""
+    return ((YY + shift) // 7).clip(0, 4) * 5 + ((XX + shift) // 7).clip(0, 4)
+
+
+def quadrants():
+    """8x8 image: region 0 top-left 4x4, 1 the right half (32 pixels), 2 bottom-left 4x4."""
+    seg = np.zeros((8, 8), np.int32)
+    seg[:, 4:] = 1
+    seg[4:, :4] = 2
+    return seg
+
+
+def test_blob_control_is_seeded_at_the_vulnerable_pixels():
+    """A 2x2 cluster across the boundary of regions 0 and 2 (rows 3-4, columns 1-2) is one place: the
+    blob of 4 around each of its pixels takes the pixel itself, then of the four at distance 1 the two
+    inside the cluster (nearer its centroid), so it spans both rows and crosses: 4 of 4 seeds. Two
+    pixels in opposite corners are scattered: each blob of 2 stays in its corner's region: 0 of 2."""
+    from pixelrobust.vulnerability import blob_multi_region
+
+    seg, searched = quadrants(), np.ones((8, 8), bool)
+    cluster = np.zeros((8, 8), bool)
+    cluster[3:5, 1:3] = True
+    assert blob_multi_region(seg, searched, cluster) == 1.0
+    corners = np.zeros((8, 8), bool)
+    corners[0, 0] = corners[7, 7] = True
+    assert blob_multi_region(seg, searched, corners) == 0.0
+    one = np.zeros((8, 8), bool)
+    one[2, 2] = True
+    assert blob_multi_region(seg, searched, one) == 0  # one pixel is never in two regions
+    assert blob_multi_region(np.zeros((8, 8), np.int32), searched, cluster) == 0  # one region: no blob can cross
+
+
+def test_scattered_is_not_held_for_tight_clusters_on_a_boundary():
+    """40 images, each with a 2x2 vulnerable cluster lying across a region boundary: always >= 2 regions,
+    but so is a blob of 4 where the cluster is, so "scattered" is not held (a blob placed anywhere
+    crosses a boundary for few seeds, which made it held). Pixels spread over distant regions are held."""
+    from pixelrobust.vulnerability import claim_rows, image_claim_stats
+
+    rng = np.random.default_rng(0)
+    seg, searched = block_segments(), np.ones((32, 32), bool)
+    scores = {"occlusion": rng.normal(size=25), "cam": rng.normal(size=25)}
+    rows = {"cluster": [], "spread": []}
+    for i in range(40):
+        vul = np.zeros((32, 32), bool)
+        r0, c0 = 7 * rng.integers(1, 4) - 1, rng.integers(1, 4) * 7 + rng.integers(1, 5)  # rows r0 | r0 + 1: a boundary
+        vul[r0 : r0 + 2, c0 : c0 + 2] = True
+        spread = np.zeros((32, 32), bool)
+        spread[rng.integers(1, 6), rng.integers(1, 6)] = spread[rng.integers(22, 27), rng.integers(22, 27)] = True
+        for kind, v in (("cluster", vul), ("spread", spread)):
+            s = image_claim_stats(seg, v, searched, scores, score="occlusion", direction="positive", budget=0.25, n_perm=50)
+            rows[kind].append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
+    verdict = {k: claim_rows(pd.DataFrame(v), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0)[1]
+               for k, v in rows.items()}
+    assert verdict["cluster"]["observed"] == 1 and verdict["cluster"]["control_value"] == 1
+    assert verdict["cluster"]["verdict"] != "held"
+    assert verdict["spread"]["observed"] == 1 and verdict["spread"]["control_value"] == 0
+    assert verdict["spread"]["verdict"] == "held"
+
+
+def stripes():
+    """8x8 image in four vertical stripes of two columns: regions 0-3 left to right."""
+    return np.repeat(np.arange(4, dtype=np.int32), 2)[None, :].repeat(8, 0)
+
+
+def test_semantic_rho_and_its_flipped_and_rotated_control():
+    """The vulnerable pixels are one full column in the top-scoring stripe: region shares (0, 0, 0, 1/2),
+    scores (1, 2, 3, 4), so rho = 3 / sqrt(15). Of the 7 flips and rotations of the 8x8 map, the
+    up-down flip keeps column 7 (rho 3 / sqrt(15)), the left-right flip and the half turn move it to
+    column 0 (rho -3 / sqrt(15)), the other four make it a row, 2 pixels in every stripe (constant
+    shares: no rho). The control is the mean of the three: -1 / sqrt(15)."""
+    from pixelrobust.vulnerability import image_claim_stats
+
+    seg, searched = stripes(), np.ones((8, 8), bool)
+    vul = np.zeros((8, 8), bool)
+    vul[:, 7] = True
+    scores = {"occlusion": np.array([1.0, 2, 3, 4]), "cam": np.full(4, 0.5)}
+    s = image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="positive", budget=0.25)
+    assert s["rho_occlusion"] == pytest.approx(3 / np.sqrt(15))
+    assert s["rho_occlusion_control"] == pytest.approx(-1 / np.sqrt(15))
+    assert np.isnan(s["rho_cam"]) and np.isnan(s["rho_cam_control"])  # a constant score gives no rank correlation
+    assert s["n_vulnerable"] == 8 and s["n_vulnerable_regions"] == 1 and not s["multi_region"]
+    # the budget of 1/4 is one stripe: the declared order decides which one
+    assert s["restricted_regions"] == 1 and s["restricted_pixels"] == 16 and s["restricted_success"]
+    neg = image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="negative", budget=0.25)
+    assert not neg["restricted_success"] and neg["restricted_pixels"] == 16
+    # the control: one of the four stripes in random order (a quarter is one stripe) holds the column: 1/4
+    assert s["random_regions_success"] == pytest.approx(0.25, abs=0.03)
+    # a budget just above one stripe takes the second too (regions are taken whole)
+    assert image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="positive",
+                             budget=0.26)["restricted_pixels"] == 32
+
+
+def test_claim_stats_on_a_grid_and_without_vulnerable_pixels():
+    from pixelrobust.vulnerability import grid_mask, image_claim_stats
+
+    seg = stripes()
+    searched = grid_mask(8, 8, 2).numpy()  # rows and columns 1, 3, 5, 7: one column of each stripe
+    vul = np.zeros((8, 8), bool)
+    vul[1, 7] = vul[3, 1] = True
+    scores = {"occlusion": np.array([4.0, 3, 2, 1]), "cam": np.array([0.1, 0.2, 0.3, 0.4])}
+    s = image_claim_stats(seg, vul, searched, scores, score="cam", direction="positive", budget=0.25)
+    assert s["n_searched"] == 16 and s["n_vulnerable"] == 2 and s["multi_region"] and s["n_regions"] == 4
+    # shares (1/4, 0, 0, 1/4) against occlusion (4, 3, 2, 1): rho = 0. The control moves the map on the
+    # 4x4 search grid (grid column g is stripe g), the pixels at grid (0, 3) and (1, 0): the flips and the
+    # half turn put them in stripes {0, 3} (rho 0), the transpose and the quarter turn in {0, 1}
+    # (rho 2 / sqrt(5)), the three-quarter turn and the anti-transpose in {2, 3} (rho -2 / sqrt(5)): mean 0
+    assert s["rho_occlusion"] == pytest.approx(0, abs=1e-12)
+    assert s["rho_occlusion_control"] == pytest.approx(0, abs=1e-12)
+    assert s["restricted_success"]  # cam ranks stripe 3 first, which holds (1, 7)
+    none = image_claim_stats(seg, np.zeros((8, 8), bool), searched, scores, score="cam", direction="positive", budget=0.25)
+    assert not none["whole_success"] and not none["restricted_success"] and none["random_regions_success"] == 0
+    assert np.isnan(none["rho_cam"]) and np.isnan(none["blob_multi_region"])
+    off_grid = searched.copy()
+    off_grid[0, 0] = True
+    with pytest.raises(ValueError, match="grid"):
+        image_claim_stats(seg, vul, off_grid, scores, score="cam", direction="positive", budget=0.25)
+
+
+def test_dihedral_control_keeps_the_grid_and_the_distance_from_the_centre():
+    from pixelrobust.vulnerability import dihedral_maps
+
+    square, wide = np.arange(16).reshape(4, 4), np.arange(6).reshape(2, 3)
+    assert len(dihedral_maps(square)) == 7 and len(dihedral_maps(wide)) == 3  # non-square: flips and half turn
+    for g in (square, wide):
+        r, c = np.indices(g.shape)
+        dist = np.hypot(r - (g.shape[0] - 1) / 2, c - (g.shape[1] - 1) / 2)
+        seen = {g.tobytes()}
+        for m in dihedral_maps(g):
+            assert m.shape == g.shape and m.tobytes() not in seen  # every transform is a different one
+            seen.add(m.tobytes())
+            where = {v: d for v, d in zip(g.ravel(), dist.ravel())}
+            assert all(where[v] == pytest.approx(d) for v, d in zip(m.ravel(), dist.ravel()))
+
+
+def semantic_verdict(score_of, vulnerable_of, n: int = 40, seed: int = 0) -> dict:
+    """The semantic claim's row over ``n`` synthetic 32x32 images (block regions moved by 0-3 pixels):
+    ``score_of(seg, rng)`` gives the declared score per region, ``vulnerable_of(seg, score, rng)`` the map."""
+    from pixelrobust.vulnerability import claim_rows, image_claim_stats
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        seg = block_segments(int(rng.integers(0, 4)))
+        score = score_of(seg, rng)
+        vul = vulnerable_of(seg, score, rng)
+        s = image_claim_stats(seg, vul, np.ones((32, 32), bool), {"occlusion": score, "cam": rng.normal(size=25)},
+                              score="occlusion", direction="positive", budget=0.25, n_perm=50)
+        rows.append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
+    return claim_rows(pd.DataFrame(rows), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0)[2]
+
+
+def centre_distance(seg: np.ndarray) -> np.ndarray:
+    """Each region's centroid distance from the image centre."""
+    n = np.bincount(seg.ravel(), minlength=25)
+    cy, cx = np.bincount(seg.ravel(), YY.ravel(), 25) / n, np.bincount(seg.ravel(), XX.ravel(), 25) / n
+    return np.hypot(cy - 15.5, cx - 15.5)
+
+
+def test_semantic_is_not_held_for_a_score_that_only_knows_the_position():
+    """Vulnerable pixels drawn more often near the centre, a "semantic" score that is minus the region's
+    distance from the centre: no content at all, and the flipped/rotated map keeps every pixel's
+    distance from the centre, so it is not held (a cyclic shift moves central pixels to the edges and
+    held it). A score that drives where the vulnerable pixels are, region by region, is held."""
+    centre = np.exp(-((YY - 15.5) ** 2 + (XX - 15.5) ** 2) / (2 * 6**2))
+    position = semantic_verdict(lambda seg, rng: -centre_distance(seg) + rng.normal(0, 1, 25),
+                                lambda seg, score, rng: rng.random((32, 32)) < 0.15 * centre)
+    assert position["observed"] > 0.2  # the position score does track the centre-biased map
+    assert position["verdict"] != "held"
+    content = semantic_verdict(lambda seg, rng: rng.normal(size=25),
+                               lambda seg, score, rng: rng.random((32, 32)) < 0.1 * (score[seg] > 0.8))
+    assert content["verdict"] == "held" and content["ci_low"] > 0.3
+
+
+def some_verdict(score_of, vulnerable_of, n: int = 40, seed: int = 0, restricted=RESTRICTED) -> dict:
+    """The "only some pixels" row over ``n`` synthetic images (block regions), as :func:`semantic_verdict`."""
+    from pixelrobust.vulnerability import claim_rows, image_claim_stats
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        seg = block_segments()
+        score = score_of(seg, rng)
+        s = image_claim_stats(seg, vulnerable_of(seg, score, rng), np.ones((32, 32), bool),
+                              {"occlusion": score, "cam": score}, score="occlusion", direction="positive",
+                              budget=0.25, seed=i)
+        rows.append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
+    return claim_rows(pd.DataFrame(rows), semantic=SEMANTIC, restricted=restricted, n_boot=500, seed=0)[0]
+
+
+def cluster(seg: np.ndarray, rng, region: int | None = None) -> np.ndarray:
+    """A 3x4 cluster of vulnerable pixels anywhere, or at the corner of ``region``."""
+    vul = np.zeros((32, 32), bool)
+    if region is None:
+        y0, x0 = rng.integers(0, 29, 2)
+    else:
+        ys, xs = np.nonzero(seg == region)
+        y0, x0 = ys.min(), xs.min()
+    vul[y0 : y0 + 3, x0 : x0 + 4] = True
+    return vul
+
+
+def test_only_some_pixels_is_compared_with_random_regions_of_the_same_budget():
+    """A noise score on images with many scattered vulnerable pixels: both the restricted search and
+    random regions almost always hit, so it is not held (against a random pixel subset it was held,
+    by 0.0004). A noise score on clustered maps: no better or worse than random regions (against
+    random pixels, which hit clusters more often than whole regions do, it was far below). A score
+    that puts the cluster's region first is held."""
+    noise = lambda seg, rng: rng.normal(size=25)  # noqa: E731
+    many = some_verdict(noise, lambda seg, score, rng: rng.random((32, 32)) < 0.03)
+    assert many["verdict"] != "held" and abs(many["effect"]) < 0.05
+    uninformative = some_verdict(noise, lambda seg, score, rng: cluster(seg, rng))
+    assert uninformative["verdict"] == "inconclusive" and uninformative["ci_low"] < 0 < uninformative["ci_high"]
+    oracle = some_verdict(noise, lambda seg, score, rng: cluster(seg, rng, int(np.argmax(score))))
+    assert oracle["verdict"] == "held" and oracle["observed"] == 1 and oracle["control_value"] < 0.5
+
+
+def test_claim_settings_are_checked():
+    from pixelrobust.vulnerability import check_claim_settings
+
+    ok = RESTRICTED
+    check_claim_settings({"score": "cam", "direction": "negative"}, ok)
+    with pytest.raises(ConfigError, match="onepixel.semantic.score"):
+        check_claim_settings({"score": "gradient", "direction": "positive"}, ok)
+    with pytest.raises(ConfigError, match="onepixel.semantic.direction"):
+        check_claim_settings({"score": "cam", "direction": "up"}, ok)
+    with pytest.raises(ConfigError, match="onepixel.restricted.budget"):
+        check_claim_settings({"score": "cam", "direction": "positive"}, {**RESTRICTED, "budget": 1.0})
+    with pytest.raises(ConfigError, match="onepixel.restricted.min_effect"):
+        check_claim_settings({"score": "cam", "direction": "positive"}, {"budget": 0.25, "min_retention": 0.5})
+
+
+def test_claim_images_reuse_the_saved_maps_and_resegment_for_the_sensitivity(prepared):
+    """On real ResNet-20 images: the primary rows agree with the search's own tables; the other segment
+    counts come from new SLIC segmentations of the same maps (same vulnerable pixels, other regions)."""
+    from pixelrobust import vulnerability
+
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
+    split = data.load_split(prepared / "data" / "cifar10", "test", 0, 2)
+    seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
+    res = vulnerability.search_chunk(
+        model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
+        palette="corners", grid_stride=4, de={"popsize": 4, "maxiter": 0, "F": 0.5, "CR": 1.0}, de_regions=0, seed=0,
+        batch_size=256)
+    table = vulnerability.claim_images_chunk(
+        model, split.images, split.labels, split.ids, seg, res["maps"], dataset="cifar10", model_name="resnet20_cifar10",
+        n_segments=16, compactness=10.0, sensitivity=[6, 16], occlusion="blur",
+        semantic=SEMANTIC, restricted=RESTRICTED, batch_size=256)
+    searched = res["images"][res["images"].correct]
+    assert list(table.columns) == vulnerability.CLAIM_IMAGE_COLUMNS
+    assert len(table) == 2 * len(searched) and sorted(set(table.n_segments)) == [6, 16]
+    prim = table[table.primary].set_index("image_id")
+    for r in searched.itertuples():
+        assert prim.loc[r.image_id, "n_vulnerable"] == r.n_vulnerable and prim.loc[r.image_id, "n_searched"] == 64
+        assert prim.loc[r.image_id, "n_vulnerable_regions"] == r.n_vulnerable_regions
+    other = table[~table.primary].set_index("image_id")
+    assert (other.n_vulnerable == prim.n_vulnerable).all() and (other.n_regions < prim.n_regions).all()

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelrobust import data, models
 from pixelrobust.errors import ConfigError
-from pixelrobust.map_compare import compare_one, summarise, topk_mask
 from pixelrobust.ssim_ball import (SSIMBall, SSIMBallProblem, check_epsilon, solve_admm, solve_cvxpy, window_factors,
                                    window_index)
 from pixelrobust.ssim_study import match_pgd, summarise as summarise_attacks
-
-
-@pytest.fixture(scope="module")
-def imagenet(prepared):
-    split = data.load_split(prepared / "data" / "imagenet", "test", 0, 4)
-    return split.images, split.labels
-
-
-@pytest.fixture(scope="module")
-def mobilenet(prepared):
-    spec = models.resolve_spec("mobilenet_v2_imagenet", {})
-    model = models.build_model(spec, prepared / "weights" / "mobilenet_v2_imagenet.pt")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 def small_problem(images, side, eps, size, stride, luminance=True, seed=0):
@@ -115,39 +97,6 @@ def test_attack_fools_mobilenet_inside_the_ball(imagenet, mobilenet):
     assert lum.min() >= 1 - eps - 1e-4 and struct.min() >= 1 - eps - 1e-4
     with torch.no_grad():
         assert (mobilenet(r["adv"]).argmax(1) != y).all()
-
-
-def test_compare_metrics_on_known_maps():
-    rng = np.random.default_rng(0)
-    cam = rng.random((20, 20))
-    same = compare_one(cam, cam, cam**2, 10)
-    assert same["pearson"] == pytest.approx(1) and same["spearman"] == pytest.approx(1)
-    assert same["iou_topk"] == 1 and same["pointing_hit"]
-    assert topk_mask(cam, 10).sum() == 40
-    # a change map that lives outside the CAM's top region
-    change = np.zeros((20, 20))
-    change[~topk_mask(cam, 10)] = 1.0
-    change[0, 0] = 2.0 if not topk_mask(cam, 10)[0, 0] else 0.0
-    far = compare_one(change, cam, change, 10)
-    assert far["iou_topk"] == 0 and not far["pointing_hit"] and far["energy_in_topk"] == 0
-
-
-def test_paired_bootstrap_verdicts():
-    n = 40
-    rng = np.random.default_rng(1)
-    rows = []
-    for i in range(n):
-        base = rng.normal(0.1, 0.05)
-        rows.append({"image_id": f"i{i}", "attack": "ssim_ball", "pearson": base + 0.3, "spearman": base, "iou_topk": 0.2,
-                     "pointing_hit": True, "energy_in_topk": 0.5})
-        rows.append({"image_id": f"i{i}", "attack": "pgd_linf", "pearson": base, "spearman": base + rng.normal(0, 0.01),
-                     "iou_topk": 0.2, "pointing_hit": False, "energy_in_topk": 0.8})
-    s = summarise(pd.DataFrame(rows), 500, 0).set_index(["metric", "baseline"])
-    assert s.loc[("pearson", "pgd_linf"), "verdict"] == "SSIM ball more aligned with the CAM"
-    assert s.loc[("energy_in_topk", "pgd_linf"), "verdict"] == "SSIM ball less aligned with the CAM"
-    assert s.loc[("spearman", "pgd_linf"), "verdict"] == "no clear difference"
-    few = summarise(pd.DataFrame(rows[:6]), 200, 0).set_index(["metric", "baseline"])
-    assert few.loc[("pearson", "pgd_linf"), "verdict"].startswith("too few images")
 
 
 def test_pgd_budget_matched_to_the_ssim_success():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pixelrobust import data, summary, synthesis
+from pixelrobust.stats import newcombe_diff_ci
 from pixelrobust.io import save_npz
 
 
@@ -79,64 +80,421 @@ def test_run_maps_refuses_maps_of_other_images(prepared, tmp_path):
 
 def test_summarise_gives_intervals_around_the_mean():
     rows = [{"dataset": "cifar10", "model": "m", "image_id": str(i), "map_a": "onepixel", "map_b": "gradcam_pp",
-             "spearman": 0.2 + 0.01 * (i % 5), "iou_topk": 0.1 + 0.01 * (i % 3), "n_pixels": 1024} for i in range(30)]
+             "spearman": 0.2 + 0.01 * (i % 5), "iou_topk": 0.1 + 0.01 * (i % 3), "n_pixels": 1024,
+             "spearman_null": 0.15 + 0.01 * (i % 2), "iou_null": 0.1, "null_pairs": 29} for i in range(30)]
     table = synthesis.summarise(pd.DataFrame(rows), 10, n_boot=500, seed=0)
     assert list(table.columns) == synthesis.TABLE_COLUMNS and len(table) == 1
     r = table.iloc[0]
     assert r.ci_low < r.spearman < r.ci_high and r.iou_ci_low < r.iou_topk < r.iou_ci_high and r.n_images == 30
+    # the excess is the per-image difference: its mean is the difference of the means
+    assert r.spearman_excess == pytest.approx(r.spearman - r.spearman_null) and r.iou_excess == pytest.approx(r.iou_topk - 0.1)
+    assert r.spearman_excess_ci_low < r.spearman_excess < r.spearman_excess_ci_high and r.null_pairs == 29
+
+
+def test_agreement_matrices_hold_every_pairing():
+    rng = np.random.default_rng(3)
+    a, b = rng.random((5, 8, 8)), rng.random((5, 8, 8))
+    b[2] = a[2] + 0.01 * rng.random((8, 8))  # one image whose two maps agree
+    a[4, :4] = 0.5  # ties
+    everywhere = np.ones((8, 8), bool)
+    rho, ov = synthesis.agreement_matrices(a.reshape(5, -1), b.reshape(5, -1), 20)
+    for i in range(5):
+        for j in range(5):
+            ref = synthesis.compare_pair(a[i], b[j], everywhere, 20)
+            assert rho[i, j] == pytest.approx(ref["spearman"], abs=1e-12) and ov[i, j] == pytest.approx(ref["iou_topk"])
+    assert rho[2, 2] > 0.9
+    flat = synthesis.agreement_matrices(np.ones((2, 64)), b.reshape(5, -1)[:2], 20)[0]
+    assert np.isnan(flat).all()
+    with pytest.raises(FloatingPointError):
+        synthesis.agreement_matrices(np.full((2, 64), np.nan), b.reshape(5, -1)[:2], 20)
+
+
+def test_compare_images_null_is_the_mean_over_the_other_images():
+    rng = np.random.default_rng(4)
+    n = 6
+    maps = {m: rng.random((n, 8, 8)) for m in synthesis.MAPS}
+    searched = np.zeros((n, 8, 8), bool)
+    searched[:, ::2, ::2] = True
+    maps["onepixel"] = np.where(searched, maps["onepixel"], np.nan)
+    d = synthesis.compare_images(maps, searched, 25).set_index(["image", "map_a", "map_b"])
+    assert len(d) == n * len(synthesis.PAIRS) and (d.null_pairs == n - 1).all()
+    for a, b in (("onepixel", "gradcam_pp"), ("ssim_ball", "input_gradient")):
+        pixels = searched[0] if a == "onepixel" else np.ones((8, 8), bool)
+        for i in range(n):
+            others = [synthesis.compare_pair(maps[a][i], maps[b][j], pixels, 25) for j in range(n) if j != i]
+            own = synthesis.compare_pair(maps[a][i], maps[b][i], pixels, 25)
+            r = d.loc[(i, a, b)]
+            assert r.spearman == pytest.approx(own["spearman"]) and r.iou_topk == pytest.approx(own["iou_topk"])
+            assert r.spearman_null == pytest.approx(np.mean([o["spearman"] for o in others]))
+            assert r.iou_null == pytest.approx(np.mean([o["iou_topk"] for o in others]))
+            assert r.n_pixels == pixels.sum()
+
+
+@pytest.fixture(scope="module")
+def cifar_maps(prepared, resnet20):
+    """Grad-CAM++ and the input gradient of the first 60 correctly classified CIFAR-10 test images."""
+    from pixelrobust.cam import gradcam_pp
+    from pixelrobust.gradients import input_gradients
+
+    split = data.load_split(prepared / "data" / "cifar10", "test", 0, 80)
+    with torch.no_grad():
+        ok = (resnet20(split.images).argmax(1) == split.labels).nonzero()[:, 0][:60]
+    x, y = split.images[ok], split.labels[ok]
+    return {"gradcam_pp": gradcam_pp(resnet20, x, y, 64),
+            "input_gradient": input_gradients(resnet20, x, y).abs().mean(1).numpy()}
+
+
+def finding(per_image: pd.DataFrame) -> dict:
+    per_image = per_image.assign(dataset="cifar10", model="resnet20_cifar10", image_id=per_image.image.astype(str))
+    table = synthesis.summarise(per_image[per_image.map_a == "gradcam_pp"], 10, n_boot=1000, seed=0)
+    return summary.synthesis_findings(table)[0]
+
+
+def test_real_maps_beat_the_permutation_null_and_shuffled_maps_do_not(cifar_maps):
+    n = len(cifar_maps["gradcam_pp"])
+    assert n >= 50
+    flat = {m: np.zeros((n, 32, 32)) for m in ("onepixel", "ssim_ball")}
+    searched = np.ones((n, 32, 32), bool)
+    real = synthesis.compare_images({**cifar_maps, **flat}, searched, 10)
+    pair = real[real.map_a == "gradcam_pp"]
+    # Grad-CAM++ and the input gradient share a centre bias: other images' maps already agree well beyond
+    # uniform random sets, and the same image's maps agree more than that
+    assert pair.iou_null.mean() > 1.5 * synthesis.chance_iou(10) and pair.spearman_null.mean() > 0.2
+    same = finding(real)
+    assert same["control_value"] == pytest.approx(pair.iou_null.mean())
+    assert "Spearman" in same["evidence"] and "held" in same["evidence"].split("Spearman")[1]  # rho's excess is positive
+    # shuffled: each image's input gradient replaced by another image's (a derangement); the same test must
+    # not find agreement beyond the null
+    perm = np.roll(np.arange(n), 7)
+    shuffled = synthesis.compare_images({**cifar_maps, "input_gradient": cifar_maps["input_gradient"][perm], **flat}, searched, 10)
+    other = finding(shuffled)
+    assert other["verdict"] != "held" and other["ci_low"] < 0 < other["ci_high"]
+    assert "inconclusive" in other["evidence"].split("Spearman")[1]
+
+
+def test_synthesis_findings_decide_on_the_excess_over_the_null():
+    def table(iou_ci, rho_ci, n=30):
+        return pd.DataFrame([{"dataset": "cifar10", "model": "m", "map_a": "gradcam_pp", "map_b": "input_gradient",
+                              "spearman": 0.39, "iou_topk": 0.12, "ci_low": 0.35, "ci_high": 0.42, "iou_ci_low": 0.1,
+                              "iou_ci_high": 0.14, "chance_iou": 0.053, "n_images": n, "n_pixels": 1024, "topk_percent": 10,
+                              "spearman_null": 0.33, "iou_null": 0.11, "spearman_excess": sum(rho_ci) / 2,
+                              "spearman_excess_ci_low": rho_ci[0], "spearman_excess_ci_high": rho_ci[1],
+                              "iou_excess": sum(iou_ci) / 2, "iou_excess_ci_low": iou_ci[0], "iou_excess_ci_high": iou_ci[1],
+                              "null_pairs": n - 1}])
+
+    # far above uniform chance (0.12 vs 0.053) but not beyond the null: inconclusive, not held
+    assert summary.synthesis_findings(table((-0.002, 0.026), (0.02, 0.08)))[0]["verdict"] == "inconclusive"
+    row = summary.synthesis_findings(table((0.005, 0.02), (0.02, 0.08)))[0]
+    assert row["verdict"] == "held" and row["control_value"] == 0.11 and row["effect"] == pytest.approx(0.0125)
+    assert summary.synthesis_findings(table((-0.03, -0.01), (0.02, 0.08)))[0]["verdict"] == "not held"
+    assert summary.synthesis_findings(table((0.005, 0.02), (0.02, 0.08), n=5))[0]["verdict"] == "too few images"
+    # the Spearman half decides too (intersection-union), and then it is the effect shown
+    unsure = summary.synthesis_findings(table((0.005, 0.02), (-0.01, 0.03)))[0]
+    assert unsure["verdict"] == "inconclusive" and unsure["statistic"].startswith("Spearman")
+    assert unsure["effect"] == pytest.approx(0.01) and (unsure["ci_low"], unsure["ci_high"]) == (-0.01, 0.03)
+    assert unsure["observed"] == 0.39 and unsure["control_value"] == 0.33
+    lost = summary.synthesis_findings(table((0.005, 0.02), (-0.08, -0.02)))[0]
+    assert lost["verdict"] == "not held" and lost["effect"] == pytest.approx(-0.05) and lost["ci_high"] == -0.02
+
+
+def test_synthesis_summary_counts_only_images_with_a_finite_excess():
+    """Images whose null is NaN drop out of the intervals, so they must not count towards the minimum-images gate."""
+    rows = [{"dataset": "d", "model": "m", "map_a": "onepixel", "map_b": "ssim_ball", "image": i, "spearman": 0.5,
+             "iou_topk": 0.3, "spearman_null": 0.1 if i < 8 else np.nan, "iou_null": 0.1 if i < 9 else np.nan,
+             "n_pixels": 64, "null_pairs": 11} for i in range(12)]
+    t = synthesis.summarise(pd.DataFrame(rows), 10, n_boot=200, seed=0)
+    assert int(t.n_images.iloc[0]) == 8  # 8 finite Spearman excesses, 9 finite IoU excesses: the smaller
+    assert summary.synthesis_findings(t)[0]["verdict"] == "too few images"
 
 
 # ---- SUMMARY.md --------------------------------------------------------------------------------
 
 
-def test_search_share_is_the_expected_share_of_regions_searched():
-    rng = np.random.default_rng(2)
-    for R, v in [(16, 1), (16, 3), (10, 10), (5, 2)]:
-        marked = np.zeros(R, bool)
-        marked[:v] = True
-        needed = [np.argmax(rng.permutation(marked)) + 1 for _ in range(20000)]
-        assert np.mean(needed) / R == pytest.approx(summary.search_share(np.array([R]), np.array([v]))[0], rel=0.02)
+SEMANTIC = {"score": "occlusion", "direction": "positive"}
+RESTRICTED = {"budget": 0.25, "min_retention": 0.5, "min_effect": 0.05}
 
 
-def regions_frame(v_per_image: list[int], R: int = 10) -> pd.DataFrame:
+def p1_images(n: int, n_segments: int = 25, primary: bool = True, **cols) -> pd.DataFrame:
+    """A constructed ``onepixel_claim_images`` table of n searched images; each column a value or a list
+    cycled over the images (defaults: every image attackable, nothing else informative)."""
+    from pixelrobust.vulnerability import CLAIM_IMAGE_COLUMNS
+
+    base = {"dataset": "cifar10", "model": "m", "n_segments": n_segments, "primary": primary, "n_regions": 20,
+            "n_searched": 1024, "n_vulnerable": 5, "n_vulnerable_regions": 2, "whole_success": 1, "restricted_regions": 5,
+            "restricted_pixels": 256, "restricted_success": 0, "random_regions_success": 0.0, "multi_region": 0,
+            "blob_multi_region": 0.0, "random_multi_region": 0.9, "rho_occlusion": 0.0, "rho_occlusion_control": 0.0,
+            "rho_cam": 0.0, "rho_cam_control": 0.0}
     rows = []
-    for i, v in enumerate(v_per_image):
-        rows += [{"dataset": "cifar10", "model": "m", "image_id": str(i), "region_id": r, "n_searched": 5,
-                  "n_vulnerable": int(r < v)} for r in range(R)]
+    for i in range(n):
+        row = {**base, "image_id": f"img-{i}"}
+        for k, v in cols.items():
+            row[k] = v[i % len(v)] if isinstance(v, list) else v
+        rows.append(row)
+    return pd.DataFrame(rows, columns=CLAIM_IMAGE_COLUMNS)
+
+
+def p1_verdicts(table: pd.DataFrame, semantic=SEMANTIC, restricted=RESTRICTED) -> dict:
+    from pixelrobust.vulnerability import claims_table
+
+    rows = summary.p1_claims(claims_table(table, semantic=semantic, restricted=restricted, n_boot=500, seed=0))
+    return {r["claim"].split()[0] if not r["claim"].startswith("a region") else "semantic": r for r in rows}
+
+
+def test_p1_only_some_pixels_beats_random_regions_of_the_same_budget_and_keeps_the_successes():
+    held = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=0.3))["searching"]
+    assert held["verdict"] == "held" and held["effect"] == pytest.approx(0.7) and held["control_value"] == pytest.approx(0.3)
+    assert held["ci_low"] > 0 and "cost 0.25" in held["evidence"]
+    worse = p1_verdicts(p1_images(30, restricted_success=0, random_regions_success=0.6))["searching"]
+    assert worse["verdict"] == "not held" and worse["ci_high"] < 0
+    tie = p1_verdicts(p1_images(30, restricted_success=[1, 0], random_regions_success=0.5))["searching"]
+    assert tie["verdict"] == "inconclusive"
+    # beats the random subset (0 here) but keeps only 8 of 40 successes: the retention test fails it
+    few = p1_verdicts(p1_images(40, restricted_success=[1] * 8 + [0] * 32, random_regions_success=0.0))["searching"]
+    assert few["ci_low"] > 0 and few["verdict"] == "not held" and "retention" in few["evidence"]
+    # images no pixel breaks count: 20 unbreakable + 10 attackable ones the restricted search finds
+    mixed = p1_verdicts(p1_images(30, whole_success=[0, 0, 1], restricted_success=[0, 0, 1],
+                                  random_regions_success=[0, 0, 0.2]))["searching"]
+    assert mixed["n_images"] == 30 and mixed["observed"] == pytest.approx(1 / 3) and mixed["verdict"] == "held"
+    assert p1_verdicts(p1_images(5, restricted_success=1))["searching"]["verdict"] == "too few images"
+
+
+def test_p1_only_some_pixels_needs_a_gain_of_at_least_min_effect():
+    """A gain over random regions that is sure but tiny (0.0004: every image's random regions hit with
+    probability 0.9996) is not held; the same images with the margin at 0 would be; a gain whose
+    interval lies above the margin is held, and one whose interval straddles it is inconclusive."""
+    tiny = p1_images(30, restricted_success=1, random_regions_success=0.9996)
+    row = p1_verdicts(tiny)["searching"]
+    assert row["effect"] == pytest.approx(0.0004) and row["ci_low"] > 0 and row["verdict"] == "not held"
+    assert "must exceed 0.05" in row["evidence"]
+    assert p1_verdicts(tiny, restricted={**RESTRICTED, "min_effect": 0.0})["searching"]["verdict"] == "held"
+    clear = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=0.9))["searching"]
+    assert clear["ci_low"] > 0.05 and clear["verdict"] == "held"
+    # gains 0 and 0.1 alternating: mean 0.05, the interval straddles the margin
+    edge = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=[1.0, 0.9]))["searching"]
+    assert edge["ci_low"] < 0.05 < edge["ci_high"] and edge["verdict"] == "inconclusive"
+
+
+def test_p1_scattered_is_measured_against_a_compact_blob():
+    held = p1_verdicts(p1_images(20, multi_region=1, blob_multi_region=0.3))["vulnerable"]
+    assert held["verdict"] == "held" and held["effect"] == pytest.approx(0.7) and held["observed"] == 1
+    # 75 % of images in >= 2 regions, but a blob of the same size would cross a boundary as often
+    same = p1_verdicts(p1_images(20, multi_region=[1, 1, 1, 0], blob_multi_region=0.75))["vulnerable"]
+    assert same["observed"] == pytest.approx(0.75) and same["verdict"] == "inconclusive"
+    less = p1_verdicts(p1_images(20, multi_region=0, blob_multi_region=0.4))["vulnerable"]
+    assert less["verdict"] == "not held"
+    # only attackable images count: 4 of 40
+    few = p1_verdicts(p1_images(40, whole_success=[1] + [0] * 9, multi_region=1, blob_multi_region=0.1))["vulnerable"]
+    assert few["n_images"] == 4 and few["verdict"] == "too few images"
+
+
+def test_p1_semantic_tests_the_declared_score_and_direction_within_images():
+    noise = [0.1, -0.1, 0.05, -0.05]
+    table = p1_images(24, rho_occlusion=[0.5 + e for e in noise], rho_occlusion_control=0.1,
+                      rho_cam=[-0.4 + e for e in noise], rho_cam_control=0.0)
+    v = lambda score, direction: p1_verdicts(table, {"score": score, "direction": direction})["semantic"]
+    pos = v("occlusion", "positive")
+    assert pos["verdict"] == "held" and pos["effect"] == pytest.approx(0.4) and pos["control_value"] == pytest.approx(0.1)
+    # the default declaration was made after a pilot on the first 20 images: the evidence says so
+    assert "declared after a pilot on the first 20 images" in pos["evidence"]
+    assert "pilot" not in v("cam", "negative")["evidence"]
+    assert v("occlusion", "negative")["verdict"] == "not held"
+    assert v("cam", "positive")["verdict"] == "not held" and v("cam", "negative")["verdict"] == "held"
+    # a positive rho that its control matches is no evidence (the pooled reading would have called it held)
+    matched = p1_images(24, rho_occlusion=[0.3 + e for e in noise], rho_occlusion_control=[0.3 - e for e in noise])
+    assert p1_verdicts(matched)["semantic"]["verdict"] == "inconclusive"
+    # images without a defined rho are skipped and counted; unattackable ones are not units
+    skipped = p1_images(24, rho_occlusion=[np.nan, 0.6, 0.4, 0.5], rho_occlusion_control=0.0, whole_success=[1, 1, 1, 1, 0, 1])
+    row = p1_verdicts(skipped)["semantic"]
+    # images 4, 10, 16, 22 unattackable; NaN at 0, 4, 8, 12, 16, 20, of which 0, 8, 12, 20 attackable
+    assert row["n_images"] == 16 and "4 attackable images skipped" in row["evidence"]
+    assert p1_verdicts(p1_images(8, rho_occlusion=0.5))["semantic"]["verdict"] == "too few images"
+
+
+def test_p1_claims_decide_on_the_primary_segmentation_and_quote_the_others():
+    from pixelrobust.vulnerability import claims_table
+
+    table = pd.concat([p1_images(20, n_segments=25, multi_region=1, blob_multi_region=0.2),
+                       p1_images(20, n_segments=10, primary=False, multi_region=0, blob_multi_region=0.2),
+                       p1_images(20, n_segments=50, primary=False, multi_region=1, blob_multi_region=0.2)])
+    claims = claims_table(table, semantic=SEMANTIC, restricted=RESTRICTED, n_boot=300, seed=1)
+    assert len(claims) == 9 and claims.n_segments.tolist()[:3] == [25, 25, 25]
+    rows = summary.p1_claims(claims)
+    assert len(rows) == 3 and all(set(summary.CLAIM_COLUMNS) == set(r) for r in rows)
+    scattered = [r for r in rows if r["claim"].startswith("vulnerable")][0]
+    assert scattered["verdict"] == "held" and scattered["control"].startswith("a compact blob")
+    assert "sensitivity: 10 segments -0.200" in scattered["evidence"] and "not held" in scattered["evidence"]
+    assert "50 segments +0.800" in scattered["evidence"]
+
+
+def masked_images(per_k: dict, n: int = 40, random=None) -> pd.DataFrame:
+    """Per-image masked-PGD outcomes: ``per_k[k] = (top correct, bottom correct)``, each a 0/1 list or a count of
+    correct images (the first ones)."""
+    def vec(v):
+        return np.asarray(v, int) if np.ndim(v) else (np.arange(n) < v).astype(int)
+
+    rows = []
+    for k, (top, bottom) in per_k.items():
+        rand = vec(random[k]) if random else (vec(top) | vec(bottom))
+        for mask, v in (("top", vec(top)), ("bottom", vec(bottom)), ("random", rand)):
+            rows += [{"dataset": "cifar10", "model": "m", "norm": "linf", "mask": mask, "k_percent": float(k),
+                      "image_id": f"i{i}", "correct": int(c), "loss": 1.0 - c} for i, c in enumerate(v)]
     return pd.DataFrame(rows)
 
 
-def summary_row(n, rho=(0.0, -0.1, 0.1)) -> pd.DataFrame:
-    return pd.DataFrame([{"dataset": "cifar10", "model": "m", "n_images": n, "exhaustive_success": 0.5,
-                          "median_vulnerable_pixels": 3.0, "spearman_occlusion": rho[0], "spearman_occlusion_ci_low": rho[1],
-                          "spearman_occlusion_ci_high": rho[2], "spearman_cam": 0.0, "spearman_cam_ci_low": -0.1,
-                          "spearman_cam_ci_high": 0.1}])
+def ordering(per_k, max_k=25, **kw):
+    (row,) = summary.p3_ordering(masked_images(per_k, **kw), "linf", n_boot=500, seed=0, max_k=max_k)
+    return row
 
 
-def test_p1_verdicts_follow_the_numbers():
-    scattered = summary.p1_claims(summary_row(20, (0.3, 0.1, 0.5)), regions_frame([5] * 20), 500, 0)
-    assert [r["verdict"] for r in scattered] == ["held", "held", "held"]
-    single = summary.p1_claims(summary_row(20), regions_frame([1] * 20), 500, 0)
-    assert [r["verdict"] for r in single] == ["not held", "not held", "not held"]
-    few = summary.p1_claims(summary_row(3), regions_frame([5] * 3), 500, 0)
-    assert {r["verdict"] for r in few} == {"too few images"}
-    assert "0.18 of its regions" in scattered[0]["evidence"]  # (10 + 1) / (5 + 1) / 10
+def test_p3_ordering_is_a_paired_test_per_k():
+    # bottom-mask PGD leaves 30 of 40 images correct, top-mask PGD 10: a clear paired difference at every k
+    held = ordering({5: (10, 30), 25: (2, 20)})
+    assert held["verdict"] == "held" and held["ci_low"] > 0 and held["effect"] == pytest.approx(18 / 40)  # the weaker k, 25
+    # the row compares what the claim compares: observed = top mask, control = bottom mask, effect = bottom - top
+    assert held["control"].startswith("bottom mask") and held["observed"] == pytest.approx(2 / 40)
+    row = ordering({5: (10, 30), 25: (2, 20)}, random={5: 25, 25: 8})
+    assert row["control_value"] == pytest.approx(20 / 40) and row["observed"] == pytest.approx(2 / 40)
+    assert row["control_value"] - row["observed"] == pytest.approx(row["effect"])
+    assert "top 0.05 / random 0.20 / bottom 0.50" in row["evidence"]  # the random mask stays in the evidence
+    # the top mask hurts *less* at one k: not held (intersection-union over k)
+    assert ordering({5: (10, 30), 25: (30, 10)})["verdict"] == "not held"
+    # a difference of one image of 40 is no clear difference: inconclusive, not "not held"
+    assert ordering({5: (10, 30), 25: (19, 20)})["verdict"] == "inconclusive"
+    assert ordering({5: (10, 30), 25: (2, 20)}, n=6)["verdict"] == "too few images"
+    # pairing: the images the top mask leaves correct (the first 15) are a subset of the bottom mask's (the first
+    # 21), so 6 images differ, all one way. Paired over images that is clear (held: the exact sign test on 6 of 6
+    # discordant pairs, p = 0.031); two independent proportions, 15/40 against 21/40, would not be (Newcombe's
+    # interval straddles 0). With 5 of 5 (p = 0.0625) the paired test is not clear either: inconclusive.
+    row = ordering({5: (15, 21)})
+    assert row["verdict"] == "held" and row["effect"] == pytest.approx(6 / 40)
+    assert newcombe_diff_ci(21, 40, 15, 40)[1] < 0
+    assert ordering({5: (15, 20)})["verdict"] == "inconclusive"
 
 
-def test_p3_verdicts_follow_the_numbers():
-    def masked(top, bottom, n=50):
-        return pd.DataFrame([{"dataset": "cifar10", "model": "m", "mask": mask, "k_percent": k, "n_images": n, "top1": t}
-                             for k, t_top, t_bot in zip((5, 25, 100), top, bottom)
-                             for mask, t in (("top", t_top), ("bottom", t_bot), ("random", (t_top + t_bot) / 2))])
+def test_p3_ordering_excludes_k_0_and_100_and_ties():
+    # issue #24: k = 0 (both masks: the clean image) and k = 100 (both: full PGD) are the same attack, not losses
+    row = ordering({0: (36, 36), 5: (10, 30), 25: (2, 20), 100: (0, 0)})
+    assert row["verdict"] == "held" and "k = 0, 100 excluded" in row["evidence"]
+    # saturation: at k = 50 both masks leave no image correct, a tie: no loss (never "not held"), but no
+    # evidence for the order either, so the claim over every k is inconclusive (when k = 50 is among the verdict's k)
+    row = ordering({5: (10, 30), 25: (2, 20), 50: (0, 0)}, max_k=50)
+    assert row["verdict"] == "inconclusive" and "intersection-union over the 3 k" in row["evidence"]
+    assert "k 50 %: top 0.00 / random 0.00 / bottom 0.00, bottom - top +0.000 (0.000 to 0.000) inconclusive (tied)" in row["evidence"]
+    assert ordering({5: (10, 30), 25: (30, 10), 50: (0, 0)}, max_k=50)["verdict"] == "not held"  # a real loss still counts
+    for ks in ([100], [0], [0, 100]):
+        with pytest.raises(ValueError, match="masked_pgd.k_percent .* no mask size strictly between 0 and 100"):
+            ordering({k: (0, 0) for k in ks})
+    with pytest.raises(ValueError, match="lacks 'top' or 'bottom'"):
+        summary.p3_ordering(masked_images({5: (1, 2)}).query("mask != 'bottom'"), "linf", n_boot=10, seed=0)
 
-    assert summary.p3_ordering(masked([0.5, 0.1, 0.0], [0.8, 0.4, 0.0]), "L-inf")[0]["verdict"] == "held"
-    assert summary.p3_ordering(masked([0.5, 0.5, 0.0], [0.8, 0.4, 0.0]), "L-inf")[0]["verdict"] == "not held"
-    assert summary.p3_ordering(masked([0.5, 0.1, 0.0], [0.8, 0.4, 0.0], n=4), "L-inf")[0]["verdict"] == "too few images"
-    sweep = pd.DataFrame({"dataset": "cifar10", "model": "m", "lambda": [0, 0.5, 1], "top1": [0.9, 0.8, 0.6],
-                          "iou": [0.14, 0.5, 1.0]})
-    detail = pd.DataFrame({"model": ["m"], "chance_iou": [1 / 7], "n_images": [100]})
-    assert summary.p3_iou(sweep, detail)[0]["verdict"] == "held"
-    assert summary.p3_iou(sweep.assign(iou=[0.14, 0.13, 0.12]), detail)[0]["verdict"] == "not held"
+
+def test_p3_ordering_is_decided_on_k_up_to_verdict_max_k():
+    # the default grid's k = 50 (half the image: not a minority of the pixels) is reported, not decided on;
+    # a tie there (both masks saturated) no longer makes the claim inconclusive
+    row = ordering({1: (20, 36), 5: (10, 30), 25: (2, 20), 50: (0, 1), 100: (0, 0)})
+    assert row["verdict"] == "held" and "intersection-union over the 3 k in (0, 25]" in row["evidence"]
+    assert "k = 50 excluded (above masked_pgd.verdict_max_k 25" in row["evidence"] and "k 50 %" not in row["evidence"]
+    assert "k = 100 excluded (the same attack" in row["evidence"]
+    # a loss above max_k does not count either; one at or below it does
+    assert ordering({5: (10, 30), 25: (2, 20), 50: (30, 0)})["verdict"] == "held"
+    assert ordering({5: (10, 30), 25: (30, 2), 50: (0, 30)})["verdict"] == "not held"
+    with pytest.raises(ValueError, match=r"no mask size in \(0, masked_pgd.verdict_max_k = 25\]"):
+        ordering({50: (0, 10), 100: (0, 0)})
+
+
+def iou_tables(trained, control, *, top1=(0.90, 0.89, 0.86, 0.70, 0.40), lambdas=(0, 0.1, 0.3, 0.5, 1.0), n=40,
+               clean=0.90, controls=("untrained", "fill_only")):
+    """A λ sweep with per-image IoU: ``trained``/``control`` map λ -> a per-image IoU vector (or a constant)."""
+    sweep, images = [], []
+    for name in ("trained", *controls):
+        src = trained if name == "trained" else control
+        for lam, acc in zip(lambdas, top1):
+            v = np.broadcast_to(np.asarray(src(lam), float), (n,))
+            sweep.append({"dataset": "cifar10", "model": "m", "prm": name, "lambda": lam, "top1": acc, "iou": v.mean(),
+                          "image_iou": v.mean(), "n_images": n, "clean_top1": clean, "chance_iou": 1 / 7})
+            images += [{"dataset": "cifar10", "model": "m", "prm": name, "lambda": lam, "image_id": f"i{i}", "correct": 1,
+                        "iou": x} for i, x in enumerate(v)]
+    return pd.DataFrame(sweep), pd.DataFrame(images)
+
+
+def iou_verdict(trained, control, ceiling=0.9, **kw):
+    sweep, images = iou_tables(trained, control, **kw)
+    (row,) = summary.p3_iou(sweep, images, margin=0.05, n_boot=500, seed=0, ceiling=ceiling)
+    return row
+
+
+def test_p3_iou_beats_the_untrained_prm_within_the_accuracy_margin():
+    noise = np.random.default_rng(0).normal(0, 0.05, 40)
+    base = lambda lam: np.clip(1 / 7 + 0.6 * lam + noise, 0, 1) if lam < 1 else 1.0  # noqa: E731
+    # λ* = 0.3: the largest λ < 1 with top-1 >= 0.90 - 0.05 (0.1: 0.89 and 0.3: 0.86 are within; 0.5: 0.70 is not)
+    row = iou_verdict(lambda lam: base(lam) + (0.2 if 0 < lam < 1 else 0), base)
+    assert row["verdict"] == "held" and "lambda* 0.3" in row["evidence"] and row["effect"] == pytest.approx(0.2)
+    assert row["ci_low"] > 0 and row["control"].endswith("PRM, same images and lambda")
+    assert row["observed"] - row["control_value"] == pytest.approx(row["effect"])  # the row is self-consistent
+    # the trained PRM moves the gradient *less* onto the lattice than the controls: not held
+    assert iou_verdict(lambda lam: base(lam) - (0.2 if 0 < lam < 1 else 0), base)["verdict"] == "not held"
+    # no better than the untrained PRM (the issue's case: both rise with λ to 1 at λ = 1): inconclusive, never held
+    assert iou_verdict(base, base)["verdict"] == "inconclusive"
+    # it must beat every control: better than one, equal to the other -> not held overall
+    sweep, images = iou_tables(lambda lam: base(lam) + 0.2 * (0 < lam < 1), base)
+    images.loc[(images.prm == "fill_only") & (images["lambda"] == 0.3), "iou"] += 0.4
+    (row,) = summary.p3_iou(sweep, images, margin=0.05, n_boot=500, seed=0)
+    assert row["verdict"] == "not held" and row["control"].startswith("fill_only")
+
+
+def test_p3_iou_skips_lambdas_where_the_controls_are_saturated():
+    # the referee's case: top-1 stays within the margin up to λ 0.999 (what P3 wants of a PRM), but there every
+    # PRM's top-k gradient pixels sit on the lattice (controls' per-image IoU 1), so trained - control is 0 by
+    # construction; the trained PRM is clearly better (+0.1) wherever the controls leave room
+    lambdas = (0, 0.3, 0.5, 0.9, 0.99, 0.999, 1)
+    noise = np.random.default_rng(1).normal(0, 0.03, 40)
+    ctrl = {0: 0.15, 0.3: 0.25, 0.5: 0.4, 0.9: 0.85, 0.99: 0.97, 0.999: 1.0, 1: 1.0}
+    control = lambda lam: np.clip(ctrl[lam] + noise, 0, 1)  # noqa: E731
+    better = lambda lam: np.clip(ctrl[lam] + noise + 0.1 * (0 < lam < 1), 0, 1)  # noqa: E731
+    kw = dict(lambdas=lambdas, top1=(0.90,) * 7)
+    row = iou_verdict(better, control, **kw)
+    # λ* = 0.9: the largest λ in (0, 1) with both controls' mean per-image IoU <= 0.9 (0.99: 0.97, 0.999: 1.00)
+    assert row["verdict"] == "held" and "lambda* 0.9," in row["evidence"], row["evidence"]
+    assert "lambda 0.99, 0.999 within the margin but skipped" in row["evidence"]
+    assert row["effect"] == pytest.approx(0.1, abs=0.01) and row["control_value"] == pytest.approx(0.85, abs=0.02)
+    assert row["observed"] - row["control_value"] == pytest.approx(row["effect"])
+    # λ* comes from the controls and the trained top-1 only: a trained PRM no better at 0.9 (better at 0.5) is
+    # still judged at 0.9, not moved to the λ where it looks best
+    partial = lambda lam: control(lam) if lam >= 0.9 else better(lam)  # noqa: E731
+    row = iou_verdict(partial, control, **kw)
+    assert "lambda* 0.9," in row["evidence"] and row["verdict"] == "inconclusive"
+    # every acceptable λ saturated (a ceiling below every control): inconclusive, with the reason
+    row = iou_verdict(better, control, ceiling=0.1, **kw)
+    assert row["verdict"] == "inconclusive" and "above the ceiling 0.1" in row["evidence"]
+
+
+def test_p3_iou_pairs_only_images_present_for_both():
+    noise = np.random.default_rng(0).normal(0, 0.05, 40)
+    base = lambda lam: np.clip(1 / 7 + 0.6 * lam + noise, 0, 1) if lam < 1 else 1.0  # noqa: E731
+    sweep, images = iou_tables(lambda lam: base(lam) + 0.2 * (0 < lam < 1), base)
+    # the untrained control lost 25 of the 40 images (e.g. a crashed chunk): 15 are paired with it
+    lost = (images.prm == "untrained") & images.image_id.isin([f"i{i}" for i in range(25)])
+    (row,) = summary.p3_iou(sweep, images[~lost], margin=0.05, n_boot=500, seed=0)
+    assert row["verdict"] == "held" and row["effect"] == pytest.approx(0.2)
+    assert "over 15 images" in row["evidence"] and "over 40 images" in row["evidence"]
+    # 35 of 40 lost: 5 paired images are too few for a verdict, whatever the sweep's n_images says
+    lost = (images.prm == "untrained") & images.image_id.isin([f"i{i}" for i in range(35)])
+    (row,) = summary.p3_iou(sweep, images[~lost], margin=0.05, n_boot=500, seed=0)
+    assert row["verdict"] == "too few images" and row["n_images"] == 5
+
+
+def test_p3_iou_never_decides_at_lambda_1_and_needs_accuracy():
+    # λ = 1 is within the margin and the trained PRM's IoU is higher there, lower everywhere else: λ = 1 is not λ*
+    row = iou_verdict(lambda lam: 0.9 if lam == 1 else 0.1, lambda lam: 0.2 if lam < 1 else 0.5,
+                      top1=(0.90, 0.90, 0.90, 0.90, 0.90))
+    assert "lambda* 0.5" in row["evidence"] and row["verdict"] == "not held"
+    # every λ in (0, 1) costs more than the margin: no λ to test at -> inconclusive, with the reason
+    row = iou_verdict(lambda lam: 0.9, lambda lam: 0.1, top1=(0.90, 0.80, 0.70, 0.60, 0.50))
+    assert row["verdict"] == "inconclusive" and "no lambda in (0, 1) keeps" in row["evidence"]
+    assert iou_verdict(lambda lam: 0.9, lambda lam: 0.1, n=5)["verdict"] == "too few images"
+    sweep, images = iou_tables(lambda lam: 0.9, lambda lam: 0.1, controls=())
+    with pytest.raises(ValueError, match="no untrained control"):
+        summary.p3_iou(sweep, images, margin=0.05, n_boot=10, seed=0)
 
 
 def test_render_lists_every_claim_and_the_config():
@@ -146,3 +504,4 @@ def test_render_lists_every_claim_and_the_config():
                           config_yaml="seed: 7\n", git_commit="deadbeef")
     assert "### c1" in text and "**held**" in text and "**too few images**" in text and "seed: 7" in text
     assert "Not run: `ssim.model`" in text and "Not run: `synthesis.models`" in text and "`c.yaml`" in text
+    assert "docs/sources.md" in text.split("| verdict | claims |")[0]  # the sources line, above the counts

@@ -70,6 +70,14 @@ def test_tiny_p1_outputs(tiny_run):
         assert per_image[(r.model, r.image_id)] == r.n_vulnerable
     summary = pd.read_csv(tables / "onepixel_summary.csv")
     assert (summary.de_outside_region == 0).all() and "published_anchor" in summary
+    # the claims at the tiny config's 16 SLIC segments (primary) and its sensitivity count 8, from the same maps
+    claims = pd.read_csv(tables / "onepixel_claims.csv")
+    assert set(claims.n_segments) == {8, 16} and set(claims[claims.primary].n_segments) == {16}
+    assert set(claims.verdict) == {"too few images"}  # 1-2 images per model
+    per_image = pd.read_csv(tiny_run / "results" / "p1" / "onepixel_claim_images.csv")
+    prim = per_image[per_image.primary].set_index(["model", "image_id"])
+    for _, r in ok.iterrows():
+        assert prim.loc[(r.model, r.image_id), "n_vulnerable"] == r.n_vulnerable
     for name in ["p1_region_semantics", *[f"p1_vulnerability_grid_{m}" for m in summary.model]]:
         for ext in ("png", "pdf"):
             assert (tiny_run / "results" / "figures" / f"{name}.{ext}").stat().st_size > 1000
@@ -86,11 +94,19 @@ def test_tiny_p3_outputs(tiny_run):
         full = table[table.k_percent == 100].groupby("model").top1.nunique()
         assert (full == 1).all(), "k = 100 % is the same attack whatever the mask"
         assert table.top1.between(0, 1).all()
+    per_image = pd.read_csv(t / "masked_pgd_images.csv")
+    assert list(per_image.columns) == ["dataset", "model", "norm", "mask", "k_percent", "image_id", "correct", "loss"]
+    top1 = per_image[per_image.norm == "linf"].groupby(["model", "mask", "k_percent"]).correct.mean()
+    linf = pd.read_csv(t / "masked_pgd.csv").set_index(["model", "mask", "k_percent"]).top1
+    pd.testing.assert_series_equal(top1.sort_index(), linf.sort_index(), check_names=False)
     sweep = pd.read_csv(t / "prm_lambda_sweep.csv")
-    assert list(sweep.columns) == ["dataset", "model", "lambda", "top1", "iou"]
-    assert sweep["lambda"].tolist() == [0, 0.5, 1] and sweep.iou.iloc[-1] == 1.0
+    assert list(sweep.columns) == ["dataset", "model", "prm", "lambda", "top1", "iou", "image_iou"]
+    assert sweep.prm.unique().tolist() == ["trained", "untrained", "fill_only"]  # tiny: a residual PRM and its controls
+    for _, g in sweep.groupby("prm"):
+        assert g["lambda"].tolist() == [0, 0.5, 1] and g.iou.iloc[-1] == 1.0 == g.image_iou.iloc[-1]
     detail = pd.read_csv(t / "prm_lambda_sweep_detail.csv")
     assert detail.chance_iou.iloc[0] == pytest.approx(1 / 7, abs=1e-4) and (detail.n_images == 32).all()
+    assert len(pd.read_csv(t / "prm_lambda_sweep_images.csv")) == 3 * 3 * 32  # prm x lambda x image
     history = pd.read_csv(tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "history.csv")
     assert history.step.tolist() == [1, 2, 3, 4]
     assert not (tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "resume.pt").exists()
@@ -103,23 +119,25 @@ def test_tiny_p3_outputs(tiny_run):
 
 
 def test_tiny_defense_table_fills_every_cell(tiny_run):
-    from pixelrobust.defense_eval import ATTACKS, DEFENSES, TABLE_COLUMNS
+    from pixelrobust.defense_eval import ATTACKS, CONTROLS, DEFENSES, TABLE_COLUMNS
 
     table = pd.read_csv(tiny_run / "results" / "tables" / "defense.csv")
     assert list(table.columns) == TABLE_COLUMNS
-    # 3 datasets x (none + 4 defences) x (clean + 5 attacks) x 2 protocols, no cell missing
-    assert len(table) == 3 * 5 * 6 * 2 and not table.top1.isna().any()
+    # per dataset: (none + 4 defences) x (clean + 5 attacks) x 2 protocols, plus the gray-box transfer controls
+    # (transfer_none under 5 attacks, prm_shift_only under clean + 5 attacks); no cell missing
+    assert len(table) == 3 * (5 * 6 * 2 + 5 + 6) and not table.top1.isna().any()
     assert set(table.dataset) == {"cifar10", "cifar100", "imagenet"}
-    assert set(table.defense) == set(DEFENSES) and set(table.attack) == {"clean", *ATTACKS}
+    assert set(table.defense) == set(DEFENSES) | set(CONTROLS) and set(table.attack) == {"clean", *ATTACKS}
     assert dict(zip(table.dataset, table.n_images)) == {"cifar10": 2, "cifar100": 2, "imagenet": 1}
     assert table.top1.between(0, 1).all() and (table.seconds >= 0).all()
-    attacked = table[table.attack != "clean"]
-    none = attacked[attacked.defense == "none"]
-    assert (none.defense_rate.dropna() == 0).all()  # the undefended model defends nothing
-    # the adaptive protocol's undefended row is the white-box attack, the same as gray-box
-    g = none.set_index(["model", "attack", "protocol"]).top1
-    for model, attack, _ in g.index:
-        assert g[model, attack, "graybox"] == g[model, attack, "adaptive"]
+    # counts pool images x draws: 2 draws of every randomised defence, 1 of the deterministic rows
+    det = table.defense.isin(["none", "transfer_none"])
+    assert (table.n == table.n_images * table.draws).all() and (table[det].draws == 1).all() and (table[~det].draws == 2).all()
+    assert ((table.ci_low <= table.top1) & (table.top1 <= table.ci_high)).all()
+    prm = table[(table.defense == "stochastic_prm") & (table.protocol == "graybox") & (table.attack != "clean")]
+    assert (prm.reference == "transfer_none").all()  # the PRM row is compared on the images crafted on its stand-in
+    sat = pd.read_csv(tiny_run / "results" / "tables" / "defense_saturation.csv")
+    assert set(sat.restart.astype(str)) == {"0", "1", "best"} and set(sat.step) == {1, 2}
     md = (tiny_run / "results" / "tables" / "defense.md").read_text()
     assert md.count("## graybox") == 3 and md.count("## adaptive") == 3
     # the stochastic PRM drew from its pool: both tiny PRMs of each model, trained on their own lattices
@@ -135,7 +153,7 @@ def test_tiny_defense_table_fills_every_cell(tiny_run):
 
 
 def test_tiny_p2_outputs(tiny_run):
-    from pixelrobust.map_compare import COMPARISON_COLUMNS
+    from pixelrobust.map_compare import BUDGET, BUDGET_MAPS, COMPARISON_COLUMNS, MAPS
     from pixelrobust.ssim_study import CHECK_COLUMNS, TABLE_COLUMNS
 
     t = tiny_run / "results" / "tables"
@@ -147,11 +165,16 @@ def test_tiny_p2_outputs(tiny_run):
     ssim = attack[attack.attack == "ssim_ball"]
     assert (ssim.mean_l2.diff().dropna() > 0).all()  # a larger ball, a larger perturbation
     comparison = pd.read_csv(t / "ssim_cam_comparison.csv", dtype={"image_id": str})
-    assert list(comparison.columns) == COMPARISON_COLUMNS and len(comparison) == 2 * 3
-    assert set(comparison.attack) == {"ssim_ball", "pgd_linf", "pgd_l2"}
-    assert comparison.pearson.between(-1, 1).all() and comparison.energy_in_topk.between(0, 1).all()
+    # per image: three attacks × the maps, and the SSIM ball's budget map (the model-free control) for its maps
+    assert list(comparison.columns) == COMPARISON_COLUMNS and len(comparison) == 2 * (3 * len(MAPS) + len(BUDGET_MAPS))
+    assert set(comparison.attack) == {"ssim_ball", "pgd_linf", "pgd_l2", BUDGET}
+    assert comparison.mass_in_topk.between(0, 1).all()
+    attacked = comparison[comparison.attack != BUDGET]
+    assert (attacked.grid_ratio > 0).all() and attacked.pearson.between(-1, 1).all()  # the grid diagnostic: every P2 table
+    assert attacked.success.isin([True, False]).all() and comparison[comparison.attack == BUDGET].grid_ratio.isna().all()
     summary = pd.read_csv(t / "ssim_cam_summary.csv", keep_default_na=False)
     assert set(summary.verdict[summary.baseline != ""]) == {"too few images (< 10)"}
+    assert summary[summary.metric == "success_rate"].attack.tolist() == ["ssim_ball", "pgd_linf", "pgd_l2"]
     check = pd.read_csv(t / "ssim_solver_check.csv")
     assert list(check.columns) == CHECK_COLUMNS and check.solver.tolist() == ["admm", "clarabel"]
     assert (check.max_violation <= 1e-4).all() and (check.gap_to_reference <= 0.01).all() and (check.image_size == 32).all()
@@ -172,11 +195,14 @@ def test_tiny_synthesis_outputs(tiny_run):
     # the images are the ones P1 searched (its correctly classified ones), on the pixels it searched
     images = pd.read_csv(t / "onepixel_images.csv")
     searched = images[images.correct].groupby("model").size()
+    per_image = pd.read_csv(t / "synthesis_images.csv", dtype={"image_id": str})
+    finite = per_image.assign(ok=lambda f: np.isfinite(f.spearman - f.spearman_null) & np.isfinite(f.iou_topk - f.iou_null))
     for r in table.itertuples():
-        assert r.n_images == searched[r.model]
+        # the images the verdict rests on: those P1 searched with a finite excess over the null
+        assert r.n_images == finite[(finite.model == r.model) & (finite.map_a == r.map_a) & (finite.map_b == r.map_b)].ok.sum()
+        assert r.n_images <= searched[r.model]
         if "onepixel" in (r.map_a, r.map_b):
             assert r.n_pixels == (32 * 32 if r.dataset == "cifar10" else 8 * 8)  # tiny: the ImageNet grid is 8x8
-    per_image = pd.read_csv(t / "synthesis_images.csv", dtype={"image_id": str})
     assert list(per_image.columns) == IMAGE_COLUMNS
     mean = per_image.groupby(["model", "map_a", "map_b"]).iou_topk.mean()
     for r in table.itertuples():
@@ -225,7 +251,7 @@ def test_every_summary_table_has_markdown(tiny_run):
     """Summary tables come as CSV and Markdown; per-image and detail tables (and claims, whose
     Markdown is SUMMARY.md) as CSV only."""
     detail = {"onepixel_de_runs", "onepixel_images", "onepixel_regions", "ssim_cam_comparison", "synthesis_images",
-              "prm_lambda_sweep_detail", "claims"}
+              "prm_lambda_sweep_detail", "prm_lambda_sweep_images", "masked_pgd_images", "claims"}
     tables = sorted((tiny_run / "results" / "tables").glob("*.csv"))
     summaries = {"clean_accuracy", "onepixel_success", "onepixel_summary", "masked_pgd", "masked_pgd_l2", "prm_lambda_sweep",
                  "defense", "ssim_attack", "ssim_matched", "ssim_solver_check", "ssim_cam_summary", "synthesis"}
@@ -247,7 +273,7 @@ def test_every_table_records_its_provenance(tiny_run):
     t = tiny_run / "results" / "tables"
     expected_jobs = {  # tiny config: compute jobs merged into each table
         "clean_accuracy": {"clean_accuracy_chunk": 8},
-        "onepixel": {"segment": 5, "onepixel_search": 5},
+        "onepixel": {"segment": 5, "onepixel_search": 5, "onepixel_claim_images": 5},
         "masked_pgd": {"masked_pgd": 2, "gradient_map": 2},
         "prm_lambda_sweep": {"prm_sweep": 1, "train_prm": 1},
         "defense": {"defense_eval": 18, "train_prm": 6},  # a pool of two PRMs per model
@@ -298,7 +324,8 @@ def test_default_config_dry_run_with_mirror(mirror, tmp_path):
     # clean accuracy: 1017/916/500 images in chunks of 256: 4 + 4 + 4 + 2
     # P1: 100 CIFAR-10 images in chunks of 10 for two ResNets, 20 ImageNet images for MobileNetV2
     assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": 14, "clean_accuracy": 1,
-                      "segment": 22, "onepixel_search": 22, "onepixel_tables": 1, "p1_vulnerability_grid": 3,
+                      "segment": 22, "onepixel_search": 22, "onepixel_claim_images": 22, "onepixel_tables": 1,
+                      "p1_vulnerability_grid": 3,
                       "p1_region_semantics": 1, "all": 1,
                       # P3: 4 gradient maps; masked PGD on 500/500/500/100 images in chunks of 100; one PRM
                       "gradient_map": 4, "masked_pgd": 16, "masked_pgd_tables": 1, "p3_gradient_maps": 1,

@@ -21,8 +21,128 @@ def clean_accuracy_models(config: dict) -> list[str]:
     return list(config["models"]) if chosen is None else list(chosen)
 
 
-def check(config: dict) -> dict[str, dict]:
-    """Cross-field checks; returns the resolved model specs."""
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file; a syntax error is a :class:`ConfigError` with the file, line and column.
+
+    (Snakemake's own loader says only "Config file is not valid JSON or YAML".)
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path} ({e}); fix the path or save it as UTF-8 text") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        cmark = getattr(e, "context_mark", None)
+        if context and cmark is not None:
+            context += f", which starts on line {cmark.line + 1}"
+        raise ConfigError(
+            f"config file {where}: YAML syntax error: {problem}" + (f" ({context})" if context else "")
+            + "; fix that line (mind indentation, ':' after keys, closed brackets and quotes)"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} holds a {type(data).__name__}, not keys at the top level (e.g. 'seed: 0')")
+    return data
+
+
+def validate(config: dict, schema: str | Path) -> None:
+    """Validate ``config`` against the JSON schema and fill in its defaults (in place).
+
+    Snakemake's own ``validate`` reports a failure with the whole schema and config (thousands of
+    lines); this raises a :class:`ConfigError` that names each offending key, says what is wrong
+    and, for an unknown key, the closest known one.
+    """
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate as smk_validate
+
+    try:
+        smk_validate(config, str(schema))
+    except WorkflowError:
+        raise ConfigError(schema_errors(config, schema)) from None
+
+
+def schema_errors(config: dict, schema: str | Path) -> str:
+    """A short message naming every key of ``config`` that breaks ``schema`` (empty if none)."""
+    import difflib
+
+    import jsonschema
+    import yaml
+
+    spec = yaml.safe_load(Path(schema).read_text())
+    validator = jsonschema.validators.validator_for(spec)(spec)
+    lines = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]):
+        where = ".".join(str(p) for p in err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            known = list(err.schema.get("properties", {}))
+            for extra in sorted(set(err.instance) - set(known)):
+                key = f"{where}.{extra}" if where else extra
+                close = difflib.get_close_matches(str(extra), known, n=1)
+                hint = f"did you mean {(where + '.' if where else '') + close[0]}? " if close else ""
+                lines.append(f"config key {key} is not a known key ({err.message}); {hint}remove it or fix its spelling "
+                             "(config/README.md lists every key)")
+            continue
+        message = err.message if len(err.message) <= 300 else err.message[:300] + " ..."
+        lines.append(f"config key {where or '(top level)'}: {message}")
+    if not lines:
+        return ""
+    return "the config does not fit workflow/schemas/config.schema.yaml:\n  " + "\n  ".join(lines)
+
+
+def _lookup(config: dict, path: str):
+    node = config
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(path)
+        node = node[part]
+    return node
+
+
+def _default_note(message: str, config: dict, given: dict) -> str:
+    """For each key a check names that the user did not set, say that it holds the schema's default."""
+    import re
+
+    notes = []
+    for path in dict.fromkeys(re.findall(r"\b[a-z_]+(?:\.[A-Za-z0-9_]+)+\b", message)):
+        if path.split(".")[0] not in config:
+            continue
+        try:
+            value = _lookup(config, path)
+        except KeyError:
+            continue
+        try:
+            _lookup(given, path)
+        except KeyError:
+            shown = repr(value) if len(repr(value)) <= 120 else repr(value)[:120] + " ..."
+            notes.append(f"{path} is not in your config: {shown} is its default (workflow/schemas/config.schema.yaml); "
+                         f"set {path} in your config file to change it")
+    return message if not notes else message + "\n(" + "; ".join(notes) + ")"
+
+
+def check(config: dict, given: dict | None = None) -> dict[str, dict]:
+    """Cross-field checks; returns the resolved model specs.
+
+    ``given``: the config as the user wrote it (before the schema filled in defaults); an error
+    about a key the user never set then says that it is a default.
+    """
+    try:
+        return _check(config)
+    except ConfigError as e:
+        if given is None:
+            raise
+        raise ConfigError(_default_note(str(e), config, given)) from None
+
+
+def _check(config: dict) -> dict[str, dict]:
     specs = model_specs(config)
     for name in clean_accuracy_models(config):
         if name not in specs:
@@ -68,15 +188,37 @@ def _check_models_and_keys(section: str, config: dict, specs: dict, per_dataset:
 
 
 def _check_p3(config: dict, specs: dict) -> None:
-    """P3: every masked-PGD / PRM model has a gradient map; training images never overlap the sweep's."""
+    """P3: every masked-PGD / PRM model has a gradient map; a test-split map never uses the attacked images;
+    training images never overlap the sweep's."""
     _check_models_and_keys("gradients", config, specs, ["split", "n_images"])
     _check_models_and_keys("masked_pgd", config, specs, ["n_images"])
     _check_models_and_keys("prm", config, specs, ["train.images", "sweep.n_images"])
     for name in config["masked_pgd"]["models"]:
         if name not in config["gradients"]["models"]:
             raise ConfigError(f"masked_pgd.models lists {name!r}, which needs a gradient map: add it to gradients.models")
+        ds = specs[name]["dataset"]
+        gr = config["gradients"]
+        if gr["split"].get(ds) == "test":
+            g0, attacked = (gr.get("start") or {}).get(ds, 0), config["masked_pgd"]["n_images"][ds]
+            if g0 < attacked:
+                raise ConfigError(
+                    f"gradients.start.{ds} is {g0}: the {ds} gradient map averages test images from {g0} on, but masked_pgd "
+                    f"attacks test images 0..{attacked - 1} with masks chosen from that map (fitted on the images tested); "
+                    f"set gradients.start.{ds} >= masked_pgd.n_images.{ds} ({attacked}), or gradients.split.{ds}: train")
     if not config["masked_pgd"]["k_percent"]:
         raise ConfigError("masked_pgd.k_percent is empty; give mask sizes in percent, e.g. [1, 5, 10, 25, 50, 100]")
+    if config["masked_pgd"]["models"]:  # P3's ordering verdict (summary.p3_ordering) needs these
+        ks = config["masked_pgd"]["k_percent"]
+        if not any(0 < k < 100 for k in ks):
+            raise ConfigError(f"masked_pgd.k_percent {ks} has no size strictly between 0 and 100; at k = 0 and k = 100 the top "
+                              "and bottom masks are the same attack, so P3's ordering cannot be tested: add e.g. 5, 10, 25")
+        max_k = config["masked_pgd"].get("verdict_max_k", 25)
+        if not any(0 < k <= max_k and k < 100 for k in ks):
+            raise ConfigError(f"masked_pgd.k_percent {ks} has no size in (0, masked_pgd.verdict_max_k = {max_k:g}], the sizes "
+                              "P3's ordering verdict is decided on: add e.g. 5, 10, 25, or raise masked_pgd.verdict_max_k")
+        if not {"top", "bottom"} <= set(config["masked_pgd"]["masks"]):
+            raise ConfigError(f"masked_pgd.masks {config['masked_pgd']['masks']} needs both 'top' and 'bottom' (P3's ordering "
+                              "compares them); add them")
     prm = config["prm"]
     for name in prm["models"]:
         ds = specs[name]["dataset"]
@@ -161,3 +303,43 @@ def _check_synthesis(config: dict, specs: dict) -> None:
         side = config["datasets"]["imagenet"]["crop"] if specs[name]["dataset"] == "imagenet" else 32
         if ss["window"] > side:
             raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images (synthesis.models)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pixelrobust.config FILE...``: check config files as the workflow would, before running it.
+
+    Each file is read (YAML errors with line and column), merged in order over the defaults,
+    validated against the schema and cross-checked. Prints what is wrong; exit status 1 if anything is.
+    """
+    import copy
+    import sys
+
+    files = list(sys.argv[1:] if argv is None else argv)
+    if not files:
+        print("usage: python -m pixelrobust.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)
+        return 2
+    schema = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    config: dict = {}
+    try:
+        for f in files:
+            _merge(config, load_yaml(f))
+        given = copy.deepcopy(config)
+        validate(config, schema)
+        check(config, given=given)
+    except ConfigError as e:
+        print(f"ConfigError: {e}", file=sys.stderr)
+        return 1
+    print(f"{', '.join(files)}: valid")
+    return 0
+
+
+def _merge(base: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

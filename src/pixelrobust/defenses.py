@@ -2,18 +2,26 @@
 
 Every defence wraps a classifier (:class:`pixelrobust.models.Classifier` or anything with the
 same interface) and is itself called on images in [0, 1], returning one score row per image whose
-argmax is the defended prediction. The randomised ones draw from their own generator, seeded at
-construction (``seed``) and re-seedable (:meth:`reseed`), so a run is reproducible and does not
-touch the global RNG.
+argmax is the defended prediction. The randomised ones draw **per image** (every image its own λ,
+shift, resize, noise or deflections), never from the global RNG. Where an image's randomness comes from:
 
-* :class:`StochasticPRM` — P3's defence: per call, one or more PRMs drawn at random, each after a
+* inside ``with defence.images(ids, draw)`` (evaluation): from a stable hash of (``seed``, image id,
+  ``draw``), so an image's result does not depend on which images share its batch or chunk, and
+  every call repeats it;
+* inside ``with defence.images(ids)`` (no draw; adaptive crafting): from a hash of (``seed``, image
+  id, the number of earlier calls on that image), fresh on every call as EOT needs, and still
+  independent of the batch;
+* otherwise (or when the batch does not match ``ids``, as when an attack passes a subset): from the
+  defence's own stream, seeded at construction (``seed``) and re-seedable (:meth:`reseed`).
+
+* :class:`StochasticPRM` — P3's defence: per image, one or more PRMs drawn at random, each after a
   random shift of 1–2 pixels (zero padded) that moves its lattice — by default drawn from the
   authors' shift set of that PRM's lattice (:data:`LATTICE_SHIFTS`) — with λ drawn from
   ``lambdas`` (authors' ``ACE.forward``). ``stochastic=False`` gives the deterministic PRM model the gray-box
   attacks are crafted on.
 * :class:`RegionBased` — Cao & Gong (2017): ``samples`` points drawn uniformly from the hypercube
   of half-side ``radius`` around the image, majority vote. Output: log of the vote shares.
-* :class:`Randomization` — Xie et al. (2018), as in the authors' code: one nearest-neighbour
+* :class:`Randomization` — Xie et al. (2018), as in the authors' code: per image one nearest-neighbour
   resize by a factor in ``scale``, then a random zero pad back to the input size.
 * :class:`PixelDeflection` — Prakash et al. (2018): ``deflections`` single-channel pixel
   replacements by a random neighbour within ``window``, then BayesShrink wavelet denoising
@@ -25,12 +33,15 @@ touch the global RNG.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .prm import check_lattice
+from .runtime import derive_seed
 
 # The authors' per-version shift sets (branch nsml, submodules/ace.py ``shifts``, unet_v0..v5 = our
 # lattices in this order), read as (row, column) shifts (dy, dx): so read, every shift moves pixels
@@ -56,12 +67,45 @@ class _Randomised(nn.Module):
         super().__init__()
         self.model = model
         self.num_classes = getattr(model, "num_classes", None)
+        self._ids: list[str] | None = None
+        self._draw: int | None = None
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
         self.seed = int(seed)
         self.gen = torch.Generator().manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
+        self._calls: dict[str, int] = {}
+
+    @contextmanager
+    def images(self, ids, draw: int | None = None):
+        """Key the randomness of the calls inside to the images ``ids`` (module doc): with ``draw``, the
+        same draw on every call; without, a fresh draw per call and image."""
+        previous = self._ids, self._draw
+        self._ids, self._draw = [str(i) for i in ids], None if draw is None else int(draw)
+        try:
+            yield self
+        finally:
+            self._ids, self._draw = previous
+
+    def image_seeds(self, n: int) -> list[int]:
+        """One seed per image of a batch of ``n`` (module doc)."""
+        if self._ids is not None and len(self._ids) == n:
+            if self._draw is not None:
+                return [derive_seed(self.seed, i, "draw", self._draw) for i in self._ids]
+            seeds = []
+            for i in self._ids:
+                c = self._calls.get(i, 0)
+                self._calls[i] = c + 1
+                seeds.append(derive_seed(self.seed, i, "call", c))
+            return seeds
+        if self._draw is not None:
+            raise ValueError(f"a batch of {n} images inside images(ids, draw={self._draw}) with {len(self._ids)} ids: "
+                             "pass the ids of exactly the images classified")
+        return [int(v) for v in torch.randint(0, 2**62, (n,), generator=self.gen)]
+
+    def generators(self, n: int) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(s) for s in self.image_seeds(n)]
 
 
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -96,20 +140,39 @@ class StochasticPRM(_Randomised):
         self.prm_shifts = [[tuple(int(v) for v in s) for s in sl] for sl in per_prm]
         self.stochastic, self.fixed_lambda = stochastic, float(fixed_lambda)
 
-    def _pick(self, seq):
-        return seq[int(torch.randint(len(seq), (1,), generator=self.gen))]
+    @staticmethod
+    def _pick(seq, gen: torch.Generator):
+        return seq[int(torch.randint(len(seq), (1,), generator=gen))]
+
+    def plan(self, gen: torch.Generator) -> list[tuple[int, float, tuple[int, int]]]:
+        """One image's draw: per pass (PRM index, λ, shift)."""
+        out = []
+        for _ in range(self._pick(self.stacks, gen)):
+            i, lam = self._pick(range(len(self.prms)), gen), self._pick(self.lambdas, gen)
+            out.append((i, lam, self._pick(self.prm_shifts[i], gen) if self.prm_shifts[i] else (0, 0)))
+        return out
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         if not self.stochastic:
             return self.fixed_lambda * self.prms[0](x) + (1 - self.fixed_lambda) * x
-        for _ in range(self._pick(self.stacks)):
-            i, lam = self._pick(range(len(self.prms))), self._pick(self.lambdas)
-            xs = shift(x, *self._pick(self.prm_shifts[i])) if self.prm_shifts[i] else x
-            x = lam * self.prms[i](xs) + (1 - lam) * xs
+        plans = [self.plan(g) for g in self.generators(len(x))]
+        for p in range(max(len(plan) for plan in plans)):
+            rows = [j for j, plan in enumerate(plans) if len(plan) > p]
+            xs = torch.cat([shift(x[j : j + 1], *plans[j][p][2]) for j in rows])
+            out = xs
+            for i in sorted({plans[j][p][0] for j in rows if plans[j][p][1] > 0}):  # λ = 0: the shift alone
+                sel = [k for k, j in enumerate(rows) if plans[j][p][0] == i and plans[j][p][1] > 0]
+                lam = torch.tensor([plans[rows[k]][p][1] for k in sel], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+                part = xs[sel]
+                out = out.index_put((torch.tensor(sel, device=x.device),), lam * self.prms[i](part) + (1 - lam) * part)
+            x = x.index_put((torch.tensor(rows, device=x.device),), out) if len(rows) < len(x) else out
         return x
 
     def forward(self, x):
         return self.model(self.transform(x))
+
+
+NOISE_BLOCK = 100  # region-based noise samples drawn from one seed (ours; any batch_size gives the same votes)
 
 
 class RegionBased(_Randomised):
@@ -130,24 +193,34 @@ class RegionBased(_Randomised):
         return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype).sum(-2)
 
     def forward(self, x):
-        per = self.batch_size // self.samples  # whole images per forward pass
-        out = []
-        if per >= 1:  # several images' samples in one batch
-            for i in range(0, len(x), per):
-                xs = x[i : i + per]
-                noise = (torch.rand((len(xs), self.samples, *xs.shape[1:]), generator=self.gen) * 2 - 1).to(x.device) * self.radius
-                logits = self.model((xs[:, None] + noise).clamp(0, 1).flatten(0, 1))
-                out.append(self._votes(logits.view(len(xs), self.samples, -1)) / self.samples)
-            return torch.cat(out).clamp_min(1e-12).log()
-        for img in x:
-            votes = None
-            for i in range(0, self.samples, self.batch_size):
-                m = min(self.batch_size, self.samples - i)
-                noise = (torch.rand((m, *img.shape), generator=self.gen) * 2 - 1).to(x.device) * self.radius
-                part = self._votes(self.model((img[None] + noise).clamp(0, 1)))
-                votes = part if votes is None else votes + part
-            out.append(votes / self.samples)
-        return torch.stack(out).clamp_min(1e-12).log()
+        """Each image's noise comes in blocks of :data:`NOISE_BLOCK` samples, each from its own seed, so the
+        result does not depend on ``batch_size`` (forward passes of at most max(batch_size, block) samples)."""
+        seeds = self.image_seeds(len(x))
+        votes: list = [0] * len(x)
+        buf: list[torch.Tensor] = []
+        owners: list[int] = []
+
+        def flush():
+            logits = self.model(torch.cat(buf))
+            start = 0
+            for j, part in zip(owners, buf):
+                votes[j] = votes[j] + self._votes(logits[start : start + len(part)])
+                start += len(part)
+            buf.clear()
+            owners.clear()
+
+        for j in range(len(x)):
+            for b in range(0, self.samples, NOISE_BLOCK):
+                m = min(NOISE_BLOCK, self.samples - b)
+                if buf and sum(map(len, buf)) + m > self.batch_size:
+                    flush()
+                g = torch.Generator().manual_seed(derive_seed(seeds[j], "block", b))
+                noise = (torch.rand((m, *x.shape[1:]), generator=g) * 2 - 1).to(x.device) * self.radius
+                buf.append((x[j : j + 1] + noise).clamp(0, 1))
+                owners.append(j)
+        if buf:
+            flush()
+        return (torch.stack(votes) / self.samples).clamp_min(1e-12).log()
 
 
 class Randomization(_Randomised):
@@ -162,12 +235,15 @@ class Randomization(_Randomised):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         lo_h, lo_w = max(1, int(np.ceil(h * self.scale[0]))), max(1, int(np.ceil(w * self.scale[0])))
-        nh = int(torch.randint(lo_h, max(lo_h, int(h * self.scale[1])) + 1, (1,), generator=self.gen))
-        nw = int(torch.randint(lo_w, max(lo_w, int(w * self.scale[1])) + 1, (1,), generator=self.gen))
-        small = F.interpolate(x, size=(nh, nw), mode="nearest")
-        top = int(torch.randint(0, h - nh + 1, (1,), generator=self.gen))
-        left = int(torch.randint(0, w - nw + 1, (1,), generator=self.gen))
-        return F.pad(small, (left, w - nw - left, top, h - nh - top))
+        out = []
+        for j, g in enumerate(self.generators(len(x))):  # one resize and pad per image
+            nh = int(torch.randint(lo_h, max(lo_h, int(h * self.scale[1])) + 1, (1,), generator=g))
+            nw = int(torch.randint(lo_w, max(lo_w, int(w * self.scale[1])) + 1, (1,), generator=g))
+            small = F.interpolate(x[j : j + 1], size=(nh, nw), mode="nearest")
+            top = int(torch.randint(0, h - nh + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - nw + 1, (1,), generator=g))
+            out.append(F.pad(small, (left, w - nw - left, top, h - nh - top)))
+        return torch.cat(out)
 
     def forward(self, x):
         return self.model(self.transform(x))
@@ -250,19 +326,21 @@ class PixelDeflection(_Randomised):
         self.deflections, self.window, self.sigma, self.rcam = int(deflections), int(window), float(sigma), rcam
         self.backend = backend
 
-    def deflect(self, img: np.ndarray, rcam: np.ndarray | None) -> np.ndarray:
-        """``img``: C×H×W float array (modified copy returned)."""
+    def deflect(self, img: np.ndarray, rcam: np.ndarray | None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """``img``: C×H×W float array (modified copy returned); ``rng``: the image's generator (default: the
+        defence's own stream)."""
+        rng = self.rng if rng is None else rng
         img = img.copy()
         c_n, h, w = img.shape
         left, tries = self.deflections, 0
         while left > 0 and tries < 100 * max(1, self.deflections):  # an R-CAM of ones would skip forever
             for c in range(c_n):
                 tries += 1
-                y, x = self.rng.integers(0, h), self.rng.integers(0, w)
-                if rcam is not None and self.rng.random() < rcam[y, x]:
+                y, x = rng.integers(0, h), rng.integers(0, w)
+                if rcam is not None and rng.random() < rcam[y, x]:
                     continue
                 while True:
-                    a, b = self.rng.integers(-self.window, self.window + 1, size=2)
+                    a, b = rng.integers(-self.window, self.window + 1, size=2)
                     if 0 <= y + a < h and 0 <= x + b < w and (a or b):
                         break
                 img[c, y, x] = img[c, y + a, x + b]
@@ -277,22 +355,22 @@ class PixelDeflection(_Randomised):
         k = self.deflections
         if k == 0:
             return x.clone()
-        ys = torch.randint(0, h, (n, k), generator=self.gen)
-        xs = torch.randint(0, w, (n, k), generator=self.gen)
-        dy = torch.zeros(n, k, dtype=torch.long)
-        dx = torch.zeros(n, k, dtype=torch.long)
-        todo = torch.ones(n, k, dtype=torch.bool)
-        while todo.any():  # redraw offsets that leave the image or stay in place, as the original
-            m = int(todo.sum())
-            a = torch.randint(-self.window, self.window + 1, (m,), generator=self.gen)
-            b = torch.randint(-self.window, self.window + 1, (m,), generator=self.gen)
-            dy[todo], dx[todo] = a, b
-            ty, tx = ys + dy, xs + dx
-            todo = (ty < 0) | (ty >= h) | (tx < 0) | (tx >= w) | ((dy == 0) & (dx == 0))
+        ys, xs, dy, dx = (torch.zeros(n, k, dtype=torch.long) for _ in range(4))
+        for j, g in enumerate(self.generators(n)):  # each image from its own generator
+            ys[j] = torch.randint(0, h, (k,), generator=g)
+            xs[j] = torch.randint(0, w, (k,), generator=g)
+            todo = torch.ones(k, dtype=torch.bool)
+            while todo.any():  # redraw offsets that leave the image or stay in place, as the original
+                m = int(todo.sum())
+                dy[j, todo] = torch.randint(-self.window, self.window + 1, (m,), generator=g)
+                dx[j, todo] = torch.randint(-self.window, self.window + 1, (m,), generator=g)
+                ty, tx = ys[j] + dy[j], xs[j] + dx[j]
+                todo = (ty < 0) | (ty >= h) | (tx < 0) | (tx >= w) | ((dy[j] == 0) & (dx[j] == 0))
+        ty, tx = ys + dy, xs + dx
         ch = (torch.arange(k) % c).expand(n, k)
         img = torch.arange(n).view(n, 1).expand(n, k)
         dev = x.device
-        img, ch, ys, xs, ty, tx = (t.to(dev) for t in (img, ch, ys, xs, ys + dy, xs + dx))
+        img, ch, ys, xs, ty, tx = (t.to(dev) for t in (img, ch, ys, xs, ty, tx))
         out = x.clone()
         out[img, ch, ys, xs] = x[img, ch, ty, tx]
         return out
@@ -310,9 +388,9 @@ class PixelDeflection(_Randomised):
         from skimage.restoration import denoise_wavelet
 
         out = []
-        for img in x.detach().cpu():
+        for img, seed in zip(x.detach().cpu(), self.image_seeds(len(x))):
             rcam = None if self.rcam is None else np.asarray(self.rcam(img))
-            d = self.deflect(img.numpy().astype(np.float64), rcam)
+            d = self.deflect(img.numpy().astype(np.float64), rcam, np.random.default_rng(seed))
             den = denoise_wavelet(d.transpose(1, 2, 0), sigma=self.sigma, mode="soft", channel_axis=-1,
                                   convert2ycbcr=True, method="BayesShrink", rescale_sigma=True)
             out.append(torch.from_numpy(np.clip(den, 0, 1).transpose(2, 0, 1).astype(np.float32)))
@@ -337,6 +415,10 @@ class EOT(nn.Module):
         super().__init__()
         self.defense, self.samples = defense, int(samples)
         self.num_classes = getattr(defense, "num_classes", None)
+
+    def images(self, ids, draw: int | None = None):
+        """The wrapped defence's :meth:`_Randomised.images` (without ``draw``: fresh draws per sample)."""
+        return self.defense.images(ids, draw)
 
     def forward(self, x):
         probs = sum(self.defense(x).softmax(1) for _ in range(self.samples)) / self.samples

@@ -2,7 +2,8 @@
 
 Two maps, both H×W, averaged over colour channels:
 
-* :func:`dataset_gradient_map` — the paper's definition: mean over images of |∂L/∂x| (cross-entropy
+* :func:`dataset_gradient_map` — our reading of the paper's definition (its text could not be read;
+  docs/sources.md): mean over images of |∂L/∂x| (cross-entropy
   with the true label), for a model wrapped to take [0, 1] inputs.
 * :func:`architecture_gradient_map` — what the authors' code uses for its masks: a copy of the
   network with every weight set to one constant, biases zero, batch-norm statistics neutral
@@ -128,8 +129,11 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_gradient_map(spec: dict, weights, data_dir, out, *, split: str, n_images: int | None, constant: float,
-                     batch_size: int, device) -> dict:
-    """Rule ``gradient_map``: both maps of one model, saved to ``out`` (npz: dataset_map, architecture_map)."""
+                     batch_size: int, device, start: int = 0) -> dict:
+    """Rule ``gradient_map``: both maps of one model, saved to ``out`` (npz: dataset_map, architecture_map).
+
+    The dataset map averages images ``start`` .. ``start + n_images - 1`` of ``split`` (capped by what exists;
+    ``gradients.start``, so that a test-split map need not use the images masked PGD attacks)."""
     from .data import load_split, read_manifest
     from .io import save_npz
     from .models import build_model
@@ -137,12 +141,17 @@ def run_gradient_map(spec: dict, weights, data_dir, out, *, split: str, n_images
     counts = read_manifest(data_dir)["counts"]
     if split not in counts:
         raise ValueError(f"gradients.split for {spec['dataset']} is {split!r}, but the prepared dataset has only {sorted(counts)}")
-    stop = counts[split] if n_images is None else min(n_images, counts[split])
-    data = load_split(data_dir, split, 0, stop)
+    if start >= counts[split]:
+        raise ValueError(f"gradients.start for {spec['dataset']} is {start}, but the prepared {split} split has only "
+                         f"{counts[split]} images; lower gradients.start.{spec['dataset']}")
+    stop = counts[split] if n_images is None else min(start + n_images, counts[split])
+    data = load_split(data_dir, split, start, stop)
     model = build_model(spec, weights, device)
     dmap = dataset_gradient_map(model, data.images, data.labels, batch_size)
     amap = architecture_gradient_map(model.net, tuple(data.images.shape[1:]), constant)
-    save_npz(out, dataset_map=dmap.numpy(), architecture_map=amap.numpy(), split=np.array(split), n_images=np.array(stop),
+    save_npz(out, dataset_map=dmap.numpy(), architecture_map=amap.numpy(), split=np.array(split), n_images=np.array(stop - start),
+             start=np.array(start),
              constant=np.array(constant))
-    log.info("%s: gradient map over %d %s images, max %.3g mean %.3g", spec["name"], stop, split, dmap.max(), dmap.mean())
+    log.info("%s: gradient map over %d %s images from %d, max %.3g mean %.3g", spec["name"], stop - start, split, start,
+             dmap.max(), dmap.mean())
     return {"dataset_map": dmap, "architecture_map": amap}

@@ -4,7 +4,9 @@ For each model, masks of k % of the pixels are taken from its gradient maps
 (:mod:`pixelrobust.gradients`): ``top`` / ``bottom`` / ``random`` from the dataset map (mean
 |∂L/∂x|), ``top_arch`` / ``bottom_arch`` from the architecture-induced map the authors' code uses.
 The same mask is used for every image of the model (the maps are dataset-level). PGD (L∞, and L2
-when configured) perturbs only the masked pixels; the result is the top-1 accuracy under attack.
+when configured) perturbs only the masked pixels; the result is the top-1 accuracy under attack, and
+per image whether it is still classified correctly and its cross-entropy after the attack (the unit
+P3's ordering verdict resamples, :func:`pixelrobust.summary.p3_ordering`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ MASKS = {
     "top_arch": ("architecture_map", "top"),
     "bottom_arch": ("architecture_map", "bottom"),
 }
-CHUNK_COLUMNS = ["norm", "mask", "k_percent", "n_images", "n_correct"]
+CHUNK_COLUMNS = ["norm", "mask", "k_percent", "image_id", "label", "correct", "loss"]  # one row per image
 TABLE_COLUMNS = ["dataset", "model", "mask", "k_percent", "n_images", "top1"]
+IMAGE_COLUMNS = ["dataset", "model", "norm", "mask", "k_percent", "image_id", "correct", "loss"]
 
 
 def build_masks(maps: dict, masks: list[str], ks: list[float], seed: int) -> dict[tuple[str, float], torch.Tensor]:
@@ -42,28 +45,45 @@ def build_masks(maps: dict, masks: list[str], ks: list[float], seed: int) -> dic
 
 
 def masked_pgd_chunk(model, images: torch.Tensor, labels: torch.Tensor, masks: dict[tuple[str, float], torch.Tensor],
-                     attacks: dict[str, dict], seed: int, batch_size: int) -> pd.DataFrame:
-    """Correct predictions under PGD for every (norm, mask, k); identical masks are attacked once."""
+                     attacks: dict[str, dict], seed: int, batch_size: int, image_ids=None) -> pd.DataFrame:
+    """Per image and (norm, mask, k): still correct under PGD, and the cross-entropy of the attacked image.
+
+    Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
+    default to 0..n−1.
+    """
     from .runtime import model_device
 
     device = model_device(model)
-    rows = []
+    ids = list(range(len(images))) if image_ids is None else list(image_ids)
+    frames = []
     for norm, settings in attacks.items():
-        cache: dict[bytes, int] = {}
+        cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         for (name, k), mask in masks.items():
             key = mask.numpy().tobytes()
             if key not in cache:
-                correct = 0
+                correct, loss = [], []
                 for i in range(0, len(images), batch_size):
                     x, y = images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
                     attack = PGD(model, norm=norm, seed=seed + i, **settings)
                     adv = attack(x, y, mask.to(device)) if mask.any() else x
                     with torch.no_grad():
-                        correct += (model(adv).argmax(1) == y).sum().item()
-                cache[key] = correct
-            rows.append({"norm": norm, "mask": name, "k_percent": k, "n_images": len(images), "n_correct": cache[key]})
-            log.info("%s %s k=%g%%: %d/%d correct", norm, name, k, cache[key], len(images))
-    return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
+                        logits = model(adv)
+                    correct.append((logits.argmax(1) == y).cpu())
+                    loss.append(torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu() + 0.0)  # no -0
+                cache[key] = (torch.cat(correct), torch.cat(loss))
+            correct, loss = cache[key]
+            frames.append(pd.DataFrame({"norm": norm, "mask": name, "k_percent": float(k), "image_id": ids,
+                                        "label": labels.numpy(), "correct": correct.numpy().astype(int), "loss": loss.numpy()}))
+            log.info("%s %s k=%g%%: %d/%d correct", norm, name, k, int(correct.sum()), len(images))
+    return pd.concat(frames, ignore_index=True)[CHUNK_COLUMNS] if frames else pd.DataFrame(columns=CHUNK_COLUMNS)
+
+
+def accuracy_table(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per (norm, mask, k): ``n_images``, ``n_correct`` and ``top1`` from per-image rows, in their order."""
+    g = per_image.groupby(["norm", "mask", "k_percent"], sort=False, as_index=False).agg(
+        n_images=("correct", "size"), n_correct=("correct", "sum"))
+    g["top1"] = g.n_correct / g.n_images
+    return g
 
 
 def run_masked_pgd(spec: dict, weights, data_dir, maps_path, start: int, stop: int, out, *, masks: list[str],
@@ -82,23 +102,31 @@ def run_masked_pgd(spec: dict, weights, data_dir, maps_path, start: int, stop: i
     for p in model.parameters():
         p.requires_grad_(False)
     table = masked_pgd_chunk(model, split.images, split.labels, build_masks(maps, masks, k_percent, mask_seed), attacks,
-                             seed, batch_size)
+                             seed, batch_size, image_ids=split.ids)
     write_table(table, out, float_format="%.6g")
 
 
 def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], out: dict) -> dict[str, pd.DataFrame]:
-    """Rule ``masked_pgd_tables``: one table per norm (``dataset,model,mask,k_percent,n_images,top1``)."""
+    """Rule ``masked_pgd_tables``: one table per norm (``dataset,model,mask,k_percent,n_images,top1``) and, in
+    ``out["images"]``, every image's outcome (``dataset,model,norm,mask,k_percent,image_id,correct,loss``)."""
     from .io import write_table
 
-    frames = []
+    frames, images = [], []
     for model, paths in chunks.items():
-        df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-        df = df.groupby(["norm", "mask", "k_percent"], sort=False, as_index=False)[["n_images", "n_correct"]].sum()
-        df.insert(0, "model", model)
-        df.insert(0, "dataset", datasets[model])
+        per_image = pd.concat([pd.read_csv(p, dtype={"image_id": str}) for p in paths], ignore_index=True)
+        missing = set(CHUNK_COLUMNS) - set(per_image.columns)
+        if missing:
+            raise ValueError(f"{paths[0]} lacks per-image columns {sorted(missing)} (written by an older masked_pgd); "
+                             "rerun it with --forcerun masked_pgd")
+        df = accuracy_table(per_image)
+        for frame in (df, per_image):
+            frame.insert(0, "model", model)
+            frame.insert(0, "dataset", datasets[model])
         frames.append(df)
+        images.append(per_image)
     allrows = pd.concat(frames, ignore_index=True)
-    allrows["top1"] = allrows.n_correct / allrows.n_images
+    if "images" in out:
+        write_table(pd.concat(images, ignore_index=True)[IMAGE_COLUMNS], out["images"], float_format="%.6g")
     tables = {}
     for norm in ("linf", "l2"):
         if norm not in out:
@@ -109,4 +137,4 @@ def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], ou
     return tables
 
 
-__all__ = ["MASKS", "build_masks", "masked_pgd_chunk", "masked_pgd_tables", "run_masked_pgd"]
+__all__ = ["IMAGE_COLUMNS", "MASKS", "accuracy_table", "build_masks", "masked_pgd_chunk", "masked_pgd_tables", "run_masked_pgd"]

@@ -10,8 +10,9 @@ Attacks follow torchattacks' shape: build with settings, call on (images in [0, 
   gradient, or raster order) and stops at the first success or a budget; optionally a
   neighbourhood stage then searches around the pixels that came closest.
 * :class:`DifferentialEvolution` is Su et al.'s search (rand/1/bin, population 400, 100
-  generations, F = 0.5, CR = 1, early stop on success) with the candidate's position encoded as an
-  index into the allowed pixels, so it can never touch a pixel outside them; the population of
+  generations, F = 0.5, CR = 1, early stop on success) with our encoding (Su et al.: x, y
+  coordinates and 8-bit colours): the candidate's position is an index into the allowed pixels,
+  its colours real numbers in [0, 1], so it can never touch a pixel outside them; the population of
   all images in a call is evaluated together.
 
 Untargeted by default (success: the prediction is no longer the label); targeted with

@@ -12,6 +12,12 @@ written anew here):
   convolution to 3 channels, squashed by a sigmoid into [0, 1] (ours: the authors work in
   normalised space and do not squash; we keep every mixture in the classifier's input range).
 
+``first_conv`` (:data:`FIRST_CONVS`): ``"authors"`` is their ``unet.py`` — the sparse convolution
+maps 3 → 3 channels with no activation, the U-Net's first level takes those 3 channels, and the
+transposed convolution is linear; ``"ours"`` (the default, kept for the runs documented before the
+option existed) maps 3 → ``start_filters`` channels with a ReLU and puts a ReLU after the
+transposed convolution.
+
 The wrapped classifier sees ``x' = λ·PRM(x) + (1 − λ)·x`` (:class:`PRMClassifier`). Training
 (:func:`train`) minimises ``recon_ratio·MSE(PRM(x), x) + (1 − recon_ratio)·CE(f(x'), y)`` over the
 PRM's parameters only, the classifier frozen in eval mode.
@@ -34,7 +40,7 @@ from torch.nn import functional as F
 
 from .errors import ConfigError
 from .evaluate import predict
-from .gradients import chance_iou, dataset_gradient_map, iou, pixel_mask
+from .gradients import chance_iou, iou, n_selected, pixel_mask
 from .io import atomic_path
 from .runtime import model_device
 
@@ -165,22 +171,32 @@ def nearest_lattice_index(name: str, height: int, width: int) -> tuple[torch.Ten
     return near(rows, height), near(cols, width)
 
 
+FIRST_CONVS = ("ours", "authors")
+
+
+def check_first_conv(name: str) -> str:
+    if name not in FIRST_CONVS:
+        raise ConfigError(f"prm.first_conv must be one of {', '.join(FIRST_CONVS)}, got {name!r}")
+    return name
+
+
 class PRM(nn.Module):
     """Sparse first convolution → U-Net → transposed convolution to full size → 3×3 conv → sigmoid.
 
     ``residual=True`` (ours, the default in our configs) adds the network's output, in logit space,
     to a nearest-neighbour fill of the lattice pixels, ``sigmoid(logit(fill(x)) + net(x))``, with the
     last convolution initialised to zero: training starts from "copy the lattice" instead of from a
-    constant image. Both variants read only the lattice.
+    constant image. Both variants read only the lattice. ``first_conv``: module docstring.
     """
 
     def __init__(self, lattice: str = "s2", depth: int = 4, start_filters: int = 64, channels: int = 3,
-                 residual: bool = False):
+                 residual: bool = False, first_conv: str = "ours"):
         super().__init__()
         (kh, kw), (sh, sw) = check_lattice(lattice)
-        self.lattice, self.residual = lattice, bool(residual)
-        self.sparse = nn.Conv2d(channels, start_filters, (kh, kw), stride=(sh, sw))
-        self.unet = UNet(start_filters, depth, start_filters)
+        self.lattice, self.residual, self.first_conv = lattice, bool(residual), check_first_conv(first_conv)
+        width = start_filters if first_conv == "ours" else channels  # the authors': Conv2d(3, 3, k, stride)
+        self.sparse = nn.Conv2d(channels, width, (kh, kw), stride=(sh, sw))
+        self.unet = UNet(width, depth, start_filters)
         self.up = nn.ConvTranspose2d(start_filters, start_filters, 3, stride=(sh, sw), padding=1)
         self.out = nn.Conv2d(start_filters, channels, 3, padding=1)
         if self.residual:
@@ -197,12 +213,48 @@ class PRM(nn.Module):
         return x.index_select(-2, r).index_select(-1, c)
 
     def forward(self, x):
-        h = self.unet(F.relu(self.sparse(x)))
-        h = F.relu(self.up(h, output_size=list(x.shape[-2:])))
-        logits = self.out(h)
+        ours = self.first_conv == "ours"
+        h = self.sparse(x)
+        h = self.unet(F.relu(h) if ours else h)
+        h = self.up(h, output_size=list(x.shape[-2:]))
+        logits = self.out(F.relu(h) if ours else h)
         if self.residual:
             logits = logits + torch.logit(self.fill(x).clamp(1e-3, 1 - 1e-3))
         return torch.sigmoid(logits)
+
+
+class FillOnly(nn.Module):
+    """The residual PRM without its network: every pixel takes its nearest lattice pixel's value.
+
+    The λ sweep's control for ``residual=True`` (ours): what the formulation gives before any training.
+    """
+
+    fill = PRM.fill
+
+    def __init__(self, lattice: str = "s2"):
+        super().__init__()
+        check_lattice(lattice)
+        self.lattice = lattice
+        self._index: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forward(self, x):
+        return self.fill(x)
+
+
+def untrained_like(meta: dict, seed: int) -> PRM:
+    """A freshly initialised PRM of the architecture ``meta`` describes (``prm.pt``'s meta), every layer random.
+
+    For ``residual`` PRMs the last convolution is given PyTorch's default random initialisation too
+    (training starts it at zero, which would make this PRM the fill map, :class:`FillOnly`).
+    The global random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False),
+                  first_conv=meta.get("first_conv", "ours"))
+        if prm.residual:
+            prm.out.reset_parameters()
+    return prm.eval()
 
 
 class PRMClassifier(nn.Module):
@@ -279,6 +331,8 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
                 "max_steps": max_steps, "augment": augment, "seed": seed, "n_images": len(images), "lattice": prm.lattice,
                 "residual": prm.residual,
                 "n_params": sum(p.numel() for p in prm.parameters())}
+    if prm.first_conv != "ours":  # only then, so checkpoints written before the option still resume
+        settings["first_conv"] = prm.first_conv
     fp = fingerprint(settings)
     step, history = 0, []
     if checkpoint is not None and Path(checkpoint).is_file():
@@ -347,7 +401,8 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         meta = obj["meta"]
-        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False))
+        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False),
+                  first_conv=meta.get("first_conv", "ours"))
         prm.load_state_dict(obj["state_dict"])
     except Exception as e:
         raise ValueError(f"cannot load a trained PRM from {path} ({type(e).__name__}: {e}); delete it and rerun train_prm") from e
@@ -359,32 +414,79 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-def lambda_sweep(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.Tensor, lambdas, *,
-                 topk_percent: float = 25.0, batch_size: int = 128) -> tuple[pd.DataFrame, np.ndarray]:
+def _gradient_pass(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lat: torch.Tensor, topk_percent: float,
+                   batch_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """One pass of |∂CE/∂x| over the images: the dataset map (mean over images and channels, as
+    :func:`~pixelrobust.gradients.dataset_gradient_map`), and per image the IoU of its own top-k % pixels
+    with ``lat`` and whether the model classifies it correctly."""
+    device = model_device(model)
+    n_top = n_selected(lat.numel(), topk_percent)
+    flat_lat = lat.flatten().to(device)
+    total = torch.zeros(images.shape[-2:], dtype=torch.float64)
+    ious, correct = [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device).detach().clone().requires_grad_(True)
+        y = labels[i : i + batch_size].to(device)
+        logits = model(x)
+        (g,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+        if not torch.isfinite(g).all():
+            raise FloatingPointError(f"non-finite input gradients on images {i}..{i + batch_size}")
+        per_image = g.abs().mean(dim=1)
+        total += per_image.sum(dim=0).double().cpu()
+        flat = per_image.flatten(1).double()
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :n_top]  # ties: pixel order, as pixel_mask
+        top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
+        inter, union = (top & flat_lat).sum(1), (top | flat_lat).sum(1)
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float)).double().cpu())
+        correct.append((logits.detach().argmax(1) == y).cpu())
+    return total / len(images), torch.cat(ious).numpy(), torch.cat(correct).numpy()
+
+
+def lambda_sweep(classifier: nn.Module, prm: nn.Module, images: torch.Tensor, labels: torch.Tensor, lambdas, *,
+                 topk_percent: float = 25.0, batch_size: int = 128,
+                 image_ids=None) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Per λ: top-1 accuracy, and how the top-``topk_percent`` input-gradient pixels sit on the lattice.
 
-    Returns a table (``lambda, top1, iou, lattice_share, chance_iou, chance_share``) and the per-λ gradient maps (L×H×W).
+    Returns a table (``lambda, top1, iou, image_iou, lattice_share, chance_iou, chance_share``), the
+    per-λ dataset gradient maps (L×H×W) and a per-image table (``lambda, image_id, correct, iou``).
     ``iou`` compares the top-k % pixels of the mean |∂L/∂x| map of the wrapped model with the
-    lattice mask; ``lattice_share`` is the fraction of those pixels on the lattice (chance = the
-    lattice's density d, 0.25 for ``s2``; a random set of density t has expected IoU dt/(d + t − dt),
-    1/7 for d = t = 0.25).
+    lattice mask; ``image_iou`` is the mean over images of the same IoU for each image's own map (the
+    per-image values, the unit the verdict resamples, are in the third table); ``lattice_share`` is
+    the fraction of the dataset map's top pixels on the lattice (chance = the lattice's density d,
+    0.25 for ``s2``; a random set of density t has expected IoU dt/(d + t − dt), 1/7 for d = t = 0.25).
+    ``prm`` is any module with a ``lattice`` name (a :class:`PRM`, an untrained one, :class:`FillOnly`).
+    At λ = 1 both IoUs are 1 for *any* such module: the input reaches the classifier only through the lattice.
     """
     freeze(classifier)
     freeze(prm)
     lat = lattice_mask(prm.lattice, *images.shape[-2:])
     d, t = lat.float().mean().item(), topk_percent / 100.0
     chance = {"chance_iou": chance_iou(d, t), "chance_share": d}
-    rows, maps = [], []
+    ids = list(range(len(images))) if image_ids is None else list(image_ids)
+    rows, maps, per_image = [], [], []
     for lam in lambdas:
         model = PRMClassifier(classifier, prm, float(lam))
-        gmap = dataset_gradient_map(model, images, labels, batch_size)
+        gmap, image_iou, correct = _gradient_pass(model, images, labels, lat, topk_percent, batch_size)
         top = pixel_mask(gmap, topk_percent, "top")
-        top1 = (predict(model, images, batch_size, model_device(model)).argmax(1) == labels).float().mean().item()
-        rows.append({"lambda": float(lam), "top1": top1, "iou": iou(top, lat),
+        rows.append({"lambda": float(lam), "top1": float(correct.mean()), "iou": iou(top, lat), "image_iou": float(image_iou.mean()),
                      "lattice_share": (top & lat).sum().item() / max(1, top.sum().item()), **chance})
+        per_image.append(pd.DataFrame({"lambda": float(lam), "image_id": ids, "correct": correct.astype(int), "iou": image_iou}))
         maps.append(gmap.numpy())
-        log.info("λ=%g top1 %.4f IoU %.4f lattice share %.4f", lam, rows[-1]["top1"], rows[-1]["iou"], rows[-1]["lattice_share"])
-    return pd.DataFrame(rows), np.stack(maps)
+        log.info("λ=%g top1 %.4f IoU %.4f (per image %.4f) lattice share %.4f", lam, rows[-1]["top1"], rows[-1]["iou"],
+                 rows[-1]["image_iou"], rows[-1]["lattice_share"])
+    return pd.DataFrame(rows), np.stack(maps), pd.concat(per_image, ignore_index=True)
+
+
+def sweep_prms(prm: PRM, meta: dict, control_seed: int) -> dict[str, nn.Module]:
+    """The trained PRM and its same-run negative controls, by the ``prm`` column's names.
+
+    ``untrained``: :func:`untrained_like` (seeded by ``control_seed``); ``fill_only`` (residual PRMs only):
+    :class:`FillOnly`, where the residual formulation starts before training.
+    """
+    prms = {"trained": prm, "untrained": untrained_like(meta, control_seed)}
+    if meta.get("residual", False):
+        prms["fill_only"] = FillOnly(meta["lattice"])
+    return prms
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,7 +509,8 @@ def _load_range(data_dir, images: dict):
 
 
 def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, lattice: str, depth: int, start_filters: int,
-                  residual: bool, train_cfg: dict, images: dict, seed: int, device, progress: bool = True) -> None:
+                  residual: bool, train_cfg: dict, images: dict, seed: int, device, progress: bool = True,
+                  first_conv: str = "ours") -> None:
     """Rule ``train_prm``: train a PRM in front of one frozen classifier; resumable through ``checkpoint``."""
     from .io import write_table
     from .models import build_model
@@ -420,11 +523,12 @@ def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, latti
                     lattice, *data.images.shape[-2:], fits)
         depth = fits
     torch.manual_seed(seed)
-    prm = PRM(lattice, depth, start_filters, residual=residual)
+    prm = PRM(lattice, depth, start_filters, residual=residual, first_conv=first_conv)
     keys = ("epochs", "batch_size", "lr", "recon_ratio", "train_lambda", "max_steps", "augment", "checkpoint_every")
     history = train(classifier, prm, data.images, data.labels, seed=seed, checkpoint=checkpoint, progress=progress,
                     **{k: train_cfg[k] for k in keys})
-    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "residual": residual, "classifier": spec["name"],
+    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "residual": residual, "first_conv": first_conv,
+            "classifier": spec["name"],
             "n_train": len(data), "steps": int(history.step.max()), **{k: train_cfg[k] for k in keys}}
     write_table(history, out["history"], float_format="%.6g")
     save_prm(prm, out["prm"], meta)
@@ -432,8 +536,9 @@ def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, latti
 
 
 def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas, n_images: int, topk_percent: float,
-                  batch_size: int, device) -> None:
-    """Rule ``prm_sweep``: accuracy and lattice IoU over λ on the first ``n_images`` test images."""
+                  batch_size: int, device, control_seed: int) -> None:
+    """Rule ``prm_sweep``: accuracy and lattice IoU over λ on the first ``n_images`` test images, for the
+    trained PRM and its controls (:func:`sweep_prms`) through the same code; ``out``: ``table``, ``images``, ``maps``."""
     from .data import load_split
     from .io import save_npz, write_table
     from .models import build_model
@@ -441,22 +546,40 @@ def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas
     data = load_split(data_dir, "test", 0, n_images)
     classifier = build_model(spec, weights, device)
     prm, meta = load_prm(prm_path, device)
-    table, maps = lambda_sweep(classifier, prm, data.images, data.labels, lambdas, topk_percent=topk_percent, batch_size=batch_size)
+    clean = (predict(classifier, data.images, batch_size, model_device(classifier)).argmax(1) == data.labels).float().mean().item()
+    tables, images, maps = [], [], {}
+    for name, module in sweep_prms(prm, meta, control_seed).items():
+        log.info("λ sweep of the %s PRM", name)
+        table, m, per_image = lambda_sweep(classifier, module.to(device), data.images, data.labels, lambdas,
+                                           topk_percent=topk_percent, batch_size=batch_size, image_ids=data.ids)
+        table.insert(0, "prm", name)
+        per_image.insert(0, "prm", name)
+        tables.append(table)
+        images.append(per_image)
+        maps["maps" if name == "trained" else f"maps_{name}"] = m
+    table = pd.concat(tables, ignore_index=True)
+    table["clean_top1"] = clean
     table.insert(0, "n_images", len(data))
-    table.insert(0, "model", spec["name"])
-    table.insert(0, "dataset", spec["dataset"])
+    images = pd.concat(images, ignore_index=True)
+    for frame in (table, images):
+        frame.insert(0, "model", spec["name"])
+        frame.insert(0, "dataset", spec["dataset"])
     write_table(table, out["table"], float_format="%.6g")
-    save_npz(out["maps"], maps=maps, lambdas=np.asarray(lambdas, dtype=float), lattice=lattice_mask(meta["lattice"], *maps.shape[-2:]).numpy())
+    write_table(images, out["images"], float_format="%.6g")
+    save_npz(out["maps"], **maps, lambdas=np.asarray(lambdas, dtype=float),
+             lattice=lattice_mask(meta["lattice"], *maps["maps"].shape[-2:]).numpy())
 
 
-SWEEP_COLUMNS = ["dataset", "model", "lambda", "top1", "iou"]
+SWEEP_COLUMNS = ["dataset", "model", "prm", "lambda", "top1", "iou", "image_iou"]
 
 
-def prm_tables(paths: list[str], out: dict) -> pd.DataFrame:
-    """Rule ``prm_tables``: ``prm_lambda_sweep.csv`` (fixed columns) and a detail table with chance levels."""
+def prm_tables(paths: list[str], image_paths: list[str], out: dict) -> pd.DataFrame:
+    """Rule ``prm_tables``: ``prm_lambda_sweep.csv`` (fixed columns), a detail table with chance levels and clean
+    top-1, and the per-image table (``prm_lambda_sweep_images.csv``) the IoU verdict resamples."""
     from .io import write_table
 
     detail = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     write_table(detail[SWEEP_COLUMNS], out["csv"], out["md"])
     write_table(detail, out["detail"])
+    write_table(pd.concat([pd.read_csv(p) for p in image_paths], ignore_index=True), out["images"], float_format="%.6g")
     return detail

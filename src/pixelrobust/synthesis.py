@@ -4,16 +4,21 @@ For one model and the images P1 searched (its correctly classified ones), four p
 
 - ``onepixel`` (P1): the exhaustive search's true-class probability drop of each searched pixel's
   best palette colour (``onepixel_search``'s ``drop`` map; defined on the searched pixels only);
-- ``ssim_ball`` (P2): 1 − SSIM(clean, adversarial) (skimage, 7×7, channels averaged) of the
-  SSIM-ball attack at ``synthesis.epsilon`` — the change map P2's comparison uses;
+- ``ssim_ball`` (P2): a map of the SSIM-ball perturbation δ at ``synthesis.epsilon``, the one P2's
+  verdict uses (``ssim.compare.primary.map``; by default ‖δ‖² per pixel, where its budget goes);
 - ``gradcam_pp``: Grad-CAM++ of the true class on the clean image;
 - ``input_gradient`` (P3): |∂CE/∂x| of the image, averaged over channels (P3's per-pixel measure,
   here per image rather than over a dataset).
 
 Every pair is compared per image by Spearman's rank correlation over pixels and by the IoU of the
 top-k % pixels of both maps; pairs with the one-pixel map use only the pixels P1 searched (the
-whole image on CIFAR, a grid on ImageNet), the others every pixel (ours). The table holds per model
-and pair the mean over images with bootstrap 95 % intervals (over images) and the IoU two random
+whole image on CIFAR, a grid on ImageNet), the others every pixel (ours). Maps share a centre and
+texture bias whatever the image, so agreement is measured against a **permutation null**: each
+image's map ``a`` against the map ``b`` of every *other* image of the same model (all N − 1
+mismatched pairings, the exact mean over random derangements; :func:`agreement_matrices` computes
+all N × N pairings at once). The table holds per model and pair the observed mean over images, the
+null mean, and the excess (per image: its own agreement minus its mean agreement with the other
+images' maps) with bootstrap 95 % intervals over images, beside the IoU two independent random
 top-k sets would reach.
 """
 
@@ -29,19 +34,22 @@ from scipy import stats
 
 from .cam import gradcam_pp
 from .gradients import chance_iou as mask_chance_iou, input_gradients, iou
-from .map_compare import bootstrap_ci, topk_mask
+from .map_compare import MAPS as P2_MAPS, change_maps, topk_mask
+from .stats import boot_mean, bootstrap_ci
 from .ssim_ball import SSIMBall
-from .ssim_study import mean_ssim
 
 log = logging.getLogger("pixelrobust")
 
 MAPS = ("onepixel", "ssim_ball", "gradcam_pp", "input_gradient")
-LABELS = {"onepixel": "P1 one-pixel drop", "ssim_ball": "P2 SSIM-ball change", "gradcam_pp": "Grad-CAM++",
+LABELS = {"onepixel": "P1 one-pixel drop", "ssim_ball": "P2 SSIM-ball δ map", "gradcam_pp": "Grad-CAM++",
           "input_gradient": "P3 input gradient"}
 PAIRS = list(itertools.combinations(MAPS, 2))
 TABLE_COLUMNS = ["dataset", "model", "map_a", "map_b", "spearman", "iou_topk", "ci_low", "ci_high",
-                 "iou_ci_low", "iou_ci_high", "chance_iou", "n_images", "n_pixels", "topk_percent"]
-IMAGE_COLUMNS = ["dataset", "model", "image_id", "map_a", "map_b", "spearman", "iou_topk", "n_pixels"]
+                 "iou_ci_low", "iou_ci_high", "chance_iou", "n_images", "n_pixels", "topk_percent",
+                 "spearman_null", "iou_null", "spearman_excess", "spearman_excess_ci_low", "spearman_excess_ci_high",
+                 "iou_excess", "iou_excess_ci_low", "iou_excess_ci_high", "null_pairs"]
+IMAGE_COLUMNS = ["dataset", "model", "image_id", "map_a", "map_b", "spearman", "iou_topk", "n_pixels", "spearman_null",
+                 "iou_null", "null_pairs"]
 
 
 def chance_iou(k_percent: float) -> float:
@@ -50,17 +58,21 @@ def chance_iou(k_percent: float) -> float:
 
 
 def image_maps(model, images: torch.Tensor, labels: torch.Tensor, *, epsilon: float, ball: dict,
-               batch_size: int) -> dict[str, np.ndarray]:
-    """The SSIM-ball change, Grad-CAM++ and input-gradient maps (each N×H×W) of ``images`` in [0, 1]."""
+               batch_size: int, p2_map: str = "energy") -> dict[str, np.ndarray]:
+    """The SSIM-ball change map (``p2_map``, one of :data:`pixelrobust.map_compare.MAPS`), Grad-CAM++ and
+    input-gradient maps (each N×H×W) of ``images`` in [0, 1]."""
     from .runtime import model_device
 
+    if p2_map not in P2_MAPS:
+        raise ValueError(f"the P2 map must be one of {', '.join(P2_MAPS)}, got {p2_map!r} (ssim.compare.primary.map)")
+    geom = {"size": ball.get("size", 8), "stride": ball.get("stride", 8), "k1": ball.get("k1", 0.01), "k2": ball.get("k2", 0.03)}
     device = model_device(model)
     change, grads, success = [], [], []
     for s in range(0, len(images), batch_size):
         x, y = images[s : s + batch_size].to(device), labels[s : s + batch_size].to(device)
         res = SSIMBall(model, epsilon, **ball).run(x, y)
         for clean, adv in zip(x.cpu(), res["adv"].cpu()):
-            change.append(1 - mean_ssim(clean, adv, full=True)[1])
+            change.append(change_maps(clean, adv, **geom)[0][p2_map])
         success.append(res["success"].numpy())
         grads.append(input_gradients(model, x, y).abs().mean(1).detach().cpu().numpy())
     empty = np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
@@ -81,30 +93,92 @@ def compare_pair(a: np.ndarray, b: np.ndarray, pixels: np.ndarray, k_percent: fl
     return {"spearman": rho, "iou_topk": iou(ma, mb), "n_pixels": int(pixels.sum())}
 
 
+def _standard_ranks(v: np.ndarray) -> np.ndarray:
+    """Rows of average ranks, centred and scaled so that a row's mean square is 1 (NaN rows for flat maps)."""
+    r = stats.rankdata(v, axis=1)
+    r = r - r.mean(1, keepdims=True)
+    sd = np.sqrt((r * r).mean(1, keepdims=True))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, r / sd, np.nan)
+
+
+def agreement_matrices(a: np.ndarray, b: np.ndarray, k_percent: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman and top-k IoU of every map of ``a`` (N×P, one row per image) with every map of ``b``:
+    two N×N matrices whose diagonals are the same-image values (:func:`compare_pair`'s) and whose
+    off-diagonal entries are the mismatched pairings of the permutation null."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"agreement_matrices needs two N×P arrays of one shape, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise FloatingPointError("a map holds NaN or inf on the compared pixels")
+    za, zb = _standard_ranks(a), _standard_ranks(b)
+    rho = np.clip(za @ zb.T / a.shape[1], -1, 1)
+    ma = np.stack([topk_mask(v, k_percent) for v in a]).astype(np.float64)
+    mb = np.stack([topk_mask(v, k_percent) for v in b]).astype(np.float64)
+    inter = ma @ mb.T
+    union = ma.sum(1)[:, None] + mb.sum(1)[None, :] - inter
+    return rho, np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
 def compare_images(maps: dict[str, np.ndarray], searched: np.ndarray, k_percent: float) -> pd.DataFrame:
-    """Per image and pair of maps (all N×H×W; ``searched`` the pixels P1 searched), the two metrics."""
-    rows = []
+    """Per image and pair of maps (all N×H×W; ``searched`` the pixels P1 searched): Spearman and top-k
+    IoU of the image's own maps, and their means over the image's map ``a`` against the other images'
+    maps ``b`` (``spearman_null``, ``iou_null``; among images P1 searched on the same pixels)."""
+    n = len(searched)
     full = np.ones(searched.shape[1:], bool)
-    for n in range(len(searched)):
-        for a, b in PAIRS:
-            pixels = searched[n] if "onepixel" in (a, b) else full
-            rows.append({"image": n, "map_a": a, "map_b": b, **compare_pair(maps[a][n], maps[b][n], pixels, k_percent)})
-    return pd.DataFrame(rows)
+    rows = []
+    for a, b in PAIRS:
+        groups: dict[bytes, list[int]] = {}
+        for i in range(n):
+            pixels = searched[i] if "onepixel" in (a, b) else full
+            groups.setdefault(np.packbits(pixels).tobytes(), []).append(i)
+        for members in groups.values():
+            pixels = searched[members[0]] if "onepixel" in (a, b) else full
+            va = np.stack([maps[a][i][pixels] for i in members])
+            vb = np.stack([maps[b][i][pixels] for i in members])
+            rho, ov = agreement_matrices(va, vb, k_percent)
+            m = len(members)
+            off = ~np.eye(m, dtype=bool)
+            for j, i in enumerate(members):
+                null_rho = rho[j][off[j]]
+                rows.append({"image": i, "map_a": a, "map_b": b, "spearman": rho[j, j], "iou_topk": ov[j, j],
+                             "n_pixels": int(pixels.sum()),
+                             "spearman_null": float(np.nanmean(null_rho)) if np.isfinite(null_rho).any() else np.nan,
+                             "iou_null": float(ov[j][off[j]].mean()) if m > 1 else np.nan, "null_pairs": m - 1})
+    order = {p: k for k, p in enumerate(PAIRS)}
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["_pair"] = [order[(a, b)] for a, b in zip(out.map_a, out.map_b)]
+    return out.sort_values(["image", "_pair"], kind="stable").drop(columns="_pair").reset_index(drop=True)
+
+
+def _nanmean(v: np.ndarray) -> float:
+    return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
 
 def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per model and pair: mean Spearman and IoU over images with bootstrap 95 % intervals."""
+    """Per model and pair: the observed mean Spearman and IoU over images with bootstrap 95 % intervals,
+    the permutation null's means, and the excess (observed − null, per image) with its interval."""
     rng = np.random.default_rng(seed)
     rows = []
     for (ds, model, a, b), d in per_image.groupby(["dataset", "model", "map_a", "map_b"], sort=False):
-        rho, iou = d.spearman.to_numpy(float), d.iou_topk.to_numpy(float)
+        rho, ov = d.spearman.to_numpy(float), d.iou_topk.to_numpy(float)
         lo, hi = bootstrap_ci(rho, n_boot, rng)
-        ilo, ihi = bootstrap_ci(iou, n_boot, rng)
-        rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b,
-                     "spearman": float(np.nanmean(rho)) if np.isfinite(rho).any() else np.nan,
-                     "iou_topk": float(iou.mean()), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
-                     "chance_iou": chance_iou(k_percent), "n_images": len(d), "n_pixels": int(d.n_pixels.median()),
-                     "topk_percent": k_percent})
+        ilo, ihi = bootstrap_ci(ov, n_boot, rng)
+        rho_null, iou_null = d.spearman_null.to_numpy(float), d.iou_null.to_numpy(float)
+        rex = boot_mean(rho - rho_null, n_boot, rng)
+        iex = boot_mean(ov - iou_null, n_boot, rng)
+        # the images the verdict rests on: those with a finite excess (a NaN null or Spearman is dropped from
+        # the intervals), the smaller count of the two, so the minimum-images gate sees what was resampled
+        n_used = int(min(np.isfinite(rho - rho_null).sum(), np.isfinite(ov - iou_null).sum()))
+        rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b, "spearman": _nanmean(rho),
+                     "iou_topk": float(ov.mean()), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
+                     "chance_iou": chance_iou(k_percent), "n_images": n_used, "n_pixels": int(d.n_pixels.median()),
+                     "topk_percent": k_percent, "spearman_null": _nanmean(rho_null), "iou_null": _nanmean(iou_null),
+                     "spearman_excess": rex[0], "spearman_excess_ci_low": rex[1], "spearman_excess_ci_high": rex[2],
+                     "iou_excess": iex[0], "iou_excess_ci_low": iex[1], "iou_excess_ci_high": iex[2],
+                     "null_pairs": int(d.null_pairs.median())})
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -114,7 +188,7 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
 
 
 def run_maps(spec: dict, weights, data_dir, onepixel_npzs: list[str], bounds: list[tuple[int, int]], out_npz, *,
-             n_images: int | None, epsilon: float, ball: dict, batch_size: int, device) -> None:
+             n_images: int | None, epsilon: float, ball: dict, batch_size: int, device, p2_map: str = "energy") -> None:
     """Rule ``four_maps``: the four maps of the first ``n_images`` images P1 searched for one model."""
     from .data import load_split
     from .io import load_npz, save_npz
@@ -142,9 +216,9 @@ def run_maps(spec: dict, weights, data_dir, onepixel_npzs: list[str], bounds: li
     x, y = torch.cat(imgs), torch.cat(labels)
     model = build_model(spec, weights, device)
     log.info("%s: four maps of %d images", spec["name"], len(ids))
-    maps = image_maps(model, x, y, epsilon=epsilon, ball=ball, batch_size=batch_size)
+    maps = image_maps(model, x, y, epsilon=epsilon, ball=ball, batch_size=batch_size, p2_map=p2_map)
     save_npz(out_npz, image_id=np.asarray(ids, dtype=str), label=y.numpy(), image=x.numpy().astype(np.float32),
-             onepixel=np.concatenate(drop),
+             onepixel=np.concatenate(drop), p2_map=np.asarray(p2_map),
              searched=np.concatenate(searched), **maps)
 
 
@@ -178,5 +252,5 @@ def run_tables(npzs: dict[str, str], datasets: dict[str, str], out: dict, *, k_p
     return table
 
 
-__all__ = ["IMAGE_COLUMNS", "LABELS", "MAPS", "PAIRS", "TABLE_COLUMNS", "chance_iou", "compare_images", "compare_pair",
-           "image_maps", "load_maps", "run_maps", "run_tables", "summarise"]
+__all__ = ["IMAGE_COLUMNS", "LABELS", "MAPS", "PAIRS", "TABLE_COLUMNS", "agreement_matrices", "chance_iou", "compare_images",
+           "compare_pair", "image_maps", "load_maps", "run_maps", "run_tables", "summarise"]

@@ -1,7 +1,6 @@
+import copy
 import sys
 from pathlib import Path
-
-from snakemake.utils import validate
 
 # The library lives in src/; make it importable here and in every script job, also in conda
 # environments that do not install it.
@@ -19,8 +18,12 @@ from pixelrobust import report as prreport
 from pixelrobust.provenance import digest
 from pixelrobust.runtime import derive_seed
 
-validate(config, "../schemas/config.schema.yaml")
-MODELS = prconfig.check(config)
+# The config as the user's files and --config gave it, before the schema fills in defaults: an
+# error about a key the user never set then says that it is a default.
+GIVEN_CONFIG = copy.deepcopy(config)
+# Errors name each bad key in a few lines (Snakemake's validate prints the whole schema).
+prconfig.validate(config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml")
+MODELS = prconfig.check(config, given=GIVEN_CONFIG)
 MIRROR = prdata.resolve_mirror(config)
 ENV = "../../envs/pixelrobust.yaml"
 # Recorded in the provenance of every results table (only the table rules take it as a param).
@@ -53,11 +56,19 @@ for _name, _src in WEIGHTS.items():
 def dataset_inputs(wildcards):
     """A dataset's raw inputs: downloaded archives, or the mirror's files (so changes rerun it)."""
     ds = wildcards.dataset
+    cfg = config["datasets"][ds]
+    # a folder source's label file and image folder are inputs too (edits within files are
+    # caught by the source_fingerprint param of prepare_dataset)
+    own = (
+        {"labels": cfg["labels"], "folder": cfg["folder"]} if cfg.get("source") == "folder" else {}
+    )
     if MIRROR is None:
-        return {f: f"resources/downloads/{f}" for f in prdata.downloads(ds, config["datasets"][ds])}
+        return {**own, **{f: f"resources/downloads/{f}" for f in prdata.downloads(ds, cfg)}}
     if ds in prdata.CIFAR:
         return {"mirror": str(MIRROR / prdata.CIFAR[ds]["folder"])}
-    return {"mirror": str(MIRROR / prdata.IMAGENET["class_index"])}
+    if cfg.get("source") != "folder":
+        own = {"mirror_images": str(MIRROR / prdata.IMAGENET["sample_folder"])}
+    return {**own, "mirror": str(MIRROR / prdata.IMAGENET["class_index"])}
 
 
 def weights_input(wildcards):
@@ -96,7 +107,7 @@ def onepixel_chunks(pattern):
 
 def p1_targets():
     """Every table and figure of P1 (the `p1` target)."""
-    tables = ["onepixel_success", "onepixel_summary"]
+    tables = ["onepixel_success", "onepixel_summary", "onepixel_claims"]
     return (
         [f"results/tables/{t}.{ext}" for t in tables for ext in ("csv", "md")]
         + [f"results/tables/onepixel_{t}.csv" for t in ("regions", "images", "de_runs")]
@@ -324,15 +335,16 @@ def summary_inputs(wildcards=None):
     """The tables the claims are read from, for the stages this config runs."""
     names = ["clean_accuracy"]
     if config["onepixel"]["models"]:
-        names += ["onepixel_summary", "onepixel_regions"]
+        names += ["onepixel_summary", "onepixel_claims"]
     if config["ssim"]["model"] is not None:
         names.append("ssim_cam_summary")
     if config["masked_pgd"]["models"]:
         names += [
             s for n, s in (("linf", "masked_pgd"), ("l2", "masked_pgd_l2")) if n in pgd_attacks()
         ]
+        names.append("masked_pgd_images")
     if config["prm"]["models"]:
-        names += ["prm_lambda_sweep", "prm_lambda_sweep_detail"]
+        names += ["prm_lambda_sweep", "prm_lambda_sweep_detail", "prm_lambda_sweep_images"]
     if config["defense_eval"]["models"]:
         names.append("defense")
     if config["synthesis"]["models"]:
@@ -341,10 +353,12 @@ def summary_inputs(wildcards=None):
     # each table's provenance record (the file is named after the table family)
     family = {
         "onepixel_summary": "onepixel",
-        "onepixel_regions": "onepixel",
+        "onepixel_claims": "onepixel",
         "ssim_cam_summary": "ssim_cam_comparison",
         "masked_pgd_l2": "masked_pgd",
+        "masked_pgd_images": "masked_pgd",
         "prm_lambda_sweep_detail": "prm_lambda_sweep",
+        "prm_lambda_sweep_images": "prm_lambda_sweep",
     }
     out["prov"] = sorted({f"results/tables/{family.get(n, n)}.provenance.json" for n in names})
     return out

@@ -27,9 +27,12 @@ rule defense_eval:
         },
         protocols=config["defense_eval"]["protocols"],
         eot_samples=config["defense_eval"]["eot_samples"],
+        draws=config["defense_eval"]["draws"],
+        adaptive_pgd=config["defense_eval"]["adaptive_pgd"],
         batch_size=config["batch_size"],
         device=config["device"],
-        seed=lambda w: job_seed("defense_eval", w.model, w.attack, w.chunk),
+        # the model's seed, not the chunk's: per-image draws derive from it and the image id
+        seed=lambda w: job_seed("defense_eval", w.model),
     script:
         "../scripts/defense_eval.py"
 
@@ -45,6 +48,8 @@ rule defense_tables:
             labels={"table": "defences"},
         ),
         md="results/tables/defense.md",
+        saturation="results/tables/defense_saturation.csv",
+        saturation_md="results/tables/defense_saturation.md",
         prov=report(
             "results/tables/defense.provenance.json",
             caption="../report/provenance.rst",
@@ -58,6 +63,8 @@ rule defense_tables:
         ENV
     params:
         datasets={m: dataset_of(m) for m in config["defense_eval"]["models"]},
+        n_boot=config["defense_eval"]["bootstrap"],
+        seed=job_seed("defense_tables"),
         config_sha256=CONFIG_SHA256,
     script:
         "../scripts/defense_tables.py"

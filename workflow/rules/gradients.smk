@@ -18,6 +18,7 @@ rule gradient_map:
         spec=lambda w: MODELS[w.model],
         split=lambda w: config["gradients"]["split"][dataset_of(w.model)],
         n_images=lambda w: config["gradients"]["n_images"][dataset_of(w.model)],
+        start=lambda w: config["gradients"]["start"].get(dataset_of(w.model), 0),
         constant=config["gradients"]["architecture_constant"],
         batch_size=config["batch_size"],
         device=config["device"],

@@ -34,6 +34,7 @@ rule masked_pgd_tables:
         unpack(masked_pgd_chunks),
     output:
         **masked_pgd_table_outputs(),
+        images="results/tables/masked_pgd_images.csv",
         prov=report(
             "results/tables/masked_pgd.provenance.json",
             caption="../report/provenance.rst",

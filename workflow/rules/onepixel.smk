@@ -61,13 +61,48 @@ rule onepixel_search:
         "../scripts/onepixel_search.py"
 
 
+rule onepixel_claim_images:
+    input:
+        data=lambda w: f"resources/data/{dataset_of(w.model)}",
+        weights="resources/weights/{model}.pt",
+        segments="results/p1/segments/{model}/chunk-{chunk}.npz",
+        maps="results/p1/onepixel/{model}/chunk-{chunk}.npz",
+    output:
+        table="results/p1/claims/{model}/chunk-{chunk}.csv",
+        prov="results/p1/claims/{model}/chunk-{chunk}.provenance.json",
+    log:
+        "results/logs/onepixel_claim_images/{model}/{chunk}.log",
+    benchmark:
+        "results/benchmarks/rules/onepixel_claim_images/{model}/{chunk}.tsv"
+    conda:
+        ENV
+    threads: config["threads"]
+    resources:
+        gpu=1,
+    params:
+        spec=lambda w: MODELS[w.model],
+        bounds=lambda w: onepixel_bounds(w.model)[int(w.chunk)],
+        slic=lambda w: config["onepixel"]["segmentation"][dataset_of(w.model)],
+        sensitivity=config["onepixel"]["sensitivity_segments"],
+        occlusion=config["onepixel"]["occlusion"],
+        semantic=config["onepixel"]["semantic"],
+        restricted=config["onepixel"]["restricted"],
+        batch_size=config["batch_size"],
+        device=config["device"],
+        seed=lambda w: job_seed("onepixel_claim_images", w.model, w.chunk),
+    script:
+        "../scripts/onepixel_claim_images.py"
+
+
 rule onepixel_tables:
     input:
         images=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-images.csv"),
         regions=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-regions.csv"),
         de_runs=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-de.csv"),
+        claim_images=onepixel_chunks("results/p1/claims/{model}/chunk-{chunk}.csv"),
         prov=onepixel_chunks("results/p1/segments/{model}/chunk-{chunk}.provenance.json")
-        + onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}.provenance.json"),
+        + onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}.provenance.json")
+        + onepixel_chunks("results/p1/claims/{model}/chunk-{chunk}.provenance.json"),
     output:
         success=report(
             "results/tables/onepixel_success.csv",
@@ -83,6 +118,14 @@ rule onepixel_tables:
             labels={"table": "claims"},
         ),
         summary_md="results/tables/onepixel_summary.md",
+        claims=report(
+            "results/tables/onepixel_claims.csv",
+            caption="../report/onepixel_claims.rst",
+            category="P1",
+            labels={"table": "claims against controls"},
+        ),
+        claims_md="results/tables/onepixel_claims.md",
+        claim_images="results/p1/onepixel_claim_images.csv",
         regions="results/tables/onepixel_regions.csv",
         images="results/tables/onepixel_images.csv",
         de_runs="results/tables/onepixel_de_runs.csv",
@@ -99,6 +142,8 @@ rule onepixel_tables:
         ENV
     params:
         notes={m: onepixel_note(m) for m in config["onepixel"]["models"]},
+        semantic=config["onepixel"]["semantic"],
+        restricted=config["onepixel"]["restricted"],
         n_boot=config["onepixel"]["bootstrap"],
         seed=job_seed("onepixel_tables"),
         config_sha256=CONFIG_SHA256,
@@ -136,8 +181,8 @@ rule p1_vulnerability_grid:
 
 rule p1_region_semantics:
     input:
-        regions="results/tables/onepixel_regions.csv",
-        summary="results/tables/onepixel_summary.csv",
+        claim_images="results/p1/onepixel_claim_images.csv",
+        claims="results/tables/onepixel_claims.csv",
     output:
         png=report(
             "results/figures/p1_region_semantics.png",

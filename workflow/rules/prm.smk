@@ -24,6 +24,7 @@ rule train_prm:
         depth=config["prm"]["depth"],
         start_filters=config["prm"]["start_filters"],
         residual=config["prm"]["residual"],
+        first_conv=config["prm"]["first_conv"],
         train={k: v for k, v in config["prm"]["train"].items() if k != "images"},
         images=lambda w: config["prm"]["train"]["images"][dataset_of(w.model)],
         device=config["device"],
@@ -39,6 +40,7 @@ rule prm_sweep:
         prm=f"results/p3/prm/{{model}}/{SWEEP_PRM}/prm.pt",
     output:
         table="results/p3/prm_sweep/{model}.csv",
+        images="results/p3/prm_sweep/{model}.images.csv",
         maps="results/p3/prm_sweep/{model}.npz",
         prov="results/p3/prm_sweep/{model}.provenance.json",
     log:
@@ -58,6 +60,7 @@ rule prm_sweep:
         batch_size=config["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("prm_sweep", w.model),
+        control_seed=lambda w: job_seed("prm_sweep_untrained", w.model, SWEEP_PRM),
     script:
         "../scripts/prm_sweep.py"
 
@@ -65,6 +68,7 @@ rule prm_sweep:
 rule prm_tables:
     input:
         tables=expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
+        images=expand("results/p3/prm_sweep/{model}.images.csv", model=config["prm"]["models"]),
         prov=expand("results/p3/prm_sweep/{model}.provenance.json", model=config["prm"]["models"])
         + expand(
             "results/p3/prm/{model}/{variant}/prm.provenance.json",
@@ -80,6 +84,7 @@ rule prm_tables:
         ),
         md="results/tables/prm_lambda_sweep.md",
         detail="results/tables/prm_lambda_sweep_detail.csv",
+        images="results/tables/prm_lambda_sweep_images.csv",
         prov=report(
             "results/tables/prm_lambda_sweep.provenance.json",
             caption="../report/provenance.rst",
@@ -120,6 +125,7 @@ rule p3_prm_training:
 rule p3_prm_lambda:
     input:
         table="results/p3/prm_sweep/{model}.csv",
+        images="results/p3/prm_sweep/{model}.images.csv",
         maps="results/p3/prm_sweep/{model}.npz",
     output:
         png=report(

@@ -117,6 +117,11 @@ rule compare_maps:
         bounds=ssim_bounds(),
         topk_percent=config["ssim"]["compare"]["topk_percent"],
         bootstrap=config["ssim"]["compare"]["bootstrap"],
+        ball=ssim_ball_settings(),
+        primary=config["ssim"]["compare"]["primary"],
+        grid_min_ratio=config["ssim"]["compare"]["grid_min_ratio"],
+        success_tolerance=config["ssim"]["compare"]["success_tolerance"],
+        epsilon=config["ssim"]["compare"]["epsilon"],
         seed=job_seed("compare_maps"),
         config_sha256=CONFIG_SHA256,
     script:
@@ -200,6 +205,7 @@ rule p2_cam_grid:
         bounds=lambda w: ssim_bounds()[0],
         examples=config["ssim"]["compare"]["examples"],
         topk_percent=config["ssim"]["compare"]["topk_percent"],
+        ball=ssim_ball_settings(),
     script:
         "../scripts/p2_cam_grid.py"
 

@@ -23,6 +23,7 @@ rule four_maps:
         n_images=lambda w: config["synthesis"]["n_images"].get(dataset_of(w.model)),
         epsilon=config["synthesis"]["epsilon"],
         ball=ssim_ball_settings(),
+        p2_map=config["ssim"]["compare"]["primary"]["map"],
         batch_size=config["ssim"]["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("four_maps", w.model),

@@ -5,4 +5,5 @@ from pixelrobust.runtime import job
 
 with job(snakemake.log[0], smk=snakemake):
     chunks = {m: list(snakemake.input[m]) for m in snakemake.params.datasets}
-    write_defense_tables(chunks, snakemake.params.datasets, dict(snakemake.output.items()))
+    write_defense_tables(chunks, snakemake.params.datasets, dict(snakemake.output.items()), snakemake.params.n_boot,
+                         snakemake.params.seed)

@@ -4,6 +4,7 @@ from pixelrobust.runtime import job
 from pixelrobust.vulnerability import write_tables
 
 with job(snakemake.log[0], smk=snakemake):
-    i = snakemake.input
-    write_tables(list(i.images), list(i.regions), list(i.de_runs), snakemake.params.notes,
-                 dict(snakemake.output.items()), snakemake.params.n_boot, snakemake.params.seed)
+    i, p = snakemake.input, snakemake.params
+    write_tables(list(i.images), list(i.regions), list(i.de_runs), list(i.claim_images), p.notes,
+                 dict(snakemake.output.items()), semantic=p.semantic, restricted=p.restricted, n_boot=p.n_boot,
+                 seed=p.seed)

@@ -1,4 +1,5 @@
-"""Figure: image | adversarial | |δ| | SSIM change map | CAM | overlay per attack (rule p2_cam_grid)."""
+"""Figure: image | ‖δ‖² | 1 − SSIM on the constraint's windows | 1 − SSIM sliding | CAM | overlay per attack
+(rule p2_cam_grid)."""
 
 from pixelrobust.figures import p2_cam_grid
 from pixelrobust.runtime import job
@@ -6,4 +7,4 @@ from pixelrobust.runtime import job
 p = snakemake.params
 with job(snakemake.log[0]):
     p2_cam_grid.plot(snakemake.input.cam, snakemake.input.data, p.bounds, p.examples, p.topk_percent, snakemake.output.png,
-                     snakemake.output.pdf)
+                     snakemake.output.pdf, ball=p.ball)

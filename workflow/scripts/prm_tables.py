@@ -4,4 +4,4 @@ from pixelrobust.prm import prm_tables
 from pixelrobust.runtime import job
 
 with job(snakemake.log[0], smk=snakemake):
-    prm_tables(list(snakemake.input.tables), dict(snakemake.output.items()))
+    prm_tables(list(snakemake.input.tables), list(snakemake.input.images), dict(snakemake.output.items()))

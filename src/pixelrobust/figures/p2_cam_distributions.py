@@ -1,4 +1,5 @@
-"""P2 figure: per-attack distributions of the agreement between SSIM change maps and Grad-CAM++."""
+"""P2 figure: per map and attack, distributions of the agreement between the perturbation's maps and
+Grad-CAM++ (one panel per metric; the maps as hues), and the per-image grid diagnostic."""
 
 from __future__ import annotations
 
@@ -10,20 +11,33 @@ from . import style
 
 def plot(comparison: pd.DataFrame, png, pdf=None) -> None:
     import matplotlib.pyplot as plt
+    import numpy as np
     import seaborn as sns
 
     style.apply()
     data = comparison.astype({"pointing_hit": float})
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(style.FULL_WIDTH, 2.0), constrained_layout=True)
+    panels = [*METRICS, "texture_spearman", "grid_ratio"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(style.FULL_WIDTH, 2.2), constrained_layout=True)
     order = list(dict.fromkeys(data.attack))
-    for ax, metric in zip(axes, METRICS):
-        if metric == "pointing_hit":
-            sns.barplot(data=data, x="attack", y=metric, order=order, ax=ax, errorbar=("ci", 95), hue="attack", legend=False)
+    for ax, metric in zip(axes, panels):
+        if metric == "grid_ratio":  # one value per image and attack, whatever the map
+            d = data.drop_duplicates(["image_id", "attack"]).assign(grid_ratio=lambda t: np.log10(t.grid_ratio))
+            sns.stripplot(data=d, x="attack", y=metric, order=order, ax=ax, size=2.5, color="black")
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_title("grid ratio (log10)", fontsize=7)
+        elif metric == "pointing_hit":
+            sns.barplot(data=data, x="attack", y=metric, hue="map", order=order, ax=ax, errorbar=("ci", 95), legend=False)
+            ax.set_title(metric, fontsize=7)
         else:
-            sns.boxplot(data=data, x="attack", y=metric, order=order, ax=ax, fliersize=0, hue="attack", legend=False)
-            sns.stripplot(data=data, x="attack", y=metric, order=order, ax=ax, size=2, color="black", alpha=0.5)
-        ax.set_title(metric, fontsize=7)
+            sns.boxplot(data=data, x="attack", y=metric, hue="map", order=order, ax=ax, fliersize=0.5,
+                        legend=metric == METRICS[0])
+            ax.set_title(metric, fontsize=7)
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.tick_params(axis="x", rotation=45, labelsize=6)
+    legend = axes[0].get_legend()
+    if legend is not None:  # one legend for every panel, below them
+        handles, labels = axes[0].get_legend_handles_labels()
+        legend.remove()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=6, frameon=False)
     style.save(fig, png, pdf)

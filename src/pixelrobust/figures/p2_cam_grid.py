@@ -1,4 +1,6 @@
-"""P2 figure: for example images, clean | adversarial | |δ| | SSIM change map | CAM | overlay, per attack."""
+"""P2 figure: for example images and each attack, the image, the three maps of the perturbation
+(‖δ‖², 1 − SSIM on the constraint's own windows, skimage's sliding 1 − SSIM), the clean Grad-CAM++
+and the CAM with the primary map's top-k % outlined."""
 
 from __future__ import annotations
 
@@ -7,16 +9,19 @@ import torch
 
 from . import style
 
-COLUMNS = ["image", "adversarial", "|δ|", "1 − SSIM", "Grad-CAM++ (clean)", "overlay"]
+COLUMNS = ["image", "‖δ‖² (energy)", "1 − SSIM, constraint windows", "1 − SSIM, 7×7 sliding", "Grad-CAM++ (clean)",
+           "CAM + top-k ‖δ‖²"]
 
 
-def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=None) -> None:
+def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=None, *, ball: dict | None = None) -> None:
+    """``ball``: the SSIM ball's window geometry (``size``, ``stride``, ``k1``, ``k2``; default disjoint 8×8)."""
     import matplotlib.pyplot as plt
 
     from ..io import load_npz
-    from ..map_compare import images_by_id, topk_mask
-    from ..ssim_study import mean_ssim
+    from ..map_compare import change_maps, images_by_id, topk_mask
 
+    ball = ball or {}
+    geom = {"size": ball.get("size", 8), "stride": ball.get("stride", 8), "k1": ball.get("k1", 0.01), "k2": ball.get("k2", 0.03)}
     style.apply()
     npz = load_npz(cam_npz)
     ids = [str(i) for i in npz["image_id"]][:examples]
@@ -28,24 +33,25 @@ def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=No
     for r, (n, attack) in enumerate(rows):
         x = images[n]
         adv = torch.from_numpy(npz[f"adv_{attack}"][n])
-        _, smap = mean_ssim(x, adv, full=True)
-        change = 1 - smap
+        maps, ratio = change_maps(x, adv, **geom)
         cam = npz["cam_clean"][n]
-        delta = (adv - x).abs().amax(0).numpy()
-        top = topk_mask(change, k_percent)
-        panels = [x.permute(1, 2, 0).numpy(), adv.clamp(0, 1).permute(1, 2, 0).numpy(), delta, change, cam, None]
+        top = topk_mask(maps["energy"], k_percent)
+        panels = [x.permute(1, 2, 0).numpy(), maps["energy"], maps["window_ssim"], maps["sliding_ssim"], cam, None]
         for c, img in enumerate(panels):
             ax = axes[r, c]
             if c == 5:
                 ax.imshow(x.permute(1, 2, 0).numpy())
                 ax.imshow(cam, cmap="jet", alpha=0.4, vmin=0, vmax=1)
-                ax.contour(top.astype(float), levels=[0.5], colors="white", linewidths=0.5)
+                ax.contour(top.astype(float), levels=[0.5], colors="white", linewidths=0.4)
             elif img.ndim == 3:
                 ax.imshow(img)
             else:
-                ax.imshow(img, cmap="magma" if c < 4 else "jet", vmin=0, vmax=float(np.max(img)) or 1.0)
+                lo, hi = (0.0, 1.0) if c == 4 else (float(np.quantile(img, 0.01)), float(np.quantile(img, 0.99)))
+                if hi <= lo:  # a flat map (the SSIM ball meets its bound in every window): show its full range
+                    lo, hi = float(np.min(img)), float(np.max(img)) if np.max(img) > np.min(img) else float(np.min(img)) + 1.0
+                ax.imshow(img, cmap="magma" if c < 4 else "jet", interpolation="nearest", vmin=lo, vmax=hi)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(COLUMNS[c], fontsize=6)
-        axes[r, 0].set_ylabel(f"{ids[n][:18]}\n{attack}", fontsize=5)
+        axes[r, 0].set_ylabel(f"{ids[n][:18]}\n{attack}\ngrid ratio {ratio:.2f}", fontsize=5)
     style.save(fig, png, pdf)

@@ -8,11 +8,19 @@ import pandas as pd
 from . import style
 
 
+CONTROL_STYLE = {"untrained": (style.PALETTE[7 % len(style.PALETTE)], "--"), "fill_only": (style.PALETTE[4], ":")}
+
+
 def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> None:
-    """The clean level is the λ = 0 row (the bare classifier on the same images), when swept."""
+    """The trained PRM's curves and maps; the IoU of its same-run controls (``prm`` column: ``untrained``,
+    ``fill_only``) as thin lines. The clean level is ``clean_top1`` (else the λ = 0 row)."""
     import matplotlib.pyplot as plt
 
     style.apply()
+    controls = {}
+    if "prm" in sweep:
+        controls = {name: g for name, g in sweep.groupby("prm", sort=False) if name != "trained"}
+        sweep = sweep[sweep.prm == "trained"].reset_index(drop=True)
     n = len(sweep)
     ncol = min(n, 7)
     nrow = -(-n // ncol)
@@ -21,11 +29,14 @@ def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> No
     ax = fig.add_subplot(grid[0, :])
     x = np.arange(n)
     ax.plot(x, sweep.top1, "o-", color=style.PALETTE[0], ms=3, label="top-1")
-    ax.plot(x, sweep.iou, "s-", color=style.PALETTE[3], ms=3, label="IoU(top-k grad, lattice)")
+    ax.plot(x, sweep.iou, "s-", color=style.PALETTE[3], ms=3, label="IoU(top-k grad, lattice), trained PRM")
     ax.plot(x, sweep.lattice_share, "^--", color=style.PALETTE[2], ms=3, label="share of top-k on lattice")
     ax.axhline(sweep.chance_share.iloc[0], color="0.5", lw=0.7, ls=":", label=f"chance share {sweep.chance_share.iloc[0]:.2f}")
     ax.axhline(sweep.chance_iou.iloc[0], color="0.7", lw=0.7, ls="-.", label=f"chance IoU {sweep.chance_iou.iloc[0]:.3f}")
-    clean = sweep.top1[sweep["lambda"] == 0]
+    for name, g in controls.items():
+        colour, ls = CONTROL_STYLE.get(name, ("0.4", "--"))
+        ax.plot(x[: len(g)], g.iou.to_numpy(), ls, color=colour, lw=0.9, label=f"IoU, {name.replace('_', '-')} PRM")
+    clean = sweep.clean_top1.iloc[:1] if "clean_top1" in sweep else sweep.top1[sweep["lambda"] == 0]
     if len(clean):
         ax.axhline(clean.iloc[0], color=style.PALETTE[0], lw=0.7, ls=":", label="clean top-1")
     ax.set_xticks(x, [f"{v:g}" for v in sweep["lambda"]], fontsize=6)

@@ -19,6 +19,7 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
     """``npzs``: model name → its ``four_maps`` file; ``examples`` images per model."""
     import matplotlib.pyplot as plt
 
+    from ..map_compare import MAP_LABELS
     from ..synthesis import LABELS, load_maps
 
     style.apply()
@@ -41,5 +42,8 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
                 ax.imshow(m, cmap="magma", interpolation="nearest", vmin=float(np.nanmin(m)), vmax=float(np.nanmax(m)) or 1.0)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title("image" if key == "image" else LABELS[key], fontsize=6)
+                title = "image" if key == "image" else LABELS[key]
+                if key == "ssim_ball" and "p2_map" in z:
+                    title = f"P2 SSIM ball: {MAP_LABELS.get(str(z['p2_map']), str(z['p2_map']))}"
+                ax.set_title(title, fontsize=6)
     style.save(fig, png, pdf)

@@ -1,5 +1,6 @@
-"""Synthesis figure: per model, the pairwise agreement of the four maps (Spearman below the
-diagonal, top-k IoU above it), built from ``synthesis.csv``."""
+"""Synthesis figure: per model, the pairwise agreement of the four maps beyond the permutation null
+(same-image agreement minus agreement with other images' maps; Spearman below the diagonal, top-k
+IoU above it), built from ``synthesis.csv``. Cells whose interval excludes 0 are marked with *."""
 
 from __future__ import annotations
 
@@ -9,16 +10,28 @@ import pandas as pd
 from . import style
 
 
-def matrix(table: pd.DataFrame) -> np.ndarray:
-    """A 4×4 matrix of one model's rows: Spearman in the lower triangle, IoU in the upper, NaN diagonal."""
+def matrix(table: pd.DataFrame, spearman: str = "spearman_excess", iou: str = "iou_excess") -> np.ndarray:
+    """A 4×4 matrix of one model's rows: ``spearman`` in the lower triangle, ``iou`` in the upper, NaN diagonal."""
     from ..synthesis import MAPS
 
     pos = {m: i for i, m in enumerate(MAPS)}
     out = np.full((len(MAPS), len(MAPS)), np.nan)
     for r in table.itertuples():
         i, j = sorted((pos[r.map_a], pos[r.map_b]))
-        out[j, i], out[i, j] = r.spearman, r.iou_topk
+        out[j, i], out[i, j] = getattr(r, spearman), getattr(r, iou)
     return out
+
+
+def annotations(table: pd.DataFrame) -> np.ndarray:
+    """Cell texts: the excess with * where its 95 % interval excludes 0."""
+    lo = matrix(table, "spearman_excess_ci_low", "iou_excess_ci_low")
+    hi = matrix(table, "spearman_excess_ci_high", "iou_excess_ci_high")
+    val = matrix(table)
+    text = np.full(val.shape, "", dtype=object)
+    for i, j in zip(*np.nonzero(np.isfinite(val))):
+        star = "*" if (lo[i, j] > 0 or hi[i, j] < 0) else ""
+        text[i, j] = f"{val[i, j]:+.3f}{star}"
+    return text
 
 
 def plot(table_csv, png, pdf=None) -> None:
@@ -35,9 +48,9 @@ def plot(table_csv, png, pdf=None) -> None:
     names = [LABELS[m].replace(" ", "\n", 1) for m in MAPS]
     for ax, model in zip(axes[0], models):
         rows = table[table.model == model]
-        sns.heatmap(matrix(rows), ax=ax, vmin=-0.5, vmax=0.5, center=0, cmap="vlag", annot=True, fmt=".2f", square=True, cbar=False,
-                    xticklabels=names, yticklabels=names, annot_kws={"fontsize": 6})
+        sns.heatmap(matrix(rows), ax=ax, vmin=-0.2, vmax=0.2, center=0, cmap="vlag", annot=annotations(rows), fmt="",
+                    square=True, cbar=False, xticklabels=names, yticklabels=names, annot_kws={"fontsize": 6})
         ax.tick_params(labelsize=5)
-        ax.set_title(f"{model} ({rows.n_images.iloc[0]} images)\nbelow: Spearman, above: top-{rows.topk_percent.iloc[0]:g} % IoU "
-                     f"(chance {rows.chance_iou.iloc[0]:.2f})", fontsize=6)
+        ax.set_title(f"{model} ({rows.n_images.iloc[0]} images): excess over other images' maps\nbelow: Spearman, above: "
+                     f"top-{rows.topk_percent.iloc[0]:g} % IoU (* 95 % CI excludes 0)", fontsize=6)
     style.save(fig, png, pdf)

@@ -1,0 +1,194 @@
+"""Shared statistics of the verdicts: intervals, the minimum-images gate and the one verdict rule.
+
+Every claim in ``results/tables/claims.csv`` is decided the same way (ours, docs/verdicts.md):
+
+* the claim is turned into an **effect** oriented so that a positive value is what the claim says,
+  measured *against a negative control from the same run* (an untrained model, maps of other images, a
+  random region of the same size, the undefended model on the same inputs), with a 95 % interval;
+* ``held`` when the interval lies above ``min_effect`` (by default 0: the claim beats its control);
+* ``not held`` when the interval lies below ``min_effect`` (the effect, if any, is smaller than the
+  smallest effect the claim needs: with ``min_effect`` 0 this means the control is significantly *better*);
+* ``inconclusive`` otherwise ("no clear difference" is never "not held");
+* ``too few images`` below :data:`MIN_IMAGES` units of resampling.
+
+Where several tests decide one claim, :func:`decide_all` applies the intersection-union rule: the claim
+holds only if every test holds at the full level (no correction is needed for an "all of" claim), it is
+not held if any test is not held, and inconclusive otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+MIN_IMAGES = 10  # ours: fewer units of resampling give numbers but no verdict
+LEVEL = 0.95
+VERDICTS = ("held", "not held", "inconclusive", "too few images")
+
+
+# ---- intervals ---------------------------------------------------------------------------------
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` (NaNs dropped; NaN below two values)."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return (np.nan, np.nan)
+    means = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
+    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+
+
+def boot_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean with its percentile-bootstrap interval: ``(mean, low, high)``."""
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    return (float(v.mean()) if len(v) else np.nan, *bootstrap_ci(v, n_boot, rng, level))
+
+
+def boot_stat(units: Sequence, stat: Callable[[Sequence], float], n_boot: int, rng: np.random.Generator,
+              level: float = LEVEL) -> tuple[float, float, float]:
+    """Any statistic of a list of resampling units (images), with a percentile bootstrap over the units."""
+    units = list(units)
+    if not units:
+        return (np.nan, np.nan, np.nan)
+    est = float(stat(units))
+    if len(units) < 2:
+        return (est, np.nan, np.nan)
+    boots = np.array([stat([units[i] for i in rng.integers(0, len(units), len(units))]) for _ in range(n_boot)], float)
+    boots = boots[~np.isnan(boots)]
+    if not len(boots):
+        return (est, np.nan, np.nan)
+    return est, float(np.quantile(boots, (1 - level) / 2)), float(np.quantile(boots, (1 + level) / 2))
+
+
+def wilson_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (NaN for n = 0)."""
+    if n <= 0:
+        return (np.nan, np.nan)
+    z = float(_st.norm.ppf((1 + level) / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return float(lo), float(hi)
+
+
+def newcombe_diff_ci(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL) -> tuple[float, float, float]:
+    """Difference of two independent proportions ``k1/n1 - k2/n2`` with Newcombe's hybrid score interval
+    (method 10), built from the two Wilson intervals: ``(difference, low, high)``."""
+    if n1 <= 0 or n2 <= 0:
+        return (np.nan, np.nan, np.nan)
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_ci(k1, n1, level)
+    l2, u2 = wilson_ci(k2, n2, level)
+    d = p1 - p2
+    lo = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    hi = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return float(d), float(lo), float(hi)
+
+
+def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a binomial proportion ``k / n`` (NaN for n = 0)."""
+    if n <= 0:
+        return (np.nan, np.nan)
+    a = (1 - level) / 2
+    lo = 0.0 if k == 0 else float(_st.beta.ppf(a, k, n - k + 1))
+    hi = 1.0 if k == n else float(_st.beta.ppf(1 - a, k + 1, n - k))
+    return lo, hi
+
+
+def paired_binary_ci(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """Difference of two paired 0/1 outcomes, mean(a) - mean(b), with the exact conditional interval of
+    McNemar's setting: of the m discordant pairs, k have a = 1, b = 0; given m, k ~ Bin(m, π) and the
+    difference is (m/n)(2π − 1), so the Clopper-Pearson interval of π maps to one for the difference. It
+    excludes 0 exactly when the two-sided exact sign test on the discordant pairs rejects at 1 − level
+    (4 of 4 discordant pairs in one direction do not; 6 of 6 do). The percentile bootstrap is
+    anti-conservative here when few pairs differ."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = len(a)
+    if n == 0:
+        return (np.nan, np.nan, np.nan)
+    k = int(((a == 1) & (b == 0)).sum())
+    m = k + int(((a == 0) & (b == 1)).sum())
+    d = float(a.mean() - b.mean())
+    if m == 0:
+        return (d, 0.0, 0.0)
+    lo, hi = clopper_pearson(k, m, level)
+    return d, m / n * (2 * lo - 1), m / n * (2 * hi - 1)
+
+
+def _binary(v: np.ndarray) -> bool:
+    v = v[~np.isnan(v)]
+    return bool(len(v)) and bool(np.isin(v, (0.0, 1.0)).all())
+
+
+def paired_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator,
+                   level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean of the paired differences ``a - b`` (same units, e.g. images) with a 95 % interval: exact
+    (:func:`paired_binary_ci`) when both are 0/1 outcomes, else a percentile bootstrap over the pairs."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if _binary(a) and _binary(b):
+        return paired_binary_ci(a, b, level)
+    return boot_mean(a - b, n_boot, rng, level)
+
+
+# ---- the verdict rule --------------------------------------------------------------------------
+
+
+def decide(low: float, high: float, n: int, *, min_effect: float = 0.0, min_images: int = MIN_IMAGES) -> str:
+    """The one verdict rule for an effect oriented so that positive is what the claim says (module doc)."""
+    if n < min_images:
+        return "too few images"
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
+        return "inconclusive"
+    if low > min_effect:
+        return "held"
+    if high < min_effect:
+        return "not held"
+    return "inconclusive"
+
+
+def decide_all(verdicts: Sequence[str]) -> str:
+    """Intersection-union combination of several tests that must all hold for one claim."""
+    verdicts = list(verdicts)
+    if not verdicts or "too few images" in verdicts:
+        return "too few images"
+    if all(v == "held" for v in verdicts):
+        return "held"
+    if any(v == "not held" for v in verdicts):
+        return "not held"
+    return "inconclusive"
+
+
+def binding(tests: Sequence[tuple[str, float, float]]) -> int:
+    """Index of the test that decides a :func:`decide_all` claim, for the headline numbers of its row.
+
+    ``tests`` holds ``(verdict, ci_low, ci_high)`` per test. If any test is ``not held``, the not-held
+    one with the smallest ``ci_high`` (the clearest failure); otherwise, if any is ``inconclusive``, the
+    inconclusive one with the smallest ``ci_low``; otherwise (all held, or too few images) the test with
+    the smallest ``ci_low`` (the weakest). NaN bounds sort last."""
+    tests = list(tests)
+    if not tests:
+        raise ValueError("binding: no tests")
+
+    def smallest(candidates: list[int], pos: int) -> int:
+        vals = [tests[i][pos] for i in candidates]
+        keys = [np.inf if v is None or np.isnan(v) else float(v) for v in vals]
+        return candidates[int(np.argmin(keys))]
+
+    for verdict, pos in (("not held", 2), ("inconclusive", 1)):
+        hit = [i for i, t in enumerate(tests) if t[0] == verdict]
+        if hit:
+            return smallest(hit, pos)
+    return smallest(list(range(len(tests))), 1)
+
+
+__all__ = ["LEVEL", "MIN_IMAGES", "clopper_pearson", "paired_binary_ci", "VERDICTS", "binding", "boot_mean", "boot_stat", "bootstrap_ci", "decide", "decide_all",
+           "newcombe_diff_ci", "paired_diff_ci", "wilson_ci"]

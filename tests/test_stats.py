@@ -1,0 +1,131 @@
+"""The shared statistics of the verdicts (pixelrobust.stats): intervals from first principles or published examples."""
+
+import numpy as np
+import pytest
+
+from pixelrobust import stats
+
+
+def test_wilson_interval_closed_forms():
+    z2 = 1.959963984540054**2
+    # k = 0: the lower end is 0 and the upper end is z² / (n + z²) (the score interval's closed form)
+    lo, hi = stats.wilson_ci(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z2 / (10 + z2), abs=1e-12)
+    # k = n mirrors k = 0
+    lo, hi = stats.wilson_ci(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(10 / (10 + z2), abs=1e-12)
+    # symmetric around 1/2 for k = n/2, and narrower than the Wald interval's 1.96 * sqrt(p(1-p)/n) plus the correction
+    lo, hi = stats.wilson_ci(50, 100)
+    assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo < 2 * 1.96 * 0.05
+    assert np.isnan(stats.wilson_ci(0, 0)).all()
+
+
+def test_newcombe_difference_matches_the_published_example():
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II, method 10 (hybrid score):
+    # (a) 56/70 - 48/80: 0.0524 to 0.3339; (b) 9/10 - 3/10: 0.1705 to 0.8090
+    d, lo, hi = stats.newcombe_diff_ci(56, 70, 48, 80)
+    assert d == pytest.approx(0.2)
+    assert lo == pytest.approx(0.0524, abs=5e-4) and hi == pytest.approx(0.3339, abs=5e-4)
+    d, lo, hi = stats.newcombe_diff_ci(9, 10, 3, 10)
+    assert d == pytest.approx(0.6)
+    assert lo == pytest.approx(0.1705, abs=5e-4) and hi == pytest.approx(0.8090, abs=5e-4)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.normal(1.0, 1.0, 20)
+    large = rng.normal(1.0, 1.0, 2000)
+    m, lo, hi = stats.boot_mean(small, 2000, np.random.default_rng(1))
+    assert lo < m < hi and m == pytest.approx(small.mean())
+    # the bootstrap SE of a mean is about sd / sqrt(n): width about 2 * 1.96 * sd / sqrt(n)
+    assert hi - lo == pytest.approx(2 * 1.96 * small.std() / np.sqrt(20), rel=0.25)
+    _, llo, lhi = stats.boot_mean(large, 2000, np.random.default_rng(1))
+    assert lhi - llo < (hi - lo) / 5
+    assert np.isnan(stats.bootstrap_ci(np.array([1.0]), 100, rng)).all()
+
+
+def test_boot_stat_resamples_units_not_elements():
+    # two units of very different sizes: resampling units gives a mean of unit means in [min, max] of the unit means
+    units = [np.zeros(100), np.ones(2)]
+    est, lo, hi = stats.boot_stat(units, lambda us: float(np.mean([u.mean() for u in us])), 500, np.random.default_rng(0))
+    assert est == 0.5 and lo == 0.0 and hi == 1.0
+
+
+@pytest.mark.parametrize("lo,hi,n,expected", [
+    (0.1, 0.3, 20, "held"),
+    (-0.3, -0.1, 20, "not held"),
+    (-0.1, 0.3, 20, "inconclusive"),
+    (0.1, 0.3, 5, "too few images"),
+    (np.nan, np.nan, 20, "inconclusive"),
+])
+def test_decide(lo, hi, n, expected):
+    assert stats.decide(lo, hi, n) == expected
+
+
+def test_decide_with_a_minimum_effect():
+    # an effect surely above 0 but surely below the smallest effect the claim needs is not held
+    assert stats.decide(0.01, 0.04, 20, min_effect=0.05) == "not held"
+    assert stats.decide(0.06, 0.2, 20, min_effect=0.05) == "held"
+    assert stats.decide(0.01, 0.2, 20, min_effect=0.05) == "inconclusive"
+
+
+def test_decide_all_is_intersection_union():
+    assert stats.decide_all(["held", "held"]) == "held"
+    assert stats.decide_all(["held", "inconclusive"]) == "inconclusive"
+    assert stats.decide_all(["held", "not held", "inconclusive"]) == "not held"
+    assert stats.decide_all(["held", "too few images"]) == "too few images"
+    assert stats.decide_all([]) == "too few images"
+
+
+def test_binding_is_the_test_that_decides():
+    # the referee's case: a held test with the lowest ci_low must not headline a "not held" claim
+    tests = [("held", 0.01, 0.3), ("not held", -0.6, -0.1), ("not held", -0.3, -0.05), ("inconclusive", -0.9, 0.9)]
+    assert stats.decide_all([t[0] for t in tests]) == "not held"
+    assert stats.binding(tests) == 1  # the not-held test with the smallest ci_high
+    # no failure: an inconclusive test (the one with the smallest ci_low) decides, not the weaker held one
+    assert stats.binding([("held", -0.5, 0.9), ("inconclusive", -0.1, 0.2), ("inconclusive", -0.2, 0.1)]) == 2
+    # all held: the weakest (smallest ci_low); NaN bounds sort last
+    assert stats.binding([("held", 0.3, 0.5), ("held", 0.1, 0.9), ("held", np.nan, np.nan)]) == 1
+    with pytest.raises(ValueError):
+        stats.binding([])
+
+
+def test_clopper_pearson_closed_forms():
+    # k = 0: upper end 1 - (alpha/2)^(1/n); k = n: lower end (alpha/2)^(1/n)
+    assert stats.clopper_pearson(0, 10) == (0.0, pytest.approx(1 - 0.025 ** (1 / 10)))
+    assert stats.clopper_pearson(10, 10) == (pytest.approx(0.025 ** (1 / 10)), 1.0)
+    lo, hi = stats.clopper_pearson(5, 10)
+    assert lo == pytest.approx(1 - hi) and lo < 0.5 < hi
+
+
+@pytest.mark.parametrize("k,held", [(4, False), (5, False), (6, True), (8, True)])
+def test_paired_binary_interval_is_the_exact_sign_test(k, held):
+    # k images better under a and none worse, the rest tied: the two-sided exact sign test rejects at 5 % from
+    # k = 6 on (p = 2 * 0.5^k: 0.125, 0.0625, 0.031, 0.008); the interval excludes 0 exactly then, whatever n is
+    for n in (10, 20, 100):
+        a = np.r_[np.ones(k), np.zeros(n - k)]
+        b = np.zeros(n)
+        d, lo, hi = stats.paired_diff_ci(a, b, 2000, np.random.default_rng(0))
+        assert d == pytest.approx(k / n)
+        assert (lo > 0) is held
+        assert stats.decide(lo, hi, n) == ("held" if held else "inconclusive")
+
+
+def test_paired_binary_interval_with_discordance_both_ways_and_ties():
+    a = np.r_[np.ones(10), np.zeros(2), np.ones(8)]
+    b = np.r_[np.zeros(10), np.ones(2), np.ones(8)]
+    d, lo, hi = stats.paired_binary_ci(a, b)
+    # 12 discordant pairs, 10 for a: pi in the Clopper-Pearson interval of 10/12, mapped by (12/20)(2 pi - 1)
+    plo, phi = stats.clopper_pearson(10, 12)
+    assert d == pytest.approx(8 / 20)
+    assert (lo, hi) == (pytest.approx(0.6 * (2 * plo - 1)), pytest.approx(0.6 * (2 * phi - 1)))
+    # all pairs tied: a point interval at 0, which the rule calls inconclusive, never held
+    d, lo, hi = stats.paired_binary_ci(np.ones(20), np.ones(20))
+    assert (d, lo, hi) == (0.0, 0.0, 0.0) and stats.decide(lo, hi, 20) == "inconclusive"
+
+
+def test_paired_diff_ci_bootstraps_fractional_scores():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)
+    d, lo, hi = stats.paired_diff_ci(a, b, 1000, np.random.default_rng(1))
+    assert d == pytest.approx((a - b).mean()) and lo < d < hi
