@@ -15,7 +15,7 @@ from pixelrobust.defense_eval import (CHUNK_COLUMNS, CONTROLS, DEFENSES, SATURAT
 from pixelrobust.defenses import build_defense
 from pixelrobust.pgd import PGD
 from pixelrobust.prm import PRM, freeze
-from pixelrobust.stats import wilson_ci
+from pixelrobust.stats import clopper_pearson, wilson_ci
 from pixelrobust.summary import p3_defense
 
 SETTINGS = {"stochastic_prm": {"lambdas": [0, 0.5, 1], "shifts": "lattice"},
@@ -130,17 +130,17 @@ def test_bad_cells_are_refused(resnet20, images, prm):
 
 
 def test_at_least_one_defence_beats_none_under_graybox_pgd(resnet20, images, tmp_path):
-    """Real ResNet-20, 12 real CIFAR-10 images, gray-box PGD at 2/255: some input transformation recovers images
-    (paired bootstrap interval of defended minus undefended top-1 above 0, and at least 3 images more)."""
+    """Real ResNet-20, 24 real CIFAR-10 images, gray-box PGD at 2/255: some input transformation recovers images
+    (paired interval of defended minus undefended top-1 above 0, and at least 6 images more)."""
     defenses = {"randomization": SETTINGS["randomization"], "pixel_deflection": SETTINGS["pixel_deflection"]}
-    df = defense_chunk(resnet20, images.images[:12], images.labels[:12], images.ids[:12], attack="pgd",
+    df = defense_chunk(resnet20, images.images[:24], images.labels[:24], images.ids[:24], attack="pgd",
                        attack_settings={"eps": 2 / 255, "alpha": 0.5 / 255, "steps": 10}, defenses=defenses,
                        protocols=["graybox"], eot_samples=1, seed=0, batch_size=64, draws=2)
     df.to_csv(tmp_path / "chunk.csv", index=False)
     t = defense_table({"m": [str(tmp_path / "chunk.csv")]}, {"m": "cifar10"}, n_boot=1000, seed=0).set_index("defense")
     assert t.loc["none", "top1"] <= 0.25  # the attack works on the undefended model
     best = t.drop(index="none").sort_values("effect_low").iloc[-1]
-    assert best.effect_low > 0 and (best.top1 - t.loc["none", "top1"]) * 12 >= 3, t[["top1", "effect", "effect_low"]]
+    assert best.effect_low > 0 and (best.top1 - t.loc["none", "top1"]) * 24 >= 6, t[["top1", "effect", "effect_low"]]
 
 
 def test_defense_rate():
@@ -180,18 +180,21 @@ def test_table_pools_images_and_draws_with_intervals(tmp_path):
     assert (g.ci_low, g.ci_high) == pytest.approx(wilson_ci(14, 20))  # images as units
     # against the transfer control on the same PRM-crafted images: 14 - 8 = 6 images of 20
     assert g.reference == "transfer_none" and g.reference_top1 == pytest.approx(0.4) and g.effect == pytest.approx(0.3)
-    # every image is 0 or 1 in both rows: the exact paired interval; 6 discordant pairs, all for the PRM, Clopper-
-    # Pearson lower bound 0.025 ** (1/6) for their share, mapped to (6/20) * (2 pi - 1); upper bound (6/20) * 1
-    assert (g.effect_low, g.effect_high) == pytest.approx((0.3 * (2 * 0.025 ** (1 / 6) - 1), 0.3))
+    # every image is 0 or 1 in both rows: the exact paired interval (stats.paired_binary_ci); 6 of 20 pairs
+    # discordant, all for the PRM: the share q of discordant pairs in CP(6 of 20) and their share pi for the PRM in
+    # CP(6 of 6) = [0.0125 ** (1/6), 1], both at 97.5 %; the difference q(2 pi - 1) at the box's corners
+    q_hi = clopper_pearson(6, 20, 0.975)[1]
+    assert (g.effect_low, g.effect_high) == pytest.approx((q_hi * (2 * 0.0125 ** (1 / 6) - 1), q_hi))
     assert g.clean_top1 == pytest.approx(0.9) and g.defense_rate == pytest.approx(0.7)
     tr = cell.loc["transfer_none", "pgd", "graybox"]
     assert tr.reference == "none" and tr.effect == pytest.approx(0.4) and tr.clean_top1 == pytest.approx(1.0)
     a = cell.loc["stochastic_prm", "pgd", "adaptive"]
     assert a.reference == "none" and a.effect == pytest.approx(3 / 40) and a.effect_low >= 0
     c = cell.loc["stochastic_prm", "clean", "adaptive"]  # the clean column is in both protocols
-    # 2 images of 20 lost, both discordant pairs against the PRM: exact interval (2/20) * (2 pi - 1) with pi's
-    # Clopper-Pearson interval [0, 1 - 0.025 ** (1/2)] for 0 of 2: it crosses 0 (two images are no evidence)
-    assert (c.effect, c.effect_low, c.effect_high) == pytest.approx((-0.1, -0.1, 0.1 * (1 - 2 * 0.025 ** 0.5)))
+    # 2 images of 20 lost, both discordant pairs against the PRM: q in CP(2 of 20), pi in CP(0 of 2) =
+    # [0, 1 - 0.0125 ** (1/2)] (97.5 % each): the interval crosses 0 (two images are no evidence)
+    q_hi = clopper_pearson(2, 20, 0.975)[1]
+    assert (c.effect, c.effect_low, c.effect_high) == pytest.approx((-0.1, -q_hi, q_hi * (1 - 2 * 0.0125 ** 0.5)))
     assert cell.loc["none", "clean", "graybox"].top1 == 1
     assert np.isnan(cell.loc["none", "pgd", "graybox"].effect)
     assert cell.loc["none", "pgd", "graybox"].seconds == pytest.approx(10.0)
@@ -264,6 +267,10 @@ def test_graybox_claim_without_transfer_has_no_power():
     # transferred, but to 0.86 against the PRM's clean 0.9: at most +0.04 to gain, under the 0.05 margin: no power
     r = p3_defense(_claim_table(-0.2, -0.35, -0.1, transfer_top1=0.86, transfer_high=0.88), min_effect=0.05)[0]
     assert r["verdict"] == "inconclusive" and "no power" in r["evidence"]
+    # no power against transfer_none does not hide the shift-only test, which has its power on the same images:
+    # the PRM clearly below its own random-shift component is not held
+    r = p3_defense(_claim_table(-0.2, -0.35, -0.1, shift=(-0.2, -0.32, -0.09), transfer_high=0.95), min_effect=0.05)[0]
+    assert r["verdict"] == "not held" and "no power" in r["evidence"] and r["control"] == "prm_shift_only"
 
 
 def test_adaptive_claim_at_the_undefended_level_is_not_held():
@@ -286,7 +293,8 @@ def test_adaptive_weaker_than_graybox_is_flagged():
 def test_shift_only_prm_is_not_held_in_the_adaptive_protocol(tmp_path):
     """The referee's case: a "stochastic PRM" with lambdas [0] is the shift-only randomisation itself. Under an
     adaptive minimal-perturbation attack it recovers half the images against none (0.00), so the test against
-    none holds, but against prm_shift_only (the same draws: identical rows) the effect is 0 [0, 0]: not held."""
+    none holds, but against prm_shift_only (the same draws: identical rows) the effect is 0, with an interval
+    that 20 images cannot shrink below the 0.05 margin: never held (inconclusive)."""
     n = 20
     half = [2] * 10 + [0] * 10
     rows = (_rows("none", "clean", "clean", [1] * n) + _rows("stochastic_prm", "clean", "clean", [2] * n, 2)
@@ -299,12 +307,13 @@ def test_shift_only_prm_is_not_held_in_the_adaptive_protocol(tmp_path):
     cell = t.set_index(["defense", "attack", "protocol"])
     prm_row = cell.loc["stochastic_prm", "deepfool", "adaptive"]
     assert prm_row.effect == pytest.approx(0.5) and prm_row.effect_low > 0.05  # against none alone: "held"
-    assert (prm_row.shift_effect, prm_row.shift_effect_low, prm_row.shift_effect_high) == (0, 0, 0)
+    tied = (0, pytest.approx(-(1 - 0.0125 ** (1 / 20))), pytest.approx(1 - 0.0125 ** (1 / 20)))  # no pair differs
+    assert (prm_row.shift_effect, prm_row.shift_effect_low, prm_row.shift_effect_high) == tied
     base = cell.loc["randomization", "deepfool", "adaptive"]  # baselines too are compared with the randomisation alone
-    assert (base.shift_effect, base.shift_effect_low, base.shift_effect_high) == (0, 0, 0)
+    assert (base.shift_effect, base.shift_effect_low, base.shift_effect_high) == tied
     assert np.isnan(cell.loc["prm_shift_only", "deepfool", "adaptive"].shift_effect)
     (r,) = p3_defense(t, min_effect=0.05)
-    assert r["verdict"] == "not held" and r["control"] == "prm_shift_only"
+    assert r["verdict"] == "inconclusive" and r["control"] == "prm_shift_only"
 
 
 def test_table_refuses_rows_on_different_images(tmp_path):
@@ -358,6 +367,6 @@ def test_shift_only_prm_is_not_held_on_real_adaptive_deepfool(resnet20, images, 
     df.to_csv(tmp_path / "c.csv", index=False)
     t = defense_table({"m": [str(tmp_path / "c.csv")]}, {"m": "cifar10"}, n_boot=500, seed=0)
     r = t.set_index(["defense", "attack", "protocol"]).loc["stochastic_prm", "deepfool", "adaptive"]
-    assert r.effect > 0 and (r.shift_effect, r.shift_effect_low, r.shift_effect_high) == (0, 0, 0)
+    assert r.effect > 0 and r.shift_effect == 0 and r.shift_effect_low < 0.05 < r.shift_effect_high
     (claim,) = p3_defense(t, min_effect=0.05)
-    assert claim["verdict"] == "not held" and claim["control"] == "prm_shift_only"
+    assert claim["verdict"] == "inconclusive" and claim["control"] == "prm_shift_only"  # never held

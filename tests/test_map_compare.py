@@ -277,6 +277,13 @@ def test_p2_verdict_is_withheld_when_success_rates_differ():
     row = summary.p2_claims(s, "m", "imagenet")[0]
     assert row["verdict"] == "inconclusive" and "success rate of pgd_l2 differs" in row["evidence"]
     assert summary.p2_claims(summ(frame, tol=0.4), "m", "imagenet")[0]["verdict"] == "held"
+    # a differing success rate takes out only that PGD baseline's test: the model-free budget-map test still
+    # decides, so an SSIM ball below its own budget map is not held, not hidden as inconclusive
+    below = frame.copy()
+    ball = (below.attack == "ssim_ball") & (below["map"] == "energy")
+    below.loc[ball, "mass_in_topk"] -= 0.3  # now base - 0.1: below the budget map (base + 0.02) on every image
+    row = summary.p2_claims(summ(below), "m", "imagenet")[0]
+    assert row["verdict"] == "not held" and row["control"].startswith("its budget map"), row["control"]
 
 
 def test_a_listed_baseline_that_is_missing_is_an_error():

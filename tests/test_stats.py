@@ -98,10 +98,10 @@ def test_clopper_pearson_closed_forms():
     assert lo == pytest.approx(1 - hi) and lo < 0.5 < hi
 
 
-@pytest.mark.parametrize("k,held", [(4, False), (5, False), (6, True), (8, True)])
-def test_paired_binary_interval_is_the_exact_sign_test(k, held):
-    # k images better under a and none worse, the rest tied: the two-sided exact sign test rejects at 5 % from
-    # k = 6 on (p = 2 * 0.5^k: 0.125, 0.0625, 0.031, 0.008); the interval excludes 0 exactly then, whatever n is
+@pytest.mark.parametrize("k,held", [(4, False), (6, False), (7, True), (9, True)])
+def test_paired_binary_interval_excludes_0_as_the_exact_sign_test(k, held):
+    # k images better under a and none worse, the rest tied: the interval excludes 0 exactly when the two-sided
+    # exact sign test rejects at the inner level 97.5 % (p = 2 * 0.5^k: 0.031 for 6, 0.016 for 7), whatever n is
     for n in (10, 20, 100):
         a = np.r_[np.ones(k), np.zeros(n - k)]
         b = np.zeros(n)
@@ -111,17 +111,43 @@ def test_paired_binary_interval_is_the_exact_sign_test(k, held):
         assert stats.decide(lo, hi, n) == ("held" if held else "inconclusive")
 
 
-def test_paired_binary_interval_with_discordance_both_ways_and_ties():
+def test_paired_binary_interval_is_the_corner_of_two_clopper_pearson_intervals():
     a = np.r_[np.ones(10), np.zeros(2), np.ones(8)]
     b = np.r_[np.zeros(10), np.ones(2), np.ones(8)]
     d, lo, hi = stats.paired_binary_ci(a, b)
-    # 12 discordant pairs, 10 for a: pi in the Clopper-Pearson interval of 10/12, mapped by (12/20)(2 pi - 1)
-    plo, phi = stats.clopper_pearson(10, 12)
+    # 12 of 20 pairs discordant, 10 of those for a; each interval at 97.5 %, the difference q(2 pi - 1) at the corners
+    qlo, qhi = stats.clopper_pearson(12, 20, 0.975)
+    plo, phi = stats.clopper_pearson(10, 12, 0.975)
+    corners = [q * (2 * p - 1) for q in (qlo, qhi) for p in (plo, phi)]
     assert d == pytest.approx(8 / 20)
-    assert (lo, hi) == (pytest.approx(0.6 * (2 * plo - 1)), pytest.approx(0.6 * (2 * phi - 1)))
-    # all pairs tied: a point interval at 0, which the rule calls inconclusive, never held
-    d, lo, hi = stats.paired_binary_ci(np.ones(20), np.ones(20))
-    assert (d, lo, hi) == (0.0, 0.0, 0.0) and stats.decide(lo, hi, 20) == "inconclusive"
+    assert lo == pytest.approx(min(corners)) and hi == pytest.approx(max(corners))
+    assert plo < 0.5 and lo == pytest.approx(qhi * (2 * plo - 1))  # here the low corner takes the larger share
+
+
+def test_paired_binary_interval_bounds_the_effect_when_nothing_differs():
+    # all 20 pairs tied (e.g. both at 0 % under a saturated attack): the effect is not known to be 0; the share of
+    # pairs that could differ is up to the Clopper-Pearson upper end for 0 of 20, so the interval is about +-0.2 and
+    # a margin of 0.05 can be neither passed nor ruled out (inconclusive, never "not held" by construction)
+    d, lo, hi = stats.paired_binary_ci(np.zeros(20), np.zeros(20))
+    q = 1 - 0.0125 ** (1 / 20)
+    assert d == 0.0 and lo == pytest.approx(-q) and hi == pytest.approx(q)
+    assert stats.decide(lo, hi, 20, min_effect=0.05) == "inconclusive"
+    # with many pairs, ties do rule a margin out
+    d, lo, hi = stats.paired_binary_ci(np.zeros(400), np.zeros(400))
+    assert stats.decide(lo, hi, 400, min_effect=0.05) == "not held"
+
+
+def test_paired_binary_interval_covers_a_true_effect_above_a_margin():
+    # the conditional (McNemar) interval ignores the uncertainty of the discordant share and failed this: a true
+    # paired effect of 0.06 with n = 100 must not read "not held" against a 0.05 margin more than 2.5 % of the time
+    rng = np.random.default_rng(0)
+    not_held = 0
+    for _ in range(400):
+        u = rng.uniform(size=100)
+        a, b = (u < 0.08).astype(float), ((u >= 0.08) & (u < 0.10)).astype(float)  # P(a only) 0.08, P(b only) 0.02
+        _, lo, hi = stats.paired_binary_ci(a, b)
+        not_held += stats.decide(lo, hi, 100, min_effect=0.05) == "not held"
+    assert not_held / 400 <= 0.025
 
 
 def test_paired_diff_ci_bootstraps_fractional_scores():
@@ -129,3 +155,12 @@ def test_paired_diff_ci_bootstraps_fractional_scores():
     a, b = rng.uniform(0, 1, 40), rng.uniform(0, 1, 40)
     d, lo, hi = stats.paired_diff_ci(a, b, 1000, np.random.default_rng(1))
     assert d == pytest.approx((a - b).mean()) and lo < d < hi
+
+
+def test_paired_fractional_scores_that_never_differ_get_a_bound_not_a_point():
+    # two draws per image, identical rows (the same randomisation twice): the bootstrap would say [0, 0]
+    a = np.array([0.5, 1.0, 0.0, 0.5] * 5)
+    d, lo, hi = stats.paired_diff_ci(a, a.copy(), 1000, np.random.default_rng(0))
+    q = 1 - 0.0125 ** (1 / 20)
+    assert d == 0.0 and (lo, hi) == (pytest.approx(-q), pytest.approx(q))
+    assert stats.decide(lo, hi, 20, min_effect=0.05) == "inconclusive"

@@ -205,6 +205,11 @@ def test_synthesis_summary_counts_only_images_with_a_finite_excess():
     t = synthesis.summarise(pd.DataFrame(rows), 10, n_boot=200, seed=0)
     assert int(t.n_images.iloc[0]) == 8  # 8 finite Spearman excesses, 9 finite IoU excesses: the smaller
     assert summary.synthesis_findings(t)[0]["verdict"] == "too few images"
+    # the row's observed and control values are means over the images its effect is computed on
+    rows[0]["spearman"], rows[11]["spearman"] = 0.9, np.nan  # image 0 paired, image 11 not (its null is NaN)
+    t = synthesis.summarise(pd.DataFrame(rows), 10, n_boot=200, seed=0).iloc[0]
+    assert t.spearman - t.spearman_null == pytest.approx(t.spearman_excess)
+    assert t.iou_topk - t.iou_null == pytest.approx(t.iou_excess)
 
 
 # ---- SUMMARY.md --------------------------------------------------------------------------------
@@ -262,12 +267,12 @@ def test_p1_only_some_pixels_needs_a_gain_of_at_least_min_effect():
     """A gain over random regions that is sure but tiny (0.0004: every image's random regions hit with
     probability 0.9996) is not held; the same images with the margin at 0 would be; a gain whose
     interval lies above the margin is held, and one whose interval straddles it is inconclusive."""
-    tiny = p1_images(30, restricted_success=1, random_regions_success=0.9996)
+    tiny = p1_images(30, restricted_success=1, random_regions_success=[0.9992, 1.0])  # gains 0.0008 and 0 alternating
     row = p1_verdicts(tiny)["searching"]
     assert row["effect"] == pytest.approx(0.0004) and row["ci_low"] > 0 and row["verdict"] == "not held"
     assert "must exceed 0.05" in row["evidence"]
     assert p1_verdicts(tiny, restricted={**RESTRICTED, "min_effect": 0.0})["searching"]["verdict"] == "held"
-    clear = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=0.9))["searching"]
+    clear = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=[0.85, 0.95]))["searching"]
     assert clear["ci_low"] > 0.05 and clear["verdict"] == "held"
     # gains 0 and 0.1 alternating: mean 0.05, the interval straddles the margin
     edge = p1_verdicts(p1_images(30, restricted_success=1, random_regions_success=[1.0, 0.9]))["searching"]
@@ -314,7 +319,7 @@ def test_p1_claims_decide_on_the_primary_segmentation_and_quote_the_others():
     from pixelrobust.vulnerability import claims_table
 
     table = pd.concat([p1_images(20, n_segments=25, multi_region=1, blob_multi_region=0.2),
-                       p1_images(20, n_segments=10, primary=False, multi_region=0, blob_multi_region=0.2),
+                       p1_images(20, n_segments=10, primary=False, multi_region=0, blob_multi_region=[0.1, 0.3]),
                        p1_images(20, n_segments=50, primary=False, multi_region=1, blob_multi_region=0.2)])
     claims = claims_table(table, semantic=SEMANTIC, restricted=RESTRICTED, n_boot=300, seed=1)
     assert len(claims) == 9 and claims.n_segments.tolist()[:3] == [25, 25, 25]
@@ -362,13 +367,13 @@ def test_p3_ordering_is_a_paired_test_per_k():
     assert ordering({5: (10, 30), 25: (19, 20)})["verdict"] == "inconclusive"
     assert ordering({5: (10, 30), 25: (2, 20)}, n=6)["verdict"] == "too few images"
     # pairing: the images the top mask leaves correct (the first 15) are a subset of the bottom mask's (the first
-    # 21), so 6 images differ, all one way. Paired over images that is clear (held: the exact sign test on 6 of 6
-    # discordant pairs, p = 0.031); two independent proportions, 15/40 against 21/40, would not be (Newcombe's
-    # interval straddles 0). With 5 of 5 (p = 0.0625) the paired test is not clear either: inconclusive.
-    row = ordering({5: (15, 21)})
-    assert row["verdict"] == "held" and row["effect"] == pytest.approx(6 / 40)
-    assert newcombe_diff_ci(21, 40, 15, 40)[1] < 0
-    assert ordering({5: (15, 20)})["verdict"] == "inconclusive"
+    # 22), so 7 images differ, all one way. Paired over images that is clear (held: the exact interval excludes 0
+    # as the sign test on 7 of 7 discordant pairs at 97.5 %, p = 0.016); two independent proportions, 15/40
+    # against 22/40, would not be (Newcombe's interval straddles 0). With 6 of 6 (p = 0.031): inconclusive.
+    row = ordering({5: (15, 22)})
+    assert row["verdict"] == "held" and row["effect"] == pytest.approx(7 / 40)
+    assert newcombe_diff_ci(22, 40, 15, 40)[1] < 0
+    assert ordering({5: (15, 21)})["verdict"] == "inconclusive"
 
 
 def test_p3_ordering_excludes_k_0_and_100_and_ties():
@@ -379,7 +384,7 @@ def test_p3_ordering_excludes_k_0_and_100_and_ties():
     # evidence for the order either, so the claim over every k is inconclusive (when k = 50 is among the verdict's k)
     row = ordering({5: (10, 30), 25: (2, 20), 50: (0, 0)}, max_k=50)
     assert row["verdict"] == "inconclusive" and "intersection-union over the 3 k" in row["evidence"]
-    assert "k 50 %: top 0.00 / random 0.00 / bottom 0.00, bottom - top +0.000 (0.000 to 0.000) inconclusive (tied)" in row["evidence"]
+    assert "k 50 %: top 0.00 / random 0.00 / bottom 0.00, bottom - top +0.000 (-0.104 to 0.104) inconclusive (tied)" in row["evidence"]
     assert ordering({5: (10, 30), 25: (30, 10), 50: (0, 0)}, max_k=50)["verdict"] == "not held"  # a real loss still counts
     for ks in ([100], [0], [0, 100]):
         with pytest.raises(ValueError, match="masked_pgd.k_percent .* no mask size strictly between 0 and 100"):
@@ -485,7 +490,8 @@ def test_p3_iou_pairs_only_images_present_for_both():
 
 def test_p3_iou_never_decides_at_lambda_1_and_needs_accuracy():
     # λ = 1 is within the margin and the trained PRM's IoU is higher there, lower everywhere else: λ = 1 is not λ*
-    row = iou_verdict(lambda lam: 0.9 if lam == 1 else 0.1, lambda lam: 0.2 if lam < 1 else 0.5,
+    jitter = np.random.default_rng(1).normal(0, 0.01, 40)
+    row = iou_verdict(lambda lam: 0.9 if lam == 1 else 0.1 + jitter, lambda lam: 0.2 if lam < 1 else 0.5,
                       top1=(0.90, 0.90, 0.90, 0.90, 0.90))
     assert "lambda* 0.5" in row["evidence"] and row["verdict"] == "not held"
     # every λ in (0, 1) costs more than the margin: no λ to test at -> inconclusive, with the reason

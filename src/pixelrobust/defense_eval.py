@@ -378,9 +378,10 @@ def defense_table(chunks: dict[str, list[str]], datasets: dict[str, str], n_boot
     Wilson 95 % interval with the *image* as the unit (an image's share of correct draws counts as its
     outcome, n = images): the draws of one image are correlated, so counting images × draws as
     independent trials would narrow the interval spuriously; with one draw it is Wilson on k of n.
-    ``effect``: top-1 minus the ``reference`` row's on the same images, its interval a percentile
-    bootstrap over images of the paired per-image differences (pairing and fractional per-image
-    scores rule out Newcombe's independent-proportions interval). ``clean_top1``: the defence's clean
+    ``effect``: top-1 minus the ``reference`` row's on the same images, its interval from
+    :func:`pixelrobust.stats.paired_diff_ci` over images: the exact-conservative paired 0/1 interval when
+    every image's score is 0 or 1 on both sides, else a percentile bootstrap of the paired per-image
+    differences (pairing rules out Newcombe's independent-proportions interval). ``clean_top1``: the defence's clean
     top-1 (``transfer_none``: the classifier's). The clean column appears in both protocols' rows.
     """
     frames = []

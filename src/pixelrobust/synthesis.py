@@ -171,11 +171,13 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
         iex = boot_mean(ov - iou_null, n_boot, rng)
         # the images the verdict rests on: those with a finite excess (a NaN null or Spearman is dropped from
         # the intervals), the smaller count of the two, so the minimum-images gate sees what was resampled
-        n_used = int(min(np.isfinite(rho - rho_null).sum(), np.isfinite(ov - iou_null).sum()))
-        rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b, "spearman": _nanmean(rho),
-                     "iou_topk": float(ov.mean()), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
+        mr, mi = np.isfinite(rho - rho_null), np.isfinite(ov - iou_null)
+        n_used = int(min(mr.sum(), mi.sum()))
+        # observed and null means over the images the excess is computed on, so observed - null = excess
+        rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b, "spearman": _nanmean(rho[mr]),
+                     "iou_topk": _nanmean(ov[mi]), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
                      "chance_iou": chance_iou(k_percent), "n_images": n_used, "n_pixels": int(d.n_pixels.median()),
-                     "topk_percent": k_percent, "spearman_null": _nanmean(rho_null), "iou_null": _nanmean(iou_null),
+                     "topk_percent": k_percent, "spearman_null": _nanmean(rho_null[mr]), "iou_null": _nanmean(iou_null[mi]),
                      "spearman_excess": rex[0], "spearman_excess_ci_low": rex[1], "spearman_excess_ci_high": rex[2],
                      "iou_excess": iex[0], "iou_excess_ci_low": iex[1], "iou_excess_ci_high": iex[2],
                      "null_pairs": int(d.null_pairs.median())})
