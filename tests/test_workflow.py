@@ -123,9 +123,10 @@ def test_tiny_defense_table_fills_every_cell(tiny_run):
 
     table = pd.read_csv(tiny_run / "results" / "tables" / "defense.csv")
     assert list(table.columns) == TABLE_COLUMNS
-    # per dataset: (none + 4 defences) x (clean + 5 attacks) x 2 protocols, plus the gray-box transfer controls
-    # (transfer_none under 5 attacks, prm_shift_only under clean + 5 attacks); no cell missing
-    assert len(table) == 3 * (5 * 6 * 2 + 5 + 6) and not table.top1.isna().any()
+    # per dataset: (none + 4 defences) x (clean + 5 attacks) x 2 protocols, plus the controls: transfer_none
+    # (gray-box, 5 attacks), prm_shift_only (clean + 5 attacks, in both protocols) and prm_on_classifier (gray-box,
+    # 5 attacks); no cell missing
+    assert len(table) == 3 * (5 * 6 * 2 + 5 + 6 * 2 + 5) and not table.top1.isna().any()
     assert set(table.dataset) == {"cifar10", "cifar100", "imagenet"}
     assert set(table.defense) == set(DEFENSES) | set(CONTROLS) and set(table.attack) == {"clean", *ATTACKS}
     assert dict(zip(table.dataset, table.n_images)) == {"cifar10": 2, "cifar100": 2, "imagenet": 1}
@@ -291,7 +292,17 @@ def test_every_table_records_its_provenance(tiny_run):
             assert job["device"] == "cpu" and job["threads"] == 2 and isinstance(job["seed"], int)
             assert len(job["params_sha256"]) == 64 and job["wildcards"]["model"]
         assert counts == jobs, table
-        seeds = [j["seed"] for j in rec["inputs"] if j["rule"] == next(iter(jobs))]
+        first = [j for j in rec["inputs"] if j["rule"] == next(iter(jobs))]
+        if table == "defense":
+            # the defence's randomness is drawn per image from (job seed, image id, draw), so the job seed is per
+            # model (results must not depend on chunking): one seed per model, different between models
+            per_model = {}
+            for j in first:
+                per_model.setdefault(j["wildcards"]["model"], set()).add(j["seed"])
+            assert all(len(v) == 1 for v in per_model.values()), per_model
+            assert len({next(iter(v)) for v in per_model.values()}) == len(per_model), "per-model seeds must differ"
+            continue
+        seeds = [j["seed"] for j in first]
         assert len(set(seeds)) == len(seeds), "per-job seeds must differ"
     # the claims (SUMMARY.md) embed the records of every table they read
     rec = json.loads((t / "claims.provenance.json").read_text())

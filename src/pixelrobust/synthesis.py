@@ -173,6 +173,8 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
         # the intervals), the smaller count of the two, so the minimum-images gate sees what was resampled
         mr, mi = np.isfinite(rho - rho_null), np.isfinite(ov - iou_null)
         n_used = int(min(mr.sum(), mi.sum()))
+        # (a model with a single image has no null at all: then its observed means are over every image)
+        mr, mi = (mr if mr.any() else np.ones_like(mr)), (mi if mi.any() else np.ones_like(mi))
         # observed and null means over the images the excess is computed on, so observed - null = excess
         rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b, "spearman": _nanmean(rho[mr]),
                      "iou_topk": _nanmean(ov[mi]), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
