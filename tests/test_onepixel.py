@@ -291,17 +291,21 @@ def test_study_maps_and_tables_are_identical_under_a_fixed_seed(prepared):
     assert not a["de_runs"][["row", "col"]].equals(c["de_runs"][["row", "col"]])
 
 
-def test_targeted_study_aims_at_the_most_likely_wrong_class(prepared):
+def _grid_study(prepared, start: int, stop: int, de: dict, de_regions: int, **kw):
+    """Real ResNet-20 on CIFAR-10 test images start:stop: 16 SLIC segments, the corner palette on a stride-4 grid."""
     from pixelrobust import vulnerability
 
-    spec = models.resolve_spec("resnet20_cifar10", {})
-    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
-    split = data.load_split(prepared / "data" / "cifar10", "test", 2, 3)
+    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    split = data.load_split(prepared / "data" / "cifar10", "test", start, stop)
     seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
     out = vulnerability.search_chunk(
         model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
-        palette="corners", grid_stride=4, de={"popsize": 20, "maxiter": 2, "F": 0.5, "CR": 1.0}, de_regions=1,
-        seed=0, batch_size=256, targeted=True)
+        palette="corners", grid_stride=4, de={"F": 0.5, "CR": 1.0, **de}, de_regions=de_regions, seed=0, batch_size=256, **kw)
+    return model, split, seg, out
+
+
+def test_targeted_study_aims_at_the_most_likely_wrong_class(prepared):
+    model, split, _, out = _grid_study(prepared, 2, 3, {"popsize": 20, "maxiter": 2}, 1, targeted=True)
     with torch.no_grad():
         logits = model(split.images)[0]
     logits[split.labels[0]] = -float("inf")
@@ -592,14 +596,7 @@ def test_claim_images_reuse_the_saved_maps_and_resegment_for_the_sensitivity(pre
     counts come from new SLIC segmentations of the same maps (same vulnerable pixels, other regions)."""
     from pixelrobust import vulnerability
 
-    spec = models.resolve_spec("resnet20_cifar10", {})
-    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
-    split = data.load_split(prepared / "data" / "cifar10", "test", 0, 2)
-    seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
-    res = vulnerability.search_chunk(
-        model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
-        palette="corners", grid_stride=4, de={"popsize": 4, "maxiter": 0, "F": 0.5, "CR": 1.0}, de_regions=0, seed=0,
-        batch_size=256)
+    model, split, seg, res = _grid_study(prepared, 0, 2, {"popsize": 4, "maxiter": 0}, 0)
     table = vulnerability.claim_images_chunk(
         model, split.images, split.labels, split.ids, seg, res["maps"], dataset="cifar10", model_name="resnet20_cifar10",
         n_segments=16, compactness=10.0, sensitivity=[6, 16], occlusion="blur",
