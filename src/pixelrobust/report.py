@@ -19,6 +19,10 @@ import tempfile
 from pathlib import Path
 
 _BLOCK = re.compile(r"^\s*var (results|categories) = (\{.*\});\s*$", re.M)
+_FRONT = re.compile(r"^\s*var workflow_desc = (\".*\");\s*$", re.M)
+# The front page (workflow/report/workflow.rst including the summary rule's results/report/front_page.rst)
+# opens with this heading; a report without it lost its verdict table.
+FRONT_PAGE_HEADING = "Did the claims hold?"
 
 
 def read_report(html: str | os.PathLike) -> tuple[dict, dict]:
@@ -29,6 +33,12 @@ def read_report(html: str | os.PathLike) -> tuple[dict, dict]:
         raise ValueError(f"{html} is not a Snakemake HTML report (no results/categories blocks); rebuild it with "
                          "`snakemake results/report.html`")
     return blocks["results"], blocks["categories"]
+
+
+def read_front_page(html: str | os.PathLike) -> str:
+    """The report's front page (the workflow description) as HTML; empty when the report has none."""
+    m = _FRONT.search(Path(html).read_text(encoding="utf-8", errors="replace"))
+    return json.loads(m.group(1)) if m else ""
 
 
 def entry_bytes(entry: dict) -> bytes:
@@ -46,6 +56,10 @@ def check_report(html: str | os.PathLike, expected: list[str]) -> None:
     empty = [p for p in expected if p in results and not entry_bytes(results[p])]
     if missing or empty:
         raise ValueError(f"the report {html} lacks {missing} and has no data for {empty}; check their report() annotations")
+    front = read_front_page(html)
+    if FRONT_PAGE_HEADING not in front or "<table" not in front:
+        raise ValueError(f"the report {html} has no front page with the verdict table; workflow/Snakefile's `report:` "
+                         "must name workflow/report/workflow.rst, which includes results/report/front_page.rst")
 
 
 def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, config: dict, out: str | os.PathLike,
@@ -68,4 +82,4 @@ def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, confi
         check_report(part, expected)
 
 
-__all__ = ["build_report", "check_report", "entry_bytes", "read_report"]
+__all__ = ["FRONT_PAGE_HEADING", "build_report", "check_report", "entry_bytes", "read_front_page", "read_report"]

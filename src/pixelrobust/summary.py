@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .report import FRONT_PAGE_HEADING
 from .stats import MIN_IMAGES, binding, decide, decide_all, paired_diff_ci
 
 # One row per claim and model. ``statistic`` names the effect (oriented so that positive is what the
@@ -556,6 +557,52 @@ def render(claims: pd.DataFrame, inputs: dict, *, config_sha256: str, configfile
     return "\n".join(lines)
 
 
+_RST_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*`_|[]<>"})
+
+
+def _rst(text) -> str:
+    """``text`` as literal reStructuredText inline content (markup characters escaped, one line)."""
+    s = " ".join(str(text).split()).translate(_RST_SPECIAL)
+    # a cell that starts like a list item, an enumeration or a directive would be parsed as one
+    return "\\" + s if s[:1] in "-+#:.0123456789" and s else s or "\\ "
+
+
+def _rst_table(header: list[str], rows: list[list], widths: list[int] | None = None) -> list[str]:
+    lines = [".. list-table::", "   :header-rows: 1"]
+    if widths:
+        lines.append("   :widths: " + " ".join(str(w) for w in widths))
+    lines.append("")
+    for row in [header, *rows]:
+        lines += [f"   {'*' if i == 0 else ' '} - {_rst(v)}" for i, v in enumerate(row)]
+    return lines + [""]
+
+
+def front_page(claims: pd.DataFrame, *, config_sha256: str, configfiles: list[str], git_commit: str,
+               clean_accuracy: pd.DataFrame | None = None) -> str:
+    """The HTML report's front page (reStructuredText): the verdict table of SUMMARY.md, the models, the commit.
+
+    ``workflow/report/workflow.rst`` includes it, so the report opens on what SUMMARY.md concludes."""
+    counts = claims.verdict.value_counts()
+    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("held", "not held", "inconclusive", "too few images"))
+    lines = [FRONT_PAGE_HEADING, "-" * len(FRONT_PAGE_HEADING), "",
+             _rst(f"{len(claims)} claim rows: {tally}. Each verdict is an effect against a negative control of the "
+                  "same run with a 95 % interval (docs/verdicts.md); the evidence for each row is in SUMMARY.md "
+                  "(category Synthesis) and claims.csv."), ""]
+    rows = [[r.paper, r.claim, r.dataset, r.model, r.verdict, r.n_images, _effect(r.effect, r.ci_low, r.ci_high),
+             _control(r.control, r.control_value).replace("**", "")] for r in claims.itertuples()]
+    if rows:  # a list-table needs a body row
+        lines += _rst_table(["paper", "claim", "dataset", "model", "verdict", "images", "effect (95 % CI)", "control"],
+                            rows, [4, 30, 7, 12, 8, 5, 14, 20])
+    if clean_accuracy is not None and len(clean_accuracy):
+        lines += ["Models", "------", ""]
+        lines += _rst_table(["model", "dataset", "images", "top-1"],
+                            [[r.model, r.dataset, r.n_images, f"{r.top1:.4f}"] for r in clean_accuracy.itertuples()])
+    lines += ["Run", "---", "",
+              _rst(f"git commit {git_commit}; config sha256 {config_sha256} from "
+                   f"{', '.join(configfiles) or 'the defaults'} (the full config is at the end of SUMMARY.md)."), ""]
+    return "\n".join(lines)
+
+
 def run_summary(inputs: dict, out: dict, *, config: dict, config_sha256: str, configfiles: list[str],
                 ssim_dataset: str | None, n_boot: int, seed: int) -> pd.DataFrame:
     """Rule ``summary``: ``results/SUMMARY.md`` and ``results/tables/claims.csv``."""
@@ -570,13 +617,19 @@ def run_summary(inputs: dict, out: dict, *, config: dict, config_sha256: str, co
                           ordering_max_k=config["masked_pgd"]["verdict_max_k"],
                           defense_margin=config["defense_eval"]["min_effect"])
     write_table(claims, out["claims"])
+    commit = git_commit()
     text = render(claims, inputs, config_sha256=config_sha256, configfiles=configfiles,
-                  config_yaml=yaml.safe_dump(config, sort_keys=False), git_commit=git_commit(),
+                  config_yaml=yaml.safe_dump(config, sort_keys=False), git_commit=commit,
                   clean_accuracy=_read(inputs.get("clean_accuracy")))
     with atomic_path(out["md"], suffix=".md") as tmp:
         Path(tmp).write_text(text)
+    if out.get("front"):
+        page = front_page(claims, config_sha256=config_sha256, configfiles=configfiles, git_commit=commit,
+                          clean_accuracy=_read(inputs.get("clean_accuracy")))
+        with atomic_path(out["front"], suffix=".rst") as tmp:
+            Path(tmp).write_text(page)
     return claims
 
 
-__all__ = ["CLAIM_COLUMNS", "MIN_IMAGES", "claims_table", "p1_claims", "p2_claims", "p3_defense", "p3_iou", "p3_ordering",
+__all__ = ["CLAIM_COLUMNS", "MIN_IMAGES", "claims_table", "front_page", "p1_claims", "p2_claims", "p3_defense", "p3_iou", "p3_ordering",
            "render", "run_summary", "synthesis_findings"]

@@ -376,7 +376,7 @@ def report_inputs():
         + p2_targets()
         + p3_targets()
         + synthesis_targets()
-        + ["results/SUMMARY.md", "results/tables/claims.csv"]
+        + ["results/SUMMARY.md", "results/tables/claims.csv", "results/report/front_page.rst"]
     )
 
 

@@ -20,6 +20,7 @@ rule summary:
             category="Provenance",
             labels={"table": "claims (SUMMARY.md)"},
         ),
+        front="results/report/front_page.rst",
     log:
         "results/logs/summary.log",
     localrule: True
