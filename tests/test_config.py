@@ -45,8 +45,10 @@ def test_defaults_fill_an_empty_config():
         ({"device": "gpu"}, "'gpu' does not match"),
         ({"seed": -1}, "-1 is less than the minimum of 0"),
         ({"datasets": {"imagenet": {"source": "web"}}}, "'web' is not one of"),
-        ({"datasets": {"mnist": {}}}, "'mnist' was unexpected"),
-        ({"models": {"resnet20_cifar10": {"dataset": "svhn"}}}, "'svhn' is not one of"),
+        ({"datasets": {"mnist": {}}}, "'layout' is a required property"),  # a user dataset (your own images)
+        ({"datasets": {"mnist": {"layout": "lmdb", "folder": "x"}}}, "'lmdb' is not one of"),
+        ({"datasets": {"my-data": {"layout": "imagefolder", "folder": "x"}}}, "'my-data' does not match"),
+        ({"models": {"resnet20_cifar10": {"dataset": 10}}}, "10 is not of type 'string'"),
         ({"models": {"resnet20_cifar10": {"sha256": "xyz"}}}, "'xyz' does not match"),
         ({"models": {"resnet20_cifar10": {"std": [0.2, 0.0, 0.2]}}}, "0.0 is less than or equal to the minimum of 0"),
         ({"models": {"resnet20_cifar10": {"weigths": "x.pt"}}}, "'weigths' was unexpected"),

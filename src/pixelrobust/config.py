@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ConfigError
+from . import data as prdata
+from .errors import ConfigError, DataError
 from .models import resolve_spec
 
 
@@ -143,7 +144,12 @@ def check(config: dict, given: dict | None = None) -> dict[str, dict]:
 
 
 def _check(config: dict) -> dict[str, dict]:
-    specs = model_specs(config)
+    try:  # user datasets first: a model's class count may come from its dataset
+        prdata.register_datasets(config["datasets"])
+        specs = model_specs(config)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    _check_datasets(config, specs)
     for name in clean_accuracy_models(config):
         if name not in specs:
             raise ConfigError(f"clean_accuracy.models lists {name!r}, which is not under models: ({', '.join(specs)})")
@@ -171,6 +177,139 @@ def _check(config: dict) -> dict[str, dict]:
     if im["crop"] > im["resize"]:
         raise ConfigError(f"datasets.imagenet.crop ({im['crop']}) must not exceed datasets.imagenet.resize ({im['resize']})")
     return specs
+
+
+# Per-dataset keys: (section, key path) and whether every model of the section needs it. A user
+# dataset (not built in) used by a section's model must have each; one error lists all missing.
+PER_DATASET_KEYS = [
+    ("onepixel", "n_images", True), ("onepixel", "grid_stride", True), ("onepixel", "segmentation", True),
+    ("gradients", "split", True), ("gradients", "n_images", True), ("gradients", "start", False),
+    ("masked_pgd", "n_images", True), ("prm", "train.images", True), ("prm", "sweep.n_images", True),
+    ("defense_eval", "n_images", True), ("ssim", "n_images", True), ("synthesis", "n_images", False),
+]
+
+
+def _side(config: dict, ds: str) -> int:
+    """The shorter side of the images a dataset's models see (user datasets: after resize / crop)."""
+    size = prdata.image_size(ds, config["datasets"].get(ds))
+    return min(size) if size else 0
+
+
+def _per_dataset(config: dict, section: str, key: str) -> dict:
+    try:
+        return _lookup(config, f"{section}.{key}") or {}
+    except KeyError:
+        return {}
+
+
+def _section_models(config: dict, section: str) -> list[str]:
+    if section not in config:
+        return []
+    if section == "ssim":
+        return [config["ssim"]["model"]] if config["ssim"]["model"] else []
+    return list(config[section]["models"])
+
+
+def _check_datasets(config: dict, specs: dict) -> None:
+    """Per-dataset keys name known datasets; every user dataset in use has its keys (one error lists them
+    all, with values to start from); class counts and input sizes of models and datasets agree."""
+    known = set(prdata.DATASETS) | set(config["datasets"])
+    for section, key, _ in PER_DATASET_KEYS:
+        for ds in _per_dataset(config, section, key):
+            if ds not in known:
+                raise ConfigError(f"{section}.{key}.{ds}: no dataset is named {ds!r} (datasets: {', '.join(sorted(known))}); "
+                                  "fix its spelling, or describe the dataset under datasets:")
+    for name, spec in specs.items():
+        ds = spec["dataset"]
+        n_data = prdata.num_classes(ds)
+        if spec.get("num_classes") is not None and int(spec["num_classes"]) != n_data:
+            raise ConfigError(
+                f"model {name} outputs {spec['num_classes']} classes, but its dataset {ds} has {n_data} (models.{name}.dataset); "
+                f"label indices must be the model's output indices: give datasets.{ds} the model's classes (classes: [...] in "
+                "output order, or class_index: imagenet for an ImageNet model), or fix models.{name}.dataset"
+            )
+        want = spec.get("input_size")
+        if want and ds not in prdata.CIFAR:  # CIFAR images cannot be resized; the built-in imagenet can
+            want = tuple(want) if isinstance(want, (list, tuple)) else (int(want), int(want))
+            have = prdata.image_size(ds, config["datasets"][ds])
+            if have is not None and tuple(have) != tuple(want):
+                raise ConfigError(
+                    f"model {name} expects {want[1]}x{want[0]} images, but dataset {ds} gives {have[1]}x{have[0]}; set "
+                    f"datasets.{ds}.resize and crop (e.g. resize {spec.get('resize') or round(want[0] * 8 / 7)}, crop {want[0]}, as ImageNet "
+                    f"models are evaluated), or crop alone"
+                )
+        _warn_resize(config, name, spec)
+    missing: dict[str, list[str]] = {}
+    needs = [(s, k, s) for s, k, required in PER_DATASET_KEYS if required]
+    if "stochastic_prm" in _per_dataset(config, "defense_eval", "defenses"):
+        needs.append(("prm", "train.images", "defense_eval"))  # a PRM is trained for each defended model
+    for section, key, users in needs:
+        for model in _section_models(config, users):
+            ds = specs[model]["dataset"] if model in specs else None
+            if ds is None or ds in prdata.DATASETS:
+                continue
+            if ds not in _per_dataset(config, section, key):
+                missing.setdefault(ds, [])
+                if f"{section}.{key}.{ds}" not in missing[ds]:
+                    missing[ds].append(f"{section}.{key}.{ds}")
+    if missing:
+        every = [k for keys in missing.values() for k in keys]
+        raise ConfigError(
+            f"dataset{'s' if len(missing) > 1 else ''} {', '.join(missing)} (your own images) {'are' if len(missing) > 1 else 'is'} "
+            f"used by stages that need per-dataset settings; add {', '.join(every)}. Values to start from, sized to the "
+            "images (config/README.md, 'Your own images'):\n" + _suggest_keys(config, missing)
+        )
+    for section, key in (("gradients", "split"), ("prm", "train.images")):
+        for ds, value in _per_dataset(config, section, key).items():
+            split = value["split"] if isinstance(value, dict) else value
+            if ds not in prdata.DATASETS and split != "test":
+                raise ConfigError(f"{section}.{key}.{ds}: dataset {ds} (your own images) has only a test split; use split: test "
+                                  "with a start after the images the attacks use")
+
+
+def _warn_resize(config: dict, name: str, spec: dict) -> None:
+    """A model whose weights were evaluated with another resize than its dataset's (found from torchvision's
+    enum or timm's config): it runs, at the right crop, but its accuracy may differ from the published one,
+    so warn (a resize is a choice of the study, not an error), naming both and the key to set."""
+    import warnings
+
+    ds, want = spec["dataset"], spec.get("resize")
+    if not want or ds in prdata.CIFAR:
+        return
+    have = (config["datasets"].get(ds) or {}).get("resize")
+    if have is not None and int(have) != int(want):
+        warnings.warn(
+            f"model {name} was evaluated with resize {want} (then crop {spec.get('input_size')}), as its weights "
+            f"({spec.get('weights_enum') or spec['arch']}) state, but datasets.{ds}.resize is {have}: its accuracy here may "
+            f"differ from the published one; set datasets.{ds}.resize: {want} to match", UserWarning, stacklevel=2)
+
+
+def _suggest_keys(config: dict, missing: dict[str, list[str]]) -> str:
+    """YAML for the missing per-dataset keys of user datasets, sized to their images."""
+    import yaml
+
+    out: dict = {}
+    for ds, keys in missing.items():
+        n = prdata.available_images(ds, config["datasets"][ds], None)
+        small = _side(config, ds) <= 64
+        attacked = max(1, min(100 if small else 20, n // 2))
+        held = max(attacked, min(100, n // 2))  # test images the attacks use; the maps and PRM train on the rest
+        values = {
+            "onepixel.n_images": attacked, "onepixel.grid_stride": 1 if small else 8,
+            "onepixel.segmentation": {"n_segments": 25 if small else 50, "compactness": 10},
+            "gradients.split": "test", "gradients.n_images": max(1, n - held), "masked_pgd.n_images": held,
+            "prm.train.images": {"split": "test", "start": held}, "prm.sweep.n_images": held,
+            "defense_eval.n_images": attacked, "ssim.n_images": held,
+        }
+        for key in keys:
+            path = key.rsplit(".", 1)[0]
+            node = out
+            for part in path.split("."):
+                node = node.setdefault(part, {})
+            node[ds] = values[path]
+            if path == "gradients.split":
+                out["gradients"].setdefault("start", {})[ds] = held
+    return yaml.safe_dump(out, default_flow_style=None, sort_keys=False).rstrip()
 
 
 def _check_models_and_keys(section: str, config: dict, specs: dict, per_dataset: list[str]) -> None:
@@ -281,7 +420,7 @@ def _check_ssim(config: dict, specs: dict) -> None:
     if ss["stride"] > ss["window"]:
         raise ConfigError(f"ssim.stride ({ss['stride']}) exceeds ssim.window ({ss['window']}): pixels between windows would be "
                           "unconstrained; use stride <= window")
-    side = config["datasets"]["imagenet"]["crop"] if ds == "imagenet" else 32
+    side = _side(config, ds)
     if ss["window"] > side:
         raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images")
 
@@ -300,7 +439,7 @@ def _check_synthesis(config: dict, specs: dict) -> None:
         raise ConfigError(f"ssim.stride ({ss['stride']}) exceeds ssim.window ({ss['window']}) (used by synthesis.models): use "
                           "stride <= window")
     for name in sy["models"]:
-        side = config["datasets"]["imagenet"]["crop"] if specs[name]["dataset"] == "imagenet" else 32
+        side = _side(config, specs[name]["dataset"])
         if ss["window"] > side:
             raise ConfigError(f"ssim.window ({ss['window']}) is larger than {name}'s {side}x{side} images (synthesis.models)")
 

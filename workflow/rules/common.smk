@@ -38,6 +38,11 @@ def used_datasets():
     return sorted({spec["dataset"] for spec in MODELS.values()})
 
 
+def dataset_names():
+    """The built-in datasets and those described under datasets: (a user's own images)."""
+    return sorted(set(prdata.DATASETS) | set(config["datasets"]))
+
+
 # Files fetched from the internet when there is no mirror: {file name: {url, checksum, algorithm}}.
 DOWNLOADS = {}
 WEIGHTS = {name: prmodels.weights_source(spec, MIRROR) for name, spec in MODELS.items()}
@@ -57,6 +62,16 @@ def dataset_inputs(wildcards):
     """A dataset's raw inputs: downloaded archives, or the mirror's files (so changes rerun it)."""
     ds = wildcards.dataset
     cfg = config["datasets"][ds]
+    if ds not in prdata.DATASETS:  # your own images: the folder, label file and class index
+        user = prdata.check_user_config(ds, cfg)
+        own = {k: user[k] for k in ("folder", "labels") if user[k]}
+        if user["class_index"] not in (None, "imagenet"):
+            own["class_index"] = user["class_index"]
+        elif user["class_index"] == "imagenet" and MIRROR is not None:
+            own["mirror"] = str(MIRROR / prdata.IMAGENET["class_index"])
+        elif user["class_index"] == "imagenet":
+            own.update({f: f"resources/downloads/{f}" for f in prdata.downloads(ds, cfg)})
+        return own
     # a folder source's label file and image folder are inputs too (edits within files are
     # caught by the source_fingerprint param of prepare_dataset)
     own = (

@@ -1,5 +1,5 @@
 wildcard_constraints:
-    dataset="|".join(prdata.DATASETS),
+    dataset="|".join(dataset_names()),
 
 
 rule download:

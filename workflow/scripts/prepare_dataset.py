@@ -12,5 +12,5 @@ with job(snakemake.log[0]):
         snakemake.params.settings,
         snakemake.output[0],
         mirror=Path(mirror) if mirror else None,
-        downloaded={k: v for k, v in snakemake.input.items() if k not in ("mirror", "mirror_images", "labels", "folder")},
+        downloaded={k: v for k, v in snakemake.input.items() if k not in ("mirror", "mirror_images", "labels", "folder", "class_index")},
     )
