@@ -2,12 +2,21 @@
 
     ./with-venv python bench/onepixel/run.py [--n-images 100] [--device auto] [--batch-size 256]
         [--ranked-budget 2048] [--refine 1024 8 1] [--colour-steps 10] [--skip-de] [--skip-torchattacks]
+        [--skip-screened]
 
 Writes results/benchmarks/onepixel.csv with columns
 method,n_images,success_rate,seconds_per_image,evals_per_image (+ evals_per_second,
 fraction_of_raw_forward, batch_size, device, threads), one row per method:
 
 * ``pixelrobust_exhaustive``: the full map, every pixel x the 8 RGB-cube corners (8192 evals);
+* ``pixelrobust_exhaustive_bf16_screened``: the same map with ``precision="bf16_screened"`` (bf16
+  autocast scores every candidate, fp32 re-evaluates those that could change the map; fp32 where the
+  CPU has no native bf16, see ``precision``): ``evals_per_image`` and ``evals_per_second`` count
+  map candidates (8192 per image), so ``fraction_of_raw_forward`` is its speed over the fp32 raw
+  forward rate; ``fp32_fraction`` is the share of candidates evaluated in fp32 too (re-evaluations,
+  the run-time check's random sample and batch padding), and ``maps_equal_fp32`` is true only when
+  every image's map (``vulnerable``, ``best_colour``, ``drop``, bit for bit) equals the fp32 map of
+  the row above; skip it with ``--skip-screened``;
 * ``pixelrobust_ranked``: our best-first search (gradient prior) over the same candidates, complete
   (stops at the first success, else evaluates all 8192: exactly the exhaustive map's success);
 * ``pixelrobust_ranked_k<budget>``: the same with at most ``--ranked-budget`` candidates per image;
@@ -44,6 +53,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -102,6 +112,7 @@ def main() -> None:
     ap.add_argument("--colour-steps", type=int, default=10, help="steps of the colour stage after the neighbourhood stage")
     ap.add_argument("--only-ranked", action="store_true", help="run only the budgeted ranked searches (a quick check, no peer)")
     ap.add_argument("--skip-de", action="store_true", help="omit our (slow) DE")
+    ap.add_argument("--skip-screened", action="store_true", help="omit the bf16-screened exhaustive map")
     ap.add_argument("--skip-torchattacks", action="store_true", help="omit the (slow) peer")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "onepixel.csv"))
     args = ap.parse_args()
@@ -139,6 +150,25 @@ def main() -> None:
         rows.append(row("pixelrobust_exhaustive", [m.success for m in maps], counted, dt))
         report(rows[-1])
         print(f"raw forward interleaved with the exhaustive search: {interleaved:.0f} images/s")
+
+    if not (args.only_ranked or args.skip_screened):
+        screened = ExhaustiveSearch(model, "corners", args.batch_size, precision="bf16_screened")
+        print(f"screened exhaustive map: {screened.describe()}")
+        smaps, dt = [], 0.0
+        for i in range(n):
+            (pm,), t = timed(lambda: screened(x[i : i + 1], y[i : i + 1]))
+            smaps.append(pm)
+            dt += t
+        equal = all(np.array_equal(a.vulnerable, b.vulnerable) and np.array_equal(a.best_colour, b.best_colour)
+                    and np.array_equal(a.drop, b.drop, equal_nan=True) for a, b in zip(maps, smaps))
+        cand = sum(m.n_evals for m in smaps)
+        rows.append({"method": "pixelrobust_exhaustive_bf16_screened", "n_images": n,
+                     "success_rate": sum(m.success for m in smaps) / n, "seconds_per_image": dt / n,
+                     "evals_per_image": cand / n, "evals_per_second": cand / dt, "successes": [m.success for m in smaps],
+                     "fp32_fraction": sum(m.n_fp32 for m in smaps) / cand, "maps_equal_fp32": equal,
+                     "precision": screened.path})
+        report(rows[-1])
+        print("fp32 evaluations per image:", [m.n_fp32 for m in smaps])
 
     k, m, r = args.refine
     c = args.colour_steps
@@ -183,6 +213,8 @@ def main() -> None:
         table["fraction_of_interleaved_raw"] = float("nan")
         ex = table.method == "pixelrobust_exhaustive"
         table.loc[ex, "fraction_of_interleaved_raw"] = table.loc[ex, "evals_per_second"] / interleaved
+        sc = table.method == "pixelrobust_exhaustive_bf16_screened"
+        table.loc[sc, "fraction_of_interleaved_raw"] = table.loc[sc, "evals_per_second"] / interleaved
         table.loc[table.method == "raw_forward", "fraction_of_interleaved_raw"] = interleaved / raw
     table["batch_size"] = args.batch_size
     table["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)

@@ -5,7 +5,12 @@ Attacks follow torchattacks' shape: build with settings, call on (images in [0, 
 
 * :class:`ExhaustiveSearch` evaluates every allowed pixel × every palette colour in large batches
   and returns a full map per image: whether any colour flips the prediction, the best colour, and
-  the drop in true-class probability.
+  the drop in true-class probability. With ``precision="bf16_screened"`` (ours) it scores every
+  candidate in low precision (bf16 autocast on CPUs with native bf16; CUDA runs the fp32 path
+  until a GPU test exists) and evaluates in fp32 every candidate whose low-precision result could
+  change the fp32 map under a run-time error bound. The maps equalled the fp32 maps on every image
+  tried; exactness rests on that bound, measured from sampled candidates, not on a proof (see
+  :class:`ExhaustiveSearch` and docs/p1.md, "The screened exhaustive map").
 * :class:`RankedSearch` (ours) evaluates the same candidates best first by a prior (the input
   gradient, or raster order) and stops at the first success or a budget; optionally a
   neighbourhood stage then searches around the pixels that came closest.
@@ -22,6 +27,8 @@ Untargeted by default (success: the prediction is no longer the label); targeted
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -31,6 +38,8 @@ import torch
 from .errors import ConfigError
 from .runtime import model_device
 from .ssim_ball import loss_gradient
+
+log = logging.getLogger("pixelrobust")
 
 
 def make_palette(spec: str | list) -> torch.Tensor:
@@ -79,20 +88,134 @@ class PixelMap:
     best_colour: np.ndarray  # int: palette index of the best colour (-1 where not searched)
     drop: np.ndarray  # float: p_true(clean) - min over colours of p_true (targeted: gain in p_target)
     p_clean: float  # true-class (or target) probability of the clean image
-    n_evals: int
+    n_evals: int  # candidates in the map (pixels x colours)
+    n_fp32: int = -1  # candidate forward passes in fp32 (the fp32 path: n_evals; screened: those re-evaluated,
+    #                   the run-time check's random sample and batch padding included)
+    precision: str = "fp32"  # the path that ran: "fp32" or "bf16_screened" (CUDA: always fp32 for now)
+    screen_error: float = float("nan")  # screened: the largest |low precision - fp32| seen on this image's
+    #                                     decision quantities (margin, log-odds); the band is screen_band x it
 
     @property
     def success(self) -> bool:
         return bool(self.vulnerable.any())
 
 
-class ExhaustiveSearch:
-    """Every allowed pixel × every palette colour, evaluated in batches of ``batch_size``."""
+PRECISIONS = ("fp32", "bf16_screened")
+P_ONE = -25 * math.log(2)  # log-odds below which fp32 softmax gives exactly 1.0 (the other classes' exps sum < 2^-25)
+REL_SLACK = 2.0 ** -20  # rounding slack of an fp32 softmax probability, relative (16 ulps)
+ABS_SLACK = 2.0 ** -149  # plus one subnormal step: below 2^-126 fp32 probabilities lose relative precision
+MIN_RANDOM_CHECK = 256  # random fp32 checks per screened image at least, whatever the batch size
+SCREEN_ROUNDS = 4  # widening rounds before a screened image falls back to fp32 for every candidate left
 
-    def __init__(self, model: torch.nn.Module, palette: str | list = "corners", batch_size: int = 256):
+
+def low_precision_dtype(device) -> torch.dtype | None:
+    """The autocast dtype the screening uses on ``device``: bf16 on a CPU with native bf16
+    (AVX-512 BF16 or AMX; emulated bf16 is slower than fp32); None elsewhere (the search then runs
+    in fp32). CUDA gets None too: an fp16 path (overflow then ReLU6 gives finite wrong logits; TF32
+    makes the "fp32" reference TF32) has no GPU test yet, so it is not used."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        native = (getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+                  or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+        return torch.bfloat16 if native else None
+    return None
+
+
+def _decision(logits: torch.Tensor, cls: int, targeted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per candidate (float64, on the CPU): the margin ``z_cls - max_{j != cls} z_j`` (untargeted
+    success: < 0; targeted: > 0; a tie goes to the lower class index, as ``argmax`` does) and the
+    score ``u`` the best colour maximises: untargeted the true class's log-odds against the rest,
+    ``log(1/p - 1) = logsumexp_{j != y}(z_j - z_y)`` (p = 1 / (1 + e^u)); targeted minus that of the
+    target (p = 1 / (1 + e^-u))."""
+    z = logits.detach().double().cpu()
+    zc = z[:, cls]
+    others = z.clone()
+    others[:, cls] = -math.inf
+    margin = zc - others.amax(1)
+    lodds = torch.logsumexp(others - zc[:, None], 1)
+    return margin, (-lodds if targeted else lodds)
+
+
+class ExhaustiveSearch:
+    """Every allowed pixel × every palette colour, evaluated in batches of ``batch_size``.
+
+    ``precision="fp32"``: every candidate's logits in fp32. ``precision="bf16_screened"`` (ours):
+    every candidate is scored under bf16 autocast (on CPUs with native bf16; elsewhere, CUDA
+    included, the fp32 path runs: :func:`low_precision_dtype`), and fp32 evaluates every candidate
+    whose low-precision result could change the fp32 map if the low-precision error stays within
+    the band below. The maps (``vulnerable``, ``best_colour``, ``drop``) equalled the fp32 maps on
+    every image tried; exactness rests on a run-time error bound measured on sampled candidates,
+    not on a proof: a single candidate whose bf16 error is far above every sampled one can be
+    missed silently (docs/p1.md, "Known limit"). Default off for that reason.
+
+    * every candidate whose low-precision margin is within ``δ_m`` of the decision boundary, which
+      includes every candidate low precision calls a success (so ``vulnerable`` is decided in fp32);
+    * per pixel, every colour that could be the fp32 best colour: each colour's log-odds ``u`` lies
+      in ``u_lp ± δ_u``, which bounds its fp32 probability (widened by fp32 rounding: ``REL_SLACK``
+      relative plus ``ABS_SLACK`` absolute, for subnormal probabilities);
+      a colour whose interval cannot reach the best bound among the pixel's colours is strictly worse
+      in fp32 and is skipped. Working in log-odds, not probability, keeps colours that all give
+      p ≈ 1 apart; where ``u_lp + δ_u`` is below ``log 2^-25`` the fp32 softmax gives exactly 1.0
+      (the other classes' exps cannot move 1.0 by half an ulp), so that value is known without an
+      fp32 pass: an image the model is sure of needs few re-evaluations.
+
+    Only images whose clean true-class log-odds ``log(1/p - 1)`` are below ``max_clean_log_odds``
+    (None: every image) are screened; the others run the fp32 path. Measured on ResNet-20, an image
+    the model is that sure of has most one-pixel probabilities at exactly 1.0 and needs fp32 for
+    6-22 % of its candidates; a less confident one for 66-97 %, which costs more than fp32 alone
+    (docs/p1.md).
+
+    The band is ``δ = screen_band`` × the largest |low precision − fp32| difference of the margin
+    (for ``δ_m``) and of the log-odds (``δ_u``) seen so far by this search object: on the clean
+    image, on every candidate fp32 evaluated, and on ``max(screen_check, MIN_RANDOM_CHECK)`` random
+    candidates per image (the run-time self-check; batch padding adds more; one random generator
+    per search object, seeded with ``seed``, so each image gets its own sample). When an fp32 result shows a larger error
+    the band widens and the selection is redone; after
+    ``SCREEN_ROUNDS`` widening rounds every candidate left is evaluated in fp32. Each fp32 candidate runs in a batch of the size the fp32
+    path gives it (``batch_size``, or the last partial batch's size; padded with random unevaluated
+    candidates), because fp32 CPU kernels may round differently at other batch sizes (measured:
+    batch 1 for ResNet-20/56, small batches for MobileNetV2; the thresholds depend on the thread
+    count and the CPU's kernels).
+
+    The errors seen carry over between the images of one call (and one search object), so an
+    image's ``n_fp32`` depends on which images came before it in the chunk and in what order; the
+    maps do not (when the bound holds).
+    """
+
+    def __init__(self, model: torch.nn.Module, palette: str | list = "corners", batch_size: int = 256,
+                 precision: str = "fp32", screen_band: float = 2.0, screen_check: int = 256, seed: int = 0,
+                 max_clean_log_odds: float | None = -17.0):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"onepixel.precision must be one of {PRECISIONS}, got {precision!r}")
+        if not screen_band >= 1:
+            raise ConfigError(f"onepixel.screening.band (multiple of the largest low-precision error seen) must be >= 1, got {screen_band!r}")
+        if int(screen_check) < 1:
+            raise ConfigError(f"onepixel.screening.check (random fp32 checks per image) must be >= 1, got {screen_check!r}")
         self.model = model
         self.palette = make_palette(palette)
         self.batch_size = int(batch_size)
+        self.precision = precision
+        self.low = low_precision_dtype(model_device(model)) if precision == "bf16_screened" else None
+        self.path = "fp32" if self.low is None else ("bf16_screened" if self.low == torch.bfloat16 else "fp16_screened")
+        self.screen_band, self.screen_check, self.seed = float(screen_band), int(screen_check), int(seed)
+        self.max_clean_log_odds = None if max_clean_log_odds is None else float(max_clean_log_odds)
+        self.seen_error = [0.0, 0.0]  # largest |low precision - fp32| so far: margin, log-odds
+        self._gen = torch.Generator().manual_seed(self.seed)  # one per search: a new random sample for every image
+
+    def describe(self) -> str:
+        """Which path runs, for the log."""
+        if self.path != "fp32":
+            name = str(self.low).removeprefix("torch.")
+            gate = ("every image" if self.max_clean_log_odds is None else
+                    f"images whose clean true-class log-odds are below {self.max_clean_log_odds:g}, the others in fp32")
+            return (f"{self.path}: {name} autocast scores every candidate, fp32 decides (band {self.screen_band:g} x the "
+                    f"largest error seen, {max(self.screen_check, MIN_RANDOM_CHECK)} random fp32 checks per image); screens {gate}")
+        if self.precision != "fp32":
+            dev = model_device(self.model)
+            why = ("screening on CUDA has no GPU test yet" if torch.device(dev).type == "cuda"
+                   else "the device has no native bf16")
+            return f"fp32 (onepixel.precision {self.precision} asked, but {dev}: {why})"
+        return "fp32"
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None,
@@ -112,19 +235,27 @@ class ExhaustiveSearch:
         mask = torch.ones(h, w, dtype=torch.bool) if mask is None else mask.bool().cpu()
         pix = mask.flatten().nonzero().squeeze(1).to(device)  # allowed pixel indices (row-major)
         cls = int(target if target is not None else label)
-        p_clean = self.model(image[None]).softmax(1)[0, cls].item()
+        clean = self.model(image[None])
+        p_clean = clean.softmax(1)[0, cls].item()
         n_cand = len(pix) * n_col
-        prob_tab = torch.empty(n_cand, device=device)  # candidate p = pixel * n_col + colour
-        succ_tab = torch.empty(n_cand, dtype=torch.bool, device=device)
         buf = torch.empty(self.batch_size, c, h, w, device=device)
-        for start in range(0, n_cand, self.batch_size):
-            idx = torch.arange(start, min(start + self.batch_size, n_cand), device=device)
-            logits = self.model(_candidates(buf, image, pix, palette, idx))
-            prob_tab[idx] = logits.softmax(1)[:, cls]
-            pred = logits.argmax(1)
-            succ_tab[idx] = (pred == cls) if target is not None else (pred != cls)
-        prob_tab, succ_tab = prob_tab.view(-1, n_col).cpu(), succ_tab.view(-1, n_col).cpu()
-        vuln = succ_tab.any(1)
+        extra = {}
+        screen = self.path != "fp32" and (self.max_clean_log_odds is None
+                                          or float(_decision(clean, int(label), False)[1][0]) < self.max_clean_log_odds)
+        if not screen:
+            prob_tab = torch.empty(n_cand, device=device)  # candidate p = pixel * n_col + colour
+            succ_tab = torch.empty(n_cand, dtype=torch.bool, device=device)
+            for start in range(0, n_cand, self.batch_size):
+                idx = torch.arange(start, min(start + self.batch_size, n_cand), device=device)
+                logits = self.model(_candidates(buf, image, pix, palette, idx))
+                prob_tab[idx] = logits.softmax(1)[:, cls]
+                pred = logits.argmax(1)
+                succ_tab[idx] = (pred == cls) if target is not None else (pred != cls)
+            prob_tab, succ_tab = prob_tab.view(-1, n_col).cpu(), succ_tab.view(-1, n_col).cpu()
+            vuln = succ_tab.any(1)
+            extra["n_fp32"] = n_cand
+        else:
+            prob_tab, vuln, extra = self._screened(image, cls, target is not None, pix, palette, buf, clean)
         # best colour: lowest true-class probability (targeted: highest target probability)
         best_p, best_c = (prob_tab.min(1) if target is None else prob_tab.max(1))
         vul_map = torch.zeros(h * w, dtype=torch.bool)
@@ -134,7 +265,113 @@ class ExhaustiveSearch:
         drop = torch.full((h * w,), float("nan"))
         drop[pix.cpu()] = (p_clean - best_p) if target is None else (best_p - p_clean)
         return PixelMap(mask.numpy(), vul_map.view(h, w).numpy(), col_map.view(h, w).numpy(),
-                        drop.view(h, w).numpy(), p_clean, n_cand)
+                        drop.view(h, w).numpy(), p_clean, n_cand, precision=self.path if screen else "fp32", **extra)
+
+    def _band(self) -> tuple[float, float]:
+        return self.screen_band * self.seen_error[0], self.screen_band * self.seen_error[1]
+
+    def _observe(self, m_lo, u_lo, m32, u32) -> tuple[float, float]:
+        """Fold the low-precision errors of fp32-evaluated candidates into the seen maxima."""
+        ok = torch.isfinite(m_lo) & torch.isfinite(u_lo) & torch.isfinite(m32) & torch.isfinite(u32)
+        em = float((m_lo[ok] - m32[ok]).abs().max()) if ok.any() else 0.0
+        eu = float((u_lo[ok] - u32[ok]).abs().max()) if ok.any() else 0.0
+        self.seen_error = [max(self.seen_error[0], em), max(self.seen_error[1], eu)]
+        return em, eu
+
+    @staticmethod
+    def _needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du):
+        """Candidates that fp32 must evaluate under the band (δ_m, δ_u), and those whose fp32
+        probability is exactly 1.0 (see the class docstring); also the per-pixel contenders."""
+        finite = torch.isfinite(m_lo) & torch.isfinite(u_lo)
+        near = (m_lo >= -dm) if targeted else (m_lo <= dm)  # a success or within the band of one
+        if targeted:  # p = 1 / (1 + e^-u), increasing in u
+            one = (-(u_lo - du) < P_ONE) & finite
+            lo, hi = torch.sigmoid(u_lo - du), torch.sigmoid(u_lo + du)
+        else:  # p = 1 / (1 + e^u), decreasing in u
+            one = ((u_lo + du) < P_ONE) & finite
+            lo, hi = torch.sigmoid(-(u_lo + du)), torch.sigmoid(-(u_lo - du))
+        lo, hi = lo * (1 - REL_SLACK) - ABS_SLACK, hi * (1 + REL_SLACK) + ABS_SLACK
+        lo = torch.where(finite, lo, torch.zeros_like(lo))
+        hi = torch.where(finite, hi, torch.full_like(hi, math.inf))
+        value = torch.where(known, p32.double(), torch.ones_like(lo))
+        exact = known | one
+        lo, hi = torch.where(exact, value, lo).view(-1, n_col), torch.where(exact, value, hi).view(-1, n_col)
+        if targeted:
+            contender = hi >= lo.max(1, keepdim=True).values
+        else:
+            contender = lo <= hi.min(1, keepdim=True).values
+        contender = contender.flatten()
+        need = ~known & (near | ~finite | (contender & ~one))
+        return need, one & ~known, contender
+
+    def _screened(self, image, cls, targeted, pix, palette, buf, clean):
+        """Low precision for every candidate, fp32 for those that could change the map; returns the
+        fp32 probability table (non-contenders at ±inf), the vulnerable pixels and the counts."""
+        device, B = image.device, self.batch_size
+        n_col = len(palette)
+        n = len(pix) * n_col
+        m_lo = torch.empty(n, dtype=torch.float64)
+        u_lo = torch.empty(n, dtype=torch.float64)
+        for start in range(0, n, B):
+            idx = torch.arange(start, min(start + B, n), device=device)
+            with torch.autocast(device.type, dtype=self.low):
+                z = self.model(_candidates(buf, image, pix, palette, idx)).float()
+            m_lo[start : start + len(idx)], u_lo[start : start + len(idx)] = _decision(z, cls, targeted)
+        with torch.autocast(device.type, dtype=self.low):
+            z = self.model(image[None]).float()
+        err = self._observe(*_decision(z, cls, targeted), *_decision(clean.float(), cls, targeted))
+        known = torch.zeros(n, dtype=torch.bool)
+        p32 = torch.full((n,), math.nan)
+        m32 = torch.full((n,), math.nan, dtype=torch.float64)
+        u32 = torch.full((n,), math.nan, dtype=torch.float64)
+        succ = torch.zeros(n, dtype=torch.bool)
+        n_full = (n // B) * B  # the fp32 path's full batches; the rest is its last batch
+        groups = [(lo, hi, size) for lo, hi, size in ((0, n_full, B), (n_full, n, n - n_full)) if hi > lo]
+        gen = self._gen
+        n_check = max(self.screen_check, MIN_RANDOM_CHECK)
+        n_fp32, rounds, fell_back = 0, 0, False
+        while True:
+            dm, du = self._band()
+            need, _, _ = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
+            if rounds >= SCREEN_ROUNDS:
+                need, fell_back = ~known, True
+            if not need.any() and rounds > 0:  # round 0 always runs the random check
+                break
+            for g, (g_lo, g_hi, size) in enumerate(groups):
+                sel = need[g_lo:g_hi].nonzero().squeeze(1) + g_lo
+                check = n_check if rounds == 0 and g == 0 else 0
+                if len(sel) + check == 0:
+                    continue
+                total = -(-(len(sel) + check) // size) * size
+                pool = (~known[g_lo:g_hi] & ~need[g_lo:g_hi]).nonzero().squeeze(1) + g_lo
+                fill = pool[torch.randperm(len(pool), generator=gen)[: total - len(sel)]]
+                order = torch.cat([sel, fill]).sort().values
+                if len(order) < total:  # not enough candidates left: repeat one (its result is the same)
+                    order = torch.cat([order, order[-1:].expand(total - len(order))])
+                for s in range(0, total, size):
+                    idx = order[s : s + size]
+                    logits = self.model(_candidates(buf, image, pix, palette, idx.to(device)))
+                    n_fp32 += len(idx)
+                    p32[idx] = logits.softmax(1)[:, cls].float().cpu()
+                    pred = logits.argmax(1).cpu()
+                    succ[idx] = (pred == cls) if targeted else (pred != cls)
+                    m32[idx], u32[idx] = _decision(logits, cls, targeted)
+                    known[idx] = True
+            e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
+            err = (max(err[0], e[0]), max(err[1], e[1]))
+            rounds += 1
+        dm, du = self._band()
+        need, one, contender = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
+        value = torch.where(one, torch.ones_like(p32), p32)
+        worst = math.inf if not targeted else -math.inf
+        value = torch.where(contender, value, torch.full_like(value, worst))
+        if need.any() or torch.isnan(value).any():
+            raise RuntimeError("screened exhaustive search: a contender was left without an fp32 value (a bug)")
+        vuln = succ.view(-1, n_col).any(1)
+        if fell_back:
+            log.info("screened exhaustive search fell back to fp32 for all %d candidates of an image (error seen %.3g, %.3g)",
+                     n, *self.seen_error)
+        return value.view(-1, n_col), vuln, {"n_fp32": n_fp32, "screen_error": max(err)}
 
 
 @dataclass

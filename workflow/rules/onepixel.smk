@@ -54,6 +54,8 @@ rule onepixel_search:
         de=config["onepixel"]["de"],
         de_regions=config["onepixel"]["de_regions"],
         targeted=config["onepixel"]["targeted"],
+        precision=config["onepixel"]["precision"],
+        screening=config["onepixel"]["screening"],
         batch_size=config["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("onepixel_search", w.model, w.chunk),
