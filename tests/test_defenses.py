@@ -346,3 +346,154 @@ def test_each_image_draws_its_own_prm_pass_and_eot_gets_fresh_draws():
     with pytest.raises(ValueError, match="pass the ids of exactly the images classified"):
         with a.images(ids, draw=0):
             a(x[:5])
+
+
+# ---- added for mutation testing (docs/development.md, "Mutation testing") ------------------------------------
+
+
+def test_batched_deflection_draws_every_pixel_and_every_offset_in_the_window():
+    # the original's distribution: the pixel uniform over the whole image, the offset uniform over the window
+    # [-w, w]² without (0, 0), redrawn while the neighbour is outside the image. With 8 images × 300 deflections
+    # on 12×12 images every pixel (borders included) is deflected, every pixel serves as a source, and every
+    # one of the 48 offsets of a window of 3 occurs (each is missed with probability below 1e-20)
+    n, c, h, w = 8, 3, 12, 12
+    x = torch.arange(n * c * h * w, dtype=torch.float64).view(n, c, h, w)  # every value names its position
+    out = PixelDeflection(torch.nn.Identity(), deflections=300, window=3, seed=1).deflect_batch(x)
+    targets, sources, offsets = set(), set(), set()
+    for i, ch, y, xx in (out != x).nonzero().tolist():
+        src = int(out[i, ch, y, xx]) - i * c * h * w
+        sc, sy, sx = src // (h * w), (src // w) % h, src % w
+        assert sc == ch
+        targets.add((y, xx))
+        sources.add((sy, sx))
+        offsets.add((sy - y, sx - xx))
+    assert targets == {(y, xx) for y in range(h) for xx in range(w)}
+    assert sources == targets
+    assert offsets == {(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)} - {(0, 0)}
+    # a single deflection changes exactly one value (all values differ here)
+    one = PixelDeflection(torch.nn.Identity(), deflections=1, window=3, seed=1).deflect_batch(x)
+    assert ((one != x).flatten(1).sum(1) == 1).all()
+
+
+def test_stochastic_prm_draws_every_choice_from_the_image_generator_alone():
+    # the number of passes, the PRM, λ and the shift all come from the image's generator: the global torch
+    # stream must not change a draw (it does if any choice falls back to torch's default generator)
+    pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
+    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.5, 1.0], stacks=[1, 2, 3], shifts=[(0, 1), (1, 0)], seed=0)
+    plans = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        plans.append([d.plan(torch.Generator().manual_seed(s)) for s in range(40)])
+    assert plans[0] == plans[1]
+    assert {len(p) for p in plans[0]} == {1, 2, 3}  # and every stack depth occurs
+
+
+class _Brightness(torch.nn.Module):
+    """Class 0 when the image's mean is above 1/2, else class 1 (logits ±10 (mean − 1/2)); records its inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        z = 10 * (x.flatten(1).mean(1) - 0.5)
+        return torch.stack([z, -z], dim=1)
+
+
+def test_region_based_votes_over_uniform_noise_in_its_ball_on_a_planted_model():
+    x = torch.stack([torch.full((3, 4, 4), 0.9), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.995)])
+    model = _Brightness()
+    d = RegionBased(model, radius=0.02, samples=250, batch_size=120, seed=3)
+    with torch.no_grad(), d.images(["a", "b", "c"], draw=0):
+        out = d(x)
+    seen = torch.cat(model.seen)
+    assert len(seen) == 3 * 250  # every sample of every image, in passes of at most max(batch_size, 100)
+    assert max(len(s) for s in model.seen) <= 120
+    noise = seen.view(3, 250, 3, 4, 4) - x[:, None]
+    # uniform in the L∞ ball (clipped to [0, 1]): within the radius, spread over it, and centred
+    assert noise.abs().max() <= 0.02 + 1e-7 and noise[1].abs().max() > 0.019 and abs(float(noise[1].mean())) < 1e-3
+    assert seen.max() <= 1.0 and (noise[2] <= 0.005 + 1e-7).all()  # the image at 0.995 is clipped at 1
+    assert not torch.equal(noise[1, :100], noise[1, 100:200])  # each block of 100 samples draws new noise
+    # the output is the log of each class's share of the votes: the bright image is class 0 in every sample;
+    # the image on the boundary is class 0 in about half (the mean of 48 uniform draws is symmetric about 0)
+    assert out[0].tolist() == pytest.approx([0.0, float(np.log(1e-12))])
+    share = out[1].exp()
+    assert float(share.sum()) == pytest.approx(1.0) and 0.4 < float(share[0]) < 0.6
+    # the same votes whatever the batch size, and the EOT surrogate's mean softmax instead of hard votes
+    for batch in (1, 1000):
+        again = RegionBased(_Brightness(), radius=0.02, samples=250, batch_size=batch, seed=3)
+        with torch.no_grad(), again.images(["a", "b", "c"], draw=0):
+            assert torch.equal(again(x), out)
+    # an image near 0 is clipped at 0; two images with the same content draw different noise (each its own seed)
+    y = torch.stack([torch.full((3, 4, 4), 0.005), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.5)])
+    m2 = _Brightness()
+    with torch.no_grad(), RegionBased(m2, radius=0.02, samples=100, seed=3).images(["p", "q", "r"], draw=0) as d2:
+        d2(y)
+    s2 = torch.cat(m2.seen).view(3, 100, 3, 4, 4)
+    assert s2.min() == 0.0 and (s2[0] == 0).any() and not torch.equal(s2[1], s2[2])
+    soft = RegionBased(_Brightness(), radius=0.0, samples=7, surrogate=True, seed=3)
+    with torch.no_grad():
+        got = soft(x[:1]).exp()[0]
+    z = 10 * 0.4
+    assert got.tolist() == pytest.approx([1 / (1 + np.exp(-2 * z)), 1 / (1 + np.exp(2 * z))], abs=1e-6)  # float32
+
+
+@pytest.mark.parametrize("lattice", list(LATTICES))
+@pytest.mark.parametrize("size", [7, 8, 9, 10, 11])
+def test_lattice_mask_is_exactly_what_the_strided_convolution_reads(lattice, size):
+    # a convolution with the lattice's kernel and stride and no padding reads pixel i iff some window holds it:
+    # exactly where the gradient of its output (all-ones kernel) is non-zero; sizes that leave a partial window
+    (kh, kw), (sh, sw) = LATTICES[lattice]
+    conv = torch.nn.Conv2d(1, 1, (kh, kw), stride=(sh, sw), bias=False)
+    torch.nn.init.ones_(conv.weight)
+    x = torch.zeros(1, 1, size, size, requires_grad=True)
+    (grad,) = torch.autograd.grad(conv(x).sum(), x)
+    assert torch.equal(lattice_mask(lattice, size, size), grad[0, 0] > 0)
+
+
+def test_residual_prm_keeps_saturated_pixels_finite():
+    # the fill is clipped to [1e-3, 1 − 1e-3] before the logit: black and white pixels start as 1e-3 and 0.999,
+    # not as logit ±inf, and their gradient stays finite
+    x = torch.zeros(1, 3, 8, 8)
+    x[:, :, ::2, 1::2] = 1.0
+    x[:, :, 1::2, :] = 1.0
+    x[:, :, ::2, ::2] = torch.tensor([0.0, 1.0, 0.5])[:, None, None]  # the s2 lattice: channel 0 black, 1 white
+    x.requires_grad_(True)
+    prm = PRM("s2", depth=2, start_filters=4, residual=True)  # its last convolution starts at zero
+    out = prm(x)
+    torch.testing.assert_close(out[0, 0], torch.full((8, 8), 1e-3), rtol=1e-4, atol=0)
+    torch.testing.assert_close(out[0, 1], torch.full((8, 8), 1 - 1e-3), rtol=1e-5, atol=0)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    assert torch.isfinite(grad).all()
+
+
+def test_shift_moves_content_up_and_right_too():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    s = shift(x, -1, 2)
+    assert s.shape == x.shape
+    assert torch.equal(s[0, 0, :3, 2:], x[0, 0, 1:, :2]) and (s[0, 0, 3] == 0).all() and (s[0, 0, :, :2] == 0).all()
+
+
+def test_stochastic_prm_applies_each_images_own_plan_in_a_mixed_batch():
+    # every image its own number of passes, PRM, λ and shift; the batched transform must equal applying each
+    # image's plan on its own: x ← s(x), then x ← λ PRM_i(x) + (1 − λ) x (λ = 0: the shift alone)
+    pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
+    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.0, 0.5, 1.0], stacks=[1, 2, 3], shifts=[(0, 1), (1, 0), (-1, -1)],
+                      seed=2)
+    x = torch.rand(12, 3, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ids = [f"img{i}" for i in range(12)]
+    with d.images(ids, draw=0):
+        out = d.transform(x)
+        plans = [d.plan(g) for g in d.generators(12)]
+    assert len({len(p) for p in plans}) == 3  # the batch mixes one, two and three passes
+    for j, plan in enumerate(plans):
+        y = x[j : j + 1]
+        for i, lam, s in plan:
+            y = shift(y, *s)
+            if lam > 0:
+                y = lam * (y + pool[i].value) + (1 - lam) * y
+        torch.testing.assert_close(out[j : j + 1], y, rtol=0, atol=1e-12)
+    # the deterministic gray-box model: the first PRM mixed at the fixed λ, no shift
+    gray = StochasticPRM(torch.nn.Identity(), pool, stochastic=False, fixed_lambda=0.3)
+    torch.testing.assert_close(gray.transform(x), 0.3 * (x + 1.0) + 0.7 * x, rtol=0, atol=1e-12)

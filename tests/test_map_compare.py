@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 from pixelrobust import summary
 from pixelrobust.errors import ConfigError
 from pixelrobust.map_compare import (BUDGET, GRID_ARTEFACT, GRID_NONE, GRID_OK, MAPS, SUCCESS_DIFFERS, SUCCESS_OK, budget_map,
-                                     change_maps, compare_chunk, compare_one, constraint_window_map, grid_ratio, local_texture,
+                                     change_maps, check_primary, compare_chunk, compare_one, constraint_window_map, grid_ratio,
+                                     grid_verdict, local_texture,
                                      summarise, topk_mask, window_dissimilarity)
 from pixelrobust.ssim_ball import SSIMBall, SSIMBallProblem, loss_gradient, solve_admm, window_factors
 from pixelrobust.ssim_study import run_pgd
@@ -321,3 +323,178 @@ def test_compare_chunk_measures_against_the_clean_cam():
     assert set(rows.attack) == {"ssim_ball", BUDGET} and len(rows) == len(MAPS) + 2
     budget = rows[(rows.attack == BUDGET) & (rows["map"] == "energy")].iloc[0]
     assert budget.mass_in_topk == pytest.approx(6 / 64)  # a flat image: the budget is the same everywhere
+
+
+# ---- added for mutation testing (docs/development.md, "Mutation testing") ------------------------------------
+
+
+def _ssim_dissimilarity(x: np.ndarray, y: np.ndarray, k1: float, k2: float) -> float:
+    """1 − SSIM of one window (C×h×w), channels averaged: the textbook formula with the sample covariance."""
+    out = []
+    for a, b in zip(x.reshape(len(x), -1), y.reshape(len(y), -1)):
+        mx, my = a.mean(), b.mean()
+        vx, vy, cxy = a.var(ddof=1), b.var(ddof=1), np.cov(a, b)[0, 1]
+        lum = (2 * mx * my + k1**2) / (mx**2 + my**2 + k1**2)
+        cs = (2 * cxy + k2**2) / (vx + vy + k2**2)
+        out.append(1 - lum * cs)
+    return float(np.mean(out))
+
+
+def _aligned_ratio(d: np.ndarray, stride: int) -> float:
+    aligned = np.zeros(d.shape, bool)
+    aligned[::stride, ::stride] = True
+    return d[aligned].mean() / d[~aligned].mean()
+
+
+def test_maps_use_the_ssim_constants_they_are_given():
+    # 16×16 images, 8×8 windows: the constraint windows are the 4 disjoint blocks, the sliding ones all 81 positions
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.uniform(0.2, 0.8, (3, 16, 16)))
+    adv = (x + torch.from_numpy(rng.normal(0, 0.05, (3, 16, 16)))).clamp(0, 1)
+    xn, an = x.numpy(), adv.numpy()
+    ratios = []
+    for k1, k2 in ((0.01, 0.03), (0.2, 0.5)):
+        sliding = np.array([[_ssim_dissimilarity(xn[:, r:r + 8, c:c + 8], an[:, r:r + 8, c:c + 8], k1, k2)
+                             for c in range(9)] for r in range(9)])
+        blocks = np.kron(sliding[::8, ::8], np.ones((8, 8)))  # each pixel: its one constraint window
+        if (k1, k2) == (0.01, 0.03):  # SSIM's standard constants are the defaults
+            np.testing.assert_allclose(constraint_window_map(x, adv, 8, 8), blocks, rtol=1e-9)
+            np.testing.assert_allclose(window_dissimilarity(x, adv, 8), sliding, rtol=1e-9)
+        np.testing.assert_allclose(constraint_window_map(x, adv, 8, 8, k1, k2), blocks, rtol=1e-9)
+        np.testing.assert_allclose(window_dissimilarity(x, adv, 8, k1, k2), sliding, rtol=1e-9)
+        maps, ratio = change_maps(x, adv, size=8, stride=8, k1=k1, k2=k2)
+        np.testing.assert_allclose(maps["window_ssim"], blocks, rtol=1e-9)
+        if (k1, k2) == (0.01, 0.03):
+            default_maps, default_ratio = change_maps(x, adv, size=8, stride=8)
+            np.testing.assert_allclose(default_maps["window_ssim"], blocks, rtol=1e-9)
+            assert default_ratio == pytest.approx(ratio, rel=1e-12)
+        np.testing.assert_allclose(maps["energy"], ((an - xn) ** 2).sum(0), rtol=1e-12)  # ‖δ‖² per pixel
+        # overlapping windows (stride 4: starts 0, 4, 8 on each axis): each pixel the mean over the windows holding it
+        starts = (0, 4, 8)
+        acc, count = np.zeros((16, 16)), np.zeros((16, 16))
+        for r in starts:
+            for c in starts:
+                acc[r:r + 8, c:c + 8] += sliding[r, c]
+                count[r:r + 8, c:c + 8] += 1
+        np.testing.assert_allclose(constraint_window_map(x, adv, 8, 4, k1, k2), acc / count, rtol=1e-9)
+        assert grid_ratio(sliding, 2) == pytest.approx(_aligned_ratio(sliding, 2), rel=1e-12)  # stride 2 is a grid too
+        aligned = sliding[::8, ::8].mean()
+        others = (sliding.sum() - sliding[::8, ::8].sum()) / (81 - 4)
+        assert ratio == pytest.approx(aligned / others, rel=1e-9)
+        ratios.append(ratio)
+    assert ratios[0] != pytest.approx(ratios[1], rel=1e-3)  # the constants matter here
+
+
+def test_sliding_ssim_map_is_zero_for_no_change():
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 1, (3, 16, 16)))
+    maps, _ = change_maps(x, x.clone(), size=8, stride=8)
+    for name in MAPS:
+        assert np.abs(maps[name]).max() == pytest.approx(0, abs=1e-12), name
+    adv = (x + 0.1).clamp(0, 1)
+    maps, _ = change_maps(x, adv, size=8, stride=8)
+    assert 0 < maps["sliding_ssim"].mean() < 1  # 1 − SSIM of a small change: above 0, below 1
+
+
+def test_topk_mask_keeps_at_least_one_pixel_and_breaks_ties_the_same_way_every_time():
+    m = np.arange(10.0)
+    assert np.flatnonzero(topk_mask(m, 5)).tolist() == [9]  # 5 % of 10 entries rounds to 0: still the largest one
+    assert np.flatnonzero(topk_mask(m, 20)).tolist() == [8, 9]
+    flat = np.ones((20, 20))
+    first = topk_mask(flat, 10)
+    assert first.sum() == 40
+    for other in (flat, 2 * flat, np.zeros((20, 20))):  # ties: the same fixed order for every map of this size
+        assert (topk_mask(other, 10) == first).all()
+
+
+def test_compare_one_on_maps_whose_range_is_exactly_one():
+    # a flat-map guard must test for a range of 0, not of 1: maps in [0, 1] often span exactly 1
+    a = np.linspace(0, 1, 16).reshape(4, 4)
+    b = a**2
+    out = compare_one(a, b, 25, texture=b)
+    assert out["pearson"] == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert out["spearman"] == pytest.approx(1) and out["texture_spearman"] == pytest.approx(1)
+    out = compare_one(b, a, 25)
+    assert out["pearson"] == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1]) and out["spearman"] == pytest.approx(1)
+
+
+def test_budget_map_refuses_an_unknown_map_by_name():
+    with pytest.raises(ValueError, match=r"no budget for map 'sliding_ssim'; use one of energy, window_ssim"):
+        budget_map(torch.zeros(3, 16, 16), 0.1, 8, 8, name="sliding_ssim")
+
+
+def test_grid_verdict_and_primary_settings():
+    assert grid_verdict(0.5, 0.5) == GRID_OK and grid_verdict(0.49, 0.5) == GRID_ARTEFACT  # "below" the floor
+    assert grid_verdict(float("nan"), 0.5) == GRID_NONE
+    good = {"map": "energy", "metric": "mass_in_topk", "baselines": ["pgd_linf"]}
+    assert check_primary(good) is good
+    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.map is 'edges'; use one of energy, window_ssim, sliding_ssim"):
+        check_primary({**good, "map": "edges"})
+    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.metric is 'auc'; use one of pearson, spearman, iou_topk"):
+        check_primary({**good, "metric": "auc"})
+    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.baselines is empty; name the PGD baselines \(pgd_linf, pgd_l2\) "
+                                          r"the SSIM ball is compared with"):
+        check_primary({**good, "baselines": []})
+
+
+def _segment(evidence: str, start: str, end: str = "; sensitivity") -> str:
+    return evidence.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_p2_evidence_reads_the_grid_and_sensitivity_rows_it_names():
+    """The planted frame: L∞ PGD's grid ratio ~1, L2's ~1, the SSIM ball's 0.02 (an artefact); on the sliding
+    map the energy shares differ by +0.2 (L∞) and +0.1 (L2) on every image. The evidence quotes exactly those
+    rows, whatever the row order of the summary."""
+    s = summ(comparison_frame(30, 0.02))
+    for table in (s, s.iloc[::-1].reset_index(drop=True)):
+        row = summary.p2_claims(table, "m", "imagenet")[0]
+        assert row["verdict"] == "inconclusive" and "verdict withheld: grid artefact" in row["evidence"]
+        ball, controls = _segment(row["evidence"], "grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio ").split("; ")
+        assert float(ball.split()[0]) == pytest.approx(0.02, rel=0.1) and ball.endswith(f", {GRID_ARTEFACT}")
+        names = [c.split()[0] for c in controls.split(", ")]
+        assert sorted(names) == ["pgd_l2", "pgd_linf"]
+        assert all(abs(float(c.split()[1]) - 1) < 0.1 for c in controls.split(", "))
+        sens = _segment(row["evidence"], "; sensitivity (sliding 7x7 1 - SSIM map): ", "; ")
+        assert sorted(re.findall(r"vs (\S+) ([+-][\d.]+) \(", sens)) == [("pgd_l2", "+0.1"), ("pgd_linf", "+0.2")]
+        # the grid artefact makes every test inconclusive, and each is quoted so
+        assert _segment(row["evidence"], "SSIM ball minus control paired over images: ", "; shares").count("), inconclusive") == 3
+    ok = summary.p2_claims(summ(comparison_frame(30, 1.0)).iloc[::-1].reset_index(drop=True), "m", "imagenet")[0]
+    assert ok["verdict"] == "held" and "withheld" not in ok["evidence"] and f"1 - SSIM ratio 1" in ok["evidence"]
+
+
+def test_p2_too_few_images_is_not_turned_into_inconclusive():
+    """6 images: too few for any test; a grid artefact or a differing success rate cannot make that inconclusive."""
+    for frame in (comparison_frame(6, 0.02), comparison_frame(6, 1.0, success={"pgd_l2": 2})):
+        row = summary.p2_claims(summ(frame, 200), "m", "imagenet")[0]
+        assert row["verdict"] == "too few images" and "withheld" not in row["evidence"]
+
+
+def test_p2_success_withheld_test_is_quoted_as_inconclusive():
+    row = summary.p2_claims(summ(comparison_frame(30, 1.0, success={"pgd_l2": 20})), "m", "imagenet")[0]
+    assert row["verdict"] == "inconclusive"
+    detail = _segment(row["evidence"], "paired over images: ", "; shares")
+    assert [x.rsplit(", ", 1)[1] for x in detail.split("; ")] == ["held", "inconclusive", "held"]  # L∞, L2, budget
+
+
+def test_p2_on_the_sliding_map_quotes_no_sensitivity_check_of_itself():
+    row = summary.p2_claims(summ(comparison_frame(30, 1.0), map="sliding_ssim"), "m", "imagenet")[0]
+    assert row["verdict"] == "held" and "sliding_ssim map" in row["statistic"]
+    assert "sensitivity" not in row["evidence"]
+
+
+def test_p2_without_a_paired_comparison_is_too_few_images():
+    s = summ(comparison_frame(30, 1.0))
+    (row,) = summary.p2_claims(s[s.baseline == ""], "m", "cifar10")
+    assert (row["paper"], row["dataset"], row["model"], row["verdict"], row["n_images"]) == ("P2", "cifar10", "m", "too few images", 0)
+    assert row["claim"] == summary.P2_CLAIM and "no paired comparison" in row["evidence"]
+
+
+def test_p2_claim_without_grid_rows_says_the_diagnostic_is_missing():
+    """A summary from an older or edited table without the grid-diagnostic rows still gives the claim, saying so
+    (not an IndexError): the diagnostic is what withholds a window-grid artefact, so its absence is stated."""
+    from pixelrobust.summary import p2_claims
+
+    s = summ(comparison_frame(30, 1.0))
+    without = s[s.metric != "grid_ratio"]
+    assert len(without) < len(s)
+    (row,) = p2_claims(without, "m", "imagenet")
+    assert "grid diagnostic missing" in row["evidence"]

@@ -610,3 +610,218 @@ def test_claim_images_reuse_the_saved_maps_and_resegment_for_the_sensitivity(pre
         assert prim.loc[r.image_id, "n_vulnerable_regions"] == r.n_vulnerable_regions
     other = table[~table.primary].set_index("image_id")
     assert (other.n_vulnerable == prim.n_vulnerable).all() and (other.n_regions < prim.n_regions).all()
+
+
+class Colour(torch.nn.Module):
+    """Class 1's logit is −10 × the smallest squared distance of any pixel's colour to TARGET, class 0's is 0:
+    the best one-pixel change only ties (the lower class wins a tie), so a search never succeeds and its
+    true-class probability 1 / (1 + exp(−10 d)) falls to 1/2 as the colour reaches TARGET, wherever the pixel is."""
+
+    TARGET = torch.tensor([0.8, 0.2, 0.6])
+
+    def forward(self, x):
+        d = ((x - self.TARGET[None, :, None, None]) ** 2).sum(1).flatten(1).min(1).values
+        return torch.stack([torch.zeros_like(d), -10 * d], dim=1)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_de_selection_keeps_its_best_candidate_and_closes_in_on_the_optimum(seed):
+    # A trial replaces its parent only when not worse, so under one seed (the longer run continues the shorter one)
+    # the best true-class probability can only fall with more generations; and the population converges on the
+    # target colour. Without selection (every trial replaces its parent) the best wanders; with no replacement it
+    # stays the initial population's best: both fail here, while the planted-pixel tests above still pass.
+    black = torch.zeros(1, 3, H, W)
+    runs = [DifferentialEvolution(Colour(), popsize=20, maxiter=m, seed=seed)(black, torch.tensor([0]))[0]
+            for m in (0, 5, 10, 20, 40)]
+    p = [r.p_true for r in runs]
+    assert not any(r.success for r in runs) and [r.generations for r in runs] == [0, 5, 10, 20, 40]
+    assert all(later <= earlier for earlier, later in zip(p, p[1:]))
+    assert p[0] > 0.52 and p[-1] == pytest.approx(0.5, abs=1e-3)  # distance² below 4e-4: within 0.02 of TARGET
+    assert runs[-1].colour.tolist() == pytest.approx(Colour.TARGET.tolist(), abs=0.02)
+
+
+@pytest.mark.parametrize("key,bad,good", [("budget", [0.0, 1.0, None], [0.5]), ("min_retention", [0.0, 1.0, None], [0.5]),
+                                          ("min_effect", [-0.01, 1.0, None], [0.0, 0.5])])
+def test_claim_settings_bounds_and_messages(key, bad, good):
+    # (0, 1) open for the budget and the retention, [0, 1) for the margin; a missing key is refused; the message
+    # names the key and the value given
+    from pixelrobust.vulnerability import check_claim_settings
+
+    semantic = {"score": "cam", "direction": "positive"}
+    for value in good:
+        check_claim_settings(semantic, {**RESTRICTED, key: value})
+    for value in bad:
+        restricted = {**RESTRICTED, key: value} if value is not None else {k: v for k, v in RESTRICTED.items() if k != key}
+        with pytest.raises(ConfigError, match=rf"onepixel\.restricted\.{key}.* got {value!r}"):
+            check_claim_settings(semantic, restricted)
+    with pytest.raises(ConfigError, match=r"onepixel\.semantic\.score must be one of .*, got 'gradient'"):
+        check_claim_settings({"score": "gradient", "direction": "positive"}, RESTRICTED)
+    with pytest.raises(ConfigError, match=r"onepixel\.semantic\.direction must be 'positive' or 'negative', got 'up'"):
+        check_claim_settings({"score": "cam", "direction": "up"}, RESTRICTED)
+
+
+def test_palette_contents_and_bad_grids():
+    # corners+faces: the 8 corners of the RGB cube and the centres of its 6 faces, each once
+    got = {tuple(c) for c in make_palette("corners+faces").tolist()}
+    corners = {(r, g, b) for r in (0.0, 1.0) for g in (0.0, 1.0) for b in (0.0, 1.0)}
+    faces = {(0.5, 0.5, 0.0), (0.5, 0.5, 1.0), (0.5, 0.0, 0.5), (0.5, 1.0, 0.5), (0.0, 0.5, 0.5), (1.0, 0.5, 0.5)}
+    assert got == corners | faces and len(make_palette("corners+faces")) == 14
+    # gridK: K evenly spaced levels from 0 to 1 per channel; K = 2 is the corners, K < 2 is refused
+    assert {tuple(c) for c in make_palette("grid2").tolist()} == corners
+    assert sorted({c[0] for c in make_palette("grid3").tolist()}) == [0.0, 0.5, 1.0]
+    with pytest.raises(ConfigError, match=r"palette 'grid1': a grid needs at least 2 levels per channel"):
+        make_palette("grid1")
+    for bad in ([[float("nan"), 0.0, 0.0]], [[0.0, 1.5, 0.0]], [[-0.5, 0.0, 0.0]]):
+        with pytest.raises(ConfigError, match=r"palette colours must lie in \[0, 1\]"):
+            make_palette(bad)
+    for bad in ([], [[0.1, 0.2]], [0.1, 0.2, 0.3]):
+        with pytest.raises(ConfigError, match="palette must be a non-empty list of RGB triples"):
+            make_palette(bad)
+
+
+def test_first_occurrences_keeps_the_first_of_each_value_in_order():
+    from pixelrobust.onepixel import _first_occurrences
+
+    assert _first_occurrences(torch.tensor([3, 1, 3, 2, 1, 5, 2])).tolist() == [3, 1, 2, 5]
+    assert _first_occurrences(torch.tensor([4])).tolist() == [4]
+    assert _first_occurrences(torch.tensor([], dtype=torch.long)).tolist() == []
+
+
+def _claim_images(n=20, attackable=16, restricted_hits=8, multi=12, blob=2, rho_nan=2):
+    """Hand-made claim-image rows: the first ``attackable`` images are broken by the whole-image search, the first
+    ``restricted_hits`` also by the restricted one (random regions never); of the attackable ones the first ``multi``
+    have vulnerable pixels in >= 2 regions, the first ``blob`` also their compact blobs; the last ``rho_nan`` have
+    no defined rho."""
+    idx = np.arange(n)
+    att = idx < attackable
+    rho_ok = att & (idx < attackable - rho_nan)
+    return pd.DataFrame({
+        "dataset": "cifar10", "model": "m", "image_id": [str(i) for i in idx], "n_segments": 25, "primary": True,
+        "whole_success": att.astype(float), "restricted_success": (idx < restricted_hits).astype(float),
+        "random_regions_success": 0.0, "restricted_pixels": 256, "n_searched": 1024,
+        "multi_region": (att & (idx < multi)).astype(float), "blob_multi_region": (att & (idx < blob)).astype(float),
+        "random_multi_region": np.where(att, 0.5, np.nan),
+        "rho_occlusion": np.where(rho_ok, 0.5, np.nan), "rho_occlusion_control": np.where(rho_ok, 0.1, np.nan),
+        "rho_cam": np.where(rho_ok, 0.2, np.nan), "rho_cam_control": np.where(rho_ok, 0.3, np.nan)})
+
+
+def test_claim_rows_on_hand_made_images():
+    from pixelrobust.vulnerability import CLAIM_TABLE_COLUMNS, CLAIMS, claim_rows
+
+    strict = {**RESTRICTED, "min_retention": 0.9}
+    some, scattered, semantic = claim_rows(_claim_images(), semantic=SEMANTIC, restricted=strict, n_boot=400, seed=0)
+    for row, claim in ((some, "some"), (scattered, "scattered"), (semantic, "semantic")):
+        assert row["claim"] == CLAIMS[claim] and set(row) <= set(CLAIM_TABLE_COLUMNS)
+        assert {"dataset", "model", "n_segments", "primary", "verdict", "n_images", "n_skipped", "statistic", "observed",
+                "control", "control_value", "effect", "ci_low", "ci_high", "reference_value" if claim != "semantic" else "secondary",
+                "cost_share"} <= set(row)
+        assert (row["dataset"], row["model"], row["n_segments"], row["primary"]) == ("cifar10", "m", 25, True)
+    # only some pixels: 8 of 20 restricted successes against none for random regions; retention 8 of the 16
+    # whole-image successes, whose interval lies below the 0.9 asked for, so the claim is not held
+    assert (some["n_images"], some["n_skipped"]) == (20, 0)
+    assert some["observed"] == 0.4 and some["control_value"] == 0.0 and some["effect"] == pytest.approx(0.4)
+    assert some["secondary_value"] == 0.5 and some["secondary_threshold"] == 0.9 and some["secondary_ci_high"] < 0.9
+    assert some["reference_value"] == 0.8 and some["cost_share"] == 0.25 and some["verdict"] == "not held"
+    lenient = claim_rows(_claim_images(), semantic=SEMANTIC, restricted={**RESTRICTED, "min_retention": 0.1}, n_boot=400,
+                         seed=0)[0]
+    assert lenient["verdict"] != "not held"  # the retention threshold is what failed it
+    # scattered: 12 of the 16 attackable images in >= 2 regions, 2 of their blobs: 10 discordant pairs, all one way
+    assert scattered["n_images"] == 16 and scattered["observed"] == 0.75 and scattered["control_value"] == 0.125
+    assert scattered["effect"] == pytest.approx(0.625) and scattered["verdict"] == "held"
+    assert scattered["reference_value"] == 0.5 and scattered["n_skipped"] == 0
+    # semantic: rho 0.5 against its control 0.1 on the 14 images with a rho; the undeclared score as secondary
+    assert (semantic["n_images"], semantic["n_skipped"]) == (14, 2)
+    assert semantic["effect"] == pytest.approx(0.4) and semantic["observed"] == 0.5 and semantic["control_value"] == pytest.approx(0.1)
+    assert semantic["secondary_value"] == pytest.approx(-0.1) and semantic["verdict"] == "held"
+    # an image whose control is undefined (but not its rho) is skipped too
+    d = _claim_images()
+    d.loc[0, "rho_occlusion_control"] = np.nan
+    d.loc[1, "rho_cam_control"] = np.nan
+    sem = claim_rows(d, semantic=SEMANTIC, restricted=strict, n_boot=100, seed=0)[2]
+    assert (sem["n_images"], sem["n_skipped"]) == (13, 3) and sem["effect"] == pytest.approx(0.4)
+    assert sem["secondary_value"] == pytest.approx(-0.1)
+    # the bootstrap follows the seed
+    again = claim_rows(_claim_images(), semantic=SEMANTIC, restricted=strict, n_boot=400, seed=0)[0]
+    assert (again["secondary_ci_low"], again["secondary_ci_high"]) == (some["secondary_ci_low"], some["secondary_ci_high"])
+    # no attackable image: the scattered and semantic claims have no images, and no interval
+    none = claim_rows(_claim_images(attackable=0, restricted_hits=0, multi=0, blob=0), semantic=SEMANTIC, restricted=strict,
+                      n_boot=100, seed=0)
+    assert none[1]["n_images"] == 0 and none[1]["verdict"] == "too few images" and np.isnan(none[1]["ci_low"])
+    assert none[2]["n_images"] == 0 and none[2]["verdict"] == "too few images"
+
+
+def test_de_mutation_picks_other_members_crosses_over_and_aims_at_the_best():
+    # with F tiny a trial is its base member a (v = a + F (b − c)); member i's position gene is 10 i + 5, so the
+    # trial names its base. rand/1: the base is never the member itself, and every other member serves as one
+    n, P = 2, 20
+    pop = torch.zeros(n, P, 4)
+    pop[..., 0] = (torch.arange(P, dtype=torch.float32) * 10 + 5)[None]
+    pop[..., 1:] = 0.5
+    k = torch.full((n,), 1000.0)
+    de = DifferentialEvolution(Planted(), popsize=P, F=1e-6, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    seen = torch.zeros(P, P, dtype=torch.bool)
+    for _ in range(200):
+        base = ((de._mutate(pop, k, gen)[..., 0] - 5) / 10).round().long()
+        assert (base != torch.arange(P)).all()
+        seen[torch.arange(P).expand(n, P).flatten(), base.flatten()] = True
+    assert (seen | torch.eye(P, dtype=torch.bool)).all()
+    # best/1: every member's base is its image's best (lowest fitness) member
+    fit = torch.rand(n, P, generator=torch.Generator().manual_seed(2))
+    best = DifferentialEvolution(Planted(), popsize=P, F=1e-6, seed=0, strategy="best1")
+    base = ((best._mutate(pop, k, gen, fit)[..., 0] - 5) / 10).round().long()
+    assert (base == fit.argmin(1)[:, None]).all() and fit.argmin(1)[0] != fit.argmin(1)[1]
+    # binomial crossover: with CR = 0 exactly one gene (drawn) comes from the mutant, with CR = 1/2 on average
+    # 1/d + (1 − 1/d)/2 = 5/8 of the genes (d = 4); both reproducible under the generator's seed
+    rand_pop = torch.rand(n, 400, 4, generator=torch.Generator().manual_seed(3))
+    k = torch.full((n,), 1.0)
+    for CR, share in ((0.0, 0.25), (0.5, 0.625)):
+        de = DifferentialEvolution(Planted(), popsize=400, CR=CR, seed=0)
+        trials = [de._mutate(rand_pop, k, torch.Generator().manual_seed(4)) for _ in range(2)]
+        assert torch.equal(trials[0], trials[1])
+        changed = trials[0] != rand_pop
+        if CR == 0:
+            assert (changed.sum(-1) == 1).all() and changed.any(1).all()  # and the forced gene is any of the 4
+        assert changed.float().mean().item() == pytest.approx(share, abs=0.05)
+    # genes that leave their bounds are redrawn uniformly inside them: the position in [0, K), colours in [0, 1]
+    wide = DifferentialEvolution(Planted(), popsize=400, F=3.0, seed=0)._mutate(rand_pop * 100, torch.full((n,), 100.0),
+                                                                                torch.Generator().manual_seed(5))
+    assert (wide[..., 0] >= 0).all() and (wide[..., 0] < 100).all() and wide[..., 0].mean().item() == pytest.approx(50, abs=5)
+    assert (wide[..., 1:] >= 0).all() and (wide[..., 1:] <= 1).all()
+
+
+class TwoWays(torch.nn.Module):
+    """Class 0 unless the pixel at PLANT is reddish (red above about 0.55: class 1, half of all colours) or nearly
+    pure blue (class 2, a small corner of the colour cube)."""
+
+    def forward(self, x):
+        p = x[:, :, PLANT[0], PLANT[1]]
+        blue = p[:, 2] - p[:, 0] - p[:, 1]  # in [-2, 1]
+        return torch.stack([torch.full_like(blue, 0.5), 10 * (p[:, 0] - 0.5), 10 * (blue - 0.9)], dim=1)
+
+
+def test_de_reaches_the_last_pixel_of_its_region_and_aims_at_a_target():
+    mask = torch.zeros(1, H, W, dtype=torch.bool)
+    mask[0, 4:6, 1:3] = True  # PLANT = (5, 2) is the region's last pixel in row-major order
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(grey(), torch.tensor([0]), mask)
+    assert r.success and r.pixel == PLANT
+    # targeted at class 2: only blue at PLANT counts (red, class 1, found at once, is a success of the untargeted
+    # search only), and the probability reported is the target's, read back from the model at the result
+    (t,) = DifferentialEvolution(TwoWays(), popsize=40, maxiter=60, seed=1)(grey(), torch.tensor([0]), mask,
+                                                                            targets=torch.tensor([2]))
+    assert t.success and t.pixel == PLANT and t.colour[2] > 0.9 and t.colour[0] < 0.1
+    x = grey()
+    x[0, :, PLANT[0], PLANT[1]] = torch.from_numpy(t.colour)
+    with torch.no_grad():
+        prob = TwoWays()(x).softmax(1)[0]
+    assert int(prob.argmax()) == 2 and t.p_true == pytest.approx(float(prob[2]), rel=1e-5)
+
+
+def test_claim_rows_with_one_image_give_too_few_images_not_an_error():
+    """onepixel.n_images may be 1 (schema minimum): one searched image gives rows, each 'too few images'."""
+    from pixelrobust.vulnerability import claim_rows
+
+    rows = claim_rows(_claim_images(n=1, attackable=1, restricted_hits=1, multi=1, blob=0, rho_nan=0),
+                      semantic=SEMANTIC, restricted=RESTRICTED, n_boot=200, seed=0)
+    assert len(rows) == 3 and {r["verdict"] for r in rows} == {"too few images"}
+    assert all(r["n_images"] == 1 for r in rows)

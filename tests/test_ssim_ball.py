@@ -193,3 +193,253 @@ def test_tiny_problems_have_the_obvious_optimum():
     best = float(pg @ a + p.r.flatten()[0] * pg.norm() + g.sum() * (p.b.flatten()[0] + p.s.flatten()[0] * torch.sign(g.sum())))
     assert float(sol.objective[0]) == pytest.approx(best, rel=1e-6)
     assert list(itertools.islice(window_starts(8, 8, 8), 2)) == [0]
+
+
+# ---- added for mutation testing (docs/development.md, "Mutation testing"): synthetic images, no solver -----------
+
+
+def synthetic_problem(side=16, eps=1e-4, size=8, stride=8, luminance=True, n=2, seed=0):
+    """Random images in [0.3, 0.7] (the box stays inactive at this ε) and a random linear objective."""
+    gen = torch.Generator().manual_seed(seed)
+    x = 0.3 + 0.4 * torch.rand(n, 3, side, side, generator=gen, dtype=torch.float64)
+    g = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+    return SSIMBallProblem(x, g, eps, size, stride, luminance=luminance)
+
+
+def _support(p, gw):
+    """max ⟨gw_w, y⟩ over window w's set ‖P y − a_w‖ ≤ r_w, |mean y − b_w| ≤ s_w: ⟨P gw, a⟩ + r‖P gw‖ + Σgw·(b + s·sign Σgw)
+    (without the luminance bound the mean is free: only the zero-mean part of gw is bounded)."""
+    pg = gw - gw.mean(-1, keepdim=True)
+    sup = (pg * p.a).sum(-1, keepdim=True) + p.r * pg.norm(dim=-1, keepdim=True)
+    if p.luminance:
+        total = gw.sum(-1, keepdim=True)
+        sup = sup + total * (p.b + p.s * torch.sign(total))
+    return sup
+
+
+@pytest.mark.parametrize("luminance", [True, False])
+def test_synthetic_window_optimum_attains_each_windows_support_on_its_boundary(luminance):
+    from pixelrobust.ssim_ball import _window_optimum
+
+    p = synthetic_problem(size=8, stride=4, luminance=luminance)
+    gw = torch.randn(p.a.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = _window_optimum(p, gw)
+    m = y.mean(-1, keepdim=True)
+    assert torch.allclose((y - m - p.a).norm(dim=-1, keepdim=True), p.r, rtol=1e-12)  # on the structure sphere
+    if luminance:
+        assert torch.allclose((m - p.b).abs(), p.s, rtol=1e-9)  # and at an end of the luminance interval
+    assert torch.allclose((gw * y).sum(-1, keepdim=True), _support(p, gw), rtol=1e-12)
+    small = 1e-3 * gw  # ‖P gw‖ below 1: the maximiser's direction does not depend on the objective's scale
+    torch.testing.assert_close(_window_optimum(p, small), y, rtol=1e-12, atol=1e-15)
+
+
+def test_synthetic_violations_are_the_largest_excess_of_any_window_or_the_box():
+    from pixelrobust.ssim_ball import _window_optimum
+
+    p = synthetic_problem(size=8, stride=4)
+    zero = torch.zeros_like(p.x)
+    assert (p.violations(zero) == 0).all()  # δ = 0 is feasible
+    # the window optimum of a disjoint layout is feasible (on the boundary: within rounding)
+    q = synthetic_problem(size=8, stride=8)
+    best = q.fold(_window_optimum(q, q.gather(q.g)))
+    assert (q.violations(best) <= 1e-12).all() and (q.violations(1.1 * best) > 0).all()
+    # one pixel pushed by t: from first principles, the excess of each window holding it
+    t = 0.05
+    delta = zero.clone()
+    delta[0, 1, 5, 6] = t
+    dw = p.gather(delta)
+    m = dw.mean(-1, keepdim=True)
+    ball = (dw - m - p.a).norm(dim=-1, keepdim=True) - p.r
+    lum = (m - p.b).abs() - p.s
+    expected = torch.maximum(ball, lum)[0].max().clamp_min(0)
+    assert float(expected) > 0 and float(p.violations(delta)[0]) == pytest.approx(float(expected), rel=1e-12)
+    assert float(p.violations(delta)[1]) == 0.0  # the other image is untouched
+    # the box: a pixel pushed past 1 − x by 0.2 violates the box by exactly 0.2 (more than any window here)
+    big = zero.clone()
+    big[1, 0, 3, 3] = float(p.hi[1, 0, 3, 3]) + 0.2
+    assert float(p.violations(big)[1]) >= 0.2 - 1e-12
+    low = zero.clone()
+    low[1, 2, 9, 9] = float(p.lo[1, 2, 9, 9]) - 0.3
+    assert float(p.violations(low)[1]) == pytest.approx(max(0.3, float(torch.maximum(
+        (p.gather(low) - p.gather(low).mean(-1, keepdim=True) - p.a).norm(dim=-1, keepdim=True) - p.r,
+        (p.gather(low).mean(-1, keepdim=True) - p.b).abs() - p.s)[1].max())), rel=1e-12)
+
+
+@pytest.mark.parametrize("luminance", [True, False])
+def test_synthetic_dual_bound_is_exact_for_disjoint_windows_and_never_below_a_feasible_point(luminance):
+    from pixelrobust.ssim_ball import _window_optimum
+
+    # disjoint windows, inactive box: the optimum is each window's own maximiser, and at λ = g (each pixel in one
+    # window: Uᵀλ = g) the dual function is exactly Σ_w support_w = that optimum. (Without the luminance bound a
+    # window's mean is limited by the image box only, so there the optimum is larger: weak duality only.)
+    p = synthetic_problem(size=8, stride=8, luminance=luminance)
+    lam = p.gather(p.g)
+    opt = p.objective(p.fold(_window_optimum(p, lam)))
+    assert torch.allclose(opt, _support(p, lam).flatten(1).sum(1), rtol=1e-12)
+    if luminance:
+        assert torch.allclose(p.dual_bound(lam), opt, rtol=1e-9) and torch.allclose(p.certify(lam), opt, rtol=1e-9)
+    else:
+        assert (p.dual_bound(lam) > opt).all()
+    # weak duality for other multipliers, and on overlapping windows against feasible points
+    gen = torch.Generator().manual_seed(5)
+    for q in (p, synthetic_problem(size=8, stride=4, luminance=luminance)):
+        feasible = [q.scale_in(0.01 * torch.randn(q.x.shape, generator=gen, dtype=torch.float64)) for _ in range(3)]
+        even = q.gather(q.g / q.count)
+        for lam in (even, 0.5 * even, even + 0.2 * torch.randn(even.shape, generator=gen, dtype=torch.float64), q.gather(q.g)):
+            best = torch.stack([q.objective(f) for f in feasible]).amax(0)
+            assert (q.dual_bound(lam) >= best).all() and (q.certify(lam) >= best).all()
+            assert (q.certify(lam) <= q.dual_bound(lam) + 1e-12).all()  # the better of two bounds
+
+
+def test_synthetic_certificate_of_the_solver_is_tight_on_overlapping_windows():
+    # ADMM's own multipliers certify its point within its tolerance: the bound is above every feasible value and
+    # the gap closes, so the terms of h(λ) (box, support, luminance) are all needed
+    p = synthetic_problem(side=16, size=8, stride=4, n=1, seed=2)
+    sol = solve_admm(p, tol=1e-4)
+    lam = sol.lam * p.g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    bound = p.certify(lam)
+    assert (p.violations(sol.delta) <= 1e-9).all()
+    assert (bound >= p.objective(sol.delta)).all() and ((bound - p.objective(sol.delta)) <= 1e-4 * bound.abs()).all()
+    assert (p.dual_bound(lam) >= p.objective(sol.delta)).all()
+
+
+@pytest.mark.parametrize("luminance", [True, False])
+def test_synthetic_projection_is_onto_the_ball_times_the_interval(luminance):
+    # the set is a ball in the zero-mean subspace (centre a, radius r) times an interval of the mean (b ± s), two
+    # orthogonal parts: the projection scales P v − a into the ball and clips the mean; the excess before it is
+    # the larger of ‖P v − a‖ − r and |mean v − b| − s (without the luminance bound the mean is free)
+    p = synthetic_problem(size=8, stride=4, luminance=luminance)
+    gen = torch.Generator().manual_seed(7)
+    shape = (*p.a.shape[:-1], 1)
+    scale = 0.0015 * (0.3 + 2.7 * torch.rand(shape, generator=gen, dtype=torch.float64))  # ‖noise‖ about 0.004 to 0.04
+    offset = 0.02 * torch.rand(shape, generator=gen, dtype=torch.float64) - 0.01  # the mean moves by up to ±0.01
+    v = p.a + scale * torch.randn(p.a.shape, generator=gen, dtype=torch.float64) + offset  # some windows in, some out
+    m = v.mean(-1, keepdim=True)
+    dev = v - m - p.a
+    nd = dev.norm(dim=-1, keepdim=True)
+    expected = p.a + dev * torch.clamp(p.r / nd, max=1.0)
+    expected_excess = nd - p.r
+    if luminance:
+        expected = expected + torch.minimum(torch.maximum(m, p.b - p.s), p.b + p.s)
+        expected_excess = torch.maximum(expected_excess, (m - p.b).abs() - p.s)
+    else:
+        expected = expected + m
+    assert (expected_excess > 0).any() and (expected_excess < 0).any()
+    z, excess = p._project(v, p.a, p.r, p.b, p.s, True)
+    torch.testing.assert_close(z, expected, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(excess, expected_excess, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(p.project(v), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_synthetic_violations_per_image_and_box_alone():
+    # ε = 0.9: the windows allow far more than the box, so a pixel pushed past the box violates it by exactly that
+    # much, and only in its own image; a window shifted by a constant violates its luminance bound only there
+    p = synthetic_problem(size=8, stride=4, eps=0.9)
+    for img, sign, over in ((1, -1, 0.3), (0, 1, 0.2)):
+        delta = torch.zeros_like(p.x)
+        delta[img, 2, 9, 9] = float(p.lo[img, 2, 9, 9]) - over if sign < 0 else float(p.hi[img, 2, 9, 9]) + over
+        dw = p.gather(delta)
+        mw = dw.mean(-1, keepdim=True)
+        window = torch.maximum((dw - mw - p.a).norm(dim=-1, keepdim=True) - p.r, (mw - p.b).abs() - p.s)
+        assert float(window.max()) < 0  # no window bound is touched
+        got = p.violations(delta)
+        assert float(got[img]) == pytest.approx(over, rel=1e-12) and float(got[1 - img]) == 0.0
+    q = synthetic_problem(size=8, stride=8)
+    delta = torch.zeros_like(q.x)
+    delta[0, :, 0:8, 0:8] = 0.02  # the top-left window's mean moves by 0.02, its structure not at all
+    dw = q.gather(delta)
+    lum = ((dw.mean(-1, keepdim=True) - q.b).abs() - q.s)[0].max()
+    assert float(lum) > 0 and float(q.violations(delta)[0]) == pytest.approx(float(lum), rel=1e-12)
+    assert float(q.violations(delta)[1]) == 0.0
+
+
+def test_synthetic_dual_bound_box_term_and_certificate_on_disjoint_windows():
+    from pixelrobust.ssim_ball import _window_optimum
+
+    # disjoint windows, λ = t·g: Uᵀλ = t g leaves (1 − t) g for the implied box, whose support is
+    # Σ_i max((1 − t) g_i hi_i, (1 − t) g_i lo_i); the windows give t·optimum. The certificate's second bound moves λ
+    # to g itself (the residual spread over each pixel's one window), where the dual function is the optimum.
+    p = synthetic_problem(size=8, stride=8)
+    opt = p.objective(p.fold(_window_optimum(p, p.gather(p.g))))
+    for t in (0.0, 0.5, 2.0):
+        c = (1 - t) * p.g
+        box = torch.maximum(c * p.hi_implied, c * p.lo_implied).flatten(1).sum(1)
+        lam = t * p.gather(p.g)
+        torch.testing.assert_close(p.dual_bound(lam), box + t * opt, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(p.certify(lam), opt, rtol=1e-9, atol=1e-12)
+    # h is positively homogeneous in (λ, g): scaling both scales the bound, for an objective other than the problem's
+    gen = torch.Generator().manual_seed(8)
+    lam = p.gather(p.g) + 0.1 * torch.randn(p.a.shape, generator=gen, dtype=torch.float64)
+    other = torch.randn(p.g.shape, generator=gen, dtype=torch.float64)
+    for q in (p, synthetic_problem(size=8, stride=4)):
+        lam = q.gather(q.g / q.count)
+        torch.testing.assert_close(q.dual_bound(3 * lam, 3 * other), 3 * q.dual_bound(lam, other), rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(q.certify(3 * lam, 3 * other), 3 * q.certify(lam, other), rtol=1e-9, atol=1e-12)
+        assert not torch.allclose(q.dual_bound(lam, other), q.dual_bound(lam))  # the objective given is the one used
+        feasible = q.scale_in(0.01 * torch.randn(q.x.shape, generator=gen, dtype=torch.float64))
+        assert ((other * feasible).flatten(1).sum(1) <= q.certify(lam, other)).all()
+
+
+def test_synthetic_dual_bound_without_luminance_ignores_each_windows_mean_multiplier():
+    # without the luminance bound a window's mean is free, so only the zero-mean part of its multipliers can
+    # give a finite bound: adding a constant per window to λ leaves h(λ) unchanged
+    p = synthetic_problem(size=8, stride=4, luminance=False)
+    gen = torch.Generator().manual_seed(9)
+    lam = p.gather(p.g / p.count)
+    const = torch.randn(*p.a.shape[:-1], 1, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(p.dual_bound(lam + const), p.dual_bound(lam), rtol=1e-12, atol=1e-12)
+
+
+def test_synthetic_window_factors_are_ssims_luminance_and_structure_per_window():
+    # SSIM's two factors on each window of window_index (here 8×8 at stride 4 on 16×16: starts 0, 4, 8), sample
+    # covariance, C1 = K1², C2 = K2² for data range 1; and the constants given are the ones used
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand(1, 2, 16, 12, generator=gen, dtype=torch.float64)  # not square: rows and columns differ
+    y = (x + 0.1 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    for k1, k2 in ((0.01, 0.03), (0.3, 0.2)):
+        lum, struct = window_factors(x, y, 8, 4, k1, k2) if k1 != 0.01 else window_factors(x, y, 8, 4)
+        assert lum.shape == struct.shape == (1, 2, 6)
+        w = 0
+        for r in (0, 4, 8):
+            for c in (0, 4):
+                for ch in range(2):
+                    a, b = x[0, ch, r:r + 8, c:c + 8].flatten(), y[0, ch, r:r + 8, c:c + 8].flatten()
+                    ma, mb = a.mean(), b.mean()
+                    cov = ((a - ma) * (b - mb)).sum() / 63
+                    el = (2 * ma * mb + k1**2) / (ma**2 + mb**2 + k1**2)
+                    es = (2 * cov + k2**2) / (a.var() + b.var() + k2**2)
+                    assert float(lum[0, ch, w]) == pytest.approx(float(el), rel=1e-12)
+                    assert float(struct[0, ch, w]) == pytest.approx(float(es), rel=1e-12)
+                w += 1
+
+
+@pytest.mark.parametrize("n,size,stride", [(9, 8, 1), (16, 8, 4), (17, 8, 4), (13, 7, 3), (8, 8, 8), (12, 8, 2)])
+def test_synthetic_window_starts_stay_inside_and_end_flush(n, size, stride):
+    starts = list(window_starts(n, size, stride))
+    regular = list(range(0, n - size + 1, stride))
+    assert starts[: len(regular)] == regular and starts[-1] == n - size and all(0 <= s <= n - size for s in starts)
+    assert len(starts) == len(regular) + (regular[-1] != n - size)
+
+
+def test_synthetic_window_optimum_of_a_zero_objective_is_the_windows_centre():
+    """A window whose objective share is zero (all multipliers 0, e.g. at λ = 0) has every point of its set as
+    maximiser; the closed form gives the centre a + b (no direction, mean at the interval's centre), finite."""
+    from pixelrobust.ssim_ball import _window_optimum
+
+    p = synthetic_problem(size=8, stride=4)
+    y = _window_optimum(p, torch.zeros_like(p.a))
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, (p.a + p.b).expand_as(y), rtol=0, atol=1e-15)
+
+
+def test_synthetic_certificate_at_zero_spreads_the_objective_over_each_pixels_windows():
+    """λ = g/count gathered into every window folds back to g exactly (each pixel lies in `count` windows), so
+    the box term vanishes and the bound is the sum of the windows' supports of their share g/count; at ε 1e-4
+    it is far below the box-only bound at λ = 0, so certify(0) is that sum, on overlapping windows."""
+    p = synthetic_problem(size=8, stride=4)
+    share = p.gather(p.g / p.count)
+    torch.testing.assert_close(p.fold(share), p.g, rtol=1e-12, atol=1e-12)
+    spread = _support(p, share).flatten(1).sum(1)
+    box_only = p.dual_bound(torch.zeros_like(p.a))
+    assert (spread < 0.5 * box_only).all()
+    torch.testing.assert_close(p.certify(torch.zeros_like(p.a)), spread, rtol=1e-9, atol=1e-12)

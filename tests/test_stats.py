@@ -164,3 +164,155 @@ def test_paired_fractional_scores_that_never_differ_get_a_bound_not_a_point():
     q = 1 - 0.0125 ** (1 / 20)
     assert d == 0.0 and (lo, hi) == (pytest.approx(-q), pytest.approx(q))
     assert stats.decide(lo, hi, 20, min_effect=0.05) == "inconclusive"
+
+
+# ---- added for mutation testing (docs/development.md, "Mutation testing"): each pins a property that a surviving
+# mutant of stats.py broke; the expected values come from closed forms, not from a run
+
+Z95 = 1.959963984540054  # the 97.5 % normal quantile
+Z50 = 0.6744897501960817  # the 75 % normal quantile
+
+
+def _se(v):
+    return v.std() / np.sqrt(len(v))  # the bootstrap distribution of a mean has sd std(ddof=0) / sqrt(n)
+
+
+def test_bootstrap_percentiles_are_the_two_tails_of_the_level():
+    # a normal sample of 400: the bootstrap means are close to normal, so each end lies z * se from the mean,
+    # z = 1.96 at 95 % and 0.674 at 50 % (a wrong tail, e.g. the 10 % or 1.7 % quantile, moves one end by >= 8 %)
+    v = np.random.default_rng(0).normal(0.0, 1.0, 400)
+    se = _se(v)
+    for level, z in ((0.95, Z95), (0.5, Z50)):
+        m, lo, hi = stats.boot_mean(v, 20000, np.random.default_rng(1), level)
+        assert m - lo == pytest.approx(z * se, rel=0.04) and hi - m == pytest.approx(z * se, rel=0.04)
+        d, dlo, dhi = stats.paired_diff_ci(v, np.zeros_like(v), 20000, np.random.default_rng(1), level)
+        assert d - dlo == pytest.approx(z * se, rel=0.04) and dhi - d == pytest.approx(z * se, rel=0.04)
+    units = list(v[:100])
+    se = _se(v[:100])
+    for level, z in ((0.95, Z95), (0.5, Z50)):
+        est, lo, hi = stats.boot_stat(units, np.mean, 10000, np.random.default_rng(2), level)
+        assert est - lo == pytest.approx(z * se, rel=0.05) and hi - est == pytest.approx(z * se, rel=0.05)
+
+
+def test_bootstrap_of_two_values_is_an_interval():
+    # two values are enough to resample: the means are 0, 1/2 and 1 with probabilities 1/4, 1/2, 1/4
+    lo, hi = stats.bootstrap_ci(np.array([0.0, 1.0]), 4000, np.random.default_rng(0))
+    assert (lo, hi) == (0.0, 1.0)
+    est, lo, hi = stats.boot_stat([0.0, 1.0], np.mean, 4000, np.random.default_rng(0))
+    assert (est, lo, hi) == (0.5, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("k,n", [(1, 1), (1, 10), (3, 10), (7, 20), (19, 20)])
+def test_wilson_ends_solve_the_score_equation(k, n):
+    # Wilson's interval is the set of pi with |k/n - pi| <= z sqrt(pi (1 - pi) / n): its ends solve it with equality
+    for level, z in ((0.95, Z95), (0.5, Z50)):
+        lo, hi = stats.wilson_ci(k, n, level)
+        p = k / n
+        for end in (lo, hi):
+            if end in (0.0, 1.0) and end == p:
+                continue  # k = 0 or k = n: that end is the observed proportion itself
+            assert (p - end) ** 2 == pytest.approx(z * z * end * (1 - end) / n, rel=1e-9)
+        assert lo < p or lo == p == 0.0
+        assert hi > p or hi == p == 1.0
+
+
+@pytest.mark.parametrize("n", [1, 10])
+@pytest.mark.parametrize("level,z", [(0.95, Z95), (0.5, Z50)])
+def test_newcombe_closed_form_for_all_against_none(n, level, z):
+    # n/n against 0/n: Wilson gives [n / (n + z²), 1] and [0, z² / (n + z²)], so Newcombe's interval is
+    # [1 - sqrt(2) z² / (n + z²), 1] at the given level
+    d, lo, hi = stats.newcombe_diff_ci(n, n, 0, n, level)
+    assert d == 1.0 and hi == pytest.approx(1.0)
+    assert lo == pytest.approx(1 - np.sqrt(2) * z * z / (n + z * z), rel=1e-9)
+    d, lo, hi = stats.newcombe_diff_ci(0, n, n, n, level)  # and its mirror image
+    assert d == -1.0 and lo == pytest.approx(-1.0) and hi == pytest.approx(-1 + np.sqrt(2) * z * z / (n + z * z))
+
+
+def test_empty_samples_give_nan_not_an_interval():
+    assert np.isnan(stats.newcombe_diff_ci(0, 0, 1, 2)).all()
+    assert np.isnan(stats.newcombe_diff_ci(1, 2, 0, 0)).all()
+    assert np.isnan(stats.clopper_pearson(0, 0)).all()
+    # one trial is a sample: Clopper-Pearson for 1 of 1 is [alpha/2, 1], for 0 of 1 [0, 1 - alpha/2]
+    assert stats.clopper_pearson(1, 1) == (pytest.approx(0.025), 1.0)
+    assert stats.clopper_pearson(0, 1) == (0.0, pytest.approx(0.975))
+
+
+def _corners(k, m, n):
+    qlo, qhi = stats.clopper_pearson(m, n, 0.975)
+    plo, phi = stats.clopper_pearson(k, m, 0.975)
+    corners = [q * (2 * p - 1) for q in (qlo, qhi) for p in (plo, phi)]
+    return min(corners), max(corners)
+
+
+@pytest.mark.parametrize("for_a,for_b,tied", [(10, 0, 10), (0, 10, 10), (9, 1, 30), (1, 9, 30), (1, 0, 0)])
+def test_paired_binary_interval_is_the_extreme_corner_in_every_direction(for_a, for_b, tied):
+    # the effect q(2 pi - 1) is monotone in q and pi, so its bounds are the smallest and largest corner of the box,
+    # whichever side of 0 the share pi lies on (10 of 10 for a, 10 of 10 for b, mixed, a single pair)
+    a = np.r_[np.ones(for_a), np.zeros(for_b), np.zeros(tied)]
+    b = np.r_[np.zeros(for_a), np.ones(for_b), np.zeros(tied)]
+    n = len(a)
+    d, lo, hi = stats.paired_binary_ci(a, b)
+    assert d == pytest.approx((for_a - for_b) / n)
+    elo, ehi = _corners(for_a, for_a + for_b, n)
+    assert lo == pytest.approx(elo) and hi == pytest.approx(ehi)
+
+
+def test_paired_binary_interval_drops_a_pair_with_one_missing_outcome():
+    a = np.array([1.0, np.nan, 1.0, 0.0] + [0.0] * 16)
+    b = np.array([0.0, 1.0, np.nan, 0.0] + [0.0] * 16)
+    d, lo, hi = stats.paired_binary_ci(a, b)
+    # pairs 2 and 3 are dropped: 18 pairs, one for a
+    assert d == pytest.approx(1 / 18)
+    assert (lo, hi) == tuple(pytest.approx(x) for x in _corners(1, 1, 18))
+
+
+def test_paired_fractional_bound_scales_with_the_difference_and_stays_in_range():
+    # identical differences d between scores in [0, 1]: each of the (at most Clopper-Pearson 0 of n) differing
+    # images moves the mean by at most 1 + |d|; and a difference of two [0, 1] scores never leaves [-1, 1]
+    q0 = 1 - 0.0125 ** (1 / 20)
+    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.75), np.full(20, 0.25), 100, np.random.default_rng(0))
+    assert d == 0.5 and lo == pytest.approx(0.5 - 1.5 * q0) and hi == pytest.approx(0.5 + 1.5 * q0)
+    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.0), np.full(20, 0.95), 100, np.random.default_rng(0))
+    assert d == pytest.approx(-0.95) and lo == -1.0 and hi == pytest.approx(-0.95 + 1.95 * q0)
+    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.95), np.full(20, 0.0), 100, np.random.default_rng(0))
+    assert d == pytest.approx(0.95) and lo == pytest.approx(0.95 - 1.95 * q0) and hi == 1.0
+    # two images already count
+    d, lo, hi = stats.paired_diff_ci(np.full(2, 0.5), np.full(2, 0.5), 100, np.random.default_rng(0))
+    q2 = 1 - 0.0125 ** (1 / 2)
+    assert d == 0.0 and lo == pytest.approx(-q2) and hi == pytest.approx(q2)
+
+
+@pytest.mark.parametrize("a,b", [(5.0, 2.0), (0.5, -1.5), (-1.5, 0.5), (1.5, 0.0), (0.0, 1.5)])
+def test_paired_scores_outside_the_unit_interval_are_not_clipped(a, b):
+    # the [-1, 1] bound is for scores in [0, 1] only: a constant difference beyond it must stay inside its interval
+    a, b = np.full(20, a), np.full(20, b)
+    d, lo, hi = stats.paired_diff_ci(a, b, 100, np.random.default_rng(0))
+    assert lo <= d <= hi and d == pytest.approx(float(a[0] - b[0]))
+
+
+def test_decide_needs_both_bounds_and_a_strict_margin():
+    # a missing or NaN bound is inconclusive whichever bound it is
+    for lo, hi in ((0.1, np.nan), (np.nan, 0.3), (0.1, None), (None, 0.3), (-0.3, np.nan)):
+        assert stats.decide(lo, hi, 20) == "inconclusive"
+    # an interval that touches the margin does not beat it
+    assert stats.decide(0.0, 0.3, 20) == "inconclusive"
+    assert stats.decide(-0.3, 0.0, 20) == "inconclusive"
+    assert stats.decide(0.05, 0.3, 20, min_effect=0.05) == "inconclusive"
+
+
+def test_binding_among_inconclusive_tests_is_by_the_lower_end():
+    # the smallest ci_low (-0.3, test 0), not the smallest ci_high (0.2, test 1)
+    assert stats.binding([("inconclusive", -0.3, 0.5), ("inconclusive", -0.1, 0.2), ("held", 0.1, 0.9)]) == 0
+    with pytest.raises(ValueError, match="binding: no tests"):
+        stats.binding([])
+
+
+def test_paired_diff_ci_passes_its_level_to_the_exact_interval():
+    # 0/1 outcomes go to paired_binary_ci at the level asked for: at 50 % its inner intervals are at 75 %
+    a = np.r_[np.ones(9), np.zeros(1), np.zeros(10)]
+    b = np.r_[np.zeros(9), np.ones(1), np.zeros(10)]
+    d, lo, hi = stats.paired_diff_ci(a, b, 100, np.random.default_rng(0), level=0.5)
+    qlo, qhi = stats.clopper_pearson(10, 20, 0.75)
+    plo, phi = stats.clopper_pearson(9, 10, 0.75)
+    assert d == pytest.approx(0.4)
+    assert lo == pytest.approx(qlo * (2 * plo - 1)) and hi == pytest.approx(qhi * (2 * phi - 1))
