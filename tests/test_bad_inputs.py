@@ -102,11 +102,19 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     bad = tmp_path / "mine.yaml"
     bad.write_text("seed: 0\nbatch_size: 64\n  chunk_size: 8\n")
-    rc, out = smk_output(["--configfile", str(bad), "-n"], tmp_path, request.getfixturevalue("mirror"))
-    assert rc != 0  # Snakemake reads --configfile before the workflow: its own message, no line
+    mirror = request.getfixturevalue("mirror")
+    rc, out = smk_output(["--configfile", str(bad), "-n"], tmp_path, mirror)
+    # Snakemake reads --configfile before the workflow: its own message, which names neither file nor line
+    assert rc != 0 and "mine.yaml" not in out and "line 3" not in out, out
+    rc, verbose = smk_output(["--configfile", str(bad), "-n", "--verbose"], tmp_path, mirror)  # its traceback does
+    assert rc != 0
     check = subprocess.run([sys.executable, "-m", "pixelrobust.config", str(bad)], capture_output=True, text=True)
     assert check.returncode == 1 and "mine.yaml, line 3" in check.stderr
-    return out + check.stderr
+    tab = tmp_path / "tab.yaml"  # a tab in the indentation: the same three messages
+    tab.write_text("seed: 0\nonepixel:\n\tmodels: [resnet20_cifar10]\n")
+    tabbed = subprocess.run([sys.executable, "-m", "pixelrobust.config", str(tab)], capture_output=True, text=True)
+    assert tabbed.returncode == 1 and "tab.yaml, line 3, column 1: YAML syntax error: found character '\\t'" in tabbed.stderr
+    return out + verbose + check.stderr
 
 
 @case("unknown-key", runs_snakemake=True)
@@ -385,6 +393,44 @@ def _(request, tmp_path):
     bad = tmp_path / "w.pt"
     bad.write_bytes((prepared / "weights" / "resnet20_cifar10.pt").read_bytes()[:4000])
     return raised(ModelError, models.build_model, models.resolve_spec("resnet20_cifar10", {}), bad)
+
+
+def wnid_folder(mirror: Path, root: Path, n: int = 2) -> dict:
+    """A user ImageFolder of ``n`` real sample images (root/<wnid>/<file>; their sizes differ)."""
+    for f in sorted((mirror / "imagenet-sample-images").iterdir())[:n]:
+        (root / f.name.split("_", 1)[0]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / f.name.split("_", 1)[0] / f.name)
+    return {"layout": "imagefolder", "folder": str(root)}
+
+
+@case("user-dataset-mixed-sizes")
+def _(request, tmp_path):
+    cfg = wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine")
+    return raised(DataError, data.prepare_dataset, "mydata", cfg, tmp_path / "out")
+
+
+@case("user-dataset-broken-image")
+def _(request, tmp_path):
+    cfg = {**wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"), "resize": 256, "crop": 224}
+    next((tmp_path / "mine").rglob("*.JPEG")).write_bytes(b"")
+    return raised(DataError, data.prepare_dataset, "mydata", cfg, tmp_path / "out")
+
+
+@case("user-dataset-keys-missing")
+def _(request, tmp_path):
+    cfg = tiny()
+    cfg["datasets"]["mydata"] = {**wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"), "class_index": "imagenet",
+                                 "resize": 256, "crop": 224}
+    cfg["models"]["mine"] = {"arch": "mobilenet_v2", "dataset": "mydata", "mean": [0.5] * 3, "std": [0.5] * 3, "weights": "x.pt"}
+    cfg["onepixel"]["models"] = [*cfg["onepixel"]["models"], "mine"]
+    return checked(cfg)
+
+
+@case("user-dataset-undescribed")
+def _(request, tmp_path):
+    cfg = tiny()
+    cfg["models"]["mine"] = {"arch": "mobilenet_v2", "dataset": "mydata", "mean": [0.5] * 3, "std": [0.5] * 3, "weights": "x.pt"}
+    return checked(cfg)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,9 +17,17 @@ from pixelrobust.errors import ChecksumError, DataError
 from pixelrobust.io import download, file_digest
 
 
-@pytest.mark.parametrize("name,count", [("cifar10", 1017), ("cifar100", 916), ("imagenet", 500)])
-def test_available_images_counts_the_mirror(mirror, name, count):
-    assert data.available_images(name, {}, mirror) == count
+def _unpickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet"])
+def test_available_images_counts_the_mirror(mirror, mirror_counts, name):
+    """The count equals the rows of the mirror's own files, read here (conftest.mirror_counts)."""
+    assert data.available_images(name, {}, mirror) == mirror_counts[name]["test"]
+    if name != "imagenet":
+        assert data.available_images(name, {}, mirror, "train") == mirror_counts[name]["train"]
 
 
 def test_available_images_without_mirror_is_the_official_count():
@@ -29,29 +37,37 @@ def test_available_images_without_mirror_is_the_official_count():
 
 
 def test_cifar10_loader_real_pixels(prepared, mirror):
+    # the mirror's test batch, unpickled here: the loader must give back its rows, labels and bytes
+    raw = _unpickle(mirror / "cifar-10-batches-py" / "test_batch")
+    n = len(raw["labels"])
     split = data.load_split(prepared / "data" / "cifar10", "test")
-    assert split.images.shape == (1017, 3, 32, 32) and split.images.dtype == torch.float32
+    assert split.images.shape == (n, 3, 32, 32) and split.images.dtype == torch.float32
     assert 0.0 <= split.images.min() and split.images.max() <= 1.0
-    assert split.labels.dtype == torch.int64 and set(split.labels.tolist()) == set(range(10))
-    assert split.ids[0] == "cifar10-test-00000" and len(set(split.ids)) == 1017
-    # Row 0 of the official test batch is a cat (label 3); pixels equal the raw bytes / 255.
-    raw = pickle.load(open(mirror / "cifar-10-batches-py" / "test_batch", "rb"), encoding="latin1")
-    assert split.labels[0].item() == raw["labels"][0] == 3
-    assert torch.equal((split.images[5] * 255).round().to(torch.uint8).flatten(), torch.from_numpy(raw["data"][5]))
-    counts = np.bincount(split.labels.numpy(), minlength=10)
-    assert counts.min() == 87 and counts.max() == 114  # as documented for the mirror
+    assert split.labels.dtype == torch.int64 and split.labels.tolist() == list(raw["labels"])
+    assert split.ids[0] == "cifar10-test-00000" and len(set(split.ids)) == n
+    # Row 0 of the official test batch is a cat (label 3); pixels equal the raw bytes / 255 (CHW, row-major).
+    assert split.labels[0].item() == 3
+    for i in (0, 5, n - 1):
+        assert torch.equal((split.images[i] * 255).round().to(torch.uint8).flatten(), torch.from_numpy(raw["data"][i]))
 
 
-def test_slices_are_consistent_and_train_split_loads(prepared):
+def test_slices_are_consistent_and_train_split_loads(prepared, mirror, mirror_counts):
+    counts = mirror_counts["cifar10"]
     root = prepared / "data" / "cifar10"
     full = data.load_split(root, "test")
     part = data.load_split(root, "test", 100, 150)
     assert torch.equal(part.images, full.images[100:150]) and part.ids == full.ids[100:150]
-    train = data.load_split(root, "train", 3990, 4010)  # crosses data_batch_1 -> data_batch_2
-    assert len(train) == 20 and train.ids[0] == "cifar10-train-03990"
-    assert data.read_manifest(root)["counts"] == {"train": 8068, "test": 1017}
-    with pytest.raises(DataError, match="was prepared with 1017 .* delete the folder"):
-        data.load_split(root, "test", 1000, 1100)
+    first = counts["train_batches"][0]  # a slice across data_batch_1 -> data_batch_2: their rows in order
+    train = data.load_split(root, "train", first - 10, first + 10)
+    assert len(train) == 20 and train.ids[0] == f"cifar10-train-{first - 10:05d}"
+    raw = [_unpickle(mirror / "cifar-10-batches-py" / f"data_batch_{i}") for i in (1, 2)]
+    want = np.concatenate([raw[0]["data"][-10:], raw[1]["data"][:10]])
+    assert torch.equal((train.images * 255).round().to(torch.uint8).flatten(1), torch.from_numpy(want))
+    assert train.labels.tolist() == raw[0]["labels"][-10:] + raw[1]["labels"][:10]
+    assert data.read_manifest(root)["counts"] == {"train": counts["train"], "test": counts["test"]}
+    n = counts["test"]
+    with pytest.raises(DataError, match=f"was prepared with {n} .* delete the folder"):
+        data.load_split(root, "test", n - 17, n + 83)
 
 
 def test_cifar100_and_class_names(prepared):
@@ -151,7 +167,7 @@ def test_download_verifies_checksum(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["ok.bin"]
 
 
-def test_cifar_tarball_route(mirror, tmp_path, monkeypatch):
+def test_cifar_tarball_route(mirror, mirror_counts, tmp_path, monkeypatch):
     """A tarball in the official layout extracts to the same data as the mirror route."""
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
@@ -161,7 +177,8 @@ def test_cifar_tarball_route(mirror, tmp_path, monkeypatch):
         data.prepare_dataset("cifar10", {}, tmp_path / "a", downloaded={"cifar-10-python.tar.gz": archive})
     monkeypatch.setitem(data.CIFAR["cifar10"], "md5", file_digest(archive, "md5"))
     manifest = data.prepare_dataset("cifar10", {}, tmp_path / "b", downloaded={"cifar-10-python.tar.gz": archive})
-    assert manifest["counts"] == {"train": 8068, "test": 1017} and manifest["source"].startswith("official:")
+    counts = mirror_counts["cifar10"]
+    assert manifest["counts"] == {"train": counts["train"], "test": counts["test"]} and manifest["source"].startswith("official:")
     ref = data.prepare_dataset("cifar10", {}, tmp_path / "c", mirror=mirror)
     assert ref["counts"] == manifest["counts"]
     assert torch.equal(data.load_split(tmp_path / "b").images, data.load_split(tmp_path / "c").images)

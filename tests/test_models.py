@@ -17,25 +17,104 @@ def _accuracy(prepared, name, n=None):
     return len(table), table.top1.mean(), table.top5.mean()
 
 
-@pytest.mark.parametrize(
-    "name,n_images,top1,tol",
-    [
-        ("resnet20_cifar10", 1017, 0.916, 0.003),
-        ("resnet56_cifar10", 1017, 0.927, 0.003),
-        ("resnet56_cifar100", 916, 0.710, 0.005),
-    ],
-)
-def test_cifar_models_reach_their_accuracy(prepared, name, n_images, top1, tol):
+# The reference top-1 of each model: (accuracy, the rows it was measured on, its decimals in percent, where from,
+# provenance allowance). CIFAR: the authors' published numbers on the full official test set (../shared/data/README.md,
+# weights table). MobileNetV2: no author measured it on the ImageNet sample images; the mirror's README reports
+# 84.2 % for these weights on all 1000 of them (the only published number for this set).
+# Provenance allowance (ours): how far the published number may be from what these very weights score on those very
+# rows, for reasons of where the number came from rather than of sampling.
+# - akamaster (ResNet-20/56, CIFAR-10): the checkpoints carry best_prec1 91.78 / 93.62 beside the README's
+#   91.73 / 93.39, and that repo's trainer saves the last epoch's state_dict with the best epoch's best_prec1, so
+#   neither number was measured on the weights shipped; nobody here has scored them on all 10000 rows. 0.003
+#   covers the larger README-checkpoint gap (ResNet-56: 0.0023) rounded up.
+# - chenyaofo (ResNet-56, CIFAR-100): its README's number for the released asset, not re-measured here on all 10000
+#   rows either; no second number contradicts it, so 0.001 (a tenth of a percent).
+# - the ImageNet sample (MobileNetV2): a number from the mirror's README, measured once with this project's
+#   preprocessing on a PIL build not recorded; 0.005 (5 of its 1000 images) on top of the decoding allowance below.
+REFERENCE = {
+    "resnet20_cifar10": (0.9173, 10000, 2, "akamaster/pytorch_resnet_cifar10", 0.003),
+    "resnet56_cifar10": (0.9339, 10000, 2, "akamaster/pytorch_resnet_cifar10", 0.003),
+    "resnet56_cifar100": (0.7263, 10000, 2, "chenyaofo/pytorch-cifar-models", 0.001),
+    "mobilenet_v2_imagenet": (0.842, 1000, 1, "../shared/data/README.md, all 1000 sample images", 0.005),
+}
+# Ours: what the same weights may differ by on the very same images, from arithmetic alone (BLAS order,
+# channels-last: a near tie flips) on CIFAR, and from JPEG decoding and resizing (PIL builds) on ImageNet.
+IMPLEMENTATION = {"cifar10": 0.002, "cifar100": 0.002, "imagenet": 0.005}
+
+
+def accuracy_tolerance(name: str, n: int) -> float:
+    """How far top-1 on ``n`` of the reference's ``N`` rows may fall from the reference, at 99.9 %.
+
+    A mirror holds a subset of the official rows (the first n CIFAR test rows; every other ImageNet
+    sample class), which we treat as a simple random sample of the N rows the reference was measured on.
+    The number correct in it is then hypergeometric: its share has variance p(1 - p)/n x (N - n)/(N - 1)
+    (zero when the mirror holds all N rows). The bound is z = 3.29 (two-sided 99.9 % normal quantile)
+    standard deviations, plus half a unit of the reference's last printed digit, plus the implementation and
+    provenance allowances above. On the reference mirror (n = 1017 of 10000, 916 of 10000, 500 of 1000) this is
+    0.032, 0.029, 0.049 and 0.049; with the full official files, 0.0051 (akamaster), 0.0031 (chenyaofo) and 0.0105
+    (ImageNet)."""
+    import math
+    from statistics import NormalDist
+
+    p, N, decimals, _, provenance = REFERENCE[name]
+    assert 0 < n <= N, f"{name}: {n} images, the reference has {N}"
+    z = NormalDist().inv_cdf(1 - 0.001 / 2)
+    sd = math.sqrt(p * (1 - p) / n * (N - n) / (N - 1))
+    return z * sd + 0.5 * 10 ** -(decimals + 2) + IMPLEMENTATION[models.resolve_spec(name, {})["dataset"]] + provenance
+
+
+@pytest.mark.parametrize("name", ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"])
+def test_models_reach_their_published_accuracy(prepared, mirror_counts, name):
+    """Every image of the mirror's test split is scored, and top-1 is the reference's within the
+    tolerance that the mirror's row count justifies (``accuracy_tolerance``). Measured 2026-11-29 on the
+    reference mirror: 0.9164, 0.9272, 0.7096, 0.834. Faults this catches there: colour channels in BGR
+    order give 0.847, 0.857, 0.471, 0.682 (each at least 0.06 below, over twice the tolerance); mean and
+    std on the 0-255 scale or no normalisation give 0.002-0.53."""
     n, acc, acc5 = _accuracy(prepared, name)
-    assert n == n_images
-    assert abs(acc - top1) <= tol, f"{name}: top-1 {acc:.4f}, expected {top1} ± {tol}"
+    assert n == mirror_counts[models.resolve_spec(name, {})["dataset"]]["test"]
+    p, N, _, source, _ = REFERENCE[name]
+    tol = accuracy_tolerance(name, n)
+    assert abs(acc - p) <= tol, f"{name}: top-1 {acc:.4f} on {n} images, {source} reports {p} on {N} (± {tol:.4f})"
     assert acc5 > acc
 
 
-def test_mobilenet_v2_on_the_imagenet_sample(prepared):
-    n, acc, acc5 = _accuracy(prepared, "mobilenet_v2_imagenet")
-    # ../shared/data/README: 84.2 % on all 1000 sample images; the mirror holds 500 of them.
-    assert n == 500 and 0.80 <= acc <= 0.88 and acc5 >= 0.93
+def test_accuracy_tolerance_catches_swapped_channels(prepared):
+    """The tolerance is not so wide that a preprocessing fault passes: ResNet-20 fed BGR images.
+
+    Paired, on the mirror's own rows: BGR must score below RGB on the same images (the exact paired interval of
+    the difference excludes 0). The accuracy test, which admits RGB anywhere in reference ± tolerance, is sure to
+    reject BGR only when the measured drop d exceeds twice the tolerance (RGB at the top of the band, BGR just
+    below its foot); on a mirror too small for that (tolerance(n) >= d / 2, e.g. its first 300 rows) that part is
+    skipped, naming the row count n at which it would apply (derived from d and ``accuracy_tolerance``)."""
+    import numpy as np
+
+    from pixelrobust.stats import paired_diff_ci
+
+    spec = models.resolve_spec("resnet20_cifar10", {})
+    split = data.load_split(prepared / "data" / "cifar10", "test")
+    model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
+    rgb = (evaluate.predict(model, split.images, 256).argmax(1) == split.labels).numpy().astype(float)
+    bgr = (evaluate.predict(model, split.images.flip(1), 256).argmax(1) == split.labels).numpy().astype(float)
+    d, low, _ = paired_diff_ci(rgb, bgr, 0, np.random.default_rng(0))
+    assert low > 0, f"BGR ({bgr.mean():.4f}) is not below RGB ({rgb.mean():.4f}) on the same {len(rgb)} images"
+    n, N = len(rgb), REFERENCE["resnet20_cifar10"][1]
+    if accuracy_tolerance("resnet20_cifar10", n) >= d / 2:
+        need = next((m for m in range(n, N + 1) if accuracy_tolerance("resnet20_cifar10", m) < d / 2), None)
+        pytest.skip(f"a BGR drop of {d:.3f} on {n} rows is within twice the tolerance; the accuracy test is sure to "
+                    f"catch it from {need} rows" if need else f"a BGR drop of {d:.3f} is within twice any tolerance")
+    p = REFERENCE["resnet20_cifar10"][0]
+    assert p - bgr.mean() > accuracy_tolerance("resnet20_cifar10", n), f"BGR top-1 {bgr.mean():.4f} passes"
+
+
+def test_accuracy_tolerance_shrinks_with_the_rows_held():
+    """A subset is a sample of the reference's rows; the full set leaves only the fixed allowances."""
+    tols = [accuracy_tolerance("resnet20_cifar10", n) for n in (100, 1017, 5000, 10000)]
+    assert tols == sorted(tols, reverse=True)
+    assert tols[-1] == pytest.approx(0.00005 + IMPLEMENTATION["cifar10"] + REFERENCE["resnet20_cifar10"][4])
+    assert accuracy_tolerance("mobilenet_v2_imagenet", 1000) == pytest.approx(
+        0.0005 + IMPLEMENTATION["imagenet"] + REFERENCE["mobilenet_v2_imagenet"][4])
+    with pytest.raises(AssertionError):
+        accuracy_tolerance("resnet20_cifar10", 10001)
 
 
 @pytest.mark.parametrize("name", ["resnet20_cifar10", "mobilenet_v2_imagenet"])

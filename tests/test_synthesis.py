@@ -172,15 +172,19 @@ def test_real_maps_beat_the_permutation_null_and_shuffled_maps_do_not(cifar_maps
     assert "inconclusive" in other["evidence"].split("Spearman")[1]
 
 
+def synthesis_table(iou_ci, rho_ci, n=30):
+    """One ``synthesis.csv`` row: Grad-CAM++ against the input gradient, the excesses' intervals given."""
+    return pd.DataFrame([{"dataset": "cifar10", "model": "m", "map_a": "gradcam_pp", "map_b": "input_gradient",
+                          "spearman": 0.39, "iou_topk": 0.12, "ci_low": 0.35, "ci_high": 0.42, "iou_ci_low": 0.1,
+                          "iou_ci_high": 0.14, "chance_iou": 0.053, "n_images": n, "n_pixels": 1024, "topk_percent": 10,
+                          "spearman_null": 0.33, "iou_null": 0.11, "spearman_excess": sum(rho_ci) / 2,
+                          "spearman_excess_ci_low": rho_ci[0], "spearman_excess_ci_high": rho_ci[1],
+                          "iou_excess": sum(iou_ci) / 2, "iou_excess_ci_low": iou_ci[0], "iou_excess_ci_high": iou_ci[1],
+                          "null_pairs": n - 1}])
+
+
 def test_synthesis_findings_decide_on_the_excess_over_the_null():
-    def table(iou_ci, rho_ci, n=30):
-        return pd.DataFrame([{"dataset": "cifar10", "model": "m", "map_a": "gradcam_pp", "map_b": "input_gradient",
-                              "spearman": 0.39, "iou_topk": 0.12, "ci_low": 0.35, "ci_high": 0.42, "iou_ci_low": 0.1,
-                              "iou_ci_high": 0.14, "chance_iou": 0.053, "n_images": n, "n_pixels": 1024, "topk_percent": 10,
-                              "spearman_null": 0.33, "iou_null": 0.11, "spearman_excess": sum(rho_ci) / 2,
-                              "spearman_excess_ci_low": rho_ci[0], "spearman_excess_ci_high": rho_ci[1],
-                              "iou_excess": sum(iou_ci) / 2, "iou_excess_ci_low": iou_ci[0], "iou_excess_ci_high": iou_ci[1],
-                              "null_pairs": n - 1}])
+    table = synthesis_table
 
     # far above uniform chance (0.12 vs 0.053) but not beyond the null: inconclusive, not held
     assert summary.synthesis_findings(table((-0.002, 0.026), (0.02, 0.08)))[0]["verdict"] == "inconclusive"
@@ -195,6 +199,18 @@ def test_synthesis_findings_decide_on_the_excess_over_the_null():
     assert unsure["observed"] == 0.39 and unsure["control_value"] == 0.33
     lost = summary.synthesis_findings(table((0.005, 0.02), (-0.08, -0.02)))[0]
     assert lost["verdict"] == "not held" and lost["effect"] == pytest.approx(-0.05) and lost["ci_high"] == -0.02
+
+
+def test_synthesis_finding_names_its_model_control_and_both_tests():
+    """The row is the table's (dataset, model, pair), its control the permutation null, and its evidence quotes
+    both excesses with their own verdicts (IoU held, Spearman inconclusive here)."""
+    (row,) = summary.synthesis_findings(synthesis_table((0.005, 0.02), (-0.01, 0.03)))
+    assert (row["paper"], row["dataset"], row["model"]) == ("Synthesis", "cifar10", "m")
+    assert row["claim"] == "gradcam_pp and input_gradient maps agree beyond chance"
+    assert row["control"] == "maps of the other images of the model (permutation null)"
+    assert "IoU 0.120 vs 0.110" in row["evidence"] and "excess +0.013 (+0.005 to +0.020), held" in row["evidence"]
+    assert "Spearman 0.390 vs 0.330: excess +0.010 (-0.010 to +0.030), inconclusive" in row["evidence"]
+    assert "uniform random sets 0.053" in row["evidence"]
 
 
 def test_synthesis_summary_counts_only_images_with_a_finite_excess():
@@ -511,3 +527,94 @@ def test_render_lists_every_claim_and_the_config():
     assert "### c1" in text and "**held**" in text and "**too few images**" in text and "seed: 7" in text
     assert "Not run: `ssim.model`" in text and "Not run: `synthesis.models`" in text and "`c.yaml`" in text
     assert "docs/sources.md" in text.split("| verdict | claims |")[0]  # the sources line, above the counts
+
+
+def defense_table_rows(effect, shift, n=30):
+    """A ``defense.csv`` with one adaptive stochastic-PRM claim: its effect against ``none`` and against
+    ``prm_shift_only`` given as (effect, low, high)."""
+    from pixelrobust.defense_eval import TABLE_COLUMNS
+
+    cells = [("none", 0.0, "", (np.nan,) * 3, (np.nan,) * 3), ("prm_shift_only", 0.1, "none", (0.1, 0.0, 0.2), (np.nan,) * 3),
+             ("stochastic_prm", 0.3, "none", effect, shift)]
+    rows = [{"dataset": "cifar10", "model": "m", "defense": d, "attack": "pgd", "protocol": "adaptive", "n_images": n,
+             "draws": 1, "n": n, "k": int(t * n), "top1": t, "ci_low": max(t - 0.1, 0), "ci_high": t + 0.1, "clean_top1": 0.9,
+             "reference": r, "reference_top1": 0.0, "effect": e[0], "effect_low": e[1], "effect_high": e[2],
+             "shift_effect": s[0], "shift_effect_low": s[1], "shift_effect_high": s[2], "defense_rate": np.nan,
+             "seconds": 1.0} for d, t, r, e, s in cells]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def test_claims_table_reads_every_stage_and_passes_its_settings(tmp_path):
+    """summary.claims_table on planted tables of every stage, written to CSV as the rules write them: each stage's
+    verdict comes out with its sign (a claim whose data say the opposite is not held), the P2 model and dataset
+    are the ones given, and the verdict settings (ordering_max_k, iou_ceiling, defense_margin) reach their claims."""
+    from test_map_compare import comparison_frame, summ  # the P2 summary of planted comparisons
+
+    from pixelrobust.vulnerability import claims_table as p1_table
+
+    def write(name, frame):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        return str(tmp_path / f"{name}.csv")
+
+    noise = np.random.default_rng(0).normal(0, 0.05, 40)
+    base = lambda lam: np.clip(1 / 7 + 0.6 * lam + noise, 0, 1) if lam < 1 else 1.0  # noqa: E731
+    better = lambda lam: base(lam) + (0.2 if 0 < lam < 1 else 0)  # noqa: E731
+    worse_p2 = comparison_frame(30, 1.0)
+    worse_p2.loc[worse_p2.attack == "ssim_ball", "mass_in_topk"] -= 0.5
+
+    def inputs(sign: int) -> dict:
+        """sign +1: every stage's data support its claim; -1: every stage's data say the opposite."""
+        sweep, images = iou_tables(better, base) if sign > 0 else iou_tables(base, better)
+        return {
+            "onepixel_summary": "x",
+            "onepixel_claims": write(f"p1{sign}", p1_table(p1_images(30, restricted_success=1 if sign > 0 else 0,
+                                                                     random_regions_success=0.3 if sign > 0 else 0.6),
+                                                           semantic=SEMANTIC, restricted=RESTRICTED, n_boot=300, seed=0)),
+            "ssim_cam_summary": write(f"p2{sign}", summ(comparison_frame(30, 1.0) if sign > 0 else worse_p2)),
+            "masked_pgd_images": write(f"mp{sign}", masked_images({5: (10, 30), 25: (2, 20), 50: (30, 0)} if sign > 0
+                                                                  else {5: (30, 10), 25: (20, 2)})),
+            "prm_lambda_sweep_detail": write(f"sw{sign}", sweep), "prm_lambda_sweep_images": write(f"im{sign}", images),
+            "defense": write(f"d{sign}", defense_table_rows((0.3, 0.1, 0.5), (0.2, 0.1, 0.3)) if sign > 0
+                             else defense_table_rows((-0.3, -0.5, -0.1), (-0.2, -0.3, -0.1))),
+            "synthesis": write(f"s{sign}", synthesis_table((0.005, 0.02), (0.02, 0.08)) if sign > 0
+                               else synthesis_table((-0.03, -0.01), (-0.08, -0.02))),
+        }
+
+    kw = dict(ssim_model="mobilenet_v2_imagenet", ssim_dataset="imagenet", n_boot=300, seed=0)
+    held = summary.claims_table(inputs(+1), **kw)
+    assert list(held.columns) == summary.CLAIM_COLUMNS
+    by = {(r.paper, r.claim.split()[0]): r for r in held.itertuples()}
+    searching = by["P1", "searching"]
+    assert searching.verdict == "held" and searching.effect == pytest.approx(0.7)
+    assert (held.paper == "P2").sum() == 1 and (held.paper == "Synthesis").sum() == 1
+    p2 = held[held.paper == "P2"].iloc[0]
+    assert (p2.verdict, p2.model, p2.dataset) == ("held", "mobilenet_v2_imagenet", "imagenet") and p2.effect > 0
+    p3 = held[held.paper == "P3"].set_index("claim")
+    ordering = [c for c in p3.index if c.startswith("ordering: L-inf")]
+    assert len(p3) == 3 and len(ordering) == 1, p3.index.tolist()  # the L-inf ordering, the IoU and the defence claim
+    assert (p3.verdict == "held").all() and (p3.effect > 0).all(), p3[["verdict", "effect"]]
+    assert held[held.paper == "Synthesis"].verdict.tolist() == ["held"] and (held.effect[held.paper != "P1"] > 0).all()
+    # the same stages with data that say the opposite: not held, with a negative effect, every one
+    lost = summary.claims_table(inputs(-1), **kw)
+    decided = lost[lost.claim.isin(held.claim)].set_index(["paper", "claim"])
+    main = decided.drop(index=[(p, c) for p, c in decided.index if p == "P1" and not c.startswith("searching")])
+    assert (main.verdict == "not held").all() and (main.effect < 0).all(), main[["verdict", "effect"]]
+    assert len(main) == len(held) - 2  # P1's other two claims have no planted direction here
+    # the settings reach their claims: k = 50 (top hurts less there) counts once the verdict's k reaches it ...
+    wide = summary.claims_table(inputs(+1), **kw, ordering_max_k=50)
+    assert wide.set_index("claim").loc[ordering[0], "verdict"] == "not held"
+    # ... every λ above a 0.1 IoU ceiling leaves the IoU claim without a λ, and a defence margin above the
+    # planted effect's interval (0.1 to 0.5 against none) makes the defence claim not held
+    t = summary.claims_table(inputs(+1), **kw, iou_ceiling=0.1, defense_margin=0.6).set_index("claim")
+    iou = [c for c in t.index if "lattice" in c or "IoU" in c]
+    defends = [c for c in t.index if c.startswith("the stochastic PRM defends")]
+    assert len(iou) == 1 and t.loc[iou[0], "verdict"] == "inconclusive" and "above the ceiling 0.1" in t.loc[iou[0], "evidence"]
+    assert len(defends) == 1 and t.loc[defends[0], "verdict"] == "not held" and "margin 0.6" in t.loc[defends[0], "evidence"]
+    # ... and the accuracy margin picks λ*: 0.3 at the default 0.05 (top-1 0.86 >= 0.90 - 0.05), 0.5 at 0.25
+    # (0.70 >= 0.65), 0.1 at 0.02 (0.89 >= 0.88)
+    for margin, lam in ((0.05, "0.3"), (0.25, "0.5"), (0.02, "0.1")):
+        t = summary.claims_table(inputs(+1), **kw, iou_margin=margin).set_index("claim")
+        evidence = t.loc[[c for c in t.index if "lattice" in c or "IoU" in c][0], "evidence"]
+        assert f"lambda* {lam}," in evidence and f"- {margin:g} and" in evidence, evidence
+    # a stage whose key is missing did not run: no row
+    assert not (summary.claims_table({k: v for k, v in inputs(+1).items() if k != "synthesis"}, **kw).paper == "Synthesis").any()

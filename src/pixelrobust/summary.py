@@ -557,14 +557,17 @@ def render(claims: pd.DataFrame, inputs: dict, *, config_sha256: str, configfile
     return "\n".join(lines)
 
 
-_RST_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*`_|[]<>"})
+_RST_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*`_|[]<>:"})
 
 
 def _rst(text) -> str:
-    """``text`` as literal reStructuredText inline content (markup characters escaped, one line)."""
+    """``text`` as literal reStructuredText inline content (markup characters escaped, one line).
+
+    Every cell starts with an escaped space, which renders as nothing and stops docutils from reading
+    the start of the text as a list item, an enumeration ("A.", "(i)", "1."), a section underline
+    ("====") or a directive."""
     s = " ".join(str(text).split()).translate(_RST_SPECIAL)
-    # a cell that starts like a list item, an enumeration or a directive would be parsed as one
-    return "\\" + s if s[:1] in "-+#:.0123456789" and s else s or "\\ "
+    return "\\ " + s if s else "\\ "
 
 
 def _rst_table(header: list[str], rows: list[list], widths: list[int] | None = None) -> list[str]:

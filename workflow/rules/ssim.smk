@@ -187,7 +187,7 @@ rule p2_ssim_sweep:
 rule p2_cam_grid:
     input:
         data=lambda w: f"resources/data/{dataset_of(config['ssim']['model'])}",
-        cam=lambda w: ssim_chunks("results/p2/{model}/cam/chunk-{chunk}.npz")[0],
+        cam=lambda w: ssim_chunks("results/p2/{model}/cam/chunk-{chunk}.npz"),
     output:
         png=report(
             "results/figures/p2_cam_grid.png",
@@ -202,7 +202,7 @@ rule p2_cam_grid:
     conda:
         ENV
     params:
-        bounds=lambda w: ssim_bounds()[0],
+        bounds=lambda w: ssim_bounds(),
         examples=config["ssim"]["compare"]["examples"],
         topk_percent=config["ssim"]["compare"]["topk_percent"],
         ball=ssim_ball_settings(),

@@ -4,6 +4,8 @@ and the CAM with the primary map's top-k % outlined."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -13,28 +15,58 @@ COLUMNS = ["image", "‖δ‖² (energy)", "1 − SSIM, constraint windows", "1 
            "CAM + top-k ‖δ‖²"]
 
 
+def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
+    """The first ``examples`` images of the CAM chunks, in chunk order, wherever they are (a chunk may hold
+    fewer images than ``examples``, e.g. one with a chunk size of 1): their ids, the clean images, the clean
+    CAMs and each attack's adversarial images (attacks: those of the first chunk)."""
+    from ..io import load_npz
+    from ..map_compare import images_by_id
+
+    if isinstance(cam_npzs, (str, Path)):
+        cam_npzs, bounds = [cam_npzs], [bounds]
+    if len(cam_npzs) != len(bounds):
+        raise ValueError(f"{len(cam_npzs)} CAM chunk files but {len(bounds)} chunk bounds; they must pair up")
+    ids, images, cams, adv, attacks = [], [], [], {}, None
+    for path, (start, stop) in zip(cam_npzs, bounds):
+        if len(ids) >= examples:
+            break
+        npz = load_npz(path)
+        if attacks is None:
+            attacks = [k.removeprefix("adv_") for k in npz if k.startswith("adv_")]
+        take = [str(i) for i in npz["image_id"]][: examples - len(ids)]
+        if not take:
+            continue
+        ids += take
+        images.append(images_by_id(data_dir, start, stop, take, path))
+        cams.append(np.asarray(npz["cam_clean"])[: len(take)])
+        for a in attacks:
+            adv.setdefault(a, []).append(np.asarray(npz[f"adv_{a}"])[: len(take)])
+    if not ids:
+        return [], torch.zeros(0), np.zeros(0), {a: np.zeros(0) for a in attacks or []}
+    return ids, torch.cat(images), np.concatenate(cams), {a: np.concatenate(v) for a, v in adv.items()}
+
+
 def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=None, *, ball: dict | None = None) -> None:
-    """``ball``: the SSIM ball's window geometry (``size``, ``stride``, ``k1``, ``k2``; default disjoint 8×8)."""
+    """``cam_npz``: one CAM chunk file or the list of all of them (rule ``p2_cam_grid``), with its test-image
+    ``bounds`` (start, stop) or the list of each chunk's; the first ``examples`` images are taken in chunk
+    order. ``ball``: the SSIM ball's window geometry (``size``, ``stride``, ``k1``, ``k2``; default disjoint 8×8)."""
     import matplotlib.pyplot as plt
 
-    from ..io import load_npz
-    from ..map_compare import change_maps, images_by_id, topk_mask
+    from ..map_compare import change_maps, topk_mask
 
     ball = ball or {}
     geom = {"size": ball.get("size", 8), "stride": ball.get("stride", 8), "k1": ball.get("k1", 0.01), "k2": ball.get("k2", 0.03)}
     style.apply()
-    npz = load_npz(cam_npz)
-    ids = [str(i) for i in npz["image_id"]][:examples]
-    images = images_by_id(data_dir, *bounds, ids, cam_npz)
-    attacks = [k.removeprefix("adv_") for k in npz if k.startswith("adv_")]
+    ids, images, cams, advs = examples_from_chunks(cam_npz, data_dir, bounds, examples)
+    attacks = list(advs)
     rows = [(n, a) for n in range(len(ids)) for a in attacks]
     fig, axes = plt.subplots(max(len(rows), 1), len(COLUMNS), figsize=(style.FULL_WIDTH, 1.2 * max(len(rows), 1) + 0.3),
                              squeeze=False, constrained_layout=True)
     for r, (n, attack) in enumerate(rows):
         x = images[n]
-        adv = torch.from_numpy(npz[f"adv_{attack}"][n])
+        adv = torch.from_numpy(advs[attack][n])
         maps, ratio = change_maps(x, adv, **geom)
-        cam = npz["cam_clean"][n]
+        cam = cams[n]
         top = topk_mask(maps["energy"], k_percent)
         panels = [x.permute(1, 2, 0).numpy(), maps["energy"], maps["window_ssim"], maps["sliding_ssim"], cam, None]
         for c, img in enumerate(panels):
