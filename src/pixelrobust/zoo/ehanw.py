@@ -8,6 +8,12 @@ resolution); blocks with ``conv_1``, ``bn_1``, ``conv_2``, ``bn_2`` and, where t
 The networks take *normalised* images (that repository normalises with ImageNet's mean and std
 outside the network); wrap them in :class:`pixelrobust.models.Classifier` with those.
 
+As a function it is :class:`pixelrobust.models.CifarResNet` with shortcut ``"B"`` (the same layers in the
+same order; tests/test_model_sources.py checks equal logits with the parameters mapped in order). It is
+kept as its own module because the entry-point path loads a checkpoint strictly in the checkpoint's own
+key layout, which is the point of this first non-built-in model (issue #27); a built-in architecture
+entry with a key adapter would do the same for this one pair.
+
 Differences that do not change any output: non-inplace ReLUs, and adaptive average pooling where the
 original pools with a fixed 8×8 window (identical on 32×32 inputs, the only size it was trained on).
 """
