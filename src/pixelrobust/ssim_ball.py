@@ -51,10 +51,14 @@ def check_epsilon(eps, what: str = "epsilon") -> float:
     try:
         e = float(eps)
     except (TypeError, ValueError):
-        raise ConfigError(f"{what}: {eps!r} is not a number; give the bound on 1 − SSIM per window, in [0, 1)") from None
+        raise ConfigError(
+            f"{what}: {eps!r} is not a number; give the bound on 1 − SSIM per window, in [0, 1)"
+        ) from None
     if not math.isfinite(e) or not 0.0 <= e < 1.0:
-        raise ConfigError(f"{what}: {eps!r} is outside [0, 1); ε bounds 1 − SSIM per window (0 = the clean image only, "
-                          f"values near 1 allow any structure); e.g. 0.01")
+        raise ConfigError(
+            f"{what}: {eps!r} is outside [0, 1); ε bounds 1 − SSIM per window (0 = the clean image only, "
+            f"values near 1 allow any structure); e.g. 0.01"
+        )
     return e
 
 
@@ -62,10 +66,14 @@ def check_windows(size: int, stride: int, height: int, width: int) -> None:
     if not isinstance(size, int) or size < 2:
         raise ConfigError(f"ssim window size must be an integer >= 2, got {size!r}")
     if not isinstance(stride, int) or not 1 <= stride <= size:
-        raise ConfigError(f"ssim window stride must be an integer in [1, window size = {size}] so every pixel is in a "
-                          f"window, got {stride!r}")
+        raise ConfigError(
+            f"ssim window stride must be an integer in [1, window size = {size}] so every pixel is in a "
+            f"window, got {stride!r}"
+        )
     if size > min(height, width):
-        raise ConfigError(f"ssim window size {size} is larger than the {height}×{width} image; use a smaller window")
+        raise ConfigError(
+            f"ssim window size {size} is larger than the {height}×{width} image; use a smaller window"
+        )
 
 
 def window_starts(n: int, size: int, stride: int) -> list[int]:
@@ -96,7 +104,9 @@ def window_groups(height: int, width: int, size: int, stride: int) -> list[torch
 
     def classes(n: int) -> list[int]:
         regular = len(range(0, n - size + 1, stride))
-        return [i % k for i in range(regular)] + [k] * (len(window_starts(n, size, stride)) - regular)
+        return [i % k for i in range(regular)] + [k] * (
+            len(window_starts(n, size, stride)) - regular
+        )
 
     label = torch.tensor([a * (k + 1) + b for a in classes(height) for b in classes(width)])
     return [(label == v).nonzero()[:, 0] for v in label.unique()]
@@ -118,12 +128,17 @@ class SSIMBallProblem:
     def __post_init__(self):
         self.epsilon = check_epsilon(self.epsilon)
         if self.x.ndim != 4 or self.g.shape != self.x.shape:
-            raise ValueError(f"SSIM ball: x and g must both be B×C×H×W, got {tuple(self.x.shape)} and {tuple(self.g.shape)}")
+            raise ValueError(
+                f"SSIM ball: x and g must both be B×C×H×W, got {tuple(self.x.shape)} and {tuple(self.g.shape)}"
+            )
         B, C, H, W = self.x.shape
         dev, dt = self.x.device, self.x.dtype
         self.idx = window_index(H, W, self.size, self.stride).to(dev)
         self.groups = [g.to(dev) for g in window_groups(H, W, self.size, self.stride)]
         self.group_idx = [self.idx[g] for g in self.groups]
+        # a layout without extra border windows is gathered with strided views instead of by index:
+        # the same numbers, 3-4x faster on the CPU (ours)
+        self.regular = (H - self.size) % self.stride == 0 and (W - self.size) % self.stride == 0
         count = torch.bincount(self.idx.flatten(), minlength=H * W)
         self.count = count.to(dt).view(H, W)
         self.disjoint = bool((count == 1).all())
@@ -133,7 +148,10 @@ class SSIMBallProblem:
         xt = xw - mu
         c1, c2 = self.k1**2, self.k2**2
         self.a = xt * (e / (1 - e))
-        self.r = torch.sqrt((xt * xt).sum(-1, keepdim=True) * (2 * e - e * e) / (1 - e) ** 2 + e * (n - 1) * c2 / (1 - e))
+        self.r = torch.sqrt(
+            (xt * xt).sum(-1, keepdim=True) * (2 * e - e * e) / (1 - e) ** 2
+            + e * (n - 1) * c2 / (1 - e)
+        )
         self.b = mu * (e / (1 - e))
         self.s = torch.sqrt(mu * mu * (2 * e - e * e) / (1 - e) ** 2 + e * c1 / (1 - e))
         self.lo, self.hi = -self.x, 1 - self.x
@@ -144,10 +162,14 @@ class SSIMBallProblem:
         self.lo_implied, self.hi_implied = self.lo, self.hi
         if self.luminance:
             dev_w = self.r * math.sqrt(1 - 1 / n)
-            self.lo_implied = torch.maximum(self.lo, self.fold_reduce(self.a + self.b - self.s - dev_w, "amax"))
-            self.hi_implied = torch.minimum(self.hi, self.fold_reduce(self.a + self.b + self.s + dev_w, "amin"))
+            self.lo_implied = torch.maximum(
+                self.lo, self.fold_reduce(self.a + self.b - self.s - dev_w, "amax")
+            )
+            self.hi_implied = torch.minimum(
+                self.hi, self.fold_reduce(self.a + self.b + self.s + dev_w, "amin")
+            )
 
-    def select(self, keep: torch.Tensor) -> "SSIMBallProblem":
+    def select(self, keep: torch.Tensor) -> SSIMBallProblem:
         """The sub-batch of images ``keep`` (shares the window layout; nothing is recomputed)."""
         q = copy.copy(self)
         for name in ("x", "g", "a", "r", "b", "s", "lo", "hi", "lo_implied", "hi_implied"):
@@ -157,13 +179,21 @@ class SSIMBallProblem:
     # --- window algebra -----------------------------------------------------------------------
     def gather(self, d: torch.Tensor) -> torch.Tensor:
         """B×C×H×W → B×C×windows×n."""
+        if self.regular:  # windows row by row, entries row-major: window_index's order (may be a view of d: read only)
+            B, C = d.shape[:2]
+            return (
+                d.unfold(2, self.size, self.stride)
+                .unfold(3, self.size, self.stride)
+                .reshape(B, C, -1, self.size * self.size)
+            )
         return d.flatten(2)[:, :, self.idx]
 
     def fold(self, dw: torch.Tensor) -> torch.Tensor:
         """Adjoint of :meth:`gather` (sum of each pixel's window entries): B×C×windows×n → B×C×H×W."""
         B, C = dw.shape[:2]
-        out = dw.new_zeros(B, C, self.x.shape[2] * self.x.shape[3])
-        return out.index_add_(2, self.idx.flatten(), dw.reshape(B, C, -1)).view(B, C, *self.x.shape[2:])
+        H, W = self.x.shape[2:]
+        out = dw.new_zeros(B, C, H * W)
+        return out.index_add_(2, self.idx.flatten(), dw.reshape(B, C, -1)).view(B, C, H, W)
 
     def fold_reduce(self, dw: torch.Tensor, how: str) -> torch.Tensor:
         """Per pixel, the largest (``amax``) or smallest (``amin``) entry of the windows holding it."""
@@ -171,7 +201,9 @@ class SSIMBallProblem:
         dw = dw.expand(B, C, *self.idx.shape)
         out = dw.new_zeros(B, C, self.x.shape[2] * self.x.shape[3])
         index = self.idx.flatten().expand(B, C, -1)
-        return out.scatter_reduce_(2, index, dw.reshape(B, C, -1), how, include_self=False).view(B, C, *self.x.shape[2:])
+        return out.scatter_reduce_(2, index, dw.reshape(B, C, -1), how, include_self=False).view(
+            B, C, *self.x.shape[2:]
+        )
 
     def project(self, v: torch.Tensor) -> torch.Tensor:
         """Project window patches onto their sets (structure ball × luminance interval)."""
@@ -180,8 +212,11 @@ class SSIMBallProblem:
     def _project(self, v, a, r, b, s, excess: bool = False):
         """Projection onto the sets (a, r, b, s) and, with ``excess``, each window's largest violation before it."""
         w = v - a  # a is zero-mean: w's mean is v's, its zero-mean part is Pv − a
-        var, m = torch.var_mean(w, dim=-1, keepdim=True, correction=0)
-        nd = (var * w.shape[-1]).sqrt()
+        m = w.mean(
+            -1, keepdim=True
+        )  # (mean, subtract, sum of squares: ~10× faster than var_mean here)
+        z = w.sub_(m)
+        nd = (z * z).sum(-1, keepdim=True).sqrt_()
         over = (nd - r) if excess else None
         scale = torch.clamp(r / nd.clamp_min(1e-30), max=1.0)
         mm = m
@@ -189,8 +224,8 @@ class SSIMBallProblem:
             if excess:
                 over = torch.maximum(over, (m - b).abs() - s)
             mm = torch.minimum(torch.maximum(m, b - s), b + s)
-        # a + (w − m)·scale + mm, in two passes over the window entries
-        return torch.addcmul(a, w, scale).add_(mm - m * scale), over
+        # a + (w − m)·scale + mm
+        return torch.addcmul(a, z, scale).add_(mm), over
 
     # --- feasibility ---------------------------------------------------------------------------
     def violations(self, delta: torch.Tensor) -> torch.Tensor:
@@ -200,16 +235,20 @@ class SSIMBallProblem:
         ball = ((dw - m - self.a).norm(dim=-1, keepdim=True) - self.r).clamp_min(0)
         worst = ball.flatten(1).amax(1)
         if self.luminance:
-            worst = torch.maximum(worst, ((m - self.b).abs() - self.s).clamp_min(0).flatten(1).amax(1))
+            worst = torch.maximum(
+                worst, ((m - self.b).abs() - self.s).clamp_min(0).flatten(1).amax(1)
+            )
         box = torch.maximum(self.lo - delta, delta - self.hi).clamp_min(0).flatten(1).amax(1)
         return torch.maximum(worst, box)
 
-    def restore(self, delta: torch.Tensor, sweeps: int = 10) -> torch.Tensor:
+    def restore(self, delta: torch.Tensor, sweeps: int = 10, stop: float = 0.0) -> torch.Tensor:
         """A feasible point near ``delta``: alternating projections, then an exact scaling towards 0.
 
         Each sweep projects every group of mutually disjoint windows onto its sets (exact, in
-        parallel) and then clips to the box; it stops after ``sweeps`` or once no window is off by
-        more than rounding. The sets are convex and hold δ = 0, so for each window the admissible
+        parallel) and then clips to the box; it stops after ``sweeps``, once no window is off by
+        more than rounding, or once no window is off by more than ``stop`` times its radius (the
+        smaller of r_w and, with luminance, s_w; the scaling then costs about that fraction of the
+        objective). The sets are convex and hold δ = 0, so for each window the admissible
         scales of the result form an interval [0, θ_w]: disjoint windows are then scaled one by one,
         overlapping ones by the smallest θ_w of their image and channel, which is exactly feasible
         and, after the sweeps, close to 1. Per image, the better (by ⟨g, δ⟩) of this point and of
@@ -218,18 +257,35 @@ class SSIMBallProblem:
         scaled = self.scale_in(delta)  # the scaling alone, kept where it scores higher
         delta = delta.clone()
         flat = delta.view(delta.shape[0], delta.shape[1], -1)
-        tiny = 16 * torch.finfo(delta.dtype).eps * (1 + float(self.r.max()) if self.r.numel() else 1)
+        tiny = (
+            16 * torch.finfo(delta.dtype).eps * (1 + float(self.r.max()) if self.r.numel() else 1)
+        )
+        radius = torch.minimum(self.r, self.s) if self.luminance else self.r
         for _ in range(sweeps):
             worst = delta.new_zeros(())
+            worst_rel = delta.new_zeros(())
             for g, idx in zip(self.groups, self.group_idx):
-                z, excess = self._project(flat[:, :, idx], self.a[:, :, g], self.r[:, :, g], self.b[:, :, g], self.s[:, :, g], True)
+                z, excess = self._project(
+                    flat[:, :, idx],
+                    self.a[:, :, g],
+                    self.r[:, :, g],
+                    self.b[:, :, g],
+                    self.s[:, :, g],
+                    True,
+                )
                 flat[:, :, idx] = z
                 worst = torch.maximum(worst, excess.max())
+                if stop:
+                    worst_rel = torch.maximum(
+                        worst_rel, (excess / radius[:, :, g].clamp_min(1e-30)).max()
+                    )
             torch.minimum(torch.maximum(delta, self.lo), self.hi, out=delta)
-            if float(worst) <= tiny:
+            if float(worst) <= tiny or (stop and float(worst_rel) <= stop):
                 break
         delta = self.scale_in(delta)
-        return torch.where((self.objective(scaled) > self.objective(delta)).view(-1, 1, 1, 1), scaled, delta)
+        return torch.where(
+            (self.objective(scaled) > self.objective(delta)).view(-1, 1, 1, 1), scaled, delta
+        )
 
     def scale_in(self, delta: torch.Tensor) -> torch.Tensor:
         """Scale δ (inside the box) towards 0 until every window bound holds exactly (see :meth:`restore`)."""
@@ -246,7 +302,9 @@ class SSIMBallProblem:
             lim = torch.where(m > 0, (self.b + self.s) / m.clamp_min(1e-300), inf)
             lim = torch.where(m < 0, (self.b - self.s) / m.clamp(max=-1e-300), lim)
             theta = torch.minimum(theta, lim)
-        theta = theta.clamp(0, 1) * (1 - max(1e-9, 64 * torch.finfo(theta.dtype).eps))  # a margin that survives rounding
+        theta = theta.clamp(0, 1) * (
+            1 - max(1e-9, 64 * torch.finfo(theta.dtype).eps)
+        )  # a margin that survives rounding
         if self.disjoint:
             return self.fold(dw * theta)
         return delta * theta.flatten(2).amin(2)[:, :, None, None]
@@ -264,10 +322,14 @@ class SSIMBallProblem:
         pixel covered by k windows carries k multipliers) and the implied box (the image box
         intersected with the per-pixel bounds every window implies, a redundant constraint) keeps
         the box term small when Uᵀλ nearly matches g."""
-        if not self.luminance:  # the set is unbounded along each window's mean: use λ's zero-mean part
+        if (
+            not self.luminance
+        ):  # the set is unbounded along each window's mean: use λ's zero-mean part
             lam = lam - lam.mean(-1, keepdim=True)
         c = (self.g if g is None else g) - self.fold(lam)
-        box = (c.clamp_min(0) * self.hi_implied + c.clamp(max=0) * self.lo_implied).flatten(1).sum(1)
+        box = (
+            (c.clamp_min(0) * self.hi_implied + c.clamp(max=0) * self.lo_implied).flatten(1).sum(1)
+        )
         total = lam.sum(-1, keepdim=True)
         pl = lam - total / lam.shape[-1]
         sup = (lam * self.a).sum(-1, keepdim=True) + self.r * pl.norm(dim=-1, keepdim=True)
@@ -275,12 +337,13 @@ class SSIMBallProblem:
             sup = sup + self.b * total + self.s * total.abs()
         return box + sup.flatten(1).sum(1)
 
-
     def certify(self, lam: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """The better of two dual bounds: at ``lam``, and at ``lam`` plus the residual g − Uᵀλ spread
         evenly over each pixel's windows (then Uᵀλ = g: no box term, larger support terms)."""
         c = (self.g if g is None else g) - self.fold(lam)
-        return torch.minimum(self.dual_bound(lam, g), self.dual_bound(lam + self.gather(c / self.count), g))
+        return torch.minimum(
+            self.dual_bound(lam, g), self.dual_bound(lam + self.gather(c / self.count), g)
+        )
 
 
 @dataclass
@@ -291,7 +354,9 @@ class Solution:
     violation: torch.Tensor  # B
     iterations: int
     seconds: float
-    lam: torch.Tensor | None = None  # B×C×windows×n window multipliers for ‖g‖ = 1 (ADMM; a warm start)
+    lam: torch.Tensor | None = (
+        None  # B×C×windows×n window multipliers for ‖g‖ = 1 (ADMM; a warm start)
+    )
 
     @property
     def gap(self) -> torch.Tensor:
@@ -309,8 +374,16 @@ def _window_optimum(p: SSIMBallProblem, gw: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, check_every: int = 25,
-               alpha: float = 1.6, warm: Solution | None = None, restore_sweeps: int = 10) -> Solution:
+def solve_admm(
+    p: SSIMBallProblem,
+    tol: float = 1e-3,
+    max_iter: int = 3000,
+    check_every: int = 25,
+    alpha: float = 1.6,
+    warm: Solution | None = None,
+    restore_sweeps: int = 10,
+    restore_stop: float | None = None,
+) -> Solution:
     """Certified consensus ADMM over all windows, disjoint or overlapping, for a batch of images.
 
     Each window w has a copy y_w ∈ C_w of its pixels, constrained to y = Uδ. Per window penalty
@@ -322,7 +395,10 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
     ``warm`` (a previous solution of the same x: its δ and multipliers). Every ``check_every``
     iterations the dual bound at λ = ρu is evaluated (:meth:`SSIMBallProblem.certify`, over the
     implied box); when the current δ is within ``tol`` of it,
-    :meth:`SSIMBallProblem.restore` makes δ exactly feasible, and an image stops (and leaves the
+    :meth:`SSIMBallProblem.restore` makes δ exactly feasible (at most ``restore_sweeps`` sweeps,
+    ending once every window is within ``restore_stop``, default ``tol``/10, of its radius: the
+    final scaling then costs about that fraction of the objective, and the sweeps after it would buy
+    less than the tolerance; ours), and an image stops (and leaves the
     batch) when its (bound − objective) ≤ tol·bound: the returned δ is feasible and provably
     within ``tol`` of the optimum. Device and dtype follow ``p.x``."""
     t0 = time.perf_counter()
@@ -335,15 +411,27 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
     out_ub = torch.full((B,), math.inf, dtype=dt, device=dev)
     out_lam = torch.zeros_like(p.gather(p.x))
     if p.luminance and p.epsilon == 0.0:  # the set is {0}
-        return Solution(out_delta, out_obj, out_obj.clone(), p.violations(out_delta), 0, time.perf_counter() - t0, out_lam)
+        return Solution(
+            out_delta,
+            out_obj,
+            out_obj.clone(),
+            p.violations(out_delta),
+            0,
+            time.perf_counter() - t0,
+            out_lam,
+        )
     q = p.select(torch.arange(B, device=dev))
     q.g = p.g / gn.view(view)  # scale-free: every image's objective has unit gradient norm
     n = p.size * p.size
     gw = q.gather(q.g / q.count)
-    half = q.s if q.luminance else 0.5  # the window mean's range: the luminance interval, else the box (width 1)
+    half = (
+        q.s if q.luminance else 0.5
+    )  # the window mean's range: the luminance interval, else the box (width 1)
     size_w = torch.sqrt(q.r * q.r + n * half * half)
     gnw = gw.norm(dim=-1, keepdim=True)
-    rho = torch.maximum(gnw, 1e-2 * gnw.mean((1, 2, 3), keepdim=True) + 1e-12) / size_w.clamp_min(1e-12)
+    rho = torch.maximum(gnw, 1e-2 * gnw.mean((1, 2, 3), keepdim=True) + 1e-12) / size_w.clamp_min(
+        1e-12
+    )
     if warm is not None and warm.lam is not None and warm.lam.shape == gw.shape:
         y, u = q.project(q.gather(warm.delta.to(dev, dt))), warm.lam.to(dev, dt) / rho
     else:
@@ -355,7 +443,9 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
     act = torch.arange(B, device=dev)
     it = 0
     for it in range(1, max_iter + 1):
-        delta = torch.minimum(torch.maximum((q.fold((y - u).mul_(rho)) + q.g) / weight, q.lo_implied), q.hi_implied)
+        delta = torch.minimum(
+            torch.maximum((q.fold((y - u).mul_(rho)) + q.g) / weight, q.lo_implied), q.hi_implied
+        )
         ud = q.gather(delta)
         v = torch.lerp(y, ud, alpha)  # over-relaxation: α·Uδ + (1 − α)·y
         y_old = y
@@ -367,34 +457,61 @@ def solve_admm(p: SSIMBallProblem, tol: float = 1e-3, max_iter: int = 3000, chec
         best_ub = torch.minimum(best_ub, q.certify(rho * u))
         near = (best_ub - q.objective(delta)) <= tol * best_ub.abs() + 1e-12
         if bool(near.any()) or last:
-            cand = q.restore(delta, restore_sweeps)
+            cand = q.restore(
+                delta, restore_sweeps, tol / 10 if restore_stop is None else restore_stop
+            )
             obj = q.objective(cand)
             better = obj > best_obj
             best = torch.where(better.view(view), cand, best)
             best_obj = torch.where(better, obj, best_obj)
         done = (best_ub - best_obj) <= tol * best_ub.abs() + 1e-12
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("ssim admm it %d: %d active, largest gap %.3g, bound %s, objective %s", it, len(act),
-                      float(((best_ub - best_obj) / best_ub.abs().clamp_min(1e-30)).max()), best_ub.tolist()[:4], best_obj.tolist()[:4])
+            log.debug(
+                "ssim admm it %d: %d active, largest gap %.3g, bound %s, objective %s",
+                it,
+                len(act),
+                float(((best_ub - best_obj) / best_ub.abs().clamp_min(1e-30)).max()),
+                best_ub.tolist()[:4],
+                best_obj.tolist()[:4],
+            )
         if last:
             done = torch.ones_like(done)
         if bool(done.any()):
             ids = act[done]
-            out_delta[ids], out_obj[ids], out_ub[ids], out_lam[ids] = best[done], best_obj[done], best_ub[done], (rho * u)[done]
+            out_delta[ids], out_obj[ids], out_ub[ids], out_lam[ids] = (
+                best[done],
+                best_obj[done],
+                best_ub[done],
+                (rho * u)[done],
+            )
             keep = (~done).nonzero()[:, 0]
             if len(keep) == 0:
                 break
             act, q = act[keep], q.select(keep)
             q.g = p.g[act] / gn[act].view(view)
-            y, y_old, u, ud, rho, weight = y[keep], y_old[keep], u[keep], ud[keep], rho[keep], weight[keep]
+            y, y_old, u, ud, rho, weight = (
+                y[keep],
+                y_old[keep],
+                u[keep],
+                ud[keep],
+                rho[keep],
+                weight[keep],
+            )
             best, best_obj, best_ub = best[keep], best_obj[keep], best_ub[keep]
         r_prim = (ud - y).flatten(1).norm(dim=1)
         r_dual = q.fold(rho * (y - y_old)).flatten(1).norm(dim=1)
         up, down = r_prim > 10 * r_dual, r_dual > 10 * r_prim
         factor = torch.where(up, 2.0, torch.where(down, 0.5, 1.0)).to(dt).view(view)
         rho, u, weight = rho * factor, u / factor, weight * factor
-    return Solution(delta=out_delta, objective=p.objective(out_delta), bound=out_ub * gn, violation=p.violations(out_delta),
-                    iterations=it, seconds=time.perf_counter() - t0, lam=out_lam)
+    return Solution(
+        delta=out_delta,
+        objective=p.objective(out_delta),
+        bound=out_ub * gn,
+        violation=p.violations(out_delta),
+        iterations=it,
+        seconds=time.perf_counter() - t0,
+        lam=out_lam,
+    )
 
 
 def cvxpy_problem(p: SSIMBallProblem, i: int):
@@ -442,8 +559,14 @@ def solve_cvxpy(p: SSIMBallProblem, solver: str = "clarabel", **options) -> Solu
             raise RuntimeError(f"CVXPY/{solver} did not solve image {i}: status {prob.status}")
         out[i] = torch.from_numpy(np.asarray(d.value)).view(p.x.shape[1:]).to(p.x)
     nan = torch.full((p.x.shape[0],), math.nan)
-    return Solution(delta=out, objective=p.objective(out), bound=nan, violation=p.violations(out), iterations=0,
-                    seconds=time.perf_counter() - t0)
+    return Solution(
+        delta=out,
+        objective=p.objective(out),
+        bound=nan,
+        violation=p.violations(out),
+        iterations=0,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def solve(p: SSIMBallProblem, solver: str = "admm", **options) -> Solution:
@@ -458,7 +581,9 @@ def solve(p: SSIMBallProblem, solver: str = "admm", **options) -> Solution:
 LOSSES = ("margin", "ce")
 
 
-def loss_gradient(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str = "margin") -> torch.Tensor:
+def loss_gradient(
+    model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str = "margin"
+) -> torch.Tensor:
     """∂loss/∂x at ``x`` of the summed ``margin`` (best other logit − true logit) or ``ce`` loss:
     the objective of an attack step."""
     x = x.detach().clone().requires_grad_(True)
@@ -484,18 +609,38 @@ class SSIMBall:
     diagnostics.
     """
 
-    def __init__(self, model: torch.nn.Module, epsilon: float, size: int = 8, stride: int = 8, luminance: bool = True,
-                 steps: int = 10, loss: str = "margin", step_size: float = 1.0, solver: str = "admm", tol: float = 1e-3,
-                 max_iter: int = 3000, k1: float = 0.01, k2: float = 0.03):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        epsilon: float,
+        size: int = 8,
+        stride: int = 8,
+        luminance: bool = True,
+        steps: int = 10,
+        loss: str = "margin",
+        step_size: float = 1.0,
+        solver: str = "admm",
+        tol: float = 1e-3,
+        max_iter: int = 3000,
+        k1: float = 0.01,
+        k2: float = 0.03,
+    ):
         self.epsilon = check_epsilon(epsilon)
         if loss not in LOSSES:
             raise ConfigError(f"SSIM-ball loss must be one of {LOSSES}, got {loss!r}")
         if solver not in SOLVERS:
             raise ConfigError(f"SSIM-ball solver must be one of {SOLVERS}, got {solver!r}")
         if not 0 < step_size <= 1 or steps < 1:
-            raise ConfigError(f"SSIM-ball needs 0 < step_size <= 1 and steps >= 1, got {step_size}, {steps}")
+            raise ConfigError(
+                f"SSIM-ball needs 0 < step_size <= 1 and steps >= 1, got {step_size}, {steps}"
+            )
         self.model, self.size, self.stride, self.luminance = model, size, stride, luminance
-        self.steps, self.loss, self.step_size, self.solver = int(steps), loss, float(step_size), solver
+        self.steps, self.loss, self.step_size, self.solver = (
+            int(steps),
+            loss,
+            float(step_size),
+            solver,
+        )
         self.options = {"tol": tol, "max_iter": max_iter} if solver == "admm" else {}
         self.k1, self.k2 = k1, k2
 
@@ -515,10 +660,14 @@ class SSIMBall:
                 break
             xa, ya = x[active], labels[active]
             grad = loss_gradient(self.model, xa + delta[active], ya, self.loss)
-            prob = SSIMBallProblem(xa, grad, self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2)
+            prob = SSIMBallProblem(
+                xa, grad, self.epsilon, self.size, self.stride, self.luminance, self.k1, self.k2
+            )
             options = dict(self.options)
             if prev is not None and self.solver == "admm":
-                options["warm"] = Solution(prev[0][active], None, None, None, 0, 0.0, prev[1][active])
+                options["warm"] = Solution(
+                    prev[0][active], None, None, None, 0, 0.0, prev[1][active]
+                )
             sol = solve(prob, self.solver, **options)
             if self.solver == "admm":
                 if prev is None:
@@ -531,14 +680,21 @@ class SSIMBall:
             steps[active.cpu()] += 1
             with torch.no_grad():
                 fooled[active] = self.model(xa + new).argmax(1) != ya
-        return {"adv": (x + delta).clamp(0, 1).detach(), "success": fooled.cpu(), "steps": steps, "gap": gap}
+        return {
+            "adv": (x + delta).clamp(0, 1).detach(),
+            "success": fooled.cpu(),
+            "steps": steps,
+            "gap": gap,
+        }
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.run(images, labels)["adv"]
 
 
 # --- direct SSIM factors (independent of the ball derivation; for checks) ---------------------------
-def window_factors(x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1: float = 0.01, k2: float = 0.03):
+def window_factors(
+    x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1: float = 0.01, k2: float = 0.03
+):
     """Per window and channel, SSIM's luminance and contrast-structure factors between x and y."""
     idx = window_index(x.shape[-2], x.shape[-1], size, stride).to(x.device)
     xw, yw = x.flatten(2)[:, :, idx].double(), y.flatten(2)[:, :, idx].double()
@@ -547,9 +703,27 @@ def window_factors(x: torch.Tensor, y: torch.Tensor, size: int, stride: int, k1:
     xt, yt = xw - mx[..., None], yw - my[..., None]
     c1, c2 = k1**2, k2**2
     lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
-    struct = (2 * (xt * yt).sum(-1) + (n - 1) * c2) / ((xt * xt).sum(-1) + (yt * yt).sum(-1) + (n - 1) * c2)
+    struct = (2 * (xt * yt).sum(-1) + (n - 1) * c2) / (
+        (xt * xt).sum(-1) + (yt * yt).sum(-1) + (n - 1) * c2
+    )
     return lum, struct
 
 
-__all__ = ["LOSSES", "SOLVERS", "SSIMBall", "SSIMBallProblem", "Solution", "check_epsilon", "check_windows", "cvxpy_problem", "loss_gradient",
-           "solve", "solve_admm", "solve_cvxpy", "window_factors", "window_groups", "window_index", "window_starts"]
+__all__ = [
+    "LOSSES",
+    "SOLVERS",
+    "SSIMBall",
+    "SSIMBallProblem",
+    "Solution",
+    "check_epsilon",
+    "check_windows",
+    "cvxpy_problem",
+    "loss_gradient",
+    "solve",
+    "solve_admm",
+    "solve_cvxpy",
+    "window_factors",
+    "window_groups",
+    "window_index",
+    "window_starts",
+]
