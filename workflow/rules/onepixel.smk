@@ -56,6 +56,7 @@ rule onepixel_search:
         targeted=config["onepixel"]["targeted"],
         precision=config["onepixel"]["precision"],
         screening=config["onepixel"]["screening"],
+        incremental=config["onepixel"]["incremental"],
         batch_size=config["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("onepixel_search", w.model, w.chunk),
@@ -148,7 +149,6 @@ rule onepixel_tables:
         restricted=config["onepixel"]["restricted"],
         n_boot=config["onepixel"]["bootstrap"],
         seed=job_seed("onepixel_tables"),
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/onepixel_tables.py"
 

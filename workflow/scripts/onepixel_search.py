@@ -8,4 +8,5 @@ with job(snakemake.log[0], p.seed, snakemake.threads, p.device, smk=snakemake) a
     run_search(p.spec, snakemake.input.weights, snakemake.input.data, snakemake.input.segments, *p.bounds,
                dict(snakemake.output.items()), palette=p.palette, grid_stride=p.grid_stride, de=p.de,
                de_regions=p.de_regions, seed=p.seed, batch_size=p.batch_size, device=device,
-               targeted=p.targeted, precision=p.precision, screening=p.screening)
+               targeted=p.targeted, precision=p.precision, screening=p.screening,
+               incremental=p.incremental)
