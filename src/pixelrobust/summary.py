@@ -20,16 +20,57 @@ from .stats import MIN_IMAGES, binding, decide, decide_all, paired_diff_ci
 # claim says), ``observed`` is the value of the thing tested, ``control`` names the negative control of
 # the same run and ``control_value`` its value; ``effect`` with ``ci_low``/``ci_high`` (95 %) is what the
 # verdict rule of :mod:`pixelrobust.stats` decides on.
-CLAIM_COLUMNS = ["paper", "claim", "dataset", "model", "verdict", "n_images", "statistic", "observed", "control",
-                 "control_value", "effect", "ci_low", "ci_high", "evidence"]
+CLAIM_COLUMNS = [
+    "paper",
+    "claim",
+    "dataset",
+    "model",
+    "verdict",
+    "n_images",
+    "statistic",
+    "observed",
+    "control",
+    "control_value",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "evidence",
+]
 
 
-def _row(paper, claim, dataset, model, verdict, n, evidence, *, statistic: str = "", observed: float = np.nan,
-         control: str = "", control_value: float = np.nan, effect: float = np.nan, ci_low: float = np.nan,
-         ci_high: float = np.nan) -> dict:
-    return {"paper": paper, "claim": claim, "dataset": dataset, "model": model, "verdict": verdict, "n_images": int(n),
-            "statistic": statistic, "observed": observed, "control": control, "control_value": control_value,
-            "effect": effect, "ci_low": ci_low, "ci_high": ci_high, "evidence": evidence}
+def _row(
+    paper,
+    claim,
+    dataset,
+    model,
+    verdict,
+    n,
+    evidence,
+    *,
+    statistic: str = "",
+    observed: float = np.nan,
+    control: str = "",
+    control_value: float = np.nan,
+    effect: float = np.nan,
+    ci_low: float = np.nan,
+    ci_high: float = np.nan,
+) -> dict:
+    return {
+        "paper": paper,
+        "claim": claim,
+        "dataset": dataset,
+        "model": model,
+        "verdict": verdict,
+        "n_images": int(n),
+        "statistic": statistic,
+        "observed": observed,
+        "control": control,
+        "control_value": control_value,
+        "effect": effect,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "evidence": evidence,
+    }
 
 
 # ---- P1 ----------------------------------------------------------------------------------------
@@ -54,11 +95,15 @@ def p1_claims(claims: pd.DataFrame) -> list[dict]:
         if prim.empty:
             continue
         r = prim.iloc[0]
-        ev = (f"{r.statistic}: {_fmt(r.observed)} vs {_fmt(r.control_value)} ({r.control}); effect {_fmt(r.effect, '+.3f')} "
-              f"(95 % CI {_fmt(r.ci_low, '+.3f')} to {_fmt(r.ci_high, '+.3f')}), {int(r.n_segments)} SLIC segments")
+        ev = (
+            f"{r.statistic}: {_fmt(r.observed)} vs {_fmt(r.control_value)} ({r.control}); effect {_fmt(r.effect, '+.3f')} "
+            f"(95 % CI {_fmt(r.ci_low, '+.3f')} to {_fmt(r.ci_high, '+.3f')}), {int(r.n_segments)} SLIC segments"
+        )
         if isinstance(r.secondary, str) and r.secondary:
-            ev += (f"; {r.secondary} {_fmt(r.secondary_value)} (95 % CI {_fmt(r.secondary_ci_low)} to "
-                   f"{_fmt(r.secondary_ci_high)})")
+            ev += (
+                f"; {r.secondary} {_fmt(r.secondary_value)} (95 % CI {_fmt(r.secondary_ci_low)} to "
+                f"{_fmt(r.secondary_ci_high)})"
+            )
             if pd.notna(r.secondary_threshold):
                 ev += f", must exceed {_fmt(r.secondary_threshold)}"
         if isinstance(r.reference, str) and r.reference:
@@ -68,16 +113,35 @@ def p1_claims(claims: pd.DataFrame) -> list[dict]:
         if int(r.n_skipped):
             ev += f"; {int(r.n_skipped)} attackable images skipped (fewer than 3 regions or constant values)"
         if str(r.statistic).startswith(P1_PILOT_DECLARATION):
-            ev += ("; direction declared after a pilot on the first 20 images (test images 0-19 are in the sample: "
-                   "not a held-out test, docs/p1.md)")
+            ev += (
+                "; direction declared after a pilot on the first 20 images (test images 0-19 are in the sample: "
+                "not a held-out test, docs/p1.md)"
+            )
         others = d[~d.primary.astype(bool)]
         if len(others):
             ev += "; sensitivity: " + ", ".join(
                 f"{int(o.n_segments)} segments {_fmt(o.effect, '+.3f')} [{_fmt(o.ci_low, '+.3f')}, {_fmt(o.ci_high, '+.3f')}] "
-                f"{o.verdict}" for o in others.itertuples())
-        rows.append(_row("P1", claim, r.dataset, model, r.verdict, int(r.n_images), ev, statistic=r.statistic,
-                         observed=r.observed, control=r.control, control_value=r.control_value, effect=r.effect,
-                         ci_low=r.ci_low, ci_high=r.ci_high))
+                f"{o.verdict}"
+                for o in others.itertuples()
+            )
+        rows.append(
+            _row(
+                "P1",
+                claim,
+                r.dataset,
+                model,
+                r.verdict,
+                int(r.n_images),
+                ev,
+                statistic=r.statistic,
+                observed=r.observed,
+                control=r.control,
+                control_value=r.control_value,
+                effect=r.effect,
+                ci_low=r.ci_low,
+                ci_high=r.ci_high,
+            )
+        )
     return rows
 
 
@@ -86,8 +150,10 @@ def p1_claims(claims: pd.DataFrame) -> list[dict]:
 
 P2_CLAIM = "imperceptible (SSIM-ball) perturbations change the regions that drive the decision more than PGD's"
 # ours: the choices P2's verdict rests on were fixed after a pilot on the first ImageNet test images (docs/p2.md)
-P2_PILOT = ("choices fixed after a pilot on ImageNet test images 0-23, which are inside this run (window layout, "
-            "comparison epsilon, primary map and metric, grid threshold, verdict rule; docs/p2.md)")
+P2_PILOT = (
+    "choices fixed after a pilot on ImageNet test images 0-23, which are inside this run (window layout, "
+    "comparison epsilon, primary map and metric, grid threshold, verdict rule; docs/p2.md)"
+)
 
 
 def p2_claims(ssim_summary: pd.DataFrame, model: str, dataset: str) -> list[dict]:
@@ -110,55 +176,121 @@ def p2_claims(ssim_summary: pd.DataFrame, model: str, dataset: str) -> list[dict
     primary = s[s.primary.astype(str).str.lower() == "true"]
     paired = primary[primary.baseline != ""]
     if paired.empty:
-        return [_row("P2", P2_CLAIM, dataset, model, "too few images", 0, "no paired comparison in ssim_cam_summary")]
+        return [
+            _row(
+                "P2",
+                P2_CLAIM,
+                dataset,
+                model,
+                "too few images",
+                0,
+                "no paired comparison in ssim_cam_summary",
+            )
+        ]
     grid = s[(s.metric == "grid_ratio") & (s.attack == "ssim_ball")]
-    grid_text = (f"grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio {grid['mean'].iloc[0]:.3g} "
-                 f"({grid.ci_low.iloc[0]:.3g}-{grid.ci_high.iloc[0]:.3g}), {grid.verdict.iloc[0]}" if len(grid) else
-                 "grid diagnostic missing")
+    grid_text = (
+        f"grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio {grid['mean'].iloc[0]:.3g} "
+        f"({grid.ci_low.iloc[0]:.3g}-{grid.ci_high.iloc[0]:.3g}), {grid.verdict.iloc[0]}"
+        if len(grid)
+        else "grid diagnostic missing"
+    )
     controls = s[(s.metric == "grid_ratio") & (s.attack != "ssim_ball")]
     if len(controls):
         grid_text += "; " + ", ".join(f"{r.attack} {r.mean:.3g}" for r in controls.itertuples())
     success = s[s.metric == "success_rate"].set_index("attack")
     if success.empty:
-        raise ValueError("ssim_cam_summary has no success_rate rows (written before the success check); rerun compare_maps")
+        raise ValueError(
+            "ssim_cam_summary has no success_rate rows (written before the success check); rerun compare_maps"
+        )
     pgd = [b for b in paired.baseline if b != BUDGET]
     success_text = "success rates on the compared images: " + ", ".join(
-        f"{a} {success.loc[a, 'mean']:.2f}" for a in ["ssim_ball", *pgd] if a in success.index)
-    differs = [b for b in pgd if b not in success.index or success.loc[b, "verdict"] == SUCCESS_DIFFERS]
+        f"{a} {success.loc[a, 'mean']:.2f}" for a in ["ssim_ball", *pgd] if a in success.index
+    )
+    differs = [
+        b for b in pgd if b not in success.index or success.loc[b, "verdict"] == SUCCESS_DIFFERS
+    ]
     tests = [decide(r.ci_low, r.ci_high, int(r.n_images)) for r in paired.itertuples()]
     n = int(paired.n_images.min())
     withheld = []
     if decide_all(tests) != "too few images":
         if bool(len(grid)) and grid.verdict.iloc[0] == GRID_ARTEFACT:
             withheld.append("grid artefact")
-            tests = ["inconclusive"] * len(tests)  # the perturbation measures the window grid: no test speaks
+            tests = ["inconclusive"] * len(
+                tests
+            )  # the perturbation measures the window grid: no test speaks
         if differs:
-            withheld.append(f"success rate of {', '.join(differs)} differs from the SSIM ball's by more than the tolerance "
-                            "(those baselines' tests count as inconclusive; the model-free budget-map test still decides)")
-            tests = ["inconclusive" if r.baseline in differs else t for t, r in zip(tests, paired.itertuples())]
+            withheld.append(
+                f"success rate of {', '.join(differs)} differs from the SSIM ball's by more than the tolerance "
+                "(those baselines' tests count as inconclusive; the model-free budget-map test still decides)"
+            )
+            tests = [
+                "inconclusive" if r.baseline in differs else t
+                for t, r in zip(tests, paired.itertuples())
+            ]
     verdict = decide_all(tests)
-    bind = paired.iloc[binding([(t, r.ci_low, r.ci_high) for t, r in zip(tests, paired.itertuples())])]
+    bind = paired.iloc[
+        binding([(t, r.ci_low, r.ci_high) for t, r in zip(tests, paired.itertuples())])
+    ]
     metric, name = bind.metric, bind["map"]
     means = primary[primary.baseline == ""].set_index("attack")["mean"]
-    label = {BUDGET: "its budget map (model-free: each window's largest allowed energy at this epsilon and stride)"}
-    detail = "; ".join(f"vs {label.get(r.baseline, r.baseline)}: {r.mean:+.3g} ({r.ci_low:+.3g} to {r.ci_high:+.3g}), {t}"
-                       for r, t in zip(paired.itertuples(), tests))
+    label = {
+        BUDGET: "its budget map (model-free: each window's largest allowed energy at this epsilon and stride)"
+    }
+    detail = "; ".join(
+        f"vs {label.get(r.baseline, r.baseline)}: {r.mean:+.3g} ({r.ci_low:+.3g} to {r.ci_high:+.3g}), {t}"
+        for r, t in zip(paired.itertuples(), tests)
+    )
     if BUDGET in means.index:
-        detail += f"; shares: SSIM ball {means.get('ssim_ball', np.nan):.3f}, budget map {means[BUDGET]:.3f}, " + ", ".join(
-            f"{b} {means.get(b, np.nan):.3f}" for b in pgd)
-    sens = s[(s["map"] == "sliding_ssim") & (s.metric == metric) & (s.baseline.isin(pgd))] if name != "sliding_ssim" else s[:0]
-    sens_text = ("; sensitivity (sliding 7x7 1 - SSIM map): " + ", ".join(
-        f"vs {r.baseline} {r.mean:+.3g} ({r.ci_low:+.3g} to {r.ci_high:+.3g}), "
-        f"{decide(r.ci_low, r.ci_high, int(r.n_images))}" for r in sens.itertuples())) if len(sens) else ""
-    evidence = (f"{metric} of the {name} map against the clean Grad-CAM++, SSIM ball minus control paired over images: {detail}; "
-                f"{success_text}; {grid_text}{sens_text}" + (f"; {P2_PILOT}" if dataset == "imagenet" else "")
-                + (f"; verdict withheld: {'; '.join(withheld)}" if withheld else ""))
-    control = (f"{label[BUDGET]}, same images" if bind.baseline == BUDGET else f"{bind.baseline} at matched success (same run)")
-    return [_row("P2", P2_CLAIM, dataset, model, verdict, n, evidence,
-                 statistic=f"{metric} of the {name} map with the clean Grad-CAM++, SSIM ball minus {bind.baseline}",
-                 observed=float(means.get("ssim_ball", np.nan)), control=control,
-                 control_value=float(means.get(bind.baseline, np.nan)), effect=float(bind["mean"]),
-                 ci_low=float(bind.ci_low), ci_high=float(bind.ci_high))]
+        detail += (
+            f"; shares: SSIM ball {means.get('ssim_ball', np.nan):.3f}, budget map {means[BUDGET]:.3f}, "
+            + ", ".join(f"{b} {means.get(b, np.nan):.3f}" for b in pgd)
+        )
+    sens = (
+        s[(s["map"] == "sliding_ssim") & (s.metric == metric) & (s.baseline.isin(pgd))]
+        if name != "sliding_ssim"
+        else s[:0]
+    )
+    sens_text = (
+        (
+            "; sensitivity (sliding 7x7 1 - SSIM map): "
+            + ", ".join(
+                f"vs {r.baseline} {r.mean:+.3g} ({r.ci_low:+.3g} to {r.ci_high:+.3g}), "
+                f"{decide(r.ci_low, r.ci_high, int(r.n_images))}"
+                for r in sens.itertuples()
+            )
+        )
+        if len(sens)
+        else ""
+    )
+    evidence = (
+        f"{metric} of the {name} map against the clean Grad-CAM++, SSIM ball minus control paired over images: {detail}; "
+        f"{success_text}; {grid_text}{sens_text}"
+        + (f"; {P2_PILOT}" if dataset == "imagenet" else "")
+        + (f"; verdict withheld: {'; '.join(withheld)}" if withheld else "")
+    )
+    control = (
+        f"{label[BUDGET]}, same images"
+        if bind.baseline == BUDGET
+        else f"{bind.baseline} at matched success (same run)"
+    )
+    return [
+        _row(
+            "P2",
+            P2_CLAIM,
+            dataset,
+            model,
+            verdict,
+            n,
+            evidence,
+            statistic=f"{metric} of the {name} map with the clean Grad-CAM++, SSIM ball minus {bind.baseline}",
+            observed=float(means.get("ssim_ball", np.nan)),
+            control=control,
+            control_value=float(means.get(bind.baseline, np.nan)),
+            effect=float(bind["mean"]),
+            ci_low=float(bind.ci_low),
+            ci_high=float(bind.ci_high),
+        )
+    ]
 
 
 # ---- P3 ----------------------------------------------------------------------------------------
@@ -167,7 +299,9 @@ def p2_claims(ssim_summary: pd.DataFrame, model: str, dataset: str) -> list[dict
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
-def p3_ordering(images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_k: float = 25) -> list[dict]:
+def p3_ordering(
+    images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_k: float = 25
+) -> list[dict]:
     """P3: PGD on the top-gradient pixels hurts more than on the bottom ones, at every mask size k.
 
     ``images``: ``masked_pgd_images.csv`` (one row per model, norm, mask, k and image). Per k the effect
@@ -194,15 +328,21 @@ def p3_ordering(images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_
     ks_all = sorted(float(k) for k in d_all.k_percent.unique())
     ks = [k for k in ks_all if 0 < k < 100 and k <= max_k]
     if not any(0 < k < 100 for k in ks_all):
-        raise ValueError(f"masked_pgd.k_percent {ks_all} has no mask size strictly between 0 and 100: P3's ordering compares "
-                         "top and bottom masks of the same size, and at k = 0 (no pixel) and k = 100 (every pixel) both are "
-                         "the same attack; add sizes such as 5, 10, 25")
+        raise ValueError(
+            f"masked_pgd.k_percent {ks_all} has no mask size strictly between 0 and 100: P3's ordering compares "
+            "top and bottom masks of the same size, and at k = 0 (no pixel) and k = 100 (every pixel) both are "
+            "the same attack; add sizes such as 5, 10, 25"
+        )
     if not ks:
-        raise ValueError(f"masked_pgd.k_percent {ks_all} has no mask size in (0, masked_pgd.verdict_max_k = {max_k:g}], the "
-                         "sizes P3's ordering verdict is decided on; add sizes such as 5, 10, 25 or raise verdict_max_k")
+        raise ValueError(
+            f"masked_pgd.k_percent {ks_all} has no mask size in (0, masked_pgd.verdict_max_k = {max_k:g}], the "
+            "sizes P3's ordering verdict is decided on; add sizes such as 5, 10, 25 or raise verdict_max_k"
+        )
     masks = set(d_all["mask"])
     if not {"top", "bottom"} <= masks:
-        raise ValueError(f"masked_pgd.masks {sorted(masks)} lacks 'top' or 'bottom', which P3's ordering compares; add both")
+        raise ValueError(
+            f"masked_pgd.masks {sorted(masks)} lacks 'top' or 'bottom', which P3's ordering compares; add both"
+        )
     excluded = [k for k in ks_all if k not in ks]
     rows = []
     for (ds, model), d in d_all.groupby(["dataset", "model"], sort=False):
@@ -221,43 +361,90 @@ def p3_ordering(images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_
             rand = w["random"].to_numpy(float) if "random" in w else None
             r_eff = paired_diff_ci(rand, top, n_boot, rng) if rand is not None else (np.nan,) * 3
             ce = losses.loc[k]
-            ce_eff = paired_diff_ci(ce["top"].to_numpy(float), ce["bottom"].to_numpy(float), n_boot, rng)
-            both = ~(np.isnan(top) | np.isnan(bottom))  # the means over the pairs the effect is computed on
-            per_k.append({"k": k, "top": top[both].mean(), "bottom": bottom[both].mean(),
-                          "random": np.nanmean(rand) if rand is not None else np.nan,
-                          "effect": eff, "lo": lo, "hi": hi, "verdict": verdict, "vs_random": r_eff, "loss": ce_eff})
+            ce_eff = paired_diff_ci(
+                ce["top"].to_numpy(float), ce["bottom"].to_numpy(float), n_boot, rng
+            )
+            both = ~(
+                np.isnan(top) | np.isnan(bottom)
+            )  # the means over the pairs the effect is computed on
+            per_k.append(
+                {
+                    "k": k,
+                    "top": top[both].mean(),
+                    "bottom": bottom[both].mean(),
+                    "random": np.nanmean(rand) if rand is not None else np.nan,
+                    "effect": eff,
+                    "lo": lo,
+                    "hi": hi,
+                    "verdict": verdict,
+                    "vs_random": r_eff,
+                    "loss": ce_eff,
+                }
+            )
         verdict = decide_all([r["verdict"].removesuffix(" (tied)") for r in per_k])
-        limit = per_k[binding([(r["verdict"].removesuffix(" (tied)"), r["lo"], r["hi"]) for r in per_k])]
+        limit = per_k[
+            binding([(r["verdict"].removesuffix(" (tied)"), r["lo"], r["hi"]) for r in per_k])
+        ]
         detail = "; ".join(
             f"k {r['k']:g} %: top {r['top']:.2f} / random {r['random']:.2f} / bottom {r['bottom']:.2f}, bottom - top "
             f"{r['effect']:+.3f} ({r['lo']:.3f} to {r['hi']:.3f}) {r['verdict']}"
-            + (f", random - top {r['vs_random'][0]:+.3f} ({r['vs_random'][1]:.3f} to {r['vs_random'][2]:.3f})"
-               if not np.isnan(r["vs_random"][0]) else "")
+            + (
+                f", random - top {r['vs_random'][0]:+.3f} ({r['vs_random'][1]:.3f} to {r['vs_random'][2]:.3f})"
+                if not np.isnan(r["vs_random"][0])
+                else ""
+            )
             + f", cross-entropy top - bottom {r['loss'][0]:+.3g} ({r['loss'][1]:.3g} to {r['loss'][2]:.3g})"
-            for r in per_k)
+            for r in per_k
+        )
         same = [k for k in excluded if k in (0, 100)]
         big = [k for k in excluded if k not in (0, 100)]
-        note = (f"; k = {', '.join(f'{k:g}' for k in same)} excluded (the same attack for every mask)" if same else "")
-        note += (f"; k = {', '.join(f'{k:g}' for k in big)} excluded (above masked_pgd.verdict_max_k {max_k:g}: not a "
-                 "minority of the pixels)" if big else "")
-        rows.append(_row(
-            "P3", f"ordering: {NORM_LABELS[norm]} PGD on top-gradient pixels beats bottom-gradient pixels", ds, model, verdict, n,
-            f"per-image top-1 under attack, paired over {n} images (95 %, exact paired 0/1 interval), intersection-union over the "
-            f"{len(per_k)} k in (0, {max_k:g}]: {detail}{note}",
-            statistic=f"bottom-mask minus top-mask top-1 under PGD, paired over images, at the k that limits the verdict "
-                      f"(k {limit['k']:g} %; effect = control_value - observed: the claim is that the top mask leaves fewer "
-                      "images correct)",
-            observed=float(limit["top"]), control=f"bottom mask, same k and images (k {limit['k']:g} %)",
-            control_value=float(limit["bottom"]), effect=float(limit["effect"]), ci_low=float(limit["lo"]),
-            ci_high=float(limit["hi"])))
+        note = (
+            f"; k = {', '.join(f'{k:g}' for k in same)} excluded (the same attack for every mask)"
+            if same
+            else ""
+        )
+        note += (
+            f"; k = {', '.join(f'{k:g}' for k in big)} excluded (above masked_pgd.verdict_max_k {max_k:g}: not a "
+            "minority of the pixels)"
+            if big
+            else ""
+        )
+        rows.append(
+            _row(
+                "P3",
+                f"ordering: {NORM_LABELS[norm]} PGD on top-gradient pixels beats bottom-gradient pixels",
+                ds,
+                model,
+                verdict,
+                n,
+                f"per-image top-1 under attack, paired over {n} images (95 %, exact paired 0/1 interval), intersection-union over the "
+                f"{len(per_k)} k in (0, {max_k:g}]: {detail}{note}",
+                statistic=f"bottom-mask minus top-mask top-1 under PGD, paired over images, at the k that limits the verdict "
+                f"(k {limit['k']:g} %; effect = control_value - observed: the claim is that the top mask leaves fewer "
+                "images correct)",
+                observed=float(limit["top"]),
+                control=f"bottom mask, same k and images (k {limit['k']:g} %)",
+                control_value=float(limit["bottom"]),
+                effect=float(limit["effect"]),
+                ci_low=float(limit["lo"]),
+                ci_high=float(limit["hi"]),
+            )
+        )
     return rows
 
 
 IOU_CONTROLS = ("untrained", "fill_only")
 
 
-def p3_iou(sweep: pd.DataFrame, images: pd.DataFrame, *, margin: float, n_boot: int, seed: int,
-           ceiling: float = 0.9) -> list[dict]:
+def p3_iou(
+    sweep: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    margin: float,
+    n_boot: int,
+    seed: int,
+    ceiling: float = 0.9,
+) -> list[dict]:
     """P3: the trained PRM moves the top-gradient pixels onto its lattice, beyond an untrained PRM, at a λ that
     keeps accuracy.
 
@@ -277,8 +464,10 @@ def p3_iou(sweep: pd.DataFrame, images: pd.DataFrame, *, margin: float, n_boot: 
     rows = []
     for (ds, model), d in sweep.groupby(["dataset", "model"], sort=False):
         if "prm" not in d or not (set(IOU_CONTROLS) & set(d.prm)):
-            raise ValueError(f"the λ sweep of {model} has no untrained control (prm column); rerun prm_sweep "
-                             "(snakemake --forcerun prm_sweep)")
+            raise ValueError(
+                f"the λ sweep of {model} has no untrained control (prm column); rerun prm_sweep "
+                "(snakemake --forcerun prm_sweep)"
+            )
         controls = [c for c in IOU_CONTROLS if c in set(d.prm)]
         rng = np.random.default_rng(seed)
         tr = d[d.prm == "trained"].sort_values("lambda")
@@ -286,30 +475,55 @@ def p3_iou(sweep: pd.DataFrame, images: pd.DataFrame, *, margin: float, n_boot: 
         chance = float(d.chance_iou.iloc[0])
         ok = tr[(tr["lambda"] > 0) & (tr["lambda"] < 1) & (tr.top1 >= clean - margin - 1e-9)]
         claim = "the trained PRM moves the top-gradient pixels onto its lattice beyond an untrained PRM, within the accuracy margin"
-        curve = (f"trained dataset-map IoU {tr.iou.iloc[0]:.2f} at lambda {tr['lambda'].iloc[0]:g} -> {tr.iou.iloc[-1]:.2f} at "
-                 f"{tr['lambda'].iloc[-1]:g} (chance {chance:.2f}), top-1 {tr.top1.iloc[0]:.2f} -> {tr.top1.iloc[-1]:.2f}; "
-                 "lambda = 1 excluded (IoU 1 for any PRM there)")
+        curve = (
+            f"trained dataset-map IoU {tr.iou.iloc[0]:.2f} at lambda {tr['lambda'].iloc[0]:g} -> {tr.iou.iloc[-1]:.2f} at "
+            f"{tr['lambda'].iloc[-1]:g} (chance {chance:.2f}), top-1 {tr.top1.iloc[0]:.2f} -> {tr.top1.iloc[-1]:.2f}; "
+            "lambda = 1 excluded (IoU 1 for any PRM there)"
+        )
         mine = images[images.model == model]
 
-        def control_means(lam: float) -> dict:
+        def control_means(lam: float, mine=mine, controls=controls) -> dict:
             at = mine[np.isclose(mine["lambda"], lam)]
             return {c: float(at[at.prm == c].iou.mean()) for c in controls}
 
         # the controls' mean per-image IoU at each acceptable λ (never the trained PRM's): saturated ones are skipped
         sat = {float(lam): control_means(float(lam)) for lam in ok["lambda"]}
-        unsat = ok[[not any(np.isnan(v) or v > ceiling for v in sat[float(lam)].values()) for lam in ok["lambda"]]]
-        empty = dict(statistic="per-image IoU, trained minus control PRM, at lambda*", observed=np.nan,
-                     control=" / ".join(controls))
+        unsat = ok[
+            [
+                not any(np.isnan(v) or v > ceiling for v in sat[float(lam)].values())
+                for lam in ok["lambda"]
+            ]
+        ]
+        empty = dict(
+            statistic="per-image IoU, trained minus control PRM, at lambda*",
+            observed=np.nan,
+            control=" / ".join(controls),
+        )
         if ok.empty or unsat.empty:
             if ok.empty:
                 why = f"no lambda in (0, 1) keeps the trained PRM's top-1 within {margin:g} of clean {clean:.3f}"
             else:
-                why = (f"every lambda in (0, 1) that keeps the trained PRM's top-1 within {margin:g} of clean {clean:.3f} "
-                       f"has a control with mean per-image IoU above the ceiling {ceiling:g} (saturated: "
-                       + ", ".join(f"lambda {lam:g}: " + "/".join(f"{c} {v:.3f}" for c, v in m.items()) for lam, m in sat.items())
-                       + ")")
-            rows.append(_row("P3", claim, ds, model, "too few images" if n_sweep < MIN_IMAGES else "inconclusive", n_sweep,
-                             f"{why}; {curve}", **empty))
+                why = (
+                    f"every lambda in (0, 1) that keeps the trained PRM's top-1 within {margin:g} of clean {clean:.3f} "
+                    f"has a control with mean per-image IoU above the ceiling {ceiling:g} (saturated: "
+                    + ", ".join(
+                        f"lambda {lam:g}: " + "/".join(f"{c} {v:.3f}" for c, v in m.items())
+                        for lam, m in sat.items()
+                    )
+                    + ")"
+                )
+            rows.append(
+                _row(
+                    "P3",
+                    claim,
+                    ds,
+                    model,
+                    "too few images" if n_sweep < MIN_IMAGES else "inconclusive",
+                    n_sweep,
+                    f"{why}; {curve}",
+                    **empty,
+                )
+            )
             continue
         row = unsat.iloc[-1]
         lam = float(row["lambda"])
@@ -318,30 +532,61 @@ def p3_iou(sweep: pd.DataFrame, images: pd.DataFrame, *, margin: float, n_boot: 
         trained = at[at.prm == "trained"].set_index("image_id").iou
         res = {}
         for c in controls:
-            pair = pd.concat({"t": trained, "c": at[at.prm == c].set_index("image_id").iou}, axis=1).dropna()
+            pair = pd.concat(
+                {"t": trained, "c": at[at.prm == c].set_index("image_id").iou}, axis=1
+            ).dropna()
             n_c = len(pair)
-            eff, lo, hi = paired_diff_ci(pair.t.to_numpy(float), pair.c.to_numpy(float), n_boot, rng)
-            res[c] = {"eff": eff, "lo": lo, "hi": hi, "t": float(pair.t.mean()), "c": float(pair.c.mean()), "n": n_c,
-                      "verdict": decide(lo, hi, n_c)}
+            eff, lo, hi = paired_diff_ci(
+                pair.t.to_numpy(float), pair.c.to_numpy(float), n_boot, rng
+            )
+            res[c] = {
+                "eff": eff,
+                "lo": lo,
+                "hi": hi,
+                "t": float(pair.t.mean()),
+                "c": float(pair.c.mean()),
+                "n": n_c,
+                "verdict": decide(lo, hi, n_c),
+            }
         verdict = decide_all([r["verdict"] for r in res.values()])
-        hardest = controls[binding([(res[c]["verdict"], res[c]["lo"], res[c]["hi"]) for c in controls])]
+        hardest = controls[
+            binding([(res[c]["verdict"], res[c]["lo"], res[c]["hi"]) for c in controls])
+        ]
         h = res[hardest]
-        parts = ", ".join(f"trained - {c} {r['eff']:+.3f} ({r['lo']:.3f} to {r['hi']:.3f}) over {r['n']} images {r['verdict']}"
-                          for c, r in res.items())
-        note = (f"; lambda {', '.join(skipped)} within the margin but skipped: a control's mean per-image IoU above the "
-                f"ceiling {ceiling:g} (saturated)" if skipped else "")
-        rows.append(_row(
-            "P3", claim, ds, model, verdict, h["n"],
-            f"lambda* {lam:g}, the largest lambda < 1 with trained top-1 {row.top1:.3f} >= clean {clean:.3f} - {margin:g} and "
-            f"every control's mean per-image IoU <= {ceiling:g}{note}; "
-            f"per-image IoU of the top-k gradient pixels with the lattice at lambda*: trained {trained.mean():.3f}, "
-            + ", ".join(f"{c} {r['c']:.3f}" for c, r in res.items())
-            + f"; paired over the images present for both (of {n_sweep} swept; 95 % bootstrap), must beat every control: "
-            f"{parts}; {curve}",
-            statistic=f"per-image IoU with the lattice, trained minus {hardest} PRM, at lambda* {lam:g} (effect = observed - "
-                      "control_value, both over the paired images)",
-            observed=h["t"], control=f"{hardest} PRM, same images and lambda", control_value=h["c"],
-            effect=float(h["eff"]), ci_low=float(h["lo"]), ci_high=float(h["hi"])))
+        parts = ", ".join(
+            f"trained - {c} {r['eff']:+.3f} ({r['lo']:.3f} to {r['hi']:.3f}) over {r['n']} images {r['verdict']}"
+            for c, r in res.items()
+        )
+        note = (
+            f"; lambda {', '.join(skipped)} within the margin but skipped: a control's mean per-image IoU above the "
+            f"ceiling {ceiling:g} (saturated)"
+            if skipped
+            else ""
+        )
+        rows.append(
+            _row(
+                "P3",
+                claim,
+                ds,
+                model,
+                verdict,
+                h["n"],
+                f"lambda* {lam:g}, the largest lambda < 1 with trained top-1 {row.top1:.3f} >= clean {clean:.3f} - {margin:g} and "
+                f"every control's mean per-image IoU <= {ceiling:g}{note}; "
+                f"per-image IoU of the top-k gradient pixels with the lattice at lambda*: trained {trained.mean():.3f}, "
+                + ", ".join(f"{c} {r['c']:.3f}" for c, r in res.items())
+                + f"; paired over the images present for both (of {n_sweep} swept; 95 % bootstrap), must beat every control: "
+                f"{parts}; {curve}",
+                statistic=f"per-image IoU with the lattice, trained minus {hardest} PRM, at lambda* {lam:g} (effect = observed - "
+                "control_value, both over the paired images)",
+                observed=h["t"],
+                control=f"{hardest} PRM, same images and lambda",
+                control_value=h["c"],
+                effect=float(h["eff"]),
+                ci_low=float(h["lo"]),
+                ci_high=float(h["hi"]),
+            )
+        )
     return rows
 
 
@@ -375,54 +620,116 @@ def p3_defense(defense: pd.DataFrame, min_effect: float = 0.05) -> list[dict]:
         cell = d.set_index(["defense", "attack", "protocol"])
         for r in d[(d.defense == "stochastic_prm") & (d.attack != "clean")].itertuples():
             n = int(r.n_images)
-            clean = cell.loc[("stochastic_prm", "clean", r.protocol)] if ("stochastic_prm", "clean", r.protocol) in cell.index else None
-            cost = "" if clean is None else (f"; clean top-1 {clean.top1:.2f} against {clean.reference_top1:.2f} undefended "
-                                             f"(cost {-clean.effect:+.2f}, {-clean.effect_high:+.2f} to {-clean.effect_low:+.2f})")
-            shift = cell.loc[("prm_shift_only", r.attack, r.protocol)] if ("prm_shift_only", r.attack, r.protocol) in cell.index else None
-            sh = (getattr(r, "shift_effect", np.nan), getattr(r, "shift_effect_low", np.nan), getattr(r, "shift_effect_high", np.nan))
+            clean = (
+                cell.loc[("stochastic_prm", "clean", r.protocol)]
+                if ("stochastic_prm", "clean", r.protocol) in cell.index
+                else None
+            )
+            cost = (
+                ""
+                if clean is None
+                else (
+                    f"; clean top-1 {clean.top1:.2f} against {clean.reference_top1:.2f} undefended "
+                    f"(cost {-clean.effect:+.2f}, {-clean.effect_high:+.2f} to {-clean.effect_low:+.2f})"
+                )
+            )
+            shift = (
+                cell.loc[("prm_shift_only", r.attack, r.protocol)]
+                if ("prm_shift_only", r.attack, r.protocol) in cell.index
+                else None
+            )
+            sh = (
+                getattr(r, "shift_effect", np.nan),
+                getattr(r, "shift_effect_low", np.nan),
+                getattr(r, "shift_effect_high", np.nan),
+            )
             v_ref = decide(r.effect_low, r.effect_high, n, min_effect=min_effect)
             v_shift = decide(sh[1], sh[2], n, min_effect=min_effect)
-            tests = [(v_ref, r.effect_low, r.effect_high, r.effect, f"top-1 minus {r.reference}'s on the same images",
-                      r.reference, r.reference_top1),
-                     (v_shift, sh[1], sh[2], sh[0], "top-1 minus the shift-only randomisation's (lambda 0, same draws)",
-                      "prm_shift_only", np.nan if shift is None else shift.top1)]
+            tests = [
+                (
+                    v_ref,
+                    r.effect_low,
+                    r.effect_high,
+                    r.effect,
+                    f"top-1 minus {r.reference}'s on the same images",
+                    r.reference,
+                    r.reference_top1,
+                ),
+                (
+                    v_shift,
+                    sh[1],
+                    sh[2],
+                    sh[0],
+                    "top-1 minus the shift-only randomisation's (lambda 0, same draws)",
+                    "prm_shift_only",
+                    np.nan if shift is None else shift.top1,
+                ),
+            ]
             verdict = decide_all([v_ref, v_shift])
             notes = []
             if shift is None or np.isnan(sh[1]):
-                notes.append("shift-only control missing (a table from before it was run): that test is undecided")
+                notes.append(
+                    "shift-only control missing (a table from before it was run): that test is undecided"
+                )
             if r.protocol == "graybox":
                 white = cell.top1.get(("none", r.attack, "graybox"), np.nan)
                 on_cls = cell.top1.get(("prm_on_classifier", r.attack, "graybox"), np.nan)
-                notes.append(f"undefended on images crafted on it {white:.2f}" + ("" if np.isnan(on_cls) else
-                             f"; the stochastic PRM on those images {on_cls:.2f} (the baselines' protocol, another null)"))
+                notes.append(
+                    f"undefended on images crafted on it {white:.2f}"
+                    + (
+                        ""
+                        if np.isnan(on_cls)
+                        else f"; the stochastic PRM on those images {on_cls:.2f} (the baselines' protocol, another null)"
+                    )
+                )
                 if ("transfer_none", r.attack, "graybox") in cell.index:
                     tr = cell.loc[("transfer_none", r.attack, "graybox")]
-                    room = r.clean_top1 - tr.top1  # the most the PRM can gain on images it keeps clean
-                    if (tr.ci_high >= tr.clean_top1 or room <= min_effect) and verdict != "too few images":
+                    room = (
+                        r.clean_top1 - tr.top1
+                    )  # the most the PRM can gain on images it keeps clean
+                    if (
+                        tr.ci_high >= tr.clean_top1 or room <= min_effect
+                    ) and verdict != "too few images":
                         # only the test against transfer_none loses its power; the shift-only test, on the same
                         # PRM-crafted images, still decides (a "not held" there is not hidden)
                         v_ref = "inconclusive"
                         tests[0] = (v_ref, *tests[0][1:])
                         verdict = decide_all([v_ref, v_shift])
-                        notes.append(f"no power against transfer_none: the attack barely transferred from the PRM stand-in "
-                                     f"(transfer_none {tr.top1:.2f}, {tr.ci_low:.2f}-{tr.ci_high:.2f}, against the clean "
-                                     f"{tr.clean_top1:.2f}; room left below the PRM's clean top-1 {room:+.2f}, margin "
-                                     f"{min_effect:g}), so that test can only restate the clean cost and counts as inconclusive")
+                        notes.append(
+                            f"no power against transfer_none: the attack barely transferred from the PRM stand-in "
+                            f"(transfer_none {tr.top1:.2f}, {tr.ci_low:.2f}-{tr.ci_high:.2f}, against the clean "
+                            f"{tr.clean_top1:.2f}; room left below the PRM's clean top-1 {room:+.2f}, margin "
+                            f"{min_effect:g}), so that test can only restate the clean cost and counts as inconclusive"
+                        )
             else:
                 gray = cell.top1.get(("stochastic_prm", r.attack, "graybox"), np.nan)
                 if gray == gray and r.top1 > gray:
-                    notes.append(f"adaptive top-1 above the gray-box {gray:.2f}: the adaptive attack is weaker than transfer "
-                                 "here, so this row underestimates the attack")
+                    notes.append(
+                        f"adaptive top-1 above the gray-box {gray:.2f}: the adaptive attack is weaker than transfer "
+                        "here, so this row underestimates the attack"
+                    )
             t = tests[binding([x[:3] for x in tests])]
-            rows.append(_row(
-                "P3", f"the stochastic PRM defends against {r.attack} ({r.protocol}{', EOT' if r.protocol == 'adaptive' else ''})",
-                ds, model, verdict, r.n_images,
-                f"top-1 {r.top1:.2f} ({r.ci_low:.2f}-{r.ci_high:.2f}, {r.n_images} images x {r.draws} draws); against "
-                f"{r.reference} {r.reference_top1:.2f}: {r.effect:+.2f} ({r.effect_low:+.2f} to {r.effect_high:+.2f}), {v_ref}; "
-                f"against prm_shift_only {tests[1][6]:.2f}: {sh[0]:+.2f} ({sh[1]:+.2f} to {sh[2]:+.2f}), {v_shift}; margin "
-                f"{min_effect:g}" + "".join(f"; {x}" for x in notes) + cost,
-                statistic=t[4] + " (the verdict also needs the other test, in the evidence)", observed=float(r.top1),
-                control=t[5], control_value=float(t[6]), effect=float(t[3]), ci_low=float(t[1]), ci_high=float(t[2])))
+            rows.append(
+                _row(
+                    "P3",
+                    f"the stochastic PRM defends against {r.attack} ({r.protocol}{', EOT' if r.protocol == 'adaptive' else ''})",
+                    ds,
+                    model,
+                    verdict,
+                    r.n_images,
+                    f"top-1 {r.top1:.2f} ({r.ci_low:.2f}-{r.ci_high:.2f}, {r.n_images} images x {r.draws} draws); against "
+                    f"{r.reference} {r.reference_top1:.2f}: {r.effect:+.2f} ({r.effect_low:+.2f} to {r.effect_high:+.2f}), {v_ref}; "
+                    f"against prm_shift_only {tests[1][6]:.2f}: {sh[0]:+.2f} ({sh[1]:+.2f} to {sh[2]:+.2f}), {v_shift}; margin "
+                    f"{min_effect:g}" + "".join(f"; {x}" for x in notes) + cost,
+                    statistic=t[4] + " (the verdict also needs the other test, in the evidence)",
+                    observed=float(r.top1),
+                    control=t[5],
+                    control_value=float(t[6]),
+                    effect=float(t[3]),
+                    ci_low=float(t[1]),
+                    ci_high=float(t[2]),
+                )
+            )
     return rows
 
 
@@ -442,23 +749,50 @@ def synthesis_findings(table: pd.DataFrame) -> list[dict]:
         iou_v = decide(r.iou_excess_ci_low, r.iou_excess_ci_high, n)
         rho_v = decide(r.spearman_excess_ci_low, r.spearman_excess_ci_high, n)
         tests = [  # (verdict, low, high, effect, statistic, observed, control value)
-            (iou_v, r.iou_excess_ci_low, r.iou_excess_ci_high, r.iou_excess,
-             f"top-{r.topk_percent:g} % IoU, same image minus other images' maps (the verdict also needs Spearman's excess, "
-             "in the evidence)", r.iou_topk, r.iou_null),
-            (rho_v, r.spearman_excess_ci_low, r.spearman_excess_ci_high, r.spearman_excess,
-             f"Spearman's rho, same image minus other images' maps (the verdict also needs the top-{r.topk_percent:g} % "
-             "IoU excess, in the evidence)", r.spearman, r.spearman_null)]
+            (
+                iou_v,
+                r.iou_excess_ci_low,
+                r.iou_excess_ci_high,
+                r.iou_excess,
+                f"top-{r.topk_percent:g} % IoU, same image minus other images' maps (the verdict also needs Spearman's excess, "
+                "in the evidence)",
+                r.iou_topk,
+                r.iou_null,
+            ),
+            (
+                rho_v,
+                r.spearman_excess_ci_low,
+                r.spearman_excess_ci_high,
+                r.spearman_excess,
+                f"Spearman's rho, same image minus other images' maps (the verdict also needs the top-{r.topk_percent:g} % "
+                "IoU excess, in the evidence)",
+                r.spearman,
+                r.spearman_null,
+            ),
+        ]
         t = tests[binding([x[:3] for x in tests])]
-        rows.append(_row("Synthesis", f"{r.map_a} and {r.map_b} maps agree beyond chance", r.dataset, r.model,
-                         decide_all([iou_v, rho_v]), n,
-                         f"top-{r.topk_percent:g} % IoU {r.iou_topk:.3f} vs {r.iou_null:.3f} for other images' maps: excess "
-                         f"{r.iou_excess:+.3f} ({r.iou_excess_ci_low:+.3f} to {r.iou_excess_ci_high:+.3f}), {iou_v}; Spearman "
-                         f"{r.spearman:.3f} vs {r.spearman_null:.3f}: excess {r.spearman_excess:+.3f} "
-                         f"({r.spearman_excess_ci_low:+.3f} to {r.spearman_excess_ci_high:+.3f}), {rho_v}; "
-                         f"uniform random sets {r.chance_iou:.3f}",
-                         statistic=t[4], observed=float(t[5]),
-                         control="maps of the other images of the model (permutation null)",
-                         control_value=float(t[6]), effect=float(t[3]), ci_low=float(t[1]), ci_high=float(t[2])))
+        rows.append(
+            _row(
+                "Synthesis",
+                f"{r.map_a} and {r.map_b} maps agree beyond chance",
+                r.dataset,
+                r.model,
+                decide_all([iou_v, rho_v]),
+                n,
+                f"top-{r.topk_percent:g} % IoU {r.iou_topk:.3f} vs {r.iou_null:.3f} for other images' maps: excess "
+                f"{r.iou_excess:+.3f} ({r.iou_excess_ci_low:+.3f} to {r.iou_excess_ci_high:+.3f}), {iou_v}; Spearman "
+                f"{r.spearman:.3f} vs {r.spearman_null:.3f}: excess {r.spearman_excess:+.3f} "
+                f"({r.spearman_excess_ci_low:+.3f} to {r.spearman_excess_ci_high:+.3f}), {rho_v}; "
+                f"uniform random sets {r.chance_iou:.3f}",
+                statistic=t[4],
+                observed=float(t[5]),
+                control="maps of the other images of the model (permutation null)",
+                control_value=float(t[6]),
+                effect=float(t[3]),
+                ci_low=float(t[1]),
+                ci_high=float(t[2]),
+            )
+        )
     return rows
 
 
@@ -469,10 +803,22 @@ def _read(path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path else None
 
 
-def claims_table(inputs: dict, *, ssim_model: str | None, ssim_dataset: str | None, n_boot: int, seed: int,
-                 iou_margin: float = 0.05, iou_ceiling: float = 0.9, ordering_max_k: float = 25,
-                 defense_margin: float = 0.05) -> pd.DataFrame:
-    """Every claim's verdict from the tables in ``inputs`` (missing keys: that stage did not run)."""
+def claims_table(
+    inputs: dict,
+    *,
+    ssim_model: str | None,
+    ssim_dataset: str | None,
+    n_boot: int,
+    seed: int,
+    iou_margin: float = 0.05,
+    iou_ceiling: float = 0.9,
+    ordering_max_k: float = 25,
+    defense_margin: float = 0.05,
+    exclude_models=(),
+) -> pd.DataFrame:
+    """Every claim's verdict from the tables in ``inputs`` (missing keys: that stage did not run). Rows of
+    ``exclude_models`` (the adversarially trained models of ``robust_compare.pairs``: the papers' claims are about
+    standard models; those models are compared in the robust-vs-standard section, docs/robust.md) are left out."""
     rows = []
     if inputs.get("onepixel_summary"):
         rows += p1_claims(_read(inputs["onepixel_claims"]))
@@ -484,25 +830,44 @@ def claims_table(inputs: dict, *, ssim_model: str | None, ssim_dataset: str | No
             if (masked.norm == norm).any():
                 rows += p3_ordering(masked, norm, n_boot=n_boot, seed=seed, max_k=ordering_max_k)
     if inputs.get("prm_lambda_sweep_detail"):
-        rows += p3_iou(_read(inputs["prm_lambda_sweep_detail"]), _read(inputs["prm_lambda_sweep_images"]), margin=iou_margin,
-                       n_boot=n_boot, seed=seed, ceiling=iou_ceiling)
+        rows += p3_iou(
+            _read(inputs["prm_lambda_sweep_detail"]),
+            _read(inputs["prm_lambda_sweep_images"]),
+            margin=iou_margin,
+            n_boot=n_boot,
+            seed=seed,
+            ceiling=iou_ceiling,
+        )
     if inputs.get("defense"):
         rows += p3_defense(_read(inputs["defense"]), min_effect=defense_margin)
     if inputs.get("synthesis"):
         rows += synthesis_findings(_read(inputs["synthesis"]))
-    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+    return table[~table.model.isin(list(exclude_models))].reset_index(drop=True)
 
 
-STAGES = {"P1": ("onepixel_summary", "onepixel.models"), "P2": ("ssim_cam_summary", "ssim.model"),
-          "P3": ("masked_pgd", "masked_pgd.models"), "Synthesis": ("synthesis", "synthesis.models")}
-TITLES = {"P1": "P1, regions and one-pixel attacks (Wang et al. 2021)",
-          "P2": "P2, the perceptual (SSIM) ball (Pochimireddy et al. 2021)",
-          "P3": "P3, input gradients and the PRM (Hwang et al. 2019)",
-          "Synthesis": "Synthesis (ours): the four \"where\" maps on the same images"}
+STAGES = {
+    "P1": ("onepixel_summary", "onepixel.models"),
+    "P2": ("ssim_cam_summary", "ssim.model"),
+    "P3": ("masked_pgd", "masked_pgd.models"),
+    "Synthesis": ("synthesis", "synthesis.models"),
+}
+TITLES = {
+    "P1": "P1, regions and one-pixel attacks (Wang et al. 2021)",
+    "P2": "P2, the perceptual (SSIM) ball (Pochimireddy et al. 2021)",
+    "P3": "P3, input gradients and the PRM (Hwang et al. 2019)",
+    "Synthesis": 'Synthesis (ours): the four "where" maps on the same images',
+}
 
 
 def _num(v) -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3g}" if isinstance(v, float) else str(v)
+    return (
+        "-"
+        if v is None or (isinstance(v, float) and np.isnan(v))
+        else f"{v:.3g}"
+        if isinstance(v, float)
+        else str(v)
+    )
 
 
 def _control(name, value) -> str:
@@ -517,42 +882,113 @@ def _effect(effect, lo, hi) -> str:
     return f"{effect:+.3g} ({_num(lo)} to {_num(hi)})"
 
 
-def render(claims: pd.DataFrame, inputs: dict, *, config_sha256: str, configfiles: list[str], config_yaml: str,
-           git_commit: str, clean_accuracy: pd.DataFrame | None = None) -> str:
+ROBUST_TITLE = "Robust vs standard (ours)"
+ROBUST_NOTE = (
+    "Ours, not a claim of any of the three papers: an adversarially trained model beside a standard one of the "
+    "same dataset, compared on the same test images from the stages' saved outputs (docs/robust.md). Rows framed "
+    "as a hypothesis get a verdict by the same rule (held / not held / inconclusive / too few images); the others "
+    "are descriptive (numbers and a 95 % interval). Not counted in the claim tally above, and the pairs' adversarially "
+    "trained models are left out of that tally (the papers' claims are about standard models). Six verdict "
+    "rows per pair, each at 95 % with no multiplicity correction: read one held row among many with that in mind."
+)
+
+
+def robust_section(table: pd.DataFrame | None) -> list[str]:
+    """SUMMARY.md's "Robust vs standard (ours)" section from ``robust_compare.csv`` (empty when not configured)."""
+    if table is None:
+        return []
+    lines = [f"## {ROBUST_TITLE}", "", ROBUST_NOTE, ""]
+    for (ds, s, r), d in table.groupby(["dataset", "standard", "robust"], sort=False):
+        lines += [
+            f"### {s} (standard) vs {r} (robust), {ds}",
+            "",
+            "| section | comparison | hypothesis | verdict | images | standard | robust | observed | control | "
+            "effect (95 % CI) | evidence |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {x.section} | {x.comparison} | {x.hypothesis if isinstance(x.hypothesis, str) and x.hypothesis else '-'} | "
+            f"**{x.verdict}** | {x.n_images} | {_num(x.standard_value)} | {_num(x.robust_value)} | {_num(x.observed)} | "
+            f"{_control(x.control, x.control_value) if isinstance(x.control, str) and x.control else '-'} | "
+            f"{_effect(x.effect, x.ci_low, x.ci_high)} | {x.evidence if isinstance(x.evidence, str) else ''} |"
+            for x in d.itertuples()
+        ]
+        lines.append("")
+    return lines
+
+
+def render(
+    claims: pd.DataFrame,
+    inputs: dict,
+    *,
+    config_sha256: str,
+    configfiles: list[str],
+    config_yaml: str,
+    git_commit: str,
+    clean_accuracy: pd.DataFrame | None = None,
+    robust: pd.DataFrame | None = None,
+) -> str:
     counts = claims.verdict.value_counts()
-    lines = ["# pixelrobust: did the claims hold?", "",
-             "Generated from `results/tables/` by the `summary` rule. Every claim is tested as an *effect* against a "
-             "negative control computed in the same run (column *control*), with a 95 % interval: **held** when the "
-             "interval lies above the claim's threshold (by default: beats the control), **not held** when it lies "
-             "below, **inconclusive** when it straddles it (no clear difference). Rule and criteria (ours): "
-             "docs/verdicts.md and docs/synthesis.md. "
-             f"Verdicts need at least {MIN_IMAGES} images; below that the numbers are shown without one.", "",
-             "Sources: of P1 and P2 only the abstracts could be read, of P3 a blog summary and the authors' code; no "
-             "result number of any of the three papers was available, so none is compared here. The claims are tested "
-             "as we reconstructed them (docs/sources.md).", "",
-             "| verdict | claims |", "|---|---|"]
-    lines += [f"| {v} | {int(counts.get(v, 0))} |" for v in ("held", "not held", "inconclusive", "too few images")]
-    lines += ["", f"Config sha256 `{config_sha256}` from {', '.join(f'`{c}`' for c in configfiles) or 'the defaults'}; "
-              f"git commit `{git_commit}`. The full config is at the end.", ""]
+    lines = [
+        "# pixelrobust: did the claims hold?",
+        "",
+        "Generated from `results/tables/` by the `summary` rule. Every claim is tested as an *effect* against a "
+        "negative control computed in the same run (column *control*), with a 95 % interval: **held** when the "
+        "interval lies above the claim's threshold (by default: beats the control), **not held** when it lies "
+        "below, **inconclusive** when it straddles it (no clear difference). Rule and criteria (ours): "
+        "docs/verdicts.md and docs/synthesis.md. "
+        f"Verdicts need at least {MIN_IMAGES} images; below that the numbers are shown without one.",
+        "",
+        "Sources: of P1 and P2 only the abstracts could be read, of P3 a blog summary and the authors' code; no "
+        "result number of any of the three papers was available, so none is compared here. The claims are tested "
+        "as we reconstructed them (docs/sources.md).",
+        "",
+        "| verdict | claims |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {v} | {int(counts.get(v, 0))} |"
+        for v in ("held", "not held", "inconclusive", "too few images")
+    ]
+    lines += [
+        "",
+        f"Config sha256 `{config_sha256}` from {', '.join(f'`{c}`' for c in configfiles) or 'the defaults'}; "
+        f"git commit `{git_commit}`. The full config is at the end.",
+        "",
+    ]
     if clean_accuracy is not None:
         lines += ["## Models", "", "| model | dataset | images | top-1 |", "|---|---|---|---|"]
-        lines += [f"| {r.model} | {r.dataset} | {r.n_images} | {r.top1:.4f} |" for r in clean_accuracy.itertuples()]
+        lines += [
+            f"| {r.model} | {r.dataset} | {r.n_images} | {r.top1:.4f} |"
+            for r in clean_accuracy.itertuples()
+        ]
         lines.append("")
     for paper, title in TITLES.items():
         lines += [f"## {title}", ""]
         rows = claims[claims.paper == paper]
         if rows.empty:
             key, setting = STAGES[paper]
-            lines += [f"Not run: `{setting}` is empty in this config." if not inputs.get(key) else "No claim could be evaluated.", ""]
+            lines += [
+                f"Not run: `{setting}` is empty in this config."
+                if not inputs.get(key)
+                else "No claim could be evaluated.",
+                "",
+            ]
             continue
         for claim, d in rows.groupby("claim", sort=False):
-            lines += [f"### {claim}", "",
-                      "| dataset | model | verdict | images | statistic | observed | control | effect (95 % CI) | evidence |",
-                      "|---|---|---|---|---|---|---|---|---|"]
-            lines += [f"| {r.dataset} | {r.model} | **{r.verdict}** | {r.n_images} | {r.statistic or '-'} | {_num(r.observed)} | "
-                      f"{_control(r.control, r.control_value)} | {_effect(r.effect, r.ci_low, r.ci_high)} | {r.evidence} |"
-                      for r in d.itertuples()]
+            lines += [
+                f"### {claim}",
+                "",
+                "| dataset | model | verdict | images | statistic | observed | control | effect (95 % CI) | evidence |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r.dataset} | {r.model} | **{r.verdict}** | {r.n_images} | {r.statistic or '-'} | {_num(r.observed)} | "
+                f"{_control(r.control, r.control_value)} | {_effect(r.effect, r.ci_low, r.ci_high)} | {r.evidence} |"
+                for r in d.itertuples()
+            ]
             lines.append("")
+    lines += robust_section(robust)
     lines += ["## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     return "\n".join(lines)
 
@@ -580,59 +1016,186 @@ def _rst_table(header: list[str], rows: list[list], widths: list[int] | None = N
     return lines + [""]
 
 
-def front_page(claims: pd.DataFrame, *, config_sha256: str, configfiles: list[str], git_commit: str,
-               clean_accuracy: pd.DataFrame | None = None) -> str:
+def front_page(
+    claims: pd.DataFrame,
+    *,
+    config_sha256: str,
+    configfiles: list[str],
+    git_commit: str,
+    clean_accuracy: pd.DataFrame | None = None,
+    robust: pd.DataFrame | None = None,
+) -> str:
     """The HTML report's front page (reStructuredText): the verdict table of SUMMARY.md, the models, the commit.
 
     ``workflow/report/workflow.rst`` includes it, so the report opens on what SUMMARY.md concludes."""
     counts = claims.verdict.value_counts()
-    tally = ", ".join(f"{int(counts.get(v, 0))} {v}" for v in ("held", "not held", "inconclusive", "too few images"))
-    lines = [FRONT_PAGE_HEADING, "-" * len(FRONT_PAGE_HEADING), "",
-             _rst(f"{len(claims)} claim rows: {tally}. Each verdict is an effect against a negative control of the "
-                  "same run with a 95 % interval (docs/verdicts.md); the evidence for each row is in SUMMARY.md "
-                  "(category Synthesis) and claims.csv."), ""]
-    rows = [[r.paper, r.claim, r.dataset, r.model, r.verdict, r.n_images, _effect(r.effect, r.ci_low, r.ci_high),
-             _control(r.control, r.control_value).replace("**", "")] for r in claims.itertuples()]
+    tally = ", ".join(
+        f"{int(counts.get(v, 0))} {v}"
+        for v in ("held", "not held", "inconclusive", "too few images")
+    )
+    lines = [
+        FRONT_PAGE_HEADING,
+        "-" * len(FRONT_PAGE_HEADING),
+        "",
+        _rst(
+            f"{len(claims)} claim rows: {tally}. Each verdict is an effect against a negative control of the "
+            "same run with a 95 % interval (docs/verdicts.md); the evidence for each row is in SUMMARY.md "
+            "(category Synthesis) and claims.csv."
+        ),
+        "",
+    ]
+    rows = [
+        [
+            r.paper,
+            r.claim,
+            r.dataset,
+            r.model,
+            r.verdict,
+            r.n_images,
+            _effect(r.effect, r.ci_low, r.ci_high),
+            _control(r.control, r.control_value).replace("**", ""),
+        ]
+        for r in claims.itertuples()
+    ]
     if rows:  # a list-table needs a body row
-        lines += _rst_table(["paper", "claim", "dataset", "model", "verdict", "images", "effect (95 % CI)", "control"],
-                            rows, [4, 30, 7, 12, 8, 5, 14, 20])
+        lines += _rst_table(
+            [
+                "paper",
+                "claim",
+                "dataset",
+                "model",
+                "verdict",
+                "images",
+                "effect (95 % CI)",
+                "control",
+            ],
+            rows,
+            [4, 30, 7, 12, 8, 5, 14, 20],
+        )
     if clean_accuracy is not None and len(clean_accuracy):
         lines += ["Models", "------", ""]
-        lines += _rst_table(["model", "dataset", "images", "top-1"],
-                            [[r.model, r.dataset, r.n_images, f"{r.top1:.4f}"] for r in clean_accuracy.itertuples()])
-    lines += ["Run", "---", "",
-              _rst(f"git commit {git_commit}; config sha256 {config_sha256} from "
-                   f"{', '.join(configfiles) or 'the defaults'} (the full config is at the end of SUMMARY.md)."), ""]
+        lines += _rst_table(
+            ["model", "dataset", "images", "top-1"],
+            [
+                [r.model, r.dataset, r.n_images, f"{r.top1:.4f}"]
+                for r in clean_accuracy.itertuples()
+            ],
+        )
+    if robust is not None and len(robust):
+        lines += [ROBUST_TITLE, "-" * len(ROBUST_TITLE), "", _rst(ROBUST_NOTE), ""]
+        lines += _rst_table(
+            [
+                "standard",
+                "robust",
+                "section",
+                "comparison",
+                "verdict",
+                "images",
+                "effect (95 % CI)",
+            ],
+            [
+                [
+                    r.standard,
+                    r.robust,
+                    r.section,
+                    r.comparison,
+                    r.verdict,
+                    r.n_images,
+                    _effect(r.effect, r.ci_low, r.ci_high),
+                ]
+                for r in robust.itertuples()
+            ],
+            [12, 12, 8, 30, 8, 5, 14],
+        )
+    lines += [
+        "Run",
+        "---",
+        "",
+        _rst(
+            f"git commit {git_commit}; config sha256 {config_sha256} from "
+            f"{', '.join(configfiles) or 'the defaults'} (the full config is at the end of SUMMARY.md)."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
-def run_summary(inputs: dict, out: dict, *, config: dict, config_sha256: str, configfiles: list[str],
-                ssim_dataset: str | None, n_boot: int, seed: int) -> pd.DataFrame:
+def robust_models(config: dict) -> list[str]:
+    """The adversarially trained models of ``robust_compare.pairs`` (left out of the claim tally)."""
+    return [p["robust"] for p in (config.get("robust_compare") or {}).get("pairs", [])]
+
+
+def run_summary(
+    inputs: dict,
+    out: dict,
+    *,
+    config: dict,
+    config_sha256: str,
+    configfiles: list[str],
+    ssim_dataset: str | None,
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
     """Rule ``summary``: ``results/SUMMARY.md`` and ``results/tables/claims.csv``."""
     import yaml
 
     from .io import atomic_path, write_table
     from .provenance import git_commit
 
-    claims = claims_table(inputs, ssim_model=config["ssim"]["model"], ssim_dataset=ssim_dataset, n_boot=n_boot, seed=seed,
-                          iou_margin=config["prm"]["sweep"]["accuracy_margin"],
-                          iou_ceiling=config["prm"]["sweep"]["control_iou_ceiling"],
-                          ordering_max_k=config["masked_pgd"]["verdict_max_k"],
-                          defense_margin=config["defense_eval"]["min_effect"])
+    claims = claims_table(
+        inputs,
+        ssim_model=config["ssim"]["model"],
+        ssim_dataset=ssim_dataset,
+        n_boot=n_boot,
+        seed=seed,
+        iou_margin=config["prm"]["sweep"]["accuracy_margin"],
+        iou_ceiling=config["prm"]["sweep"]["control_iou_ceiling"],
+        ordering_max_k=config["masked_pgd"]["verdict_max_k"],
+        defense_margin=config["defense_eval"]["min_effect"],
+        exclude_models=robust_models(config),
+    )
     write_table(claims, out["claims"])
     commit = git_commit()
-    text = render(claims, inputs, config_sha256=config_sha256, configfiles=configfiles,
-                  config_yaml=yaml.safe_dump(config, sort_keys=False), git_commit=commit,
-                  clean_accuracy=_read(inputs.get("clean_accuracy")))
+    robust = _read(inputs.get("robust_compare"))
+    text = render(
+        claims,
+        inputs,
+        config_sha256=config_sha256,
+        configfiles=configfiles,
+        config_yaml=yaml.safe_dump(config, sort_keys=False),
+        git_commit=commit,
+        clean_accuracy=_read(inputs.get("clean_accuracy")),
+        robust=robust,
+    )
     with atomic_path(out["md"], suffix=".md") as tmp:
         Path(tmp).write_text(text)
     if out.get("front"):
-        page = front_page(claims, config_sha256=config_sha256, configfiles=configfiles, git_commit=commit,
-                          clean_accuracy=_read(inputs.get("clean_accuracy")))
+        page = front_page(
+            claims,
+            config_sha256=config_sha256,
+            configfiles=configfiles,
+            git_commit=commit,
+            clean_accuracy=_read(inputs.get("clean_accuracy")),
+            robust=robust,
+        )
         with atomic_path(out["front"], suffix=".rst") as tmp:
             Path(tmp).write_text(page)
     return claims
 
 
-__all__ = ["CLAIM_COLUMNS", "MIN_IMAGES", "claims_table", "front_page", "p1_claims", "p2_claims", "p3_defense", "p3_iou", "p3_ordering",
-           "render", "run_summary", "synthesis_findings"]
+__all__ = [
+    "CLAIM_COLUMNS",
+    "MIN_IMAGES",
+    "claims_table",
+    "front_page",
+    "p1_claims",
+    "p2_claims",
+    "p3_defense",
+    "p3_iou",
+    "p3_ordering",
+    "render",
+    "robust_models",
+    "robust_section",
+    "run_summary",
+    "synthesis_findings",
+]
