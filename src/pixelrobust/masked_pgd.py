@@ -16,6 +16,7 @@ import logging
 import pandas as pd
 import torch
 
+from .cost import Progress
 from .gradients import pixel_mask
 from .pgd import PGD
 
@@ -28,12 +29,22 @@ MASKS = {
     "top_arch": ("architecture_map", "top"),
     "bottom_arch": ("architecture_map", "bottom"),
 }
-CHUNK_COLUMNS = ["norm", "mask", "k_percent", "image_id", "label", "correct", "loss"]  # one row per image
+CHUNK_COLUMNS = [
+    "norm",
+    "mask",
+    "k_percent",
+    "image_id",
+    "label",
+    "correct",
+    "loss",
+]  # one row per image
 TABLE_COLUMNS = ["dataset", "model", "mask", "k_percent", "n_images", "top1"]
 IMAGE_COLUMNS = ["dataset", "model", "norm", "mask", "k_percent", "image_id", "correct", "loss"]
 
 
-def build_masks(maps: dict, masks: list[str], ks: list[float], seed: int) -> dict[tuple[str, float], torch.Tensor]:
+def build_masks(
+    maps: dict, masks: list[str], ks: list[float], seed: int
+) -> dict[tuple[str, float], torch.Tensor]:
     out = {}
     for name in masks:
         if name not in MASKS:
@@ -44,8 +55,16 @@ def build_masks(maps: dict, masks: list[str], ks: list[float], seed: int) -> dic
     return out
 
 
-def masked_pgd_chunk(model, images: torch.Tensor, labels: torch.Tensor, masks: dict[tuple[str, float], torch.Tensor],
-                     attacks: dict[str, dict], seed: int, batch_size: int, image_ids=None) -> pd.DataFrame:
+def masked_pgd_chunk(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    masks: dict[tuple[str, float], torch.Tensor],
+    attacks: dict[str, dict],
+    seed: int,
+    batch_size: int,
+    image_ids=None,
+) -> pd.DataFrame:
     """Per image and (norm, mask, k): still correct under PGD, and the cross-entropy of the attacked image.
 
     Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
@@ -58,37 +77,72 @@ def masked_pgd_chunk(model, images: torch.Tensor, labels: torch.Tensor, masks: d
     frames = []
     for norm, settings in attacks.items():
         cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
-        for (name, k), mask in masks.items():
+        for (name, k), mask in Progress.over(f"masked PGD {norm}, (mask, k) pairs", masks.items()):
             key = mask.numpy().tobytes()
             if key not in cache:
                 correct, loss = [], []
                 for i in range(0, len(images), batch_size):
-                    x, y = images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
+                    x, y = (
+                        images[i : i + batch_size].to(device),
+                        labels[i : i + batch_size].to(device),
+                    )
                     attack = PGD(model, norm=norm, seed=seed + i, **settings)
                     adv = attack(x, y, mask.to(device)) if mask.any() else x
                     with torch.no_grad():
                         logits = model(adv)
                     correct.append((logits.argmax(1) == y).cpu())
-                    loss.append(torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu() + 0.0)  # no -0
+                    loss.append(
+                        torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu() + 0.0
+                    )  # no -0
                 cache[key] = (torch.cat(correct), torch.cat(loss))
             correct, loss = cache[key]
-            frames.append(pd.DataFrame({"norm": norm, "mask": name, "k_percent": float(k), "image_id": ids,
-                                        "label": labels.numpy(), "correct": correct.numpy().astype(int), "loss": loss.numpy()}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "norm": norm,
+                        "mask": name,
+                        "k_percent": float(k),
+                        "image_id": ids,
+                        "label": labels.numpy(),
+                        "correct": correct.numpy().astype(int),
+                        "loss": loss.numpy(),
+                    }
+                )
+            )
             log.info("%s %s k=%g%%: %d/%d correct", norm, name, k, int(correct.sum()), len(images))
-    return pd.concat(frames, ignore_index=True)[CHUNK_COLUMNS] if frames else pd.DataFrame(columns=CHUNK_COLUMNS)
+    return (
+        pd.concat(frames, ignore_index=True)[CHUNK_COLUMNS]
+        if frames
+        else pd.DataFrame(columns=CHUNK_COLUMNS)
+    )
 
 
 def accuracy_table(per_image: pd.DataFrame) -> pd.DataFrame:
     """Per (norm, mask, k): ``n_images``, ``n_correct`` and ``top1`` from per-image rows, in their order."""
     g = per_image.groupby(["norm", "mask", "k_percent"], sort=False, as_index=False).agg(
-        n_images=("correct", "size"), n_correct=("correct", "sum"))
+        n_images=("correct", "size"), n_correct=("correct", "sum")
+    )
     g["top1"] = g.n_correct / g.n_images
     return g
 
 
-def run_masked_pgd(spec: dict, weights, data_dir, maps_path, start: int, stop: int, out, *, masks: list[str],
-                   k_percent: list[float], attacks: dict[str, dict], mask_seed: int, seed: int, batch_size: int,
-                   device) -> None:
+def run_masked_pgd(
+    spec: dict,
+    weights,
+    data_dir,
+    maps_path,
+    start: int,
+    stop: int,
+    out,
+    *,
+    masks: list[str],
+    k_percent: list[float],
+    attacks: dict[str, dict],
+    mask_seed: int,
+    seed: int,
+    batch_size: int,
+    device,
+) -> None:
     """Rule ``masked_pgd``: one chunk of test images of one model."""
     from .data import load_split
     from .io import load_npz, write_table
@@ -97,27 +151,43 @@ def run_masked_pgd(spec: dict, weights, data_dir, maps_path, start: int, stop: i
     maps = load_npz(maps_path)
     split = load_split(data_dir, "test", start, stop)
     if maps["dataset_map"].shape != tuple(split.images.shape[-2:]):
-        raise ValueError(f"{maps_path} holds a {maps['dataset_map'].shape} map for {tuple(split.images.shape[-2:])} images; rerun gradient_map")
+        raise ValueError(
+            f"{maps_path} holds a {maps['dataset_map'].shape} map for {tuple(split.images.shape[-2:])} images; rerun gradient_map"
+        )
     model = build_model(spec, weights, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    table = masked_pgd_chunk(model, split.images, split.labels, build_masks(maps, masks, k_percent, mask_seed), attacks,
-                             seed, batch_size, image_ids=split.ids)
+    table = masked_pgd_chunk(
+        model,
+        split.images,
+        split.labels,
+        build_masks(maps, masks, k_percent, mask_seed),
+        attacks,
+        seed,
+        batch_size,
+        image_ids=split.ids,
+    )
     write_table(table, out, float_format="%.6g")
 
 
-def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], out: dict) -> dict[str, pd.DataFrame]:
+def masked_pgd_tables(
+    chunks: dict[str, list[str]], datasets: dict[str, str], out: dict
+) -> dict[str, pd.DataFrame]:
     """Rule ``masked_pgd_tables``: one table per norm (``dataset,model,mask,k_percent,n_images,top1``) and, in
     ``out["images"]``, every image's outcome (``dataset,model,norm,mask,k_percent,image_id,correct,loss``)."""
     from .io import write_table
 
     frames, images = [], []
     for model, paths in chunks.items():
-        per_image = pd.concat([pd.read_csv(p, dtype={"image_id": str}) for p in paths], ignore_index=True)
+        per_image = pd.concat(
+            [pd.read_csv(p, dtype={"image_id": str}) for p in paths], ignore_index=True
+        )
         missing = set(CHUNK_COLUMNS) - set(per_image.columns)
         if missing:
-            raise ValueError(f"{paths[0]} lacks per-image columns {sorted(missing)} (written by an older masked_pgd); "
-                             "rerun it with --forcerun masked_pgd")
+            raise ValueError(
+                f"{paths[0]} lacks per-image columns {sorted(missing)} (written by an older masked_pgd); "
+                "rerun it with --forcerun masked_pgd"
+            )
         df = accuracy_table(per_image)
         for frame in (df, per_image):
             frame.insert(0, "model", model)
@@ -126,7 +196,9 @@ def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], ou
         images.append(per_image)
     allrows = pd.concat(frames, ignore_index=True)
     if "images" in out:
-        write_table(pd.concat(images, ignore_index=True)[IMAGE_COLUMNS], out["images"], float_format="%.6g")
+        write_table(
+            pd.concat(images, ignore_index=True)[IMAGE_COLUMNS], out["images"], float_format="%.6g"
+        )
     tables = {}
     for norm in ("linf", "l2"):
         if norm not in out:
@@ -137,4 +209,12 @@ def masked_pgd_tables(chunks: dict[str, list[str]], datasets: dict[str, str], ou
     return tables
 
 
-__all__ = ["IMAGE_COLUMNS", "MASKS", "accuracy_table", "build_masks", "masked_pgd_chunk", "masked_pgd_tables", "run_masked_pgd"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "MASKS",
+    "accuracy_table",
+    "build_masks",
+    "masked_pgd_chunk",
+    "masked_pgd_tables",
+    "run_masked_pgd",
+]

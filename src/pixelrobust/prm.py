@@ -87,7 +87,9 @@ def pool_variants(pool: dict) -> list[str]:
     """
     lattices, replicates = list(pool["lattices"]), int(pool["replicates"])
     if not lattices or replicates < 1 or len(set(lattices)) != len(lattices):
-        raise ConfigError(f"stochastic_prm.pool needs distinct lattices and replicates >= 1, got {pool}")
+        raise ConfigError(
+            f"stochastic_prm.pool needs distinct lattices and replicates >= 1, got {pool}"
+        )
     return [variant_name(lat, r) for lat in lattices for r in range(replicates)]
 
 
@@ -120,7 +122,10 @@ def lattice_mask(name: str, height: int, width: int) -> torch.Tensor:
 class _Down(nn.Module):
     def __init__(self, cin: int, cout: int, pool: bool):
         super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(cin, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv1, self.conv2 = (
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.Conv2d(cout, cout, 3, padding=1),
+        )
         self.pool = pool
 
     def forward(self, x):
@@ -132,7 +137,10 @@ class _Up(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
-        self.conv1, self.conv2 = nn.Conv2d(2 * cout, cout, 3, padding=1), nn.Conv2d(cout, cout, 3, padding=1)
+        self.conv1, self.conv2 = (
+            nn.Conv2d(2 * cout, cout, 3, padding=1),
+            nn.Conv2d(cout, cout, 3, padding=1),
+        )
 
     def forward(self, skip, x):
         x = self.up(x)
@@ -150,7 +158,10 @@ class UNet(nn.Module):
         if depth < 1:
             raise ConfigError(f"prm.depth must be >= 1, got {depth}")
         widths = [start_filters * 2**i for i in range(depth)]
-        self.downs = nn.ModuleList(_Down(c_in, c_out, pool=i < depth - 1) for i, (c_in, c_out) in enumerate(zip([channels, *widths], widths)))
+        self.downs = nn.ModuleList(
+            _Down(c_in, c_out, pool=i < depth - 1)
+            for i, (c_in, c_out) in enumerate(zip([channels, *widths], widths))
+        )
         self.ups = nn.ModuleList(_Up(widths[i + 1], widths[i]) for i in reversed(range(depth - 1)))
 
     def forward(self, x):
@@ -189,12 +200,25 @@ class PRM(nn.Module):
     constant image. Both variants read only the lattice. ``first_conv``: module docstring.
     """
 
-    def __init__(self, lattice: str = "s2", depth: int = 4, start_filters: int = 64, channels: int = 3,
-                 residual: bool = False, first_conv: str = "ours"):
+    def __init__(
+        self,
+        lattice: str = "s2",
+        depth: int = 4,
+        start_filters: int = 64,
+        channels: int = 3,
+        residual: bool = False,
+        first_conv: str = "ours",
+    ):
         super().__init__()
         (kh, kw), (sh, sw) = check_lattice(lattice)
-        self.lattice, self.residual, self.first_conv = lattice, bool(residual), check_first_conv(first_conv)
-        width = start_filters if first_conv == "ours" else channels  # the authors': Conv2d(3, 3, k, stride)
+        self.lattice, self.residual, self.first_conv = (
+            lattice,
+            bool(residual),
+            check_first_conv(first_conv),
+        )
+        width = (
+            start_filters if first_conv == "ours" else channels
+        )  # the authors': Conv2d(3, 3, k, stride)
         self.sparse = nn.Conv2d(channels, width, (kh, kw), stride=(sh, sw))
         self.unet = UNet(width, depth, start_filters)
         self.up = nn.ConvTranspose2d(start_filters, start_filters, 3, stride=(sh, sw), padding=1)
@@ -250,8 +274,13 @@ def untrained_like(meta: dict, seed: int) -> PRM:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False),
-                  first_conv=meta.get("first_conv", "ours"))
+        prm = PRM(
+            meta["lattice"],
+            meta["depth"],
+            meta["start_filters"],
+            residual=meta.get("residual", False),
+            first_conv=meta.get("first_conv", "ours"),
+        )
         if prm.residual:
             prm.out.reset_parameters()
     return prm.eval()
@@ -302,13 +331,29 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def fingerprint(settings: dict) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
-def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int,
-          lr: float, recon_ratio: float, train_lambda: float = 1.0, max_steps: int | None = None, augment: bool = True,
-          seed: int = 0, checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 200,
-          progress: bool = True) -> pd.DataFrame:
+def train(
+    classifier: nn.Module,
+    prm: PRM,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    recon_ratio: float,
+    train_lambda: float = 1.0,
+    max_steps: int | None = None,
+    augment: bool = True,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train ``prm`` in front of the frozen ``classifier``; returns the per-step loss history.
 
     With ``checkpoint`` set, the state (PRM, optimiser, step, history) is saved there every
@@ -327,10 +372,20 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
     opt = torch.optim.Adam(prm.parameters(), lr=lr)
     per_epoch = math.ceil(len(images) / batch_size)
     total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
-    settings = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "recon_ratio": recon_ratio, "train_lambda": train_lambda,
-                "max_steps": max_steps, "augment": augment, "seed": seed, "n_images": len(images), "lattice": prm.lattice,
-                "residual": prm.residual,
-                "n_params": sum(p.numel() for p in prm.parameters())}
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "recon_ratio": recon_ratio,
+        "train_lambda": train_lambda,
+        "max_steps": max_steps,
+        "augment": augment,
+        "seed": seed,
+        "n_images": len(images),
+        "lattice": prm.lattice,
+        "residual": prm.residual,
+        "n_params": sum(p.numel() for p in prm.parameters()),
+    }
     if prm.first_conv != "ours":  # only then, so checkpoints written before the option still resume
         settings["first_conv"] = prm.first_conv
     fp = fingerprint(settings)
@@ -349,18 +404,34 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
         if checkpoint is None:
             return
         with atomic_path(checkpoint) as tmp:
-            torch.save({"fingerprint": fp, "prm": prm.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "history": history, "settings": settings}, tmp)
+            torch.save(
+                {
+                    "fingerprint": fp,
+                    "prm": prm.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "settings": settings,
+                },
+                tmp,
+            )
 
     try:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=step, desc="train PRM", disable=not progress, mininterval=5.0)
+        bar = tqdm(
+            total=total, initial=step, desc="train PRM", disable=not progress, mininterval=5.0
+        )
     except ImportError:  # pragma: no cover - tqdm is a dependency
         bar = None
+    from .cost import Progress
+
+    steps_left = Progress("PRM training, steps from here", total - step)
     while step < total:
         epoch, b = divmod(step, per_epoch)
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        order = torch.randperm(
+            len(images), generator=torch.Generator().manual_seed(seed * 100003 + epoch)
+        )
         idx = order[b * batch_size : (b + 1) * batch_size]
         x, y = images[idx], labels[idx]
         if augment:
@@ -373,19 +444,40 @@ def train(classifier: nn.Module, prm: PRM, images: torch.Tensor, labels: torch.T
         ce = F.cross_entropy(logits, y)
         loss = recon_ratio * mse + (1.0 - recon_ratio) * ce
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"PRM training diverged at step {step} (loss {loss.item()}); lower prm.train.lr")
+            raise FloatingPointError(
+                f"PRM training diverged at step {step} (loss {loss.item()}); lower prm.train.lr"
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
+        steps_left.step()
         top1 = (logits.argmax(1) == y).float().mean().item()
-        history.append({"step": step, "epoch": epoch, "loss": loss.item(), "mse": mse.item(), "ce": ce.item(), "top1": top1})
+        history.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "loss": loss.item(),
+                "mse": mse.item(),
+                "ce": ce.item(),
+                "top1": top1,
+            }
+        )
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", top1=f"{top1:.3f}", refresh=False)
         if step % checkpoint_every == 0 or step % per_epoch == 0 or step == total:
             save()
-            log.info("step %d/%d epoch %d loss %.4f mse %.5f ce %.4f top1 %.3f", step, total, epoch, loss.item(), mse.item(), ce.item(), top1)
+            log.info(
+                "step %d/%d epoch %d loss %.4f mse %.5f ce %.4f top1 %.3f",
+                step,
+                total,
+                epoch,
+                loss.item(),
+                mse.item(),
+                ce.item(),
+                top1,
+            )
     if bar is not None:
         bar.close()
     prm.eval()
@@ -401,11 +493,18 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
         meta = obj["meta"]
-        prm = PRM(meta["lattice"], meta["depth"], meta["start_filters"], residual=meta.get("residual", False),
-                  first_conv=meta.get("first_conv", "ours"))
+        prm = PRM(
+            meta["lattice"],
+            meta["depth"],
+            meta["start_filters"],
+            residual=meta.get("residual", False),
+            first_conv=meta.get("first_conv", "ours"),
+        )
         prm.load_state_dict(obj["state_dict"])
     except Exception as e:
-        raise ValueError(f"cannot load a trained PRM from {path} ({type(e).__name__}: {e}); delete it and rerun train_prm") from e
+        raise ValueError(
+            f"cannot load a trained PRM from {path} ({type(e).__name__}: {e}); delete it and rerun train_prm"
+        ) from e
     return prm.to(device).eval(), meta
 
 
@@ -414,8 +513,14 @@ def load_prm(path: str | os.PathLike, device: torch.device | str = "cpu") -> tup
 # ----------------------------------------------------------------------------------------------
 
 
-def _gradient_pass(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lat: torch.Tensor, topk_percent: float,
-                   batch_size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def _gradient_pass(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    lat: torch.Tensor,
+    topk_percent: float,
+    batch_size: int,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """One pass of |∂CE/∂x| over the images: the dataset map (mean over images and channels, as
     :func:`~pixelrobust.gradients.dataset_gradient_map`), and per image the IoU of its own top-k % pixels
     with ``lat`` and whether the model classifies it correctly."""
@@ -434,17 +539,33 @@ def _gradient_pass(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         per_image = g.abs().mean(dim=1)
         total += per_image.sum(dim=0).double().cpu()
         flat = per_image.flatten(1).double()
-        order = torch.sort(flat, dim=1, descending=True, stable=True).indices[:, :n_top]  # ties: pixel order, as pixel_mask
+        order = torch.sort(flat, dim=1, descending=True, stable=True).indices[
+            :, :n_top
+        ]  # ties: pixel order, as pixel_mask
         top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
         inter, union = (top & flat_lat).sum(1), (top | flat_lat).sum(1)
-        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float)).double().cpu())
+        ious.append(
+            torch.where(
+                union > 0, inter / union.clamp(min=1), torch.ones_like(inter, dtype=torch.float)
+            )
+            .double()
+            .cpu()
+        )
         correct.append((logits.detach().argmax(1) == y).cpu())
     return total / len(images), torch.cat(ious).numpy(), torch.cat(correct).numpy()
 
 
-def lambda_sweep(classifier: nn.Module, prm: nn.Module, images: torch.Tensor, labels: torch.Tensor, lambdas, *,
-                 topk_percent: float = 25.0, batch_size: int = 128,
-                 image_ids=None) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+def lambda_sweep(
+    classifier: nn.Module,
+    prm: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    lambdas,
+    *,
+    topk_percent: float = 25.0,
+    batch_size: int = 128,
+    image_ids=None,
+) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Per λ: top-1 accuracy, and how the top-``topk_percent`` input-gradient pixels sit on the lattice.
 
     Returns a table (``lambda, top1, iou, image_iou, lattice_share, chance_iou, chance_share``), the
@@ -466,14 +587,39 @@ def lambda_sweep(classifier: nn.Module, prm: nn.Module, images: torch.Tensor, la
     rows, maps, per_image = [], [], []
     for lam in lambdas:
         model = PRMClassifier(classifier, prm, float(lam))
-        gmap, image_iou, correct = _gradient_pass(model, images, labels, lat, topk_percent, batch_size)
+        gmap, image_iou, correct = _gradient_pass(
+            model, images, labels, lat, topk_percent, batch_size
+        )
         top = pixel_mask(gmap, topk_percent, "top")
-        rows.append({"lambda": float(lam), "top1": float(correct.mean()), "iou": iou(top, lat), "image_iou": float(image_iou.mean()),
-                     "lattice_share": (top & lat).sum().item() / max(1, top.sum().item()), **chance})
-        per_image.append(pd.DataFrame({"lambda": float(lam), "image_id": ids, "correct": correct.astype(int), "iou": image_iou}))
+        rows.append(
+            {
+                "lambda": float(lam),
+                "top1": float(correct.mean()),
+                "iou": iou(top, lat),
+                "image_iou": float(image_iou.mean()),
+                "lattice_share": (top & lat).sum().item() / max(1, top.sum().item()),
+                **chance,
+            }
+        )
+        per_image.append(
+            pd.DataFrame(
+                {
+                    "lambda": float(lam),
+                    "image_id": ids,
+                    "correct": correct.astype(int),
+                    "iou": image_iou,
+                }
+            )
+        )
         maps.append(gmap.numpy())
-        log.info("λ=%g top1 %.4f IoU %.4f (per image %.4f) lattice share %.4f", lam, rows[-1]["top1"], rows[-1]["iou"],
-                 rows[-1]["image_iou"], rows[-1]["lattice_share"])
+        log.info(
+            "λ=%g top1 %.4f IoU %.4f (per image %.4f) lattice share %.4f",
+            lam,
+            rows[-1]["top1"],
+            rows[-1]["iou"],
+            rows[-1]["image_iou"],
+            rows[-1]["lattice_share"],
+        )
     return pd.DataFrame(rows), np.stack(maps), pd.concat(per_image, ignore_index=True)
 
 
@@ -500,17 +646,36 @@ def _load_range(data_dir, images: dict):
     counts = read_manifest(data_dir)["counts"]
     split = images["split"]
     if split not in counts:
-        raise ValueError(f"prm.train.images: {data_dir} has no {split!r} split (it has {sorted(counts)})")
+        raise ValueError(
+            f"prm.train.images: {data_dir} has no {split!r} split (it has {sorted(counts)})"
+        )
     start = images.get("start") or 0
     stop = counts[split] if images.get("stop") is None else min(images["stop"], counts[split])
     if start >= stop:
-        raise ValueError(f"prm.train.images selects {split} images {start}:{stop} but {data_dir} has {counts[split]}; lower start")
+        raise ValueError(
+            f"prm.train.images selects {split} images {start}:{stop} but {data_dir} has {counts[split]}; lower start"
+        )
     return load_split(data_dir, split, start, stop)
 
 
-def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, lattice: str, depth: int, start_filters: int,
-                  residual: bool, train_cfg: dict, images: dict, seed: int, device, progress: bool = True,
-                  first_conv: str = "ours") -> None:
+def run_train_prm(
+    spec: dict,
+    weights,
+    data_dir,
+    out: dict,
+    checkpoint,
+    *,
+    lattice: str,
+    depth: int,
+    start_filters: int,
+    residual: bool,
+    train_cfg: dict,
+    images: dict,
+    seed: int,
+    device,
+    progress: bool = True,
+    first_conv: str = "ours",
+) -> None:
     """Rule ``train_prm``: train a PRM in front of one frozen classifier; resumable through ``checkpoint``."""
     from .io import write_table
     from .models import build_model
@@ -519,24 +684,66 @@ def run_train_prm(spec: dict, weights, data_dir, out: dict, checkpoint, *, latti
     classifier = build_model(spec, weights, device)
     fits = max_depth(lattice, *data.images.shape[-2:])
     if depth > fits:  # ours: cap instead of failing, so one prm.depth serves a pool of lattices
-        log.warning("prm.depth %d is deeper than lattice %s allows on %dx%d images; this PRM uses depth %d", depth,
-                    lattice, *data.images.shape[-2:], fits)
+        log.warning(
+            "prm.depth %d is deeper than lattice %s allows on %dx%d images; this PRM uses depth %d",
+            depth,
+            lattice,
+            *data.images.shape[-2:],
+            fits,
+        )
         depth = fits
     torch.manual_seed(seed)
     prm = PRM(lattice, depth, start_filters, residual=residual, first_conv=first_conv)
-    keys = ("epochs", "batch_size", "lr", "recon_ratio", "train_lambda", "max_steps", "augment", "checkpoint_every")
-    history = train(classifier, prm, data.images, data.labels, seed=seed, checkpoint=checkpoint, progress=progress,
-                    **{k: train_cfg[k] for k in keys})
-    meta = {"lattice": lattice, "depth": depth, "start_filters": start_filters, "residual": residual, "first_conv": first_conv,
-            "classifier": spec["name"],
-            "n_train": len(data), "steps": int(history.step.max()), **{k: train_cfg[k] for k in keys}}
+    keys = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "recon_ratio",
+        "train_lambda",
+        "max_steps",
+        "augment",
+        "checkpoint_every",
+    )
+    history = train(
+        classifier,
+        prm,
+        data.images,
+        data.labels,
+        seed=seed,
+        checkpoint=checkpoint,
+        progress=progress,
+        **{k: train_cfg[k] for k in keys},
+    )
+    meta = {
+        "lattice": lattice,
+        "depth": depth,
+        "start_filters": start_filters,
+        "residual": residual,
+        "first_conv": first_conv,
+        "classifier": spec["name"],
+        "n_train": len(data),
+        "steps": int(history.step.max()),
+        **{k: train_cfg[k] for k in keys},
+    }
     write_table(history, out["history"], float_format="%.6g")
     save_prm(prm, out["prm"], meta)
     Path(checkpoint).unlink(missing_ok=True)  # the finished PRM supersedes it
 
 
-def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas, n_images: int, topk_percent: float,
-                  batch_size: int, device, control_seed: int) -> None:
+def run_prm_sweep(
+    spec: dict,
+    weights,
+    data_dir,
+    prm_path,
+    out: dict,
+    *,
+    lambdas,
+    n_images: int,
+    topk_percent: float,
+    batch_size: int,
+    device,
+    control_seed: int,
+) -> None:
     """Rule ``prm_sweep``: accuracy and lattice IoU over λ on the first ``n_images`` test images, for the
     trained PRM and its controls (:func:`sweep_prms`) through the same code; ``out``: ``table``, ``images``, ``maps``."""
     from .data import load_split
@@ -546,12 +753,28 @@ def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas
     data = load_split(data_dir, "test", 0, n_images)
     classifier = build_model(spec, weights, device)
     prm, meta = load_prm(prm_path, device)
-    clean = (predict(classifier, data.images, batch_size, model_device(classifier)).argmax(1) == data.labels).float().mean().item()
+    clean = (
+        (
+            predict(classifier, data.images, batch_size, model_device(classifier)).argmax(1)
+            == data.labels
+        )
+        .float()
+        .mean()
+        .item()
+    )
     tables, images, maps = [], [], {}
     for name, module in sweep_prms(prm, meta, control_seed).items():
         log.info("λ sweep of the %s PRM", name)
-        table, m, per_image = lambda_sweep(classifier, module.to(device), data.images, data.labels, lambdas,
-                                           topk_percent=topk_percent, batch_size=batch_size, image_ids=data.ids)
+        table, m, per_image = lambda_sweep(
+            classifier,
+            module.to(device),
+            data.images,
+            data.labels,
+            lambdas,
+            topk_percent=topk_percent,
+            batch_size=batch_size,
+            image_ids=data.ids,
+        )
         table.insert(0, "prm", name)
         per_image.insert(0, "prm", name)
         tables.append(table)
@@ -566,8 +789,12 @@ def run_prm_sweep(spec: dict, weights, data_dir, prm_path, out: dict, *, lambdas
         frame.insert(0, "dataset", spec["dataset"])
     write_table(table, out["table"], float_format="%.6g")
     write_table(images, out["images"], float_format="%.6g")
-    save_npz(out["maps"], **maps, lambdas=np.asarray(lambdas, dtype=float),
-             lattice=lattice_mask(meta["lattice"], *maps["maps"].shape[-2:]).numpy())
+    save_npz(
+        out["maps"],
+        **maps,
+        lambdas=np.asarray(lambdas, dtype=float),
+        lattice=lattice_mask(meta["lattice"], *maps["maps"].shape[-2:]).numpy(),
+    )
 
 
 SWEEP_COLUMNS = ["dataset", "model", "prm", "lambda", "top1", "iou", "image_iou"]
@@ -581,5 +808,9 @@ def prm_tables(paths: list[str], image_paths: list[str], out: dict) -> pd.DataFr
     detail = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
     write_table(detail[SWEEP_COLUMNS], out["csv"], out["md"])
     write_table(detail, out["detail"])
-    write_table(pd.concat([pd.read_csv(p) for p in image_paths], ignore_index=True), out["images"], float_format="%.6g")
+    write_table(
+        pd.concat([pd.read_csv(p) for p in image_paths], ignore_index=True),
+        out["images"],
+        float_format="%.6g",
+    )
     return detail
