@@ -30,17 +30,23 @@ class Counting(torch.nn.Module):
         return self.model(x)
 
 
-def resources(work: Path, dataset: str = "cifar10", model: str = "resnet20_cifar10") -> tuple[Path, Path]:
+def resources(
+    work: Path, dataset: str = "cifar10", model: str = "resnet20_cifar10"
+) -> tuple[Path, Path]:
     """A prepared dataset folder and model weights (the workflow's, else built from the mirror)."""
     d, w = REPO / "resources" / "data" / dataset, REPO / "resources" / "weights" / f"{model}.pt"
     if d.is_dir() and w.is_file():
         return d, w
     mirror = data.resolve_mirror({})
     if mirror is None:
-        raise SystemExit("run the workflow first (it prepares resources/), or set PIXELROBUST_MIRROR")
+        raise SystemExit(
+            "run the workflow first (it prepares resources/), or set PIXELROBUST_MIRROR"
+        )
     d, w = work / "data" / dataset, work / "weights" / f"{model}.pt"
     if not d.is_dir():
-        data.prepare_dataset(dataset, {"source": "sample"} if dataset == "imagenet" else {}, d, mirror=mirror)
+        data.prepare_dataset(
+            dataset, {"source": "sample"} if dataset == "imagenet" else {}, d, mirror=mirror
+        )
     if not w.is_file():
         spec = models.resolve_spec(model, {})
         src = models.weights_source(spec, mirror)

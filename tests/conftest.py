@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = REPO / "src" / "pixelrobust" / "config.schema.yaml"
 
 
 def mirror_path() -> Path:
@@ -50,7 +50,9 @@ def resnet20(prepared):
     """The pretrained CIFAR-10 ResNet-20, frozen (no parameter gradients), in eval mode."""
     from pixelrobust import models
 
-    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    model = models.build_model(
+        models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt"
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -61,8 +63,10 @@ def mobilenet(prepared):
     """The ImageNet MobileNetV2 of the mirror, frozen, in eval mode."""
     from pixelrobust import models
 
-    model = models.build_model(models.resolve_spec("mobilenet_v2_imagenet", {}),
-                               prepared / "weights" / "mobilenet_v2_imagenet.pt")
+    model = models.build_model(
+        models.resolve_spec("mobilenet_v2_imagenet", {}),
+        prepared / "weights" / "mobilenet_v2_imagenet.pt",
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -78,7 +82,10 @@ def imagenet(prepared):
 
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-DEFAULT = ["--configfile", str(REPO / "config" / "config.yaml")]  # relative to the working directory otherwise
+DEFAULT = [
+    "--configfile",
+    str(REPO / "config" / "config.yaml"),
+]  # relative to the working directory otherwise
 TINY = ["--configfile", str(REPO / "config" / "tiny.yaml")]
 
 
@@ -88,10 +95,18 @@ def snakemake(args, workdir, mirror=None, check=True, timeout=1200, env=None, un
     env = {**{k: v for k, v in os.environ.items() if k not in drop}, **(env or {})}
     if mirror is not None:
         env["PIXELROBUST_MIRROR"] = str(mirror)
-    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], env=env, cwd=workdir,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -124,7 +139,16 @@ def _drawn(ax) -> dict:
         a = np.ma.filled(np.ma.asarray(a, dtype=float), np.nan)
         return int(np.isfinite(a).all(axis=-1).sum()) if a.ndim > 1 else int(np.isfinite(a).sum())
 
-    out = {"line_points": 0, "markers": 0, "segments": 0, "polygons": 0, "pixels": 0, "cells": 0, "patches": 0, "texts": 0}
+    out = {
+        "line_points": 0,
+        "markers": 0,
+        "segments": 0,
+        "polygons": 0,
+        "pixels": 0,
+        "cells": 0,
+        "patches": 0,
+        "texts": 0,
+    }
     for line in ax.lines:
         if line.get_visible() and line.get_transform().contains_branch(ax.transData):
             out["line_points"] += finite(np.column_stack([line.get_xdata(), line.get_ydata()]))
@@ -146,7 +170,11 @@ def _drawn(ax) -> dict:
     for p in ax.patches:
         if not p.get_visible():
             continue
-        box = isinstance(p, Rectangle) and np.isfinite([p.get_width(), p.get_height()]).all() and p.get_width() * p.get_height() != 0
+        box = (
+            isinstance(p, Rectangle)
+            and np.isfinite([p.get_width(), p.get_height()]).all()
+            and p.get_width() * p.get_height() != 0
+        )
         if box or (isinstance(p, PathPatch) and len(p.get_path().vertices)):
             out["patches"] += 1
     out["texts"] = sum(1 for t in ax.texts if t.get_visible() and t.get_text().strip())
@@ -189,7 +217,11 @@ def _panels(fig):
 
 
 def _data_lines(ax):
-    return [ln for ln in ax.lines if ln.get_visible() and ln.get_transform().contains_branch(ax.transData)]
+    return [
+        ln
+        for ln in ax.lines
+        if ln.get_visible() and ln.get_transform().contains_branch(ax.transData)
+    ]
 
 
 def _points(ax, kind=None):
@@ -200,15 +232,25 @@ def _points(ax, kind=None):
     out = []
     for coll in ax.collections:
         if isinstance(coll, PathCollection) and coll.get_visible():
-            off = np.ma.filled(np.ma.asarray(coll.get_offsets(), dtype=float), np.nan).reshape(-1, 2)
-            out += [(round(float(x), 6), round(float(y), 6)) for x, y in off if np.isfinite([x, y]).all()]
+            off = np.ma.filled(np.ma.asarray(coll.get_offsets(), dtype=float), np.nan).reshape(
+                -1, 2
+            )
+            out += [
+                (round(float(x), 6), round(float(y), 6))
+                for x, y in off
+                if np.isfinite([x, y]).all()
+            ]
     return sorted(out)
 
 
 def _pairs(xs, ys):
     import numpy as np
 
-    return sorted((round(float(x), 6), round(float(y), 6)) for x, y in zip(xs, ys) if np.isfinite([x, y]).all())
+    return sorted(
+        (round(float(x), 6), round(float(y), 6))
+        for x, y in zip(xs, ys)
+        if np.isfinite([x, y]).all()
+    )
 
 
 @contextmanager
@@ -242,8 +284,11 @@ def check_region_semantics(fig, claim_images, claims):
     for r, model in enumerate(models):
         left, right = axes[2 * r], axes[2 * r + 1]
         assert model in left.get_title() and model in right.get_title()
-        d = claim_images[(claim_images.model == model) & claim_images.primary.astype(bool)
-                         & claim_images.whole_success.astype(bool)]
+        d = claim_images[
+            (claim_images.model == model)
+            & claim_images.primary.astype(bool)
+            & claim_images.whole_success.astype(bool)
+        ]
         want = sorted(p for s, _ in SCORES for p in _pairs(d[f"rho_{s}_control"], d[f"rho_{s}"]))
         assert _points(left) == want, f"{model}: scatter {_points(left)} != (control, rho) {want}"
         m = claims[claims.model == model]
@@ -253,8 +298,12 @@ def check_region_semantics(fig, claim_images, claims):
             e = m[m.claim == claim].set_index("n_segments").reindex(counts)
             want += _pairs(np.arange(len(counts)) + (c - 1) * 0.18, e.effect.to_numpy(float))
             n += int(np.isfinite(e.effect.to_numpy(float)).sum())
-        assert _points(right) == sorted(want), f"{model}: effects drawn {_points(right)} != {sorted(want)}"
-        assert _drawn(right)["segments"] == n, f"{model}: {_drawn(right)['segments']} interval bars for {n} effects"
+        assert _points(right) == sorted(want), (
+            f"{model}: effects drawn {_points(right)} != {sorted(want)}"
+        )
+        assert _drawn(right)["segments"] == n, (
+            f"{model}: {_drawn(right)['segments']} interval bars for {n} effects"
+        )
 
 
 def check_vulnerability_grid(fig, images, segments, vulnerable, titles):
@@ -267,7 +316,9 @@ def check_vulnerability_grid(fig, images, segments, vulnerable, titles):
     assert len(axes) >= len(images), f"{len(axes)} panels for {len(images)} images"
     for i, ax in enumerate(axes):
         if i >= len(images):
-            assert not ax.images and not ax.collections, f"panel {i}: drawn past the {len(images)} images"
+            assert not ax.images and not ax.collections, (
+                f"panel {i}: drawn past the {len(images)} images"
+            )
             continue
         shown = np.asarray(ax.images[0].get_array(), dtype=float)
         x = np.asarray(images[i], dtype=float)
@@ -275,13 +326,17 @@ def check_vulnerability_grid(fig, images, segments, vulnerable, titles):
         yellow = np.all(np.isclose(shown, (1.0, 1.0, 0.0)), axis=-1)
         boundary = find_boundaries(segments[i], mode="inner")
         assert yellow[boundary].all(), f"panel {i}: SLIC boundary pixels not yellow"
-        np.testing.assert_allclose(shown[~boundary], x[~boundary], err_msg=f"panel {i} does not show its image")
+        np.testing.assert_allclose(
+            shown[~boundary], x[~boundary], err_msg=f"panel {i} does not show its image"
+        )
         assert x.std() > 0.01, f"panel {i}: the image is flat"
         ys, xs = np.nonzero(vulnerable[i])
         rings = [c for c in ax.collections if c.get_sizes().size and c.get_sizes()[0] >= 10]
         assert len(rings) == 1, f"panel {i}: {len(rings)} ring collections"
         got = _pairs(*np.asarray(rings[0].get_offsets(), dtype=float).reshape(-1, 2).T)
-        assert got == _pairs(xs, ys), f"panel {i}: rings at {got[:5]}..., vulnerable (x, y) {_pairs(xs, ys)[:5]}..."
+        assert got == _pairs(xs, ys), (
+            f"panel {i}: rings at {got[:5]}..., vulnerable (x, y) {_pairs(xs, ys)[:5]}..."
+        )
         assert ax.get_title() == titles[i]
 
 
@@ -303,32 +358,48 @@ def check_cam_distributions(fig, comparison):
     for ax, metric in zip(axes, names):
         if metric == "grid_ratio":
             d = data.drop_duplicates(["image_id", "attack"])
-            want = _pairs([order.index(a) for a in d.attack], np.log10(d.grid_ratio.to_numpy(float)))
-            got = sorted((round(x), y) for x, y in _points(ax))  # the strip's jitter moves x by < 0.5
+            want = _pairs(
+                [order.index(a) for a in d.attack], np.log10(d.grid_ratio.to_numpy(float))
+            )
+            got = sorted(
+                (round(x), y) for x, y in _points(ax)
+            )  # the strip's jitter moves x by < 0.5
             assert got == sorted((round(x), y) for x, y in want), f"grid ratio: {got} != {want}"
         elif metric == "pointing_hit":
             rate = data.groupby(["attack", "map"]).pointing_hit.mean()
-            want = sorted((order.index(a), maps.index(m), round(float(v), 6)) for (a, m), v in rate.items())
+            want = sorted(
+                (order.index(a), maps.index(m), round(float(v), 6)) for (a, m), v in rate.items()
+            )
             lines = [ln for ln in ax.lines if ln.get_marker() not in ("", "None", None)]
-            assert len(lines) == len(maps), f"pointing_hit: {len(lines)} point series for {len(maps)} maps"
-            got = sorted((round(float(x)), h, round(float(y), 6)) for h, ln in enumerate(lines)
-                         for x, y in zip(ln.get_xdata(), ln.get_ydata()) if np.isfinite(y))
+            assert len(lines) == len(maps), (
+                f"pointing_hit: {len(lines)} point series for {len(maps)} maps"
+            )
+            got = sorted(
+                (round(float(x)), h, round(float(y), 6))
+                for h, ln in enumerate(lines)
+                for x, y in zip(ln.get_xdata(), ln.get_ydata())
+                if np.isfinite(y)
+            )
             assert got == want, f"pointing_hit: (attack, map, rate) {got} != {want}"
         else:
             want = {}
-            for (a, m), g in data.groupby(["attack", "map"]):
+            for (a, _m), g in data.groupby(["attack", "map"]):
                 v = g[metric].to_numpy(float)
                 v = v[np.isfinite(v)]
                 if len(v):
-                    want.setdefault(order.index(a), []).append(tuple(float(q) for q in np.round(np.percentile(v, [25, 75]), 4)))
+                    want.setdefault(order.index(a), []).append(
+                        tuple(float(q) for q in np.round(np.percentile(v, [25, 75]), 4))
+                    )
             got = {}
             for p in ax.patches:
                 if isinstance(p, PathPatch) and p.get_visible():
                     xy = p.get_path().vertices
-                    got.setdefault(round(float(xy[:, 0].mean())), []).append((round(float(xy[:, 1].min()), 4),
-                                                                            round(float(xy[:, 1].max()), 4)))
-            assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}, \
-                f"{metric}: boxes (attack index: quartiles) {got} != {want}"
+                    got.setdefault(round(float(xy[:, 0].mean())), []).append(
+                        (round(float(xy[:, 1].min()), 4), round(float(xy[:, 1].max()), 4))
+                    )
+            assert {k: sorted(v) for k, v in got.items()} == {
+                k: sorted(v) for k, v in want.items()
+            }, f"{metric}: boxes (attack index: quartiles) {got} != {want}"
 
 
 def check_synthesis_matrix(fig, table):
@@ -347,10 +418,53 @@ def check_synthesis_matrix(fig, table):
         for r in table[table.model == model].itertuples():
             i, j = sorted((pos[r.map_a], pos[r.map_b]))
             want[j, i], want[i, j] = r.spearman_excess, r.iou_excess
-        (mesh,) = [c for c in ax.collections if hasattr(c, "get_array") and c.get_array() is not None]
+        (mesh,) = [
+            c for c in ax.collections if hasattr(c, "get_array") and c.get_array() is not None
+        ]
         got = np.ma.filled(np.ma.asarray(mesh.get_array(), dtype=float), np.nan).reshape(want.shape)
         np.testing.assert_allclose(got, want, err_msg=f"{model}: matrix cells")
         assert _drawn(ax)["texts"] == int(np.isfinite(want).sum()) and model in ax.get_title()
+
+
+def check_robust_compare(fig, table, maps):
+    """Per pair (a row): the mean maps of the pair's npz side by side (each array as drawn), and an effect panel
+    with a point per row of finite effect at (effect, position from the top), a bar per finite interval and a
+    label naming the row's section and comparison."""
+    import numpy as np
+
+    from pixelrobust.figures.robust_compare import MAPS, forest_rows, interval_drawn
+    from pixelrobust.robust_compare import pair_name
+
+    pairs = list(dict.fromkeys(zip(table.standard, table.robust)))
+    axes = _panels(fig)
+    want_maps = [
+        (pair_name(s, r), k)
+        for s, r in pairs
+        for k, _ in MAPS
+        if k in maps.get(pair_name(s, r), {})
+    ]
+    assert len(axes) == len(want_maps) + len(pairs), (
+        f"{len(axes)} panels for {len(want_maps)} maps and {len(pairs)} pairs"
+    )
+    it = iter(axes)
+    for s, r in pairs:
+        name = pair_name(s, r)
+        for key, _ in MAPS:
+            if key in maps.get(name, {}):
+                np.testing.assert_allclose(
+                    next(it).images[0].get_array(), maps[name][key], err_msg=f"{name} {key}"
+                )
+        ax = next(it)
+        rows = forest_rows(table[(table.standard == s) & (table.robust == r)])
+        y = np.arange(len(rows))[::-1]
+        assert _points(ax) == _pairs(rows.effect, y), f"{name}: effects drawn {_points(ax)}"
+        ok = interval_drawn(rows)  # finite bounds on at least MIN_IMAGES images
+        assert (
+            _drawn(ax)["segments"] == int(ok.sum()) and s in ax.get_title() and r in ax.get_title()
+        )
+        assert [t.get_text() for t in ax.get_yticklabels()] == [
+            f"{a}: {c}" for a, c in zip(rows.section, rows.comparison)
+        ]
 
 
 def _run_config(config_files=None) -> dict:
@@ -369,7 +483,9 @@ def _chunk_files(folder, pattern="chunk-{}.npz"):
     """A rule's chunk files in chunk order (chunk-0, chunk-1, ..., not chunk-10 before chunk-2)."""
     n = sum(1 for _ in Path(folder).glob(pattern.format("*")))
     files = [Path(folder) / pattern.format(c) for c in range(n)]
-    assert n and all(f.is_file() for f in files), f"{folder}: chunk files {pattern} not numbered 0..{n - 1}"
+    assert n and all(f.is_file() for f in files), (
+        f"{folder}: chunk files {pattern} not numbered 0..{n - 1}"
+    )
     return files
 
 
@@ -387,10 +503,13 @@ def _assert_png_is_the_figure(png, fig):
     assert (a.min(axis=2) < 0.9).mean() > 0.001, f"{png} is blank"
     assert ((a.max(axis=2) - a.min(axis=2)) > PNG_CHROMA).any(), f"{png} has no coloured pixel"
     w, h = fig.get_size_inches() * 300
-    assert 0.7 * w <= a.shape[1] <= 1.2 * w and 0.7 * h <= a.shape[0] <= 1.2 * h, \
+    assert 0.7 * w <= a.shape[1] <= 1.2 * w and 0.7 * h <= a.shape[0] <= 1.2 * h, (
         f"{png}: {a.shape[1]}x{a.shape[0]} px, the Figure is {w:.0f}x{h:.0f} px at 300 dpi"
+    )
     head = png.with_suffix(".pdf").read_bytes()
-    assert head.startswith(b"%PDF-") and b"/Type /Page" in head, f"{png.with_suffix('.pdf')} is not a PDF with a page"
+    assert head.startswith(b"%PDF-") and b"/Type /Page" in head, (
+        f"{png.with_suffix('.pdf')} is not a PDF with a page"
+    )
 
 
 def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
@@ -412,7 +531,10 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
         if name == "p1_region_semantics":
             from pixelrobust.figures import p1_region_semantics
 
-            ci, cl = pd.read_csv(res / "p1" / "onepixel_claim_images.csv"), pd.read_csv(tables / "onepixel_claims.csv")
+            ci, cl = (
+                pd.read_csv(res / "p1" / "onepixel_claim_images.csv"),
+                pd.read_csv(tables / "onepixel_claims.csv"),
+            )
             p1_region_semantics.plot(ci, cl, png)
             check_region_semantics(figs[0], ci, cl)
         elif name.startswith("p1_vulnerability_grid_"):
@@ -423,21 +545,45 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             maps = _chunk_files(res / "p1" / "onepixel" / model)
             segs = _chunk_files(res / "p1" / "segments" / model)
             loaded = [(load_npz(m), load_npz(s)) for m, s in zip(maps, segs)]
-            starts = np.concatenate([[0], np.cumsum([len(m["ids"]) for m, _ in loaded])[:-1]]).astype(int).tolist()
+            starts = (
+                np.concatenate([[0], np.cumsum([len(m["ids"]) for m, _ in loaded])[:-1]])
+                .astype(int)
+                .tolist()
+            )
             data_dir = run / "resources" / "data" / dataset_of(model)
-            p1_vulnerability_grid.build([str(m) for m in maps], [str(s) for s in segs], data_dir, starts, png)
+            p1_vulnerability_grid.build(
+                [str(m) for m in maps], [str(s) for s in segs], data_dir, starts, png
+            )
             # the pick, from the maps: searched (correctly classified) images, attackable ones first, at most 12,
             # shown in test-set order
-            picked = sorted([(-int(m["vulnerable"][i].any()), start + i, m, s, i) for (m, s), start in zip(loaded, starts)
-                             for i in range(len(m["ids"])) if m["searched"][i].any()], key=lambda t: t[:2])[:12]
+            picked = sorted(
+                [
+                    (-int(m["vulnerable"][i].any()), start + i, m, s, i)
+                    for (m, s), start in zip(loaded, starts)
+                    for i in range(len(m["ids"]))
+                    if m["searched"][i].any()
+                ],
+                key=lambda t: t[:2],
+            )[:12]
             picked.sort(key=lambda t: t[1])
             if not picked:
-                assert [t.get_text() for ax in figs[0].axes for t in ax.texts] == ["no correctly classified image was searched"]
+                assert [t.get_text() for ax in figs[0].axes for t in ax.texts] == [
+                    "no correctly classified image was searched"
+                ]
             else:
                 check_vulnerability_grid(
-                    figs[0], [load_split(data_dir, "test", k, k + 1).images[0].permute(1, 2, 0).numpy() for _, k, *_ in picked],
-                    [s["segments"][i] for *_, s, i in picked], [m["vulnerable"][i] for *_, m, _, i in picked],
-                    [f"{m['ids'][i]}\n{int(m['vulnerable'][i].sum())} vulnerable" for *_, m, _, i in picked])
+                    figs[0],
+                    [
+                        load_split(data_dir, "test", k, k + 1).images[0].permute(1, 2, 0).numpy()
+                        for _, k, *_ in picked
+                    ],
+                    [s["segments"][i] for *_, s, i in picked],
+                    [m["vulnerable"][i] for *_, m, _, i in picked],
+                    [
+                        f"{m['ids'][i]}\n{int(m['vulnerable'][i].sum())} vulnerable"
+                        for *_, m, _, i in picked
+                    ],
+                )
         elif name == "p2_ssim_sweep":
             from pixelrobust.figures import p2_ssim_sweep
 
@@ -450,7 +596,9 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 lines = _data_lines(ax)
                 assert len(lines) == 2 and attack in ax.get_title()
                 for ln, col in zip(lines, ("success_rate", "mean_ssim")):
-                    assert _pairs(ln.get_xdata(), ln.get_ydata()) == _pairs(t.epsilon, t[col]), f"{attack}: {col}"
+                    assert _pairs(ln.get_xdata(), ln.get_ydata()) == _pairs(t.epsilon, t[col]), (
+                        f"{attack}: {col}"
+                    )
         elif name == "p2_cam_grid":
             from pixelrobust.data import available_images
             from pixelrobust.figures import p2_cam_grid
@@ -465,23 +613,38 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             cams = [res / "p2" / ss["model"] / "cam" / f"chunk-{c}.npz" for c in range(len(bounds))]
             data_dir = run / "resources" / "data" / ds
             geom = {"size": ss["window"], "stride": ss["stride"], "k1": ss["k1"], "k2": ss["k2"]}
-            p2_cam_grid.plot(cams, data_dir, bounds, ss["compare"]["examples"], ss["compare"]["topk_percent"], png, ball=geom)
+            p2_cam_grid.plot(
+                cams,
+                data_dir,
+                bounds,
+                ss["compare"]["examples"],
+                ss["compare"]["topk_percent"],
+                png,
+                ball=geom,
+            )
             # the first `examples` images of all chunks, in order (each chunk's npz lists the images it kept)
             zs = [load_npz(c) for c in cams]
-            kept = [(z, i) for z in zs for i in range(len(z["image_id"]))][: ss["compare"]["examples"]]
+            kept = [(z, i) for z in zs for i in range(len(z["image_id"]))][
+                : ss["compare"]["examples"]
+            ]
             attacks = [k.removeprefix("adv_") for k in zs[0] if k.startswith("adv_")]
             split = load_split(data_dir, "test", 0, n)
             where = {str(i): k for k, i in enumerate(split.ids)}
             axes = np.array(_panels(figs[0]))
-            assert axes.size == len(p2_cam_grid.COLUMNS) * max(len(kept) * len(attacks), 1), \
+            assert axes.size == len(p2_cam_grid.COLUMNS) * max(len(kept) * len(attacks), 1), (
                 f"{axes.size} panels for {len(kept)} images x {len(attacks)} attacks"
+            )
             rows = axes.reshape(-1, len(p2_cam_grid.COLUMNS))
             for row, ((z, i), attack) in zip(rows, [(k, a) for k in kept for a in attacks]):
                 x = split.images[where[str(z["image_id"][i])]]
                 np.testing.assert_allclose(row[0].images[0].get_array(), x.permute(1, 2, 0).numpy())
-                maps, _ = change_maps(x, torch.from_numpy(np.asarray(z[f"adv_{attack}"][i])), **geom)
+                maps, _ = change_maps(
+                    x, torch.from_numpy(np.asarray(z[f"adv_{attack}"][i])), **geom
+                )
                 for c, key in ((1, "energy"), (2, "window_ssim"), (3, "sliding_ssim")):
-                    np.testing.assert_allclose(row[c].images[0].get_array(), maps[key], rtol=1e-5, atol=1e-9)
+                    np.testing.assert_allclose(
+                        row[c].images[0].get_array(), maps[key], rtol=1e-5, atol=1e-9
+                    )
                 np.testing.assert_allclose(row[4].images[0].get_array(), z["cam_clean"][i])
                 assert len(row[5].images) == 2 and attack in row[0].get_ylabel()
                 assert str(z["image_id"][i])[:18] in row[0].get_ylabel()
@@ -495,7 +658,10 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p3_gradient_maps
             from pixelrobust.io import load_npz
 
-            maps = {m: load_npz(res / "p3" / "gradients" / f"{m}.npz") for m in cfg["gradients"]["models"]}
+            maps = {
+                m: load_npz(res / "p3" / "gradients" / f"{m}.npz")
+                for m in cfg["gradients"]["models"]
+            }
             p3_gradient_maps.plot(maps, png)
             axes = _panels(figs[0])
             assert len(axes) == 2 * len(maps)
@@ -508,7 +674,9 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p3_masked_pgd
 
             norm = name.removeprefix("p3_masked_pgd_")
-            table = pd.read_csv(tables / ("masked_pgd.csv" if norm == "linf" else f"masked_pgd_{norm}.csv"))
+            table = pd.read_csv(
+                tables / ("masked_pgd.csv" if norm == "linf" else f"masked_pgd_{norm}.csv")
+            )
             p3_masked_pgd.plot(table, png, title=norm)
             models = list(dict.fromkeys(table.model))
             axes = _panels(figs[0])
@@ -520,13 +688,22 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 assert sorted(ln.get_label() for ln in lines) == sorted(set(t["mask"]))
                 for ln in lines:
                     u = t[t["mask"] == ln.get_label()]
-                    assert _pairs(ln.get_xdata(), ln.get_ydata()) == _pairs(u.k_percent, u.top1), f"{model} {ln.get_label()}"
+                    assert _pairs(ln.get_xdata(), ln.get_ydata()) == _pairs(u.k_percent, u.top1), (
+                        f"{model} {ln.get_label()}"
+                    )
         elif name.startswith("p3_prm_training_"):
             from pixelrobust import prm as prprm
             from pixelrobust.figures import p3_prm_training
 
             model = name.removeprefix("p3_prm_training_")
-            history = pd.read_csv(res / "p3" / "prm" / model / prprm.variant_name(cfg["prm"]["lattice"], 0) / "history.csv")
+            history = pd.read_csv(
+                res
+                / "p3"
+                / "prm"
+                / model
+                / prprm.variant_name(cfg["prm"]["lattice"], 0)
+                / "history.csv"
+            )
             p3_prm_training.plot(history, model, png)
             axes = _panels(figs[0])
             assert len(axes) == 3 and model in axes[0].get_title()
@@ -548,7 +725,9 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             top, *map_axes = _panels(figs[0])
             ys = [tuple(np.round(ln.get_ydata(), 6)) for ln in _data_lines(top)]
             for col in ("top1", "iou", "lattice_share"):
-                assert tuple(np.round(trained[col].to_numpy(float), 6)) in ys, f"{model}: no curve of {col}"
+                assert tuple(np.round(trained[col].to_numpy(float), 6)) in ys, (
+                    f"{model}: no curve of {col}"
+                )
             assert len(map_axes) == len(trained)
             for ax, m, lam in zip(map_axes, maps, trained["lambda"]):
                 np.testing.assert_allclose(ax.images[0].get_array(), m)
@@ -561,16 +740,24 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             axes = _panels(figs[0])
             keys = list(dict.fromkeys(zip(table.protocol, table.model)))
             assert len(axes) == len(keys), f"{len(axes)} heatmaps for {len(keys)} (protocol, model)"
-            order = p3_defense.pivot(table, "top1")  # the figure's row (defence) and column (attack) order only
+            order = p3_defense.pivot(
+                table, "top1"
+            )  # the figure's row (defence) and column (attack) order only
             for protocol, model in keys:
                 t = table[(table.protocol == protocol) & (table.model == model)]
                 want = t.pivot(index="defense", columns="attack", values="top1")
                 (key,) = [k for k in order if k[0] == protocol and k[2] == model]
-                (ax,) = [a for a in axes if a.get_title().startswith(f"{protocol} ·") and f"\n{model}," in a.get_title()]
+                (ax,) = [
+                    a
+                    for a in axes
+                    if a.get_title().startswith(f"{protocol} ·") and f"\n{model}," in a.get_title()
+                ]
                 got = np.ma.filled(np.ma.asarray(ax.images[0].get_array(), dtype=float), np.nan)
                 want = want.loc[order[key].index, order[key].columns].to_numpy(float)
                 np.testing.assert_allclose(got, want, err_msg=f"{protocol} {model}")
-                assert _drawn(ax)["texts"] == int(np.isfinite(want).sum()), f"{protocol} {model}: a text per cell"
+                assert _drawn(ax)["texts"] == int(np.isfinite(want).sum()), (
+                    f"{protocol} {model}: a text per cell"
+                )
         elif name == "synthesis_maps":
             from pixelrobust.figures import synthesis_maps
             from pixelrobust.figures.synthesis_maps import COLUMNS, grid_view
@@ -578,8 +765,11 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
 
             npzs = {m: str(res / "synthesis" / f"{m}.npz") for m in cfg["synthesis"]["models"]}
             synthesis_maps.plot(npzs, cfg["synthesis"]["examples"], png)
-            rows = [(m, load_npz(p), n) for m, p in npzs.items()
-                    for n in range(min(cfg["synthesis"]["examples"], len(load_npz(p)["image_id"])))]
+            rows = [
+                (m, load_npz(p), n)
+                for m, p in npzs.items()
+                for n in range(min(cfg["synthesis"]["examples"], len(load_npz(p)["image_id"])))
+            ]
             axes = np.array(_panels(figs[0])).reshape(-1, len(COLUMNS))
             assert len(axes) == max(len(rows), 1)
             for row, (m, z, n) in zip(axes, rows):
@@ -587,13 +777,28 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 np.testing.assert_allclose(row[0].images[0].get_array(), img)
                 assert img.std() > 0.01 and m in row[0].get_ylabel()
                 for ax, key in zip(row[1:], COLUMNS[1:]):
-                    want = grid_view(z[key][n], z["searched"][n]) if key == "onepixel" else z[key][n]
+                    want = (
+                        grid_view(z[key][n], z["searched"][n]) if key == "onepixel" else z[key][n]
+                    )
                     np.testing.assert_allclose(ax.images[0].get_array(), want, err_msg=f"{m} {key}")
         elif name == "synthesis_matrix":
             from pixelrobust.figures import synthesis_matrix
 
             synthesis_matrix.plot(tables / "synthesis.csv", png)
             check_synthesis_matrix(figs[0], pd.read_csv(tables / "synthesis.csv"))
+        elif name == "robust_compare":
+            from pixelrobust.figures import robust_compare
+            from pixelrobust.io import load_npz
+
+            table = pd.read_csv(tables / "robust_compare.csv")
+            maps = {
+                f"{p['standard']}__{p['robust']}": load_npz(
+                    res / "robust_compare" / f"{p['standard']}__{p['robust']}.npz"
+                )
+                for p in cfg["robust_compare"]["pairs"]
+            }
+            robust_compare.plot(table, maps, png)
+            check_robust_compare(figs[0], table, maps)
         else:
             raise AssertionError(f"no redraw check for figure {name}; add one to tests/conftest.py")
         assert len(figs) == 1, f"{name}: {len(figs)} figures drawn"
@@ -607,9 +812,16 @@ def figure_checks():
     ``check_cam_distributions``, ``check_synthesis_matrix``, ``png_is_the_figure``, ``points``, ``panels``."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(check_region_semantics=check_region_semantics, check_vulnerability_grid=check_vulnerability_grid,
-                           check_cam_distributions=check_cam_distributions, check_synthesis_matrix=check_synthesis_matrix,
-                           png_is_the_figure=_assert_png_is_the_figure, points=_points, panels=_panels)
+    return SimpleNamespace(
+        check_region_semantics=check_region_semantics,
+        check_vulnerability_grid=check_vulnerability_grid,
+        check_cam_distributions=check_cam_distributions,
+        check_synthesis_matrix=check_synthesis_matrix,
+        check_robust_compare=check_robust_compare,
+        png_is_the_figure=_assert_png_is_the_figure,
+        points=_points,
+        panels=_panels,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -634,7 +846,9 @@ def mirror_counts(mirror) -> dict:
     def rows(path, key):
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="latin1")
-        assert d["data"].shape[0] == len(d[key]), f"{path}: {d['data'].shape[0]} rows of data, {len(d[key])} labels"
+        assert d["data"].shape[0] == len(d[key]), (
+            f"{path}: {d['data'].shape[0]} rows of data, {len(d[key])} labels"
+        )
         return int(d["data"].shape[0])
 
     c10, c100 = mirror / "cifar-10-batches-py", mirror / "cifar-100-python"
@@ -645,12 +859,26 @@ def mirror_counts(mirror) -> dict:
     from collections import Counter
 
     wnids = {w for w, _ in json.loads((mirror / "imagenet_class_index.json").read_text()).values()}
-    per_class = Counter(p.name.split("_", 1)[0] for p in (mirror / "imagenet-sample-images").iterdir()
-                        if p.is_file() and p.name.split("_", 1)[0] in wnids)
-    assert per_class and max(per_class.values()) == 1, f"imagenet-sample-images: more than one image of {per_class.most_common(1)}"
-    return {"cifar10": {"test": rows(c10 / "test_batch", "labels"), "train": sum(batches), "train_batches": batches},
-            "cifar100": {"test": rows(c100 / "test", "fine_labels"), "train": rows(c100 / "train", "fine_labels")},
-            "imagenet": {"test": sum(per_class.values())}}
+    per_class = Counter(
+        p.name.split("_", 1)[0]
+        for p in (mirror / "imagenet-sample-images").iterdir()
+        if p.is_file() and p.name.split("_", 1)[0] in wnids
+    )
+    assert per_class and max(per_class.values()) == 1, (
+        f"imagenet-sample-images: more than one image of {per_class.most_common(1)}"
+    )
+    return {
+        "cifar10": {
+            "test": rows(c10 / "test_batch", "labels"),
+            "train": sum(batches),
+            "train_batches": batches,
+        },
+        "cifar100": {
+            "test": rows(c100 / "test", "fine_labels"),
+            "train": rows(c100 / "train", "fine_labels"),
+        },
+        "imagenet": {"test": sum(per_class.values())},
+    }
 
 
 # --- user datasets: registry kept to each test ------------------------------------------------------
@@ -661,7 +889,9 @@ def _dataset_registry(monkeypatch):
     user datasets (script jobs a test starts still get what it registered)."""
     from pixelrobust import data
 
-    monkeypatch.setenv(data.CLASSES_ENV, "{}")  # recorded, so that teardown restores the variable as it was
+    monkeypatch.setenv(
+        data.CLASSES_ENV, "{}"
+    )  # recorded, so that teardown restores the variable as it was
     monkeypatch.delenv(data.CLASSES_ENV)
     data._REGISTERED.clear()
     yield

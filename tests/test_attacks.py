@@ -30,7 +30,18 @@ def accuracy(model, x, y) -> float:
         ("deepfool", {}, 16, 0.05),
         ("cw", {"outer_steps": 2, "steps": 30}, 8, 0.25),
         ("jsma", {"gamma": 0.05}, 8, 0.25),
-        ("pgd", {"norm": "l2_box", "alpha_space": "normalized", "alpha": 0.1, "eps": 0.031, "steps": 30}, 8, 0.05),  # the authors' pgd_l2 form
+        (
+            "pgd",
+            {
+                "norm": "l2_box",
+                "alpha_space": "normalized",
+                "alpha": 0.1,
+                "eps": 0.031,
+                "steps": 30,
+            },
+            8,
+            0.05,
+        ),  # the authors' pgd_l2 form
     ],
 )
 def test_attack_lowers_accuracy(resnet20, images, name, settings, n, max_acc):
@@ -48,7 +59,9 @@ def test_attack_norms_match_their_threat_models(resnet20, images):
     pgd = build_attack("pgd", resnet20, {"steps": 3})(x, y)
     assert (pgd - x).abs().max() <= 8 / 255 + 1e-6
     df = build_attack("deepfool", resnet20)(x, y)
-    assert (df - x).flatten(1).norm(dim=1).mean() < 0.5  # minimal L2 perturbations are small on CIFAR
+    assert (df - x).flatten(1).norm(
+        dim=1
+    ).mean() < 0.5  # minimal L2 perturbations are small on CIFAR
 
 
 def test_attack_errors(resnet20):
@@ -79,7 +92,13 @@ def test_jsma_pruned_pair_search_is_exact(seed):
     t, o = torch.randn(n, generator=g), torch.randn(n, generator=g)
     domain = torch.rand(n, generator=g) < 0.8
     alpha, beta = t[:, None] + t[None, :], o[:, None] + o[None, :]
-    valid = (alpha > 0) & (beta < 0) & domain[:, None] & domain[None, :] & ~torch.eye(n, dtype=torch.bool)
+    valid = (
+        (alpha > 0)
+        & (beta < 0)
+        & domain[:, None]
+        & domain[None, :]
+        & ~torch.eye(n, dtype=torch.bool)
+    )
     sal = torch.where(valid, alpha * -beta, torch.zeros(()))
     idx = int(sal.flatten().argmax())
     assert JSMA(None, pair_features=n)._pair(t, o, domain) == (idx // n, idx % n)
@@ -88,12 +107,16 @@ def test_jsma_pruned_pair_search_is_exact(seed):
 def test_jsma_runs_at_imagenet_size():
     """224×224×3 = 150 528 features: the pair search stays within pair_features² (no 90 GB map)."""
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(), torch.nn.Linear(4 * 28 * 28, 10)).eval()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.Flatten(), torch.nn.Linear(4 * 28 * 28, 10)
+    ).eval()
     x = torch.rand(2, 3, 224, 224) * 0.9
     y = net(x).argmax(1)
     adv = JSMA(net, gamma=2e-4, pair_features=256)(x, y)
     changed = (adv != x).flatten(1).sum(1)
-    assert (changed <= 2 * 16).all() and (changed > 0).all()  # ceil(150528 · 2e-4 / 2) = 16 iterations
+    assert (changed <= 2 * 16).all() and (
+        changed > 0
+    ).all()  # ceil(150528 · 2e-4 / 2) = 16 iterations
 
 
 def test_cw_abort_early_stops_a_stalled_inner_loop(resnet20, images):
@@ -121,7 +144,9 @@ STD = (0.1, 0.2, 0.4)  # a normalisation with three different stds, so a per-cha
 def normalised_net(seed=0, classes=4, size=6):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * size * size, classes))
-    with torch.no_grad():  # weights × std: pixel gradients of every channel alike, so all channels get chosen
+    with (
+        torch.no_grad()
+    ):  # weights × std: pixel gradients of every channel alike, so all channels get chosen
         net[1].weight.mul_(torch.tensor(STD).repeat_interleave(size * size))
     return models.Classifier(net, mean=(0.5, 0.5, 0.5), std=STD).eval()
 
@@ -129,14 +154,22 @@ def normalised_net(seed=0, classes=4, size=6):
 def test_jsma_in_normalised_space_steps_theta_times_the_channel_std():
     """θ in normalised space is θ·std_c in pixels: every changed feature moved by exactly that, once."""
     model = normalised_net()
-    x = torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(1)) * 0.5  # + θ·std ≤ 0.7: no clipping
+    x = (
+        torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(1)) * 0.5
+    )  # + θ·std ≤ 0.7: no clipping
     y = model(x).argmax(1)
     theta = 0.5
-    adv = JSMA(model, theta=theta, gamma=1.0, max_iters=10, theta_space="normalized", target="least_likely")(x, y)
+    adv = JSMA(
+        model, theta=theta, gamma=1.0, max_iters=10, theta_space="normalized", target="least_likely"
+    )(x, y)
     d = adv - x
     changed = d != 0
-    assert changed.flatten(1).sum(1).min() >= 2 and changed.flatten(1).sum(1).max() <= 20  # two features per iteration
-    expected = (theta * torch.tensor(STD)).view(1, 3, 1, 1).expand_as(d)  # from the normalisation constants
+    assert (
+        changed.flatten(1).sum(1).min() >= 2 and changed.flatten(1).sum(1).max() <= 20
+    )  # two features per iteration
+    expected = (
+        (theta * torch.tensor(STD)).view(1, 3, 1, 1).expand_as(d)
+    )  # from the normalisation constants
     assert torch.allclose(d[changed], expected[changed], atol=1e-6)
     assert changed.any(-1).any(-1).any(0).all()  # features of every channel were chosen
 
@@ -146,27 +179,40 @@ def test_jsma_until_clipped_chooses_a_feature_again():
     whole multiples of θ·std_c (or to 1); the textbook domain moves each feature once."""
     torch.manual_seed(0)
     w = torch.zeros(4, 3, 6, 6)
-    w[1, 2, 0, 0] = w[1, 2, 0, 1] = 10.0  # class 1 rises with two blue features, every other class falls
+    w[1, 2, 0, 0] = w[1, 2, 0, 1] = (
+        10.0  # class 1 rises with two blue features, every other class falls
+    )
     w[[0, 2, 3], 2, 0, 0] = w[[0, 2, 3], 2, 0, 1] = -1.0
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 36, 4))
     with torch.no_grad():
         net[1].weight.copy_(w.flatten(1))
-        net[1].bias.copy_(torch.tensor([30.0, 0.0, 0.0, -50.0]))  # class 0 leads, class 3 is least likely
+        net[1].bias.copy_(
+            torch.tensor([30.0, 0.0, 0.0, -50.0])
+        )  # class 0 leads, class 3 is least likely
     model = models.Classifier(net, mean=(0.5, 0.5, 0.5), std=STD).eval()
     x = torch.full((1, 3, 6, 6), 0.1)
     y = torch.tensor([0])
-    kw = dict(theta=0.5, gamma=1.0, max_iters=3, theta_space="normalized", target="next")  # target: class 1
+    kw = dict(
+        theta=0.5, gamma=1.0, max_iters=3, theta_space="normalized", target="next"
+    )  # target: class 1
     once = JSMA(model, search_domain="once", **kw)(x, y) - x
     again = JSMA(model, search_domain="until_clipped", **kw)(x, y) - x
     step = 0.5 * STD[2]  # 0.1 + 3 steps of 0.2 = 0.7: no clipping
-    assert torch.allclose(once[once != 0], torch.full(((once != 0).sum(),), step))  # each feature once
-    assert torch.allclose(again[0, 2, 0, :2], torch.full((2,), 3 * step))  # the same two features, three times
+    assert torch.allclose(
+        once[once != 0], torch.full(((once != 0).sum(),), step)
+    )  # each feature once
+    assert torch.allclose(
+        again[0, 2, 0, :2], torch.full((2,), 3 * step)
+    )  # the same two features, three times
     assert (again != 0).sum() == 2
 
 
 def test_jsma_least_likely_target_is_the_argmin_of_the_clean_logits():
     logits = torch.tensor([[3.0, -1.0, 0.5, -4.0], [0.0, 2.0, -0.1, 1.0]])
-    assert JSMA(None, target="least_likely").targets(logits, torch.tensor([0, 1])).tolist() == [3, 2]
+    assert JSMA(None, target="least_likely").targets(logits, torch.tensor([0, 1])).tolist() == [
+        3,
+        2,
+    ]
     assert JSMA(None, target="next").targets(logits, torch.tensor([0, 3])).tolist() == [1, 0]
     assert JSMA(None, target="second").targets(logits, torch.tensor([0, 1])).tolist() == [2, 3]
 
@@ -175,13 +221,23 @@ def test_jsma_with_the_authors_settings_fools_resnet20(resnet20, images):
     """θ = 1 in normalised space, γ = 0.1, least-likely target, re-picking: every image ends at its
     least likely class; unclipped features moved by whole multiples of θ·std_c of ResNet-20's normalisation."""
     x, y = images.images[:4], images.labels[:4]
-    settings = {"theta": 1.0, "gamma": 0.1, "theta_space": "normalized", "target": "least_likely", "search_domain": "until_clipped"}
+    settings = {
+        "theta": 1.0,
+        "gamma": 0.1,
+        "theta_space": "normalized",
+        "target": "least_likely",
+        "search_domain": "until_clipped",
+    }
     adv = build_attack("jsma", resnet20, settings)(x, y)
     with torch.no_grad():
         least = resnet20(x).argmin(1)
         pred = resnet20(adv).argmax(1)
     assert (pred == least).all() and (pred != y).all()
-    std = torch.tensor(models.resolve_spec("resnet20_cifar10", {})["std"]).view(1, 3, 1, 1).expand_as(x)
+    std = (
+        torch.tensor(models.resolve_spec("resnet20_cifar10", {})["std"])
+        .view(1, 3, 1, 1)
+        .expand_as(x)
+    )
     moved = (adv != x) & (adv < 1)
     k = (adv - x)[moved] / std[moved]  # θ = 1: whole numbers of steps
     assert moved.any() and torch.allclose(k, k.round(), atol=1e-4) and (k.round() >= 1).all()
@@ -202,8 +258,14 @@ def test_box_pgd_steps_in_normalised_space(resnet20, images):
     assert torch.allclose((d / std).flatten(1).norm(dim=1), torch.full((2,), alpha), rtol=1e-4)
     d = BoxPGD(resnet20, eps=1.0, alpha=alpha, steps=1, norm="linf", alpha_space="pixel")(x, y) - x
     assert torch.allclose(d.abs(), torch.full_like(d, alpha), atol=1e-6)
-    box = build_attack("pgd", resnet20, {"norm": "l2_box", "alpha_space": "normalized", "alpha": 1.0, "eps": 0.031, "steps": 5})(x, y)
-    assert (box - x).abs().max() <= 0.031 + 1e-6 and (box - x).abs().max() > 0.03  # the per-pixel box, reached
+    box = build_attack(
+        "pgd",
+        resnet20,
+        {"norm": "l2_box", "alpha_space": "normalized", "alpha": 1.0, "eps": 0.031, "steps": 5},
+    )(x, y)
+    assert (box - x).abs().max() <= 0.031 + 1e-6 and (
+        box - x
+    ).abs().max() > 0.03  # the per-pixel box, reached
 
 
 def test_settings_in_normalised_space_need_a_normalisation_and_valid_keys(resnet20):
@@ -243,7 +305,11 @@ class PlantedPixel(torch.nn.Module):
 
     def forward(self, x):
         changed = (x != self.base).any(1)
-        s = (torch.exp(-((x - self.colour) ** 2).sum(1) / SIGMA_C**2 - self.dp) * changed).flatten(1).amax(1)
+        s = (
+            (torch.exp(-((x - self.colour) ** 2).sum(1) / SIGMA_C**2 - self.dp) * changed)
+            .flatten(1)
+            .amax(1)
+        )
         return torch.stack([KAPPA * (TAU - s), torch.zeros_like(s)], 1)
 
 

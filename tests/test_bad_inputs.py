@@ -23,11 +23,10 @@ import pytest
 import torch
 import yaml
 
+from conftest import REPO, SCHEMA, TINY, snakemake
 from pixelrobust import config as prconfig
 from pixelrobust import data, evaluate, io, models, runtime
 from pixelrobust.errors import ChecksumError, ConfigError, DataError, ModelError, PixelrobustError
-
-from conftest import REPO, SCHEMA, TINY, snakemake
 
 CATALOGUE = REPO / "docs" / "errors.md"
 
@@ -63,7 +62,17 @@ def image_folder(mirror: Path, root: Path, n: int = 3) -> tuple[Path, Path, dict
         shutil.copy(f, folder / f"img{i}.JPEG")
     labels = root / "labels.txt"
     labels.write_text("".join(f"img{i}.JPEG {i}\n" for i in range(n)))
-    return folder, labels, {"source": "folder", "folder": str(folder), "labels": str(labels), "resize": 256, "crop": 224}
+    return (
+        folder,
+        labels,
+        {
+            "source": "folder",
+            "folder": str(folder),
+            "labels": str(labels),
+            "resize": 256,
+            "crop": 224,
+        },
+    )
 
 
 def smk_output(args, workdir, mirror, **kw) -> tuple[int, str]:
@@ -106,14 +115,23 @@ def _(request, tmp_path):
     rc, out = smk_output(["--configfile", str(bad), "-n"], tmp_path, mirror)
     # Snakemake reads --configfile before the workflow: its own message, which names neither file nor line
     assert rc != 0 and "mine.yaml" not in out and "line 3" not in out, out
-    rc, verbose = smk_output(["--configfile", str(bad), "-n", "--verbose"], tmp_path, mirror)  # its traceback does
+    rc, verbose = smk_output(
+        ["--configfile", str(bad), "-n", "--verbose"], tmp_path, mirror
+    )  # its traceback does
     assert rc != 0
-    check = subprocess.run([sys.executable, "-m", "pixelrobust.config", str(bad)], capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-m", "pixelrobust.config", str(bad)], capture_output=True, text=True
+    )
     assert check.returncode == 1 and "mine.yaml, line 3" in check.stderr
     tab = tmp_path / "tab.yaml"  # a tab in the indentation: the same three messages
     tab.write_text("seed: 0\nonepixel:\n\tmodels: [resnet20_cifar10]\n")
-    tabbed = subprocess.run([sys.executable, "-m", "pixelrobust.config", str(tab)], capture_output=True, text=True)
-    assert tabbed.returncode == 1 and "tab.yaml, line 3, column 1: YAML syntax error: found character '\\t'" in tabbed.stderr
+    tabbed = subprocess.run(
+        [sys.executable, "-m", "pixelrobust.config", str(tab)], capture_output=True, text=True
+    )
+    assert (
+        tabbed.returncode == 1
+        and "tab.yaml, line 3, column 1: YAML syntax error: found character '\\t'" in tabbed.stderr
+    )
     return out + verbose + check.stderr
 
 
@@ -121,7 +139,9 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text((REPO / "config" / "tiny.yaml").read_text() + "bogus: 1\n")
-    rc, out = smk_output(["--configfile", str(cfg), "-n"], tmp_path, request.getfixturevalue("mirror"))
+    rc, out = smk_output(
+        ["--configfile", str(cfg), "-n"], tmp_path, request.getfixturevalue("mirror")
+    )
     assert rc != 0 and len(out.splitlines()) < 15, out  # was a 2,175-line dump of schema and config
     return out
 
@@ -136,7 +156,10 @@ def _(request, tmp_path):
 @case("mean-0-255")
 def _(request, tmp_path):
     cfg = tiny()
-    cfg["models"]["resnet20_cifar10"] = {"mean": [125.3, 123.0, 113.9], "std": [0.247, 0.243, 0.261]}
+    cfg["models"]["resnet20_cifar10"] = {
+        "mean": [125.3, 123.0, 113.9],
+        "std": [0.247, 0.243, 0.261],
+    }
     msg = checked(cfg)
     assert "[0.4914, 0.4824, 0.4467]" in msg  # the values divided by 255
     return msg
@@ -156,7 +179,9 @@ def _(request, tmp_path):
     args = (prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10", 0, 64)
     msg = raised(ModelError, evaluate.clean_accuracy_chunk, wrong, *args, tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
-    good = evaluate.clean_accuracy_chunk(spec, *args, tmp_path / "good.csv")  # the right constants pass
+    good = evaluate.clean_accuracy_chunk(
+        spec, *args, tmp_path / "good.csv"
+    )  # the right constants pass
     assert good.top1.mean() > 0.8
     return msg
 
@@ -179,8 +204,11 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    rc, out = smk_output([*TINY, "--config", "device=cuda", "--cores", "1", "resources/data/cifar10"], tmp_path,
-                         request.getfixturevalue("mirror"))
+    rc, out = smk_output(
+        [*TINY, "--config", "device=cuda", "--cores", "1", "resources/data/cifar10"],
+        tmp_path,
+        request.getfixturevalue("mirror"),
+    )
     assert rc != 0 and not (tmp_path / "resources").exists()  # stopped before the first job
     return out
 
@@ -201,7 +229,15 @@ def _(request, tmp_path):
     folder, labels, _ = image_folder(mirror, tmp_path)
     labels.write_text("img0.JPEG 0\nimg1.JPEG 1\n")
     mine = tmp_path / "mine.yaml"
-    mine.write_text(yaml.safe_dump({"datasets": {"imagenet": {"source": "folder", "folder": str(folder), "labels": str(labels)}}}))
+    mine.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {
+                    "imagenet": {"source": "folder", "folder": str(folder), "labels": str(labels)}
+                }
+            }
+        )
+    )
     args = [*TINY, str(mine), "--cores", "1", "resources/data/imagenet"]
     work = tmp_path / "work"
     work.mkdir()
@@ -210,15 +246,19 @@ def _(request, tmp_path):
     assert data.load_split(work / "resources/data/imagenet").labels.tolist() == [0, 1]
     manifest = work / "resources/data/imagenet/manifest.json"
 
-    def backdate(*paths):  # older than the prepared folder: modification times alone would not rerun
+    def backdate(
+        *paths,
+    ):  # older than the prepared folder: modification times alone would not rerun
         old = manifest.stat().st_mtime_ns - 10**9
         for p in paths:
             os.utime(p, ns=(old, old))
 
     originals = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (labels, folder / "img1.JPEG")}
     seen = []
-    for edit in (lambda: labels.write_text("img0.JPEG 0\nimg1.JPEG 1\nimg2.JPEG 2\n"),  # a line added
-                 lambda: shutil.copy(folder / "img2.JPEG", folder / "img1.JPEG")):  # an image replaced
+    for edit in (
+        lambda: labels.write_text("img0.JPEG 0\nimg1.JPEG 1\nimg2.JPEG 2\n"),  # a line added
+        lambda: shutil.copy(folder / "img2.JPEG", folder / "img1.JPEG"),
+    ):  # an image replaced
         edit()
         backdate(labels, folder / "img1.JPEG")
         rc, out = smk_output([*args, "-n"], work, mirror)
@@ -246,7 +286,9 @@ def _(request, tmp_path):
     """Used without the workflow, a prepared folder whose label file changed says that it is stale."""
     folder, labels, cfg = image_folder(request.getfixturevalue("mirror"), tmp_path)
     labels.write_text("img0.JPEG 0\nimg1.JPEG 1\n")
-    data.prepare_dataset("imagenet", cfg, tmp_path / "out", mirror=request.getfixturevalue("mirror"))
+    data.prepare_dataset(
+        "imagenet", cfg, tmp_path / "out", mirror=request.getfixturevalue("mirror")
+    )
     before = data.source_fingerprint("imagenet", cfg, None)
     labels.write_text("img0.JPEG 0\nimg1.JPEG 1\nimg2.JPEG 2\n")  # a line added
     assert data.source_fingerprint("imagenet", cfg, None) != before
@@ -270,8 +312,17 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     folder, labels, cfg = image_folder(request.getfixturevalue("mirror"), tmp_path)
     (folder / "img1.JPEG").write_bytes(b"")
-    msg = raised(DataError, data.prepare_dataset, "imagenet", cfg, tmp_path / "out", mirror=request.getfixturevalue("mirror"))
-    assert "img1.JPEG" in msg and not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    msg = raised(
+        DataError,
+        data.prepare_dataset,
+        "imagenet",
+        cfg,
+        tmp_path / "out",
+        mirror=request.getfixturevalue("mirror"),
+    )
+    assert (
+        "img1.JPEG" in msg and not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+    )
     return msg
 
 
@@ -287,7 +338,9 @@ def _(request, tmp_path):
 def _(request, tmp_path):
     mirror = request.getfixturevalue("mirror")
     folder, labels, cfg = image_folder(mirror, tmp_path)
-    labels.write_bytes("img0.JPEG 3\r\nimg1.JPEG 1\r\nimg2.JPEG 2\r\n".encode("utf-8-sig"))  # Notepad's UTF-8
+    labels.write_bytes(
+        "img0.JPEG 3\r\nimg1.JPEG 1\r\nimg2.JPEG 2\r\n".encode("utf-8-sig")
+    )  # Notepad's UTF-8
     data.prepare_dataset("imagenet", cfg, tmp_path / "out", mirror=mirror)
     split = data.load_split(tmp_path / "out")
     assert split.labels.tolist() == [3, 1, 2] and split.ids[0] == "img0"
@@ -313,12 +366,18 @@ def _(request, tmp_path):
     """SIGKILL while resources/data/imagenet is assembled; the next preparation removes the leftover."""
     mirror = request.getfixturevalue("mirror")
     dest = tmp_path / "data" / "imagenet"
-    code = ("import sys; from pathlib import Path; from pixelrobust import data; "
-            "data.prepare_dataset('imagenet', {'source': 'sample'}, sys.argv[1], mirror=Path(sys.argv[2]))")
+    code = (
+        "import sys; from pathlib import Path; from pixelrobust import data; "
+        "data.prepare_dataset('imagenet', {'source': 'sample'}, sys.argv[1], mirror=Path(sys.argv[2]))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(dest), str(mirror)])
     try:
         deadline = time.monotonic() + 120
-        while not list(dest.parent.glob(".imagenet.*.tmp/images/*")) and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            not list(dest.parent.glob(".imagenet.*.tmp/images/*"))
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -363,7 +422,9 @@ def _(request, tmp_path):
 @case("mirror-pickle-truncated")
 def _(request, tmp_path):
     mirror = tmp_path / "mirror"
-    shutil.copytree(request.getfixturevalue("mirror") / "cifar-10-batches-py", mirror / "cifar-10-batches-py")
+    shutil.copytree(
+        request.getfixturevalue("mirror") / "cifar-10-batches-py", mirror / "cifar-10-batches-py"
+    )
     batch = mirror / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(batch.read_bytes()[:5000])
     return raised(DataError, data.prepare_dataset, "cifar10", {}, tmp_path / "out", mirror=mirror)
@@ -377,14 +438,23 @@ def _(request, tmp_path):
     shutil.copy(src / "imagenet_class_index.json", mirror)
     first = sorted((src / "imagenet-sample-images").iterdir())[0]
     (mirror / "imagenet-sample-images" / first.name).write_bytes(first.read_bytes()[:-10])
-    return raised(ChecksumError, data.prepare_dataset, "imagenet", {"source": "sample"}, tmp_path / "out", mirror=mirror)
+    return raised(
+        ChecksumError,
+        data.prepare_dataset,
+        "imagenet",
+        {"source": "sample"},
+        tmp_path / "out",
+        mirror=mirror,
+    )
 
 
 @case("weights-wrong-architecture")
 def _(request, tmp_path):
     prepared = request.getfixturevalue("prepared")
     spec = models.resolve_spec("resnet56_cifar10", {})
-    return raised(ModelError, models.build_model, spec, prepared / "weights" / "resnet20_cifar10.pt")
+    return raised(
+        ModelError, models.build_model, spec, prepared / "weights" / "resnet20_cifar10.pt"
+    )
 
 
 @case("weights-truncated")
@@ -411,7 +481,11 @@ def _(request, tmp_path):
 
 @case("user-dataset-broken-image")
 def _(request, tmp_path):
-    cfg = {**wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"), "resize": 256, "crop": 224}
+    cfg = {
+        **wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"),
+        "resize": 256,
+        "crop": 224,
+    }
     next((tmp_path / "mine").rglob("*.JPEG")).write_bytes(b"")
     return raised(DataError, data.prepare_dataset, "mydata", cfg, tmp_path / "out")
 
@@ -419,9 +493,19 @@ def _(request, tmp_path):
 @case("user-dataset-keys-missing")
 def _(request, tmp_path):
     cfg = tiny()
-    cfg["datasets"]["mydata"] = {**wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"), "class_index": "imagenet",
-                                 "resize": 256, "crop": 224}
-    cfg["models"]["mine"] = {"arch": "mobilenet_v2", "dataset": "mydata", "mean": [0.5] * 3, "std": [0.5] * 3, "weights": "x.pt"}
+    cfg["datasets"]["mydata"] = {
+        **wnid_folder(request.getfixturevalue("mirror"), tmp_path / "mine"),
+        "class_index": "imagenet",
+        "resize": 256,
+        "crop": 224,
+    }
+    cfg["models"]["mine"] = {
+        "arch": "mobilenet_v2",
+        "dataset": "mydata",
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "weights": "x.pt",
+    }
     cfg["onepixel"]["models"] = [*cfg["onepixel"]["models"], "mine"]
     return checked(cfg)
 
@@ -429,7 +513,13 @@ def _(request, tmp_path):
 @case("user-dataset-undescribed")
 def _(request, tmp_path):
     cfg = tiny()
-    cfg["models"]["mine"] = {"arch": "mobilenet_v2", "dataset": "mydata", "mean": [0.5] * 3, "std": [0.5] * 3, "weights": "x.pt"}
+    cfg["models"]["mine"] = {
+        "arch": "mobilenet_v2",
+        "dataset": "mydata",
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "weights": "x.pt",
+    }
     return checked(cfg)
 
 
@@ -451,12 +541,15 @@ def catalogue() -> dict[str, list[str]]:
 
 def test_catalogue_lists_every_case_once():
     rows = catalogue()
-    assert set(rows) == set(CASES), f"docs/errors.md rows without a case: {set(rows) - set(CASES)}; cases without a row: {set(CASES) - set(rows)}"
+    assert set(rows) == set(CASES), (
+        f"docs/errors.md rows without a case: {set(rows) - set(CASES)}; cases without a row: {set(CASES) - set(rows)}"
+    )
     assert all(rows.values()), [k for k, v in rows.items() if not v]
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.workflow) if n in SNAKEMAKE_CASES else n for n in CASES]
+    "name",
+    [pytest.param(n, marks=pytest.mark.workflow) if n in SNAKEMAKE_CASES else n for n in CASES],
 )
 def test_case_shows_what_the_catalogue_says(name, request, tmp_path):
     seen = CASES[name](request, tmp_path)
@@ -490,10 +583,14 @@ def test_chance_check_says_nothing_on_too_few_images():
     k = next(k for k in range(33) if binom_sf(k, 32, 0.1) <= evaluate.CHANCE_ALPHA)
     assert 1 - binom_sf(k, 32, 0.5) > evaluate.CHANCE_ALPHA
     assert evaluate.chance_threshold(32, 10) is None
-    evaluate.check_above_chance("m", [0] * 32, [0] * 32, 10, "32 images")  # no error: too few to tell
+    evaluate.check_above_chance(
+        "m", [0] * 32, [0] * 32, 10, "32 images"
+    )  # no error: too few to tell
     with pytest.raises(ModelError, match="64 of 64 images are predicted as class 0"):
         evaluate.check_above_chance("m", [1] * 8 + [0] * 56, [0] * 64, 10, "64 images")
-    evaluate.check_above_chance("m", [1] * 16 + [0] * 48, [3] * 64, 10, "64 images")  # 16 of 64: above chance
+    evaluate.check_above_chance(
+        "m", [1] * 16 + [0] * 48, [3] * 64, 10, "64 images"
+    )  # 16 of 64: above chance
 
 
 def test_stale_temporaries_of_other_outputs_are_kept(tmp_path):
@@ -530,11 +627,23 @@ def test_clean_accuracy_table_fails_near_chance_over_all_chunks(tmp_path):
     paths = []
     for c in range(2):
         ids = [f"cifar10-test-{c * 32 + i:05d}" for i in range(32)]
-        table = pd.DataFrame({"image_id": ids, "label": [i % 10 for i in range(32)], "pred": [0] * 32,
-                              "top1": [int(i % 10 == 0) for i in range(32)], "top5": [1] * 32, "p_true": [0.1] * 32})
+        table = pd.DataFrame(
+            {
+                "image_id": ids,
+                "label": [i % 10 for i in range(32)],
+                "pred": [0] * 32,
+                "top1": [int(i % 10 == 0) for i in range(32)],
+                "top5": [1] * 32,
+                "p_true": [0.1] * 32,
+            }
+        )
         io.write_table(table, tmp_path / f"chunk-{c}.csv")
         paths.append(tmp_path / f"chunk-{c}.csv")
     assert sum(pd.read_csv(p).top1.sum() for p in paths) == 8
-    with pytest.raises(ModelError, match="all 64 test images is 8/64 = 0.125, no better than chance"):
-        evaluate.summarise_clean_accuracy({"m": paths}, {"m": "cifar10"}, tmp_path / "t.csv", tmp_path / "t.md")
+    with pytest.raises(
+        ModelError, match="all 64 test images is 8/64 = 0.125, no better than chance"
+    ):
+        evaluate.summarise_clean_accuracy(
+            {"m": paths}, {"m": "cifar10"}, tmp_path / "t.csv", tmp_path / "t.md"
+        )
     assert not (tmp_path / "t.csv").exists()

@@ -28,7 +28,9 @@ from pixelrobust import cam, data
 from pixelrobust.models import Classifier
 
 
-def closed_form(acts: torch.Tensor, weight: torch.Tensor, classes, size: tuple[int, int], guard: float = 0.0) -> np.ndarray:
+def closed_form(
+    acts: torch.Tensor, weight: torch.Tensor, classes, size: tuple[int, int], guard: float = 0.0
+) -> np.ndarray:
     """Grad-CAM++ of a layer followed by global average pooling and a linear head (module docstring).
 
     ``guard``: pytorch_grad_cam adds 1e-6 to Eq. 19's denominator; with g = W_ck / Z that makes
@@ -38,8 +40,12 @@ def closed_form(acts: torch.Tensor, weight: torch.Tensor, classes, size: tuple[i
         w_c = weight[int(c)].detach().double()
         z = a.shape[1] * a.shape[2]
         pos = w_c > 0
-        w = torch.where(pos, w_c.clamp(min=0) / (2 + w_c * a.mean((1, 2)) + guard * z**2 / torch.where(pos, w_c, 1.0) ** 2),
-                        torch.zeros_like(w_c))
+        w = torch.where(
+            pos,
+            w_c.clamp(min=0)
+            / (2 + w_c * a.mean((1, 2)) + guard * z**2 / torch.where(pos, w_c, 1.0) ** 2),
+            torch.zeros_like(w_c),
+        )
         m = (w[:, None, None] * a).sum(0).clamp(min=0)
         m = (m - m.min()) / (m.max() - m.min())
         # resized to the image (bilinear, pixel centres), then scaled to [0, 1] again: interpolation moves the extremes
@@ -48,7 +54,9 @@ def closed_form(acts: torch.Tensor, weight: torch.Tensor, classes, size: tuple[i
     return torch.stack(out).numpy()
 
 
-def by_the_paper(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes, guard: float = 0.0) -> np.ndarray:
+def by_the_paper(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, classes, guard: float = 0.0
+) -> np.ndarray:
     """Eq. 19 and 7 with autograd gradients, for any layer (no pooling assumption); same-size layers only.
     ``guard``: added to Eq. 19's denominator, as pytorch_grad_cam does (1e-6)."""
     acts = []
@@ -60,7 +68,9 @@ def by_the_paper(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes, g
     a = acts[0]
     (g,) = torch.autograd.grad(logits.gather(1, torch.as_tensor(classes)[:, None]).sum(), a)
     a, g = a.detach().double(), g.double()
-    alpha = torch.where(g != 0, g**2 / (2 * g**2 + a.sum((2, 3), keepdim=True) * g**3 + guard), torch.zeros_like(g))
+    alpha = torch.where(
+        g != 0, g**2 / (2 * g**2 + a.sum((2, 3), keepdim=True) * g**3 + guard), torch.zeros_like(g)
+    )
     w = (alpha * g.clamp(min=0)).sum((2, 3))
     m = (w[:, :, None, None] * a).sum(1).clamp(min=0)
     lo, hi = m.amin((1, 2), keepdim=True), m.amax((1, 2), keepdim=True)
@@ -72,7 +82,9 @@ class Planted(nn.Module):
 
     def __init__(self, n_classes: int = 3):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1), nn.ReLU()
+        )
         self.fc = nn.Linear(3, n_classes)
 
     def forward(self, x):
@@ -89,10 +101,16 @@ def planted():
     with torch.no_grad():
         c1, c2 = net.features[0], net.features[2]
         c1.weight.normal_(0, 0.05)
-        c1.weight[:3, :, 1, 1] += 3 * torch.eye(3)  # input channel k -> feature k at the same pixel, plus a little mixing
+        c1.weight[:3, :, 1, 1] += 3 * torch.eye(
+            3
+        )  # input channel k -> feature k at the same pixel, plus a little mixing
         c1.bias.zero_()
         c2.weight.copy_(torch.eye(3, 4)[:, :, None, None] + 0.1 * torch.rand(3, 4, 1, 1))
-        c2.weight[2, 0] = -1.0  # the last layer's channel 2 is cut to 0 where the first layer's channel 0 is bright
+        c2.weight[
+            2, 0
+        ] = (
+            -1.0
+        )  # the last layer's channel 2 is cut to 0 where the first layer's channel 0 is bright
         c2.bias.zero_()
         net.fc.weight.copy_(torch.tensor([[4.0, -3.0, 1.0], [0.5, 5.0, 1.5], [2.0, 2.0, 2.0]]))
         net.fc.bias.zero_()
@@ -117,13 +135,20 @@ def test_gradcam_pp_matches_the_closed_form_on_a_planted_model(planted):
         np.testing.assert_allclose(got, want, atol=1e-5)
         # without the library's guard the paper's formula differs by at most 1e-6 / g^2 relative (g = W_ck / 36,
         # at least 1 / 36 here: 1.3e-3 of a weight)
-        np.testing.assert_allclose(got, closed_form(acts, net.fc.weight, classes, (6, 6)), atol=1e-3)
+        np.testing.assert_allclose(
+            got, closed_form(acts, net.fc.weight, classes, (6, 6)), atol=1e-3
+        )
         # the general formula (autograd gradients) agrees with the closed form: the two references are consistent
-        np.testing.assert_allclose(by_the_paper(model, net.features, x, classes, guard=1e-6), want, atol=1e-5)
+        np.testing.assert_allclose(
+            by_the_paper(model, net.features, x, classes, guard=1e-6), want, atol=1e-5
+        )
     # the class matters: class 0 lights the top rows (channel 0), class 1 the left columns (channel 1)
     c0, c1 = cam.gradcam_pp(model, x[:1], [0]), cam.gradcam_pp(model, x[:1], [1])
     assert np.abs(c0 - c1).max() > 0.3
-    assert c0[0, :2, 2:].mean() > c0[0, 2:, :2].mean() + 0.3 and c1[0, 2:, :2].mean() > c1[0, :2, 2:].mean() + 0.3
+    assert (
+        c0[0, :2, 2:].mean() > c0[0, 2:, :2].mean() + 0.3
+        and c1[0, 2:, :2].mean() > c1[0, :2, 2:].mean() + 0.3
+    )
     # the alpha weighting matters: Grad-CAM's weights (W_ck / Z, negative ones kept) give another map here
     a = acts[0].double()
     gc = (net.fc.weight[0].detach().double()[:, None, None] * a).sum(0).clamp(min=0)
@@ -139,7 +164,9 @@ def test_gradcam_pp_weighs_the_layer_it_is_given(planted, monkeypatch):
     last = cam.gradcam_pp(model, x, [0, 1])
     monkeypatch.setattr(cam, "target_layer", lambda m, *args, **kw: m.net.features[1])
     first = cam.gradcam_pp(model, x, [0, 1])
-    np.testing.assert_allclose(first, by_the_paper(model, net.features[1], x, [0, 1], guard=1e-6), atol=1e-5)
+    np.testing.assert_allclose(
+        first, by_the_paper(model, net.features[1], x, [0, 1], guard=1e-6), atol=1e-5
+    )
     assert np.abs(first - last).max() > 0.1
 
 
@@ -151,10 +178,14 @@ def test_the_workflow_models_use_their_last_spatial_block(resnet20, mobilenet, p
     assert cam.target_layer(mobilenet) is mobilenet.net.features[-1]
     cifar = data.load_split(prepared / "data" / "cifar10", "test", 0, 4)
     imagenet = data.load_split(prepared / "data" / "imagenet", "test", 0, 2)
-    for model, head, split, shape in ((resnet20, resnet20.net.fc, cifar, (64, 8, 8)),
-                                      (mobilenet, mobilenet.net.classifier[-1], imagenet, (1280, 7, 7))):
+    for model, head, split, shape in (
+        (resnet20, resnet20.net.fc, cifar, (64, 8, 8)),
+        (mobilenet, mobilenet.net.classifier[-1], imagenet, (1280, 7, 7)),
+    ):
         acts = []
-        hook = cam.target_layer(model).register_forward_hook(lambda m, i, o: acts.append(o.detach()))
+        hook = cam.target_layer(model).register_forward_hook(
+            lambda m, i, o, acts=acts: acts.append(o.detach())
+        )
         with torch.no_grad():
             logits = model(split.images)
         hook.remove()
@@ -166,5 +197,7 @@ def test_the_workflow_models_use_their_last_spatial_block(resnet20, mobilenet, p
         assert (other != logits.argmax(1)).all()
         for classes in (split.labels, other):
             got = cam.gradcam_pp(model, split.images, classes)
-            want = closed_form(acts[0], head.weight, classes, tuple(split.images.shape[-2:]), guard=1e-6)
+            want = closed_form(
+                acts[0], head.weight, classes, tuple(split.images.shape[-2:]), guard=1e-6
+            )
             np.testing.assert_allclose(got, want, atol=1e-4)

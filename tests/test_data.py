@@ -48,7 +48,10 @@ def test_cifar10_loader_real_pixels(prepared, mirror):
     # Row 0 of the official test batch is a cat (label 3); pixels equal the raw bytes / 255 (CHW, row-major).
     assert split.labels[0].item() == 3
     for i in (0, 5, n - 1):
-        assert torch.equal((split.images[i] * 255).round().to(torch.uint8).flatten(), torch.from_numpy(raw["data"][i]))
+        assert torch.equal(
+            (split.images[i] * 255).round().to(torch.uint8).flatten(),
+            torch.from_numpy(raw["data"][i]),
+        )
 
 
 def test_slices_are_consistent_and_train_split_loads(prepared, mirror, mirror_counts):
@@ -57,12 +60,16 @@ def test_slices_are_consistent_and_train_split_loads(prepared, mirror, mirror_co
     full = data.load_split(root, "test")
     part = data.load_split(root, "test", 100, 150)
     assert torch.equal(part.images, full.images[100:150]) and part.ids == full.ids[100:150]
-    first = counts["train_batches"][0]  # a slice across data_batch_1 -> data_batch_2: their rows in order
+    first = counts["train_batches"][
+        0
+    ]  # a slice across data_batch_1 -> data_batch_2: their rows in order
     train = data.load_split(root, "train", first - 10, first + 10)
     assert len(train) == 20 and train.ids[0] == f"cifar10-train-{first - 10:05d}"
     raw = [_unpickle(mirror / "cifar-10-batches-py" / f"data_batch_{i}") for i in (1, 2)]
     want = np.concatenate([raw[0]["data"][-10:], raw[1]["data"][:10]])
-    assert torch.equal((train.images * 255).round().to(torch.uint8).flatten(1), torch.from_numpy(want))
+    assert torch.equal(
+        (train.images * 255).round().to(torch.uint8).flatten(1), torch.from_numpy(want)
+    )
     assert train.labels.tolist() == raw[0]["labels"][-10:] + raw[1]["labels"][:10]
     assert data.read_manifest(root)["counts"] == {"train": counts["train"], "test": counts["test"]}
     n = counts["test"]
@@ -174,14 +181,22 @@ def test_cifar_tarball_route(mirror, mirror_counts, tmp_path, monkeypatch):
         tar.add(mirror / "cifar-10-batches-py", arcname="cifar-10-batches-py")
     # Our tarball is not the official one: its md5 is rejected, with the expected md5 named.
     with pytest.raises(ChecksumError, match=data.CIFAR["cifar10"]["md5"]):
-        data.prepare_dataset("cifar10", {}, tmp_path / "a", downloaded={"cifar-10-python.tar.gz": archive})
+        data.prepare_dataset(
+            "cifar10", {}, tmp_path / "a", downloaded={"cifar-10-python.tar.gz": archive}
+        )
     monkeypatch.setitem(data.CIFAR["cifar10"], "md5", file_digest(archive, "md5"))
-    manifest = data.prepare_dataset("cifar10", {}, tmp_path / "b", downloaded={"cifar-10-python.tar.gz": archive})
+    manifest = data.prepare_dataset(
+        "cifar10", {}, tmp_path / "b", downloaded={"cifar-10-python.tar.gz": archive}
+    )
     counts = mirror_counts["cifar10"]
-    assert manifest["counts"] == {"train": counts["train"], "test": counts["test"]} and manifest["source"].startswith("official:")
+    assert manifest["counts"] == {"train": counts["train"], "test": counts["test"]} and manifest[
+        "source"
+    ].startswith("official:")
     ref = data.prepare_dataset("cifar10", {}, tmp_path / "c", mirror=mirror)
     assert ref["counts"] == manifest["counts"]
-    assert torch.equal(data.load_split(tmp_path / "b").images, data.load_split(tmp_path / "c").images)
+    assert torch.equal(
+        data.load_split(tmp_path / "b").images, data.load_split(tmp_path / "c").images
+    )
 
 
 def test_imagenet_zip_route(mirror, tmp_path):
@@ -190,8 +205,13 @@ def test_imagenet_zip_route(mirror, tmp_path):
     with zipfile.ZipFile(archive, "w") as z:
         for f in files:
             z.write(f, f"imagenet-sample-images-{data.IMAGENET_SAMPLE_COMMIT}/{f.name}")
-    downloaded = {data.IMAGENET["sample_archive"]: archive, data.IMAGENET["class_index"]: mirror / "imagenet_class_index.json"}
-    manifest = data.prepare_dataset("imagenet", {"source": "sample"}, tmp_path / "out", downloaded=downloaded)
+    downloaded = {
+        data.IMAGENET["sample_archive"]: archive,
+        data.IMAGENET["class_index"]: mirror / "imagenet_class_index.json",
+    }
+    manifest = data.prepare_dataset(
+        "imagenet", {"source": "sample"}, tmp_path / "out", downloaded=downloaded
+    )
     assert manifest["counts"] == {"test": 5}
     split = data.load_split(tmp_path / "out")
     assert split.ids == [f.stem for f in files]
@@ -204,7 +224,9 @@ def test_imagenet_folder_source_with_wnid_and_index_labels(mirror, tmp_path):
     for i, f in enumerate(picks):
         shutil.copy(f, folder / f"ILSVRC2012_val_{i:08d}.JPEG")
     labels = tmp_path / "labels.txt"
-    labels.write_text("ILSVRC2012_val_00000000.JPEG n01440764\nILSVRC2012_val_00000001.JPEG 2\nILSVRC2012_val_00000002.JPEG,4\n")
+    labels.write_text(
+        "ILSVRC2012_val_00000000.JPEG n01440764\nILSVRC2012_val_00000001.JPEG 2\nILSVRC2012_val_00000002.JPEG,4\n"
+    )
     cfg = {"source": "folder", "folder": str(folder), "labels": str(labels)}
     assert data.available_images("imagenet", cfg, None) == 3
     data.prepare_dataset("imagenet", cfg, tmp_path / "out", mirror=mirror)
@@ -223,6 +245,8 @@ def test_corrupt_jpeg_in_folder_source_is_named(mirror, tmp_path):
     labels.write_text("broken.JPEG 1\n")
     cfg = {"source": "folder", "folder": str(folder), "labels": str(labels)}
     # decoded at preparation: the error comes before any compute job, and no dataset is written
-    with pytest.raises(DataError, match="cannot decode image .*broken.JPEG.*remove its line from the label file"):
+    with pytest.raises(
+        DataError, match="cannot decode image .*broken.JPEG.*remove its line from the label file"
+    ):
         data.prepare_dataset("imagenet", cfg, tmp_path / "out", mirror=mirror)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from pixelrobust import data
-from pixelrobust.defenses import (EOT, LATTICE_SHIFTS, PixelDeflection, Randomization, RegionBased, StochasticPRM,
-                                   build_defense, lattice_shifts, shift, shifts_of_sizes, wavelet_denoise)
+from pixelrobust.defenses import (
+    EOT,
+    LATTICE_SHIFTS,
+    PixelDeflection,
+    Randomization,
+    RegionBased,
+    StochasticPRM,
+    build_defense,
+    lattice_shifts,
+    shift,
+    shifts_of_sizes,
+    wavelet_denoise,
+)
 from pixelrobust.errors import ConfigError
 from pixelrobust.prm import LATTICES, PRM, lattice_mask
 
@@ -26,8 +37,12 @@ def accuracy(model, split) -> float:
 def build(name, model, seed=0):
     torch.manual_seed(0)
     return {
-        "stochastic_prm": lambda: StochasticPRM(model, [PRM("s2", 2, 8, residual=True)], lambdas=[0.0], seed=seed),
-        "region_based": lambda: RegionBased(model, radius=0.02, samples=50, batch_size=50, seed=seed),
+        "stochastic_prm": lambda: StochasticPRM(
+            model, [PRM("s2", 2, 8, residual=True)], lambdas=[0.0], seed=seed
+        ),
+        "region_based": lambda: RegionBased(
+            model, radius=0.02, samples=50, batch_size=50, seed=seed
+        ),
         "randomization": lambda: Randomization(model, seed=seed),
         "pixel_deflection": lambda: PixelDeflection(model, seed=seed),
     }[name]()
@@ -35,23 +50,36 @@ def build(name, model, seed=0):
 
 # Allowed drop in top-1 on the first 64 CIFAR-10 test images (clean 0.92). Pixel deflection's
 # defaults are ImageNet's (100 deflections, window 10): on 32×32 images they cost more.
-TOLERANCE = {"stochastic_prm": 0.08, "region_based": 0.03, "randomization": 0.08, "pixel_deflection": 0.2}
+TOLERANCE = {
+    "stochastic_prm": 0.08,
+    "region_based": 0.03,
+    "randomization": 0.08,
+    "pixel_deflection": 0.2,
+}
 
 
 @pytest.mark.parametrize("name", list(TOLERANCE))
 def test_defence_keeps_clean_accuracy(resnet20, images, name):
     clean = accuracy(resnet20, images)
     defended = accuracy(build(name, resnet20), images)
-    assert clean - defended <= TOLERANCE[name], f"{name}: clean {clean:.3f}, defended {defended:.3f}"
+    assert clean - defended <= TOLERANCE[name], (
+        f"{name}: clean {clean:.3f}, defended {defended:.3f}"
+    )
 
 
 @pytest.mark.parametrize("name", list(TOLERANCE))
 def test_defence_is_reproducible_under_its_seed(resnet20, images, name):
     x = images.images[:8]
     with torch.no_grad():
-        a, b, c = build(name, resnet20, 1)(x), build(name, resnet20, 1)(x), build(name, resnet20, 2)(x)
+        a, b, c = (
+            build(name, resnet20, 1)(x),
+            build(name, resnet20, 1)(x),
+            build(name, resnet20, 2)(x),
+        )
     assert torch.equal(a, b)
-    if name != "stochastic_prm":  # λ = 0 with a one-pixel shift may leave the logits of 8 images unchanged
+    if (
+        name != "stochastic_prm"
+    ):  # λ = 0 with a one-pixel shift may leave the logits of 8 images unchanged
         assert not torch.equal(a, c)
     d = build(name, resnet20, 1)
     with torch.no_grad():
@@ -64,7 +92,11 @@ def test_shift_moves_content_and_zero_fills():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     s = shift(x, 1, -1)
     assert s.shape == x.shape
-    assert torch.equal(s[0, 0, 1:, :3], x[0, 0, :3, 1:]) and (s[0, 0, 0] == 0).all() and (s[0, 0, :, 3] == 0).all()
+    assert (
+        torch.equal(s[0, 0, 1:, :3], x[0, 0, :3, 1:])
+        and (s[0, 0, 0] == 0).all()
+        and (s[0, 0, :, 3] == 0).all()
+    )
     assert torch.equal(shift(x, 0, 0), x)
 
 
@@ -85,7 +117,9 @@ def test_pixel_deflection_deflects_the_requested_count():
     # an R-CAM of ones skips every pixel: nothing changes, and the loop still ends
     d2 = PixelDeflection(torch.nn.Identity(), deflections=5, window=3, seed=0)
     assert (d2.deflect(img, np.ones((16, 16))) == img).all()
-    d3 = PixelDeflection(torch.nn.Identity(), deflections=5, window=3, seed=0, rcam=lambda im: np.full((16, 16), 0.5))
+    d3 = PixelDeflection(
+        torch.nn.Identity(), deflections=5, window=3, seed=0, rcam=lambda im: np.full((16, 16), 0.5)
+    )
     assert d3.transform(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
 
 
@@ -124,7 +158,9 @@ def test_stochastic_prm_draws_from_its_whole_pool_and_stacks():
     again = StochasticPRM(torch.nn.Identity(), pool, lambdas=[1.0], stacks=[2], shifts=[], seed=0)
     assert [again(x)[0, 0, 0, 0].item() for _ in range(200)] == totals
     gray = StochasticPRM(torch.nn.Identity(), pool, stochastic=False, fixed_lambda=1.0)
-    assert gray(x)[0, 0, 0, 0].item() == 1.0  # the deterministic gray-box model is the pool's first PRM, once
+    assert (
+        gray(x)[0, 0, 0, 0].item() == 1.0
+    )  # the deterministic gray-box model is the pool's first PRM, once
 
 
 class _LatticeTag(_Tag):
@@ -148,18 +184,39 @@ def _moves(d: StochasticPRM, calls: int = 1000) -> dict[float, set[tuple[int, in
 
 def test_each_prm_draws_its_shift_from_its_lattice_set():
     pool = [_LatticeTag(1.0, "s2x1"), _LatticeTag(10.0, "s1x2"), _LatticeTag(100.0, "k2_s4")]
-    lattice = build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "lattice"}, prms=pool)
+    lattice = build_defense(
+        "stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "lattice"}, prms=pool
+    )
     seen = _moves(lattice)
     assert seen[1.0] == {(1, 0), (-1, 0)}  # even rows: moved by a row
     assert seen[10.0] == {(0, 1), (0, -1)}  # even columns: moved by a column
     assert seen[100.0] == set(lattice_shifts("k2_s4")) and len(seen[100.0]) == 20
-    as_run = _moves(build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "lattice_as_run"},
-                                  prms=pool))
-    assert as_run[1.0] == {(0, 1), (0, -1)} and as_run[10.0] == {(1, 0), (-1, 0)}  # the authors' code swaps the axes
-    sizes = _moves(build_defense("stochastic_prm", torch.nn.Identity(),
-                                 {"lambdas": [1.0], "shifts": "sizes", "shift_sizes": [1]}, prms=pool))
+    as_run = _moves(
+        build_defense(
+            "stochastic_prm",
+            torch.nn.Identity(),
+            {"lambdas": [1.0], "shifts": "lattice_as_run"},
+            prms=pool,
+        )
+    )
+    assert as_run[1.0] == {(0, 1), (0, -1)} and as_run[10.0] == {
+        (1, 0),
+        (-1, 0),
+    }  # the authors' code swaps the axes
+    sizes = _moves(
+        build_defense(
+            "stochastic_prm",
+            torch.nn.Identity(),
+            {"lambdas": [1.0], "shifts": "sizes", "shift_sizes": [1]},
+            prms=pool,
+        )
+    )
     assert all(moves == set(shifts_of_sizes([1])) for moves in sizes.values())
-    none = _moves(build_defense("stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "none"}, prms=pool))
+    none = _moves(
+        build_defense(
+            "stochastic_prm", torch.nn.Identity(), {"lambdas": [1.0], "shifts": "none"}, prms=pool
+        )
+    )
     assert all(moves == {(0, 0)} for moves in none.values()) and len(none) == 3
 
 
@@ -170,7 +227,9 @@ def test_lattice_shift_sets_read_the_pixels_the_lattice_skips(lattice):
     mask = lattice_mask(lattice, 16, 16)
     index = torch.arange(1, 257, dtype=torch.float32).view(1, 1, 16, 16)
 
-    def read(dy, dx):  # the original pixels (1-based index) the lattice reads after the shift, away from the border
+    def read(
+        dy, dx
+    ):  # the original pixels (1-based index) the lattice reads after the shift, away from the border
         return set(shift(index, dy, dx)[0, 0][4:12, 4:12][mask[4:12, 4:12]].long().tolist()) - {0}
 
     skipped = set(index[0, 0][~mask].long().tolist())
@@ -206,7 +265,11 @@ def test_build_defense_ignores_the_workflow_pool_setting(resnet20, images):
     prm = PRM("s2", 2, 8, residual=True)
     settings = {"lambdas": [0.0], "pool": {"lattices": ["s2"], "replicates": 1}}
     d = build_defense("stochastic_prm", resnet20, settings, prms=[prm], seed=3)
-    assert isinstance(d, StochasticPRM) and len(d.prms) == 1 and settings["pool"] == {"lattices": ["s2"], "replicates": 1}
+    assert (
+        isinstance(d, StochasticPRM)
+        and len(d.prms) == 1
+        and settings["pool"] == {"lattices": ["s2"], "replicates": 1}
+    )
 
 
 def test_bad_defence_settings():
@@ -230,7 +293,9 @@ def test_eot_averages_the_defence_and_its_gradient():
     ref = Randomization(net, scale=(0.5, 1.0), seed=3)
     draws = [ref(x).softmax(1) for _ in range(4)]
     assert torch.allclose(eot(x), (sum(draws) / 4).log(), atol=1e-6)
-    same = EOT(Randomization(net, scale=(1.0, 1.0)), samples=3)  # no randomness left: EOT is the model
+    same = EOT(
+        Randomization(net, scale=(1.0, 1.0)), samples=3
+    )  # no randomness left: EOT is the model
     assert torch.allclose(same(x), net(x).log_softmax(1), atol=1e-5)
     with pytest.raises(ValueError, match="samples >= 1"):
         EOT(net, 0)
@@ -241,13 +306,29 @@ def test_build_defense_models_for_each_protocol(resnet20, images):
     prm = PRM("s2", 2, 8, residual=True)
     x = images.images[:4]
     assert build_defense("none", resnet20) is resnet20
-    assert build_defense("randomization", resnet20, {}, deterministic=True) is resnet20  # gray-box source
-    gray = build_defense("stochastic_prm", resnet20, {"graybox_lambda": 1.0}, prms=[prm], deterministic=True)
+    assert (
+        build_defense("randomization", resnet20, {}, deterministic=True) is resnet20
+    )  # gray-box source
+    gray = build_defense(
+        "stochastic_prm", resnet20, {"graybox_lambda": 1.0}, prms=[prm], deterministic=True
+    )
     with torch.no_grad():
         assert torch.equal(gray(x), resnet20(prm(x)))
-    eot = build_defense("stochastic_prm", resnet20, {"shifts": "sizes", "shift_sizes": [1, 2]}, prms=[prm], eot_samples=3)
-    assert isinstance(eot, EOT) and eot.defense.prm_shifts == [shifts_of_sizes([1, 2])] and len(shifts_of_sizes([1, 2])) == 24
-    surrogate = build_defense("region_based", resnet20, {"radius": 0.02, "samples": 1000}, eot_samples=5)
+    eot = build_defense(
+        "stochastic_prm",
+        resnet20,
+        {"shifts": "sizes", "shift_sizes": [1, 2]},
+        prms=[prm],
+        eot_samples=3,
+    )
+    assert (
+        isinstance(eot, EOT)
+        and eot.defense.prm_shifts == [shifts_of_sizes([1, 2])]
+        and len(shifts_of_sizes([1, 2])) == 24
+    )
+    surrogate = build_defense(
+        "region_based", resnet20, {"radius": 0.02, "samples": 1000}, eot_samples=5
+    )
     assert surrogate.surrogate and surrogate.samples == 5
     xg = x.clone().requires_grad_(True)
     surrogate(xg).sum().backward()
@@ -256,18 +337,42 @@ def test_build_defense_models_for_each_protocol(resnet20, images):
         build_defense("jpeg", resnet20)
     with pytest.raises(ValueError, match="needs trained PRMs"):
         build_defense("stochastic_prm", resnet20, {})
-    assert shifts_of_sizes([1]) == [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
+    assert shifts_of_sizes([1]) == [
+        (-1, -1),
+        (-1, 0),
+        (-1, 1),
+        (0, -1),
+        (0, 1),
+        (1, -1),
+        (1, 0),
+        (1, 1),
+    ]
 
 
 @pytest.mark.parametrize("size", [32, 224])
 def test_batched_wavelet_denoising_equals_scikit_image(size):
     from skimage.restoration import denoise_wavelet
 
-    x = torch.rand(3, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+    x = torch.rand(
+        3, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(size)
+    )
     x[1] = 0.3 + 0.1 * x[1]  # a low-contrast image
-    ref = np.stack([denoise_wavelet(im.numpy().transpose(1, 2, 0), sigma=0.04, mode="soft", channel_axis=-1,
-                                    convert2ycbcr=True, method="BayesShrink", rescale_sigma=True).clip(0, 1).transpose(2, 0, 1)
-                    for im in x])
+    ref = np.stack(
+        [
+            denoise_wavelet(
+                im.numpy().transpose(1, 2, 0),
+                sigma=0.04,
+                mode="soft",
+                channel_axis=-1,
+                convert2ycbcr=True,
+                method="BayesShrink",
+                rescale_sigma=True,
+            )
+            .clip(0, 1)
+            .transpose(2, 0, 1)
+            for im in x
+        ]
+    )
     assert np.abs(wavelet_denoise(x, 0.04).numpy() - ref).max() < 1e-10
     with pytest.raises(ValueError, match="divisible"):
         wavelet_denoise(torch.rand(1, 3, 34, 34), 0.04)  # two levels need multiples of 4
@@ -275,7 +380,9 @@ def test_batched_wavelet_denoising_equals_scikit_image(size):
 
 def test_batched_deflection_moves_values_within_the_window():
     n, c, h, w = 4, 3, 32, 32
-    x = torch.arange(n * c * h * w, dtype=torch.float64).view(n, c, h, w)  # every value names its position
+    x = torch.arange(n * c * h * w, dtype=torch.float64).view(
+        n, c, h, w
+    )  # every value names its position
     d = PixelDeflection(torch.nn.Identity(), deflections=50, window=3, seed=0)
     out = d.deflect_batch(x)
     for i in range(n):
@@ -285,8 +392,12 @@ def test_batched_deflection_moves_values_within_the_window():
             src = int(out[i, ch, y, xx]) - i * c * h * w
             sc, sy, sx = src // (h * w), (src // w) % h, src % w
             assert sc == ch and max(abs(sy - y), abs(sx - xx)) <= 3 and (sy, sx) != (y, xx)
-    a = PixelDeflection(torch.nn.Identity(), seed=5).transform(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    b = PixelDeflection(torch.nn.Identity(), seed=5).transform(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    a = PixelDeflection(torch.nn.Identity(), seed=5).transform(
+        torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    )
+    b = PixelDeflection(torch.nn.Identity(), seed=5).transform(
+        torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    )
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="backend"):
         PixelDeflection(torch.nn.Identity(), backend="opencv")
@@ -297,7 +408,9 @@ def test_per_image_draws_do_not_depend_on_the_batch(resnet20, images, name):
     """Keyed to image ids and a draw, each image's output is the same alone or in a batch of 6, and on every
     call; another draw gives another output (so the keying is not a constant)."""
     x, ids = images.images[:6], images.ids[:6]
-    d = build(name, resnet20, seed=3).eval()  # eval: the PRM's batch norm uses its running statistics
+    d = build(
+        name, resnet20, seed=3
+    ).eval()  # eval: the PRM's batch norm uses its running statistics
     if name == "stochastic_prm":
         d.lambdas = [0.0, 0.5, 1.0]
     alone = []
@@ -318,7 +431,10 @@ def test_per_image_draws_do_not_depend_on_the_batch(resnet20, images, name):
 def test_region_based_votes_do_not_depend_on_its_batch_size(resnet20, images):
     x, ids = images.images[:2], images.ids[:2]
     outs = []
-    for batch in (7, 1000):  # one noise block (of 100) per pass, or both images' 150 samples in one pass
+    for batch in (
+        7,
+        1000,
+    ):  # one noise block (of 100) per pass, or both images' 150 samples in one pass
         d = RegionBased(resnet20, radius=0.05, samples=150, batch_size=batch, seed=1)
         with torch.no_grad(), d.images(ids, draw=0):
             outs.append(d(x))
@@ -357,7 +473,9 @@ def test_batched_deflection_draws_every_pixel_and_every_offset_in_the_window():
     # on 12×12 images every pixel (borders included) is deflected, every pixel serves as a source, and every
     # one of the 48 offsets of a window of 3 occurs (each is missed with probability below 1e-20)
     n, c, h, w = 8, 3, 12, 12
-    x = torch.arange(n * c * h * w, dtype=torch.float64).view(n, c, h, w)  # every value names its position
+    x = torch.arange(n * c * h * w, dtype=torch.float64).view(
+        n, c, h, w
+    )  # every value names its position
     out = PixelDeflection(torch.nn.Identity(), deflections=300, window=3, seed=1).deflect_batch(x)
     targets, sources, offsets = set(), set(), set()
     for i, ch, y, xx in (out != x).nonzero().tolist():
@@ -379,7 +497,14 @@ def test_stochastic_prm_draws_every_choice_from_the_image_generator_alone():
     # the number of passes, the PRM, λ and the shift all come from the image's generator: the global torch
     # stream must not change a draw (it does if any choice falls back to torch's default generator)
     pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
-    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.5, 1.0], stacks=[1, 2, 3], shifts=[(0, 1), (1, 0)], seed=0)
+    d = StochasticPRM(
+        torch.nn.Identity(),
+        pool,
+        lambdas=[0.5, 1.0],
+        stacks=[1, 2, 3],
+        shifts=[(0, 1), (1, 0)],
+        seed=0,
+    )
     plans = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)
@@ -402,19 +527,31 @@ class _Brightness(torch.nn.Module):
 
 
 def test_region_based_votes_over_uniform_noise_in_its_ball_on_a_planted_model():
-    x = torch.stack([torch.full((3, 4, 4), 0.9), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.995)])
+    x = torch.stack(
+        [torch.full((3, 4, 4), 0.9), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.995)]
+    )
     model = _Brightness()
     d = RegionBased(model, radius=0.02, samples=250, batch_size=120, seed=3)
     with torch.no_grad(), d.images(["a", "b", "c"], draw=0):
         out = d(x)
     seen = torch.cat(model.seen)
-    assert len(seen) == 3 * 250  # every sample of every image, in passes of at most max(batch_size, 100)
+    assert (
+        len(seen) == 3 * 250
+    )  # every sample of every image, in passes of at most max(batch_size, 100)
     assert max(len(s) for s in model.seen) <= 120
     noise = seen.view(3, 250, 3, 4, 4) - x[:, None]
     # uniform in the L∞ ball (clipped to [0, 1]): within the radius, spread over it, and centred
-    assert noise.abs().max() <= 0.02 + 1e-7 and noise[1].abs().max() > 0.019 and abs(float(noise[1].mean())) < 1e-3
-    assert seen.max() <= 1.0 and (noise[2] <= 0.005 + 1e-7).all()  # the image at 0.995 is clipped at 1
-    assert not torch.equal(noise[1, :100], noise[1, 100:200])  # each block of 100 samples draws new noise
+    assert (
+        noise.abs().max() <= 0.02 + 1e-7
+        and noise[1].abs().max() > 0.019
+        and abs(float(noise[1].mean())) < 1e-3
+    )
+    assert (
+        seen.max() <= 1.0 and (noise[2] <= 0.005 + 1e-7).all()
+    )  # the image at 0.995 is clipped at 1
+    assert not torch.equal(
+        noise[1, :100], noise[1, 100:200]
+    )  # each block of 100 samples draws new noise
     # the output is the log of each class's share of the votes: the bright image is class 0 in every sample;
     # the image on the boundary is class 0 in about half (the mean of 48 uniform draws is symmetric about 0)
     assert out[0].tolist() == pytest.approx([0.0, float(np.log(1e-12))])
@@ -426,9 +563,14 @@ def test_region_based_votes_over_uniform_noise_in_its_ball_on_a_planted_model():
         with torch.no_grad(), again.images(["a", "b", "c"], draw=0):
             assert torch.equal(again(x), out)
     # an image near 0 is clipped at 0; two images with the same content draw different noise (each its own seed)
-    y = torch.stack([torch.full((3, 4, 4), 0.005), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.5)])
+    y = torch.stack(
+        [torch.full((3, 4, 4), 0.005), torch.full((3, 4, 4), 0.5), torch.full((3, 4, 4), 0.5)]
+    )
     m2 = _Brightness()
-    with torch.no_grad(), RegionBased(m2, radius=0.02, samples=100, seed=3).images(["p", "q", "r"], draw=0) as d2:
+    with (
+        torch.no_grad(),
+        RegionBased(m2, radius=0.02, samples=100, seed=3).images(["p", "q", "r"], draw=0) as d2,
+    ):
         d2(y)
     s2 = torch.cat(m2.seen).view(3, 100, 3, 4, 4)
     assert s2.min() == 0.0 and (s2[0] == 0).any() and not torch.equal(s2[1], s2[2])
@@ -436,7 +578,9 @@ def test_region_based_votes_over_uniform_noise_in_its_ball_on_a_planted_model():
     with torch.no_grad():
         got = soft(x[:1]).exp()[0]
     z = 10 * 0.4
-    assert got.tolist() == pytest.approx([1 / (1 + np.exp(-2 * z)), 1 / (1 + np.exp(2 * z))], abs=1e-6)  # float32
+    assert got.tolist() == pytest.approx(
+        [1 / (1 + np.exp(-2 * z)), 1 / (1 + np.exp(2 * z))], abs=1e-6
+    )  # float32
 
 
 @pytest.mark.parametrize("lattice", list(LATTICES))
@@ -458,7 +602,9 @@ def test_residual_prm_keeps_saturated_pixels_finite():
     x = torch.zeros(1, 3, 8, 8)
     x[:, :, ::2, 1::2] = 1.0
     x[:, :, 1::2, :] = 1.0
-    x[:, :, ::2, ::2] = torch.tensor([0.0, 1.0, 0.5])[:, None, None]  # the s2 lattice: channel 0 black, 1 white
+    x[:, :, ::2, ::2] = torch.tensor([0.0, 1.0, 0.5])[
+        :, None, None
+    ]  # the s2 lattice: channel 0 black, 1 white
     x.requires_grad_(True)
     prm = PRM("s2", depth=2, start_filters=4, residual=True)  # its last convolution starts at zero
     out = prm(x)
@@ -472,15 +618,25 @@ def test_shift_moves_content_up_and_right_too():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     s = shift(x, -1, 2)
     assert s.shape == x.shape
-    assert torch.equal(s[0, 0, :3, 2:], x[0, 0, 1:, :2]) and (s[0, 0, 3] == 0).all() and (s[0, 0, :, :2] == 0).all()
+    assert (
+        torch.equal(s[0, 0, :3, 2:], x[0, 0, 1:, :2])
+        and (s[0, 0, 3] == 0).all()
+        and (s[0, 0, :, :2] == 0).all()
+    )
 
 
 def test_stochastic_prm_applies_each_images_own_plan_in_a_mixed_batch():
     # every image its own number of passes, PRM, λ and shift; the batched transform must equal applying each
     # image's plan on its own: x ← s(x), then x ← λ PRM_i(x) + (1 − λ) x (λ = 0: the shift alone)
     pool = [_Tag(1.0), _Tag(10.0), _Tag(100.0)]
-    d = StochasticPRM(torch.nn.Identity(), pool, lambdas=[0.0, 0.5, 1.0], stacks=[1, 2, 3], shifts=[(0, 1), (1, 0), (-1, -1)],
-                      seed=2)
+    d = StochasticPRM(
+        torch.nn.Identity(),
+        pool,
+        lambdas=[0.0, 0.5, 1.0],
+        stacks=[1, 2, 3],
+        shifts=[(0, 1), (1, 0), (-1, -1)],
+        seed=2,
+    )
     x = torch.rand(12, 3, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ids = [f"img{i}" for i in range(12)]
     with d.images(ids, draw=0):

@@ -13,17 +13,30 @@ pytestmark = pytest.mark.workflow
 
 # The rules that draw random numbers and are cheap on the tiny config: PGD random starts (masked
 # PGD, the P2 baselines), PRM initialisation, shuffling and augmentation, the SSIM-ball attack.
-TABLES = ["masked_pgd.csv", "masked_pgd.md", "masked_pgd_l2.csv", "prm_lambda_sweep.csv", "prm_lambda_sweep_detail.csv",
-          "ssim_attack.csv", "ssim_attack.md", "ssim_matched.csv"]
+TABLES = [
+    "masked_pgd.csv",
+    "masked_pgd.md",
+    "masked_pgd_l2.csv",
+    "prm_lambda_sweep.csv",
+    "prm_lambda_sweep_detail.csv",
+    "ssim_attack.csv",
+    "ssim_attack.md",
+    "ssim_matched.csv",
+]
 
 
 def test_rerun_from_scratch_is_byte_identical(tiny_run, mirror, tmp_path):
     targets = [f"results/tables/{t}" for t in TABLES]
     snakemake([*targets, *TINY, "--cores", "2"], tmp_path, mirror)
     for t in targets:
-        assert (tmp_path / t).read_bytes() == (tiny_run / t).read_bytes(), f"{t} differs between two runs"
+        assert (tmp_path / t).read_bytes() == (tiny_run / t).read_bytes(), (
+            f"{t} differs between two runs"
+        )
     prm = "results/p3/prm/resnet20_cifar10/s2-r0/prm.pt"
-    state_a, state_b = (torch.load(root / prm, map_location="cpu", weights_only=True)["state_dict"] for root in (tmp_path, tiny_run))
+    state_a, state_b = (
+        torch.load(root / prm, map_location="cpu", weights_only=True)["state_dict"]
+        for root in (tmp_path, tiny_run)
+    )
     assert state_a.keys() == state_b.keys()
     for k in state_a:
         assert torch.equal(state_a[k], state_b[k]), f"PRM weight {k} differs"

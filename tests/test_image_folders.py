@@ -21,11 +21,10 @@ import pytest
 import torch
 import yaml
 
+from conftest import REPO, SCHEMA, TINY, snakemake
 from pixelrobust import config as prconfig
 from pixelrobust import data
 from pixelrobust.errors import ConfigError, DataError
-
-from conftest import REPO, SCHEMA, TINY, snakemake
 
 
 @pytest.fixture(autouse=True)
@@ -81,11 +80,25 @@ def test_wnid_imagefolder_equals_the_label_file_source(mirror, tmp_path):
     keras = json.loads((mirror / "imagenet_class_index.json").read_text())
     index = {v[0]: int(k) for k, v in keras.items()}
     expected = {f.stem: index[f.name.split("_", 1)[0]] for f in files}
-    assert len(set(expected.values())) == 20 and max(expected.values()) > 19  # not 0..19: the ImageNet indices
+    assert (
+        len(set(expected.values())) == 20 and max(expected.values()) > 19
+    )  # not 0..19: the ImageNet indices
 
-    folder_cfg = {"layout": "imagefolder", "folder": str(root), "class_index": "imagenet", "resize": 256, "crop": 224}
-    manifest = data.prepare_dataset("mydata", folder_cfg, tmp_path / "out" / "mydata", mirror=mirror)
-    assert manifest["num_classes"] == 1000 and manifest["counts"] == {"test": 20} and manifest["size"] == [224, 224]
+    folder_cfg = {
+        "layout": "imagefolder",
+        "folder": str(root),
+        "class_index": "imagenet",
+        "resize": 256,
+        "crop": 224,
+    }
+    manifest = data.prepare_dataset(
+        "mydata", folder_cfg, tmp_path / "out" / "mydata", mirror=mirror
+    )
+    assert (
+        manifest["num_classes"] == 1000
+        and manifest["counts"] == {"test": 20}
+        and manifest["size"] == [224, 224]
+    )
     mine = data.load_split(tmp_path / "out" / "mydata")
     assert mine.images.shape == (20, 3, 224, 224)
     assert {Path(i).name: int(y) for i, y in zip(mine.ids, mine.labels)} == expected
@@ -96,17 +109,34 @@ def test_wnid_imagefolder_equals_the_label_file_source(mirror, tmp_path):
     for f in files:
         (flat / f.name).symlink_to(f)
     labels = tmp_path / "labels.txt"
-    labels.write_text("".join(f"{f.name} {index[f.name.split('_', 1)[0]]}\n" for f in reversed(files)))
-    ref_cfg = {"source": "folder", "folder": str(flat), "labels": str(labels), "resize": 256, "crop": 224}
+    labels.write_text(
+        "".join(f"{f.name} {index[f.name.split('_', 1)[0]]}\n" for f in reversed(files))
+    )
+    ref_cfg = {
+        "source": "folder",
+        "folder": str(flat),
+        "labels": str(labels),
+        "resize": 256,
+        "crop": 224,
+    }
     data.prepare_dataset("imagenet", ref_cfg, tmp_path / "out" / "imagenet", mirror=mirror)
     ref = data.load_split(tmp_path / "out" / "imagenet")
     ref_by_id = {i: (x, int(y)) for i, x, y in zip(ref.ids, ref.images, ref.labels)}
 
     # a user labels-layout folder: wnid labels resolved through the same class index
     lab2 = tmp_path / "labels2.txt"
-    lab2.write_text("file,label\n" + "".join(f"{f.name.split('_', 1)[0]}/{f.name},{f.name.split('_', 1)[0]}\n" for f in files))
-    lab_cfg = {"layout": "labels", "folder": str(root), "labels": str(lab2), "class_index": "imagenet",
-               "resize": 256, "crop": 224}
+    lab2.write_text(
+        "file,label\n"
+        + "".join(f"{f.name.split('_', 1)[0]}/{f.name},{f.name.split('_', 1)[0]}\n" for f in files)
+    )
+    lab_cfg = {
+        "layout": "labels",
+        "folder": str(root),
+        "labels": str(lab2),
+        "class_index": "imagenet",
+        "resize": 256,
+        "crop": 224,
+    }
     data.prepare_dataset("mylabels", lab_cfg, tmp_path / "out" / "mylabels", mirror=mirror)
     lab = data.load_split(tmp_path / "out" / "mylabels")
 
@@ -128,9 +158,15 @@ def test_cifar_png_folder_at_native_size_is_the_cifar_rows(mirror, tmp_path):
     assert set(labels[:40]) == set(range(10))
     root = png_folder(mirror, tmp_path / "pngs", rows)
     cfg = {"layout": "imagefolder", "folder": str(root)}
-    assert data.available_images("mycifar", cfg, None) == 40 and data.image_size("mycifar", cfg) == (32, 32)
+    assert data.available_images("mycifar", cfg, None) == 40 and data.image_size(
+        "mycifar", cfg
+    ) == (32, 32)
     manifest = data.prepare_dataset("mycifar", cfg, tmp_path / "out")
-    assert manifest["num_classes"] == 10 and manifest["size"] == [32, 32] and manifest["resize"] is None
+    assert (
+        manifest["num_classes"] == 10
+        and manifest["size"] == [32, 32]
+        and manifest["resize"] is None
+    )
     split = data.load_split(tmp_path / "out")
     assert split.images.shape == (40, 3, 32, 32)
     for image_id, x, y in zip(split.ids, split.images, split.labels):
@@ -152,7 +188,9 @@ def test_explicit_classes_fix_the_indices_when_folders_are_missing(mirror, tmp_p
     assert data.user_num_classes("odd", sorted_cfg) == 5
     data.prepare_dataset("odd", sorted_cfg, tmp_path / "sorted")
     got = data.load_split(tmp_path / "sorted")
-    assert [int(y) for y in got.labels] == [[1, 3, 5, 7, 9].index(labels[row_of(i)]) for i in got.ids]
+    assert [int(y) for y in got.labels] == [
+        [1, 3, 5, 7, 9].index(labels[row_of(i)]) for i in got.ids
+    ]
 
     data.prepare_dataset("odd", {**sorted_cfg, "classes": names}, tmp_path / "named")
     named = data.load_split(tmp_path / "named")
@@ -175,15 +213,20 @@ def test_resize_and_crop_follow_the_imagenet_preprocessing(mirror, tmp_path):
     from torchvision.transforms import functional as TF
 
     root, files = wnid_folder(mirror, tmp_path / "wnids", n=2)
-    data.prepare_dataset("small", {"layout": "imagefolder", "folder": str(root), "resize": 40, "crop": 32},
-                         tmp_path / "a")
+    data.prepare_dataset(
+        "small",
+        {"layout": "imagefolder", "folder": str(root), "resize": 40, "crop": 32},
+        tmp_path / "a",
+    )
     got = data.load_split(tmp_path / "a")
     with Image.open(files[0]) as im:
         im = im.convert("RGB")
         want = TF.pil_to_tensor(TF.center_crop(TF.resize(im, 40, antialias=True), 32)).float() / 255
         native = TF.pil_to_tensor(TF.center_crop(im, 100)).float() / 255
     assert got.images.shape == (2, 3, 32, 32) and torch.equal(got.images[0], want)
-    data.prepare_dataset("small", {"layout": "imagefolder", "folder": str(root), "crop": 100}, tmp_path / "b")
+    data.prepare_dataset(
+        "small", {"layout": "imagefolder", "folder": str(root), "crop": 100}, tmp_path / "b"
+    )
     assert torch.equal(data.load_split(tmp_path / "b").images[0], native)
 
 
@@ -196,9 +239,14 @@ def tiny_with(tmp_path: Path, mirror: Path) -> dict:
     cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     root = png_folder(mirror, tmp_path / "pngs", range(40))
     cfg["datasets"]["mycifar"] = {"layout": "imagefolder", "folder": str(root)}
-    cfg["models"]["resnet20_mine"] = {"arch": "cifar_resnet_a", "depth": 20, "dataset": "mycifar",
-                                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                      "weights": str(mirror / "weights" / "resnet20-12fca82f.th")}
+    cfg["models"]["resnet20_mine"] = {
+        "arch": "cifar_resnet_a",
+        "depth": 20,
+        "dataset": "mycifar",
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "weights": str(mirror / "weights" / "resnet20-12fca82f.th"),
+    }
     for section in ("onepixel", "gradients", "masked_pgd", "prm", "defense_eval"):
         cfg[section]["models"] = [*cfg[section]["models"], "resnet20_mine"]
     cfg["synthesis"]["models"] = [*cfg["synthesis"]["models"], "resnet20_mine"]
@@ -226,9 +274,17 @@ def test_a_new_dataset_name_gets_every_missing_key_named_with_values_that_pass(m
     with pytest.raises(ConfigError) as info:
         check(cfg)
     msg = str(info.value)
-    for key in ("onepixel.n_images", "onepixel.grid_stride", "onepixel.segmentation", "gradients.split",
-                "gradients.n_images", "masked_pgd.n_images", "prm.train.images", "prm.sweep.n_images",
-                "defense_eval.n_images"):
+    for key in (
+        "onepixel.n_images",
+        "onepixel.grid_stride",
+        "onepixel.segmentation",
+        "gradients.split",
+        "gradients.n_images",
+        "masked_pgd.n_images",
+        "prm.train.images",
+        "prm.sweep.n_images",
+        "defense_eval.n_images",
+    ):
         assert f"{key}.mycifar" in msg, (key, msg)
     defended = copy.deepcopy(cfg)  # not under prm.models, but the stochastic PRM defence trains one
     defended["prm"]["models"].remove("resnet20_mine")
@@ -248,7 +304,9 @@ def test_config_errors_name_the_keys(mirror, tmp_path):
 
     typo = copy.deepcopy(cfg)
     typo["onepixel"]["n_images"]["mycifr"] = 3
-    with pytest.raises(ConfigError, match=r"onepixel.n_images.mycifr: no dataset is named 'mycifr'"):
+    with pytest.raises(
+        ConfigError, match=r"onepixel.n_images.mycifr: no dataset is named 'mycifr'"
+    ):
         check(typo)
     train = copy.deepcopy(cfg)
     train["gradients"]["split"]["mycifar"] = "train"
@@ -256,7 +314,9 @@ def test_config_errors_name_the_keys(mirror, tmp_path):
         check(train)
     orphan = copy.deepcopy(cfg)
     orphan["models"]["resnet20_mine"]["dataset"] = "nodata"
-    with pytest.raises(ConfigError, match=r"dataset 'nodata' is neither built in .* add datasets.nodata"):
+    with pytest.raises(
+        ConfigError, match=r"dataset 'nodata' is neither built in .* add datasets.nodata"
+    ):
         check(orphan)
     both = copy.deepcopy(cfg)
     both["datasets"]["mycifar"]["classes"] = ["a", "b"]
@@ -274,21 +334,38 @@ def test_class_count_and_input_size_are_checked_against_the_model(mirror, tmp_pa
     cfg = {"datasets": {"mycifar": {"layout": "imagefolder", "folder": str(root)}}}
     data.register_datasets(cfg["datasets"])
     spec = {"dataset": "mycifar", "num_classes": 1000}
-    with pytest.raises(ConfigError, match=r"model m outputs 1000 classes, but its dataset mycifar has 10"):
+    with pytest.raises(
+        ConfigError, match=r"model m outputs 1000 classes, but its dataset mycifar has 10"
+    ):
         prconfig._check_datasets({**cfg, **{s: {} for s in ("onepixel",)}}, {"m": spec})
-    with pytest.raises(ConfigError, match=r"model m expects 224x224 images, but dataset mycifar gives 32x32.*resize"):
-        prconfig._check_datasets(cfg, {"m": {"dataset": "mycifar", "num_classes": 10, "input_size": 224}})
+    with pytest.raises(
+        ConfigError,
+        match=r"model m expects 224x224 images, but dataset mycifar gives 32x32.*resize",
+    ):
+        prconfig._check_datasets(
+            cfg, {"m": {"dataset": "mycifar", "num_classes": 10, "input_size": 224}}
+        )
     declared = {"layout": "imagefolder", "folder": str(root), "num_classes": 100}
-    with pytest.raises(DataError, match=r"datasets.mycifar.num_classes is 100, but datasets.mycifar.folder .* has 10"):
+    with pytest.raises(
+        DataError,
+        match=r"datasets.mycifar.num_classes is 100, but datasets.mycifar.folder .* has 10",
+    ):
         data.user_num_classes("mycifar", declared)
 
 
 def test_script_jobs_know_the_class_count(mirror, tmp_path):
     """The workflow registers user datasets; a script job (another process) then knows their classes."""
     root = png_folder(mirror, tmp_path / "pngs", range(40))
-    assert data.register_datasets({"mycifar": {"layout": "imagefolder", "folder": str(root)}, "cifar10": {}}) == {"mycifar": 10}
-    out = subprocess.run([sys.executable, "-c", "from pixelrobust import data; print(data.num_classes('mycifar'))"],
-                         capture_output=True, text=True, env=os.environ.copy(), check=True)
+    assert data.register_datasets(
+        {"mycifar": {"layout": "imagefolder", "folder": str(root)}, "cifar10": {}}
+    ) == {"mycifar": 10}
+    out = subprocess.run(
+        [sys.executable, "-c", "from pixelrobust import data; print(data.num_classes('mycifar'))"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=True,
+    )
     assert out.stdout.strip() == "10"
 
 
@@ -298,11 +375,28 @@ def test_workflow_plans_and_prepares_a_user_dataset(mirror, tmp_path):
     by the prepare_dataset rule (the rows of the CIFAR-10 pickle, pixels and labels)."""
     cfg = tiny_with(tmp_path, mirror)
     mine = tmp_path / "mine.yaml"
-    mine.write_text(yaml.safe_dump({k: cfg[k] for k in ("datasets", "models", "onepixel", "gradients", "masked_pgd", "prm",
-                                                         "defense_eval", "synthesis")}))
+    mine.write_text(
+        yaml.safe_dump(
+            {
+                k: cfg[k]
+                for k in (
+                    "datasets",
+                    "models",
+                    "onepixel",
+                    "gradients",
+                    "masked_pgd",
+                    "prm",
+                    "defense_eval",
+                    "synthesis",
+                )
+            }
+        )
+    )
     proc = snakemake([*TINY, str(mine), "-n"], tmp_path, mirror, check=False)
     assert proc.returncode != 0 and "onepixel.n_images.mycifar" in proc.stdout + proc.stderr
-    offered = (proc.stdout + proc.stderr).split("sized to the images (config/README.md, 'Your own images'):\n", 1)[1]
+    offered = (proc.stdout + proc.stderr).split(
+        "sized to the images (config/README.md, 'Your own images'):\n", 1
+    )[1]
     lines = []
     for line in offered.splitlines():  # the YAML, up to Snakemake's traceback
         if line.startswith(("  File ", "(")) or not line.strip():
@@ -311,15 +405,26 @@ def test_workflow_plans_and_prepares_a_user_dataset(mirror, tmp_path):
     snippet = yaml.safe_load("\n".join(lines))
     mine.write_text(yaml.safe_dump(merge(yaml.safe_load(mine.read_text()), snippet)))
     dry = snakemake([*TINY, str(mine), "-n"], tmp_path, mirror).stdout
-    for target in ("resources/data/mycifar", "results/clean_accuracy/resnet20_mine/chunk-0.csv",
-                   "results/p1/onepixel/resnet20_mine/chunk-0.npz", "results/p3/masked_pgd/resnet20_mine/chunk-0.csv", "results/synthesis/resnet20_mine.npz"):
+    for target in (
+        "resources/data/mycifar",
+        "results/clean_accuracy/resnet20_mine/chunk-0.csv",
+        "results/p1/onepixel/resnet20_mine/chunk-0.npz",
+        "results/p3/masked_pgd/resnet20_mine/chunk-0.csv",
+        "results/synthesis/resnet20_mine.npz",
+    ):
         assert target in dry, target
     snakemake([*TINY, str(mine), "--cores", "1", "resources/data/mycifar"], tmp_path, mirror)
     split = data.load_split(tmp_path / "resources" / "data" / "mycifar")
     pixels, labels, _ = cifar_rows(mirror)
-    assert len(split) == 40 and [int(y) for y in split.labels] == [labels[row_of(i)] for i in split.ids]
-    assert all(torch.equal((x * 255).round().to(torch.uint8).flatten(), torch.from_numpy(pixels[row_of(i)]))
-               for i, x in zip(split.ids, split.images))
+    assert len(split) == 40 and [int(y) for y in split.labels] == [
+        labels[row_of(i)] for i in split.ids
+    ]
+    assert all(
+        torch.equal(
+            (x * 255).round().to(torch.uint8).flatten(), torch.from_numpy(pixels[row_of(i)])
+        )
+        for i, x in zip(split.ids, split.images)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,19 +459,24 @@ def test_prepared_folder_follows_its_source(mirror, tmp_path):
     moved = next((root / "cat").iterdir())
     other = next((root / "dog").iterdir())
     moved.write_bytes(other.read_bytes())
-    with pytest.raises(DataError, match=rf"is not the file that was prepared .* delete the folder {dest}"):
+    with pytest.raises(
+        DataError, match=rf"is not the file that was prepared .* delete the folder {dest}"
+    ):
         data.load_split(dest)
 
 
-@pytest.mark.parametrize("fault,phrase", [
-    ("images-in-root", "holds images directly"),
-    ("empty-class", "holds no images"),
-    ("unknown-folder", "not a class of datasets.bad.classes"),
-    ("mixed-sizes", "images differ in size"),
-    ("broken-png", "cannot decode image"),
-    ("label-out-of-range", "label 7 outside [0, 2]"),
-    ("labels-without-count", "set datasets.bad.num_classes"),
-])
+@pytest.mark.parametrize(
+    "fault,phrase",
+    [
+        ("images-in-root", "holds images directly"),
+        ("empty-class", "holds no images"),
+        ("unknown-folder", "not a class of datasets.bad.classes"),
+        ("mixed-sizes", "images differ in size"),
+        ("broken-png", "cannot decode image"),
+        ("label-out-of-range", "label 7 outside [0, 2]"),
+        ("labels-without-count", "set datasets.bad.num_classes"),
+    ],
+)
 def test_bad_folders_get_errors_that_name_the_fix(mirror, tmp_path, fault, phrase):
     root = png_folder(mirror, tmp_path / "pngs", range(12))
     cfg = {"layout": "imagefolder", "folder": str(root)}
@@ -425,16 +535,28 @@ def test_numeric_class_names_are_names_not_indices(mirror, tmp_path):
     assert data.load_split(tmp_path / "named").labels.tolist() == [0, 1, 1, 0]
     # names that equal their positions read the same both ways: accepted
     root2, labels2, _ = _digit_folder(mirror, tmp_path / "same", "1 0 0 1")
-    data.prepare_dataset("digits", {**cfg, "folder": str(root2), "labels": str(labels2), "classes": ["0", "1"]},
-                         tmp_path / "same_out")
+    data.prepare_dataset(
+        "digits",
+        {**cfg, "folder": str(root2), "labels": str(labels2), "classes": ["0", "1"]},
+        tmp_path / "same_out",
+    )
     assert data.load_split(tmp_path / "same_out").labels.tolist() == [1, 0, 0, 1]
-    with pytest.raises(DataError, match=r"label '1' is ambiguous: class name '1' has index 0, but read as an index it is "
-                                        r"class 1.*names that are not numbers"):
-        data.prepare_dataset("digits", {**cfg, "folder": str(root2), "labels": str(labels2), "classes": ["1", "0"]},
-                             tmp_path / "swapped")
+    with pytest.raises(
+        DataError,
+        match=r"label '1' is ambiguous: class name '1' has index 0, but read as an index it is "
+        r"class 1.*names that are not numbers",
+    ):
+        data.prepare_dataset(
+            "digits",
+            {**cfg, "folder": str(root2), "labels": str(labels2), "classes": ["1", "0"]},
+            tmp_path / "swapped",
+        )
     # without classes, digits are indices as before
-    data.prepare_dataset("digits", {"layout": "labels", "folder": str(root), "labels": str(labels), "num_classes": 8},
-                         tmp_path / "indices")
+    data.prepare_dataset(
+        "digits",
+        {"layout": "labels", "folder": str(root), "labels": str(labels), "num_classes": 8},
+        tmp_path / "indices",
+    )
     assert data.load_split(tmp_path / "indices").labels.tolist() == [7, 3, 3, 7]
 
 
@@ -457,9 +579,15 @@ def test_sixteen_bit_grey_images_keep_their_values_and_deep_tiffs_are_refused(mi
     expected = torch.from_numpy(ramp8).float().div(255.0).expand(3, 8, 8)
     assert torch.equal(split.images[0], expected) and torch.equal(split.images[1], expected)
 
-    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(root / "b" / "x.tif")
-    with pytest.raises(DataError, match=r"x.tif has 32-bit float pixels \(mode F\).*save it as 8- or 16-bit"):
-        data.prepare_dataset("grey", {"layout": "imagefolder", "folder": str(root)}, tmp_path / "out2")
+    Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8), "F").save(
+        root / "b" / "x.tif"
+    )
+    with pytest.raises(
+        DataError, match=r"x.tif has 32-bit float pixels \(mode F\).*save it as 8- or 16-bit"
+    ):
+        data.prepare_dataset(
+            "grey", {"layout": "imagefolder", "folder": str(root)}, tmp_path / "out2"
+        )
 
 
 def test_registry_gives_models_the_dataset_size_and_imagenet_indices(mirror, tmp_path):
@@ -467,11 +595,35 @@ def test_registry_gives_models_the_dataset_size_and_imagenet_indices(mirror, tmp
     whether labels are ImageNet indices (class_index: imagenet) and the image size (native, or the crop)."""
     root = png_folder(mirror, tmp_path / "pngs", range(40))  # rows of all 10 classes
     wnids, _ = wnid_folder(mirror, tmp_path / "wnids", 4)
-    data.register_datasets({"mycifar": {"layout": "imagefolder", "folder": str(root)},
-                            "myval": {"layout": "imagefolder", "folder": str(wnids), "class_index": "imagenet",
-                                      "resize": 256, "crop": 224}})
-    assert data.dataset_info("mycifar") == {"num_classes": 10, "imagenet_index": False, "size": (32, 32)}
-    assert data.dataset_info("myval") == {"num_classes": 1000, "imagenet_index": True, "size": (224, 224)}
-    out = subprocess.run([sys.executable, "-c", "from pixelrobust import data; print(data.dataset_info('myval'))"],
-                         capture_output=True, text=True, env=os.environ.copy(), check=True)
-    assert out.stdout.strip() == str({"num_classes": 1000, "imagenet_index": True, "size": (224, 224)})
+    data.register_datasets(
+        {
+            "mycifar": {"layout": "imagefolder", "folder": str(root)},
+            "myval": {
+                "layout": "imagefolder",
+                "folder": str(wnids),
+                "class_index": "imagenet",
+                "resize": 256,
+                "crop": 224,
+            },
+        }
+    )
+    assert data.dataset_info("mycifar") == {
+        "num_classes": 10,
+        "imagenet_index": False,
+        "size": (32, 32),
+    }
+    assert data.dataset_info("myval") == {
+        "num_classes": 1000,
+        "imagenet_index": True,
+        "size": (224, 224),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", "from pixelrobust import data; print(data.dataset_info('myval'))"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=True,
+    )
+    assert out.stdout.strip() == str(
+        {"num_classes": 1000, "imagenet_index": True, "size": (224, 224)}
+    )

@@ -13,11 +13,34 @@ import torch.nn.functional as F
 
 from pixelrobust import summary
 from pixelrobust.errors import ConfigError
-from pixelrobust.map_compare import (BUDGET, GRID_ARTEFACT, GRID_NONE, GRID_OK, MAPS, SUCCESS_DIFFERS, SUCCESS_OK, budget_map,
-                                     change_maps, check_primary, compare_chunk, compare_one, constraint_window_map, grid_ratio,
-                                     grid_verdict, local_texture,
-                                     summarise, topk_mask, window_dissimilarity)
-from pixelrobust.ssim_ball import SSIMBall, SSIMBallProblem, loss_gradient, solve_admm, window_factors
+from pixelrobust.map_compare import (
+    BUDGET,
+    GRID_ARTEFACT,
+    GRID_NONE,
+    GRID_OK,
+    MAPS,
+    SUCCESS_DIFFERS,
+    SUCCESS_OK,
+    budget_map,
+    change_maps,
+    check_primary,
+    compare_chunk,
+    compare_one,
+    constraint_window_map,
+    grid_ratio,
+    grid_verdict,
+    local_texture,
+    summarise,
+    topk_mask,
+    window_dissimilarity,
+)
+from pixelrobust.ssim_ball import (
+    SSIMBall,
+    SSIMBallProblem,
+    loss_gradient,
+    solve_admm,
+    window_factors,
+)
 from pixelrobust.ssim_study import run_pgd
 
 PRIMARY = {"map": "energy", "metric": "mass_in_topk", "baselines": ["pgd_linf", "pgd_l2"]}
@@ -26,7 +49,11 @@ PRIMARY = {"map": "energy", "metric": "mass_in_topk", "baselines": ["pgd_linf", 
 def test_window_dissimilarity_is_ssim_on_every_sliding_window(imagenet):
     """The box-filter version against the SSIM ball's own per-window factors (gathered windows) at stride 1."""
     x = F.interpolate(imagenet[0][:1], size=(24, 24), mode="area").double()
-    y = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).clamp(0, 1)
+    y = (
+        x
+        + 0.05
+        * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ).clamp(0, 1)
     d = window_dissimilarity(x[0], y[0], 6)
     lum, cs = window_factors(x, y, 6, 1)
     assert d.shape == (19, 19)
@@ -50,18 +77,28 @@ def test_grid_ratio_separates_block_seams_from_noise():
     # aligned window's structure and breaks the structure of every window that straddles two blocks
     # (on a smooth image, as P2's flat regions: the step between blocks then dominates the window's structure)
     smooth = 0.5 + 0.02 * torch.from_numpy(rng.random((3, 64, 64)))
-    shift = torch.from_numpy(rng.normal(0, 0.02, (3, 8, 8))).repeat_interleave(8, 1).repeat_interleave(8, 2)
+    shift = (
+        torch.from_numpy(rng.normal(0, 0.02, (3, 8, 8)))
+        .repeat_interleave(8, 1)
+        .repeat_interleave(8, 2)
+    )
     assert grid_ratio(window_dissimilarity(smooth, smooth + shift, 8), 8) < 0.2
 
 
 def test_constraint_window_map_and_texture():
     x = torch.zeros(3, 16, 16, dtype=torch.float64) + 0.5
     adv = x.clone()
-    adv[:, :8, :8] += 0.1  # only the top-left disjoint window changes (its mean: the luminance factor)
+    adv[:, :8, :8] += (
+        0.1  # only the top-left disjoint window changes (its mean: the luminance factor)
+    )
     m = constraint_window_map(x, adv, 8, 8)
     assert m[:8, :8].min() > 0 and m[:8, 8:].max() == 0 and m[8:].max() == 0
-    assert np.ptp(m[:8, :8]) == pytest.approx(0, abs=1e-15)  # one window: the same value on its pixels
-    lum = (2 * 0.5 * 0.6 + 1e-4) / (0.25 + 0.36 + 1e-4)  # SSIM's luminance factor (C1 = 0.01²); structure unchanged
+    assert np.ptp(m[:8, :8]) == pytest.approx(
+        0, abs=1e-15
+    )  # one window: the same value on its pixels
+    lum = (2 * 0.5 * 0.6 + 1e-4) / (
+        0.25 + 0.36 + 1e-4
+    )  # SSIM's luminance factor (C1 = 0.01²); structure unchanged
     assert m[0, 0] == pytest.approx(1 - lum, rel=1e-9)
     # texture: the 7×7 standard deviation is 0 on a flat image and on a two-level image grows towards the edge
     assert local_texture(x).max() == pytest.approx(0, abs=1e-7)
@@ -75,7 +112,11 @@ def test_compare_metrics_on_known_maps():
     rng = np.random.default_rng(0)
     cam = rng.random((20, 20))
     same = compare_one(cam, cam, 10, texture=cam)
-    assert same["pearson"] == pytest.approx(1) and same["spearman"] == pytest.approx(1) and same["texture_spearman"] == pytest.approx(1)
+    assert (
+        same["pearson"] == pytest.approx(1)
+        and same["spearman"] == pytest.approx(1)
+        and same["texture_spearman"] == pytest.approx(1)
+    )
     assert same["iou_topk"] == 1 and same["pointing_hit"]
     assert topk_mask(cam, 10).sum() == 40
     top = topk_mask(cam, 10)
@@ -84,7 +125,12 @@ def test_compare_metrics_on_known_maps():
     change = np.where(top, 0.0, 1.0)
     change[np.unravel_index(np.argmax(np.where(top, -1, rng.random((20, 20)))), change.shape)] = 2.0
     far = compare_one(change, cam, 10)
-    assert far["iou_topk"] == 0 and not far["pointing_hit"] and far["mass_in_topk"] == 0 and "texture_spearman" not in far
+    assert (
+        far["iou_topk"] == 0
+        and not far["pointing_hit"]
+        and far["mass_in_topk"] == 0
+        and "texture_spearman" not in far
+    )
     uniform = compare_one(np.ones((20, 20)), cam, 10)
     assert uniform["mass_in_topk"] == pytest.approx(0.1) and np.isnan(uniform["spearman"])
     # ties (‖δ‖² of L∞ PGD is nearly constant) are not broken by position: the top 10 % of a constant
@@ -93,37 +139,62 @@ def test_compare_metrics_on_known_maps():
     assert len(rows) == 5018 and rows.max() > 200 and 100 < rows.mean() < 124
 
 
-def test_disjoint_windows_put_the_change_on_their_seams_and_overlapping_ones_do_not(imagenet, mobilenet):
+def test_disjoint_windows_put_the_change_on_their_seams_and_overlapping_ones_do_not(
+    imagenet, mobilenet
+):
     """The layout decision in small: one attack step (the margin gradient of real images, 32×32 centre crop)
     solved on disjoint 8×8 windows and on 8×8 windows at stride 4."""
     x, y = imagenet
     g = loss_gradient(mobilenet, x[:2], y[:2])
-    crop = (slice(None), slice(None), slice(96, 128), slice(96, 128))  # the centre 32×32 of the 224×224 images
+    crop = (
+        slice(None),
+        slice(None),
+        slice(96, 128),
+        slice(96, 128),
+    )  # the centre 32×32 of the 224×224 images
     xs, gs = x[:2][crop].double(), g[crop].double()
     ratios = {}
     for stride in (8, 4):
         sol = solve_admm(SSIMBallProblem(xs, gs, 1e-4, 8, stride), tol=5e-3)
-        ratios[stride] = [grid_ratio(window_dissimilarity(xs[i], xs[i] + sol.delta[i], 8), stride) for i in range(2)]
-    assert max(ratios[8]) < 0.2, ratios  # disjoint: aligned windows sit at ε, straddling ones far above
+        ratios[stride] = [
+            grid_ratio(window_dissimilarity(xs[i], xs[i] + sol.delta[i], 8), stride)
+            for i in range(2)
+        ]
+    assert max(ratios[8]) < 0.2, (
+        ratios
+    )  # disjoint: aligned windows sit at ε, straddling ones far above
     assert min(ratios[4]) > 0.5, ratios
 
 
 def test_grid_diagnostic_flags_the_disjoint_ssim_ball_on_real_images_not_pgd(imagenet, mobilenet):
     x, y = imagenet
     adv = SSIMBall(mobilenet, 1e-5, size=8, stride=8, steps=1).run(x[:2], y[:2])["adv"]
-    pgd = run_pgd(mobilenet, x[:2], y[:2], {"linf": {"steps": 3, "alpha_factor": 0.25, "random_start": True}}, "linf",
-                  0.125 / 255, 0, 2)
+    pgd = run_pgd(
+        mobilenet,
+        x[:2],
+        y[:2],
+        {"linf": {"steps": 3, "alpha_factor": 0.25, "random_start": True}},
+        "linf",
+        0.125 / 255,
+        0,
+        2,
+    )
     for i in range(2):
         maps, ssim_ratio = change_maps(x[i], adv[i], size=8, stride=8)
         _, pgd_ratio = change_maps(x[i], pgd[i], size=8, stride=8)
         assert ssim_ratio < 0.1 and 0.8 < pgd_ratio < 1.25, (ssim_ratio, pgd_ratio)
         assert set(maps) == set(MAPS) and all(m.shape == (224, 224) for m in maps.values())
         # the SSIM ball meets its bound in every window: the constraint-window map is flat at about 1 - (1 - ε)²
-        assert maps["window_ssim"].max() <= 2e-5 * (1 + 1e-3) and np.quantile(maps["window_ssim"], 0.05) > 1.9e-5
+        assert (
+            maps["window_ssim"].max() <= 2e-5 * (1 + 1e-3)
+            and np.quantile(maps["window_ssim"], 0.05) > 1.9e-5
+        )
         assert maps["energy"].sum() == pytest.approx(float(((adv[i] - x[i]).double() ** 2).sum()))
 
 
-def comparison_frame(n: int, ssim_ratio: float, seed: int = 0, success: dict | None = None) -> pd.DataFrame:
+def comparison_frame(
+    n: int, ssim_ratio: float, seed: int = 0, success: dict | None = None
+) -> pd.DataFrame:
     """``n`` images: energy share SSIM ball = base + 0.2, L∞ PGD base, L2 PGD base + 0.1, budget map base + 0.02;
     every attack fools every image unless ``success`` gives an attack's number of fooled images."""
     rng = np.random.default_rng(seed)
@@ -131,50 +202,90 @@ def comparison_frame(n: int, ssim_ratio: float, seed: int = 0, success: dict | N
     rows = []
     for i in range(n):
         base = rng.normal(0.1, 0.05)
-        for attack, mass, ratio in (("ssim_ball", base + 0.2, ssim_ratio), ("pgd_linf", base, 1.0), ("pgd_l2", base + 0.1, 1.0),
-                                    (BUDGET, base + 0.02, np.nan)):
+        for attack, mass, ratio in (
+            ("ssim_ball", base + 0.2, ssim_ratio),
+            ("pgd_linf", base, 1.0),
+            ("pgd_l2", base + 0.1, 1.0),
+            (BUDGET, base + 0.02, np.nan),
+        ):
             for name in MAPS if attack != BUDGET else ("energy", "window_ssim"):
-                rows.append({"image_id": f"i{i}", "attack": attack, "map": name, "pearson": base, "spearman": base + rng.normal(0, 0.01),
-                             "iou_topk": 0.2, "pointing_hit": attack == "ssim_ball", "mass_in_topk": mass,
-                             "texture_spearman": 0.3, "grid_ratio": ratio * math.exp(rng.normal(0, 0.05)),
-                             "success": np.nan if attack == BUDGET else i < success.get(attack, n)})
+                rows.append(
+                    {
+                        "image_id": f"i{i}",
+                        "attack": attack,
+                        "map": name,
+                        "pearson": base,
+                        "spearman": base + rng.normal(0, 0.01),
+                        "iou_topk": 0.2,
+                        "pointing_hit": attack == "ssim_ball",
+                        "mass_in_topk": mass,
+                        "texture_spearman": 0.3,
+                        "grid_ratio": ratio * math.exp(rng.normal(0, 0.05)),
+                        "success": np.nan if attack == BUDGET else i < success.get(attack, n),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def summ(frame, n_boot=500, tol=0.15, **primary):
-    return summarise(frame, n_boot, 0, primary={**PRIMARY, **primary}, grid_min_ratio=0.5, success_tolerance=tol)
+    return summarise(
+        frame, n_boot, 0, primary={**PRIMARY, **primary}, grid_min_ratio=0.5, success_tolerance=tol
+    )
 
 
 def test_summary_verdicts_grid_rows_and_the_primary_rows():
     s = summ(comparison_frame(30, 1.0))
     paired = s[s.baseline != ""].set_index(["map", "metric", "baseline"])
-    assert paired.loc[("energy", "mass_in_topk", "pgd_linf"), "verdict"] == "SSIM ball more aligned with the CAM"
+    assert (
+        paired.loc[("energy", "mass_in_topk", "pgd_linf"), "verdict"]
+        == "SSIM ball more aligned with the CAM"
+    )
     assert paired.loc[("energy", "mass_in_topk", "pgd_linf"), "mean"] == pytest.approx(0.2)
     assert paired.loc[("energy", "spearman", "pgd_linf"), "verdict"] == "no clear difference"
-    assert paired.loc[("energy", "pointing_hit", "pgd_l2"), "verdict"] == "SSIM ball more aligned with the CAM"
+    assert (
+        paired.loc[("energy", "pointing_hit", "pgd_l2"), "verdict"]
+        == "SSIM ball more aligned with the CAM"
+    )
     # the primary metric of the primary map: three attacks and the budget map, three paired differences (two PGD, budget)
     assert s.primary.sum() == 4 + 3
     assert paired.loc[("energy", "mass_in_topk", BUDGET), "mean"] == pytest.approx(0.18)
-    assert ("sliding_ssim", "mass_in_topk", BUDGET) not in paired.index  # no budget for the 7×7 sliding map
+    assert (
+        "sliding_ssim",
+        "mass_in_topk",
+        BUDGET,
+    ) not in paired.index  # no budget for the 7×7 sliding map
     rates = s[s.metric == "success_rate"].set_index("attack")
     assert list(rates.index) == ["ssim_ball", "pgd_linf", "pgd_l2"] and (rates["mean"] == 1).all()
     assert (rates.verdict.iloc[1:] == SUCCESS_OK).all()
     assert rates.ci_low.iloc[0] == pytest.approx(0.8865, abs=1e-3)  # Wilson interval of 30/30
     grid = s[s.metric == "grid_ratio"].set_index("attack")
-    assert (grid.verdict == GRID_OK).all() and grid.loc["ssim_ball", "mean"] == pytest.approx(1, abs=0.05)
+    assert (grid.verdict == GRID_OK).all() and grid.loc["ssim_ball", "mean"] == pytest.approx(
+        1, abs=0.05
+    )
     assert np.allclose(s[s.metric == "texture_spearman"]["mean"], 0.3)
     flagged = summ(comparison_frame(30, 0.02))
     grid = flagged[flagged.metric == "grid_ratio"].set_index("attack")
-    assert grid.loc["ssim_ball", "verdict"] == GRID_ARTEFACT and grid.loc["pgd_linf", "verdict"] == GRID_OK
+    assert (
+        grid.loc["ssim_ball", "verdict"] == GRID_ARTEFACT
+        and grid.loc["pgd_linf", "verdict"] == GRID_OK
+    )
     g = grid.loc["ssim_ball"]
-    assert g["mean"] == pytest.approx(0.02, rel=0.05) and g.ci_low < g["mean"] < g.ci_high  # the geometric mean's interval
+    assert (
+        g["mean"] == pytest.approx(0.02, rel=0.05) and g.ci_low < g["mean"] < g.ci_high
+    )  # the geometric mean's interval
     stride1 = summ(comparison_frame(30, 1.0).assign(grid_ratio=np.nan), 200)
     assert set(stride1[stride1.metric == "grid_ratio"].verdict) == {GRID_NONE}
     few = summ(comparison_frame(6, 1.0), 200)
     assert set(few[few.baseline != ""].verdict) == {"too few images (< 10)"}
     with pytest.raises(ConfigError, match="primary.map"):
-        summarise(comparison_frame(6, 1.0), 200, 0, primary={**PRIMARY, "map": "sliding"}, grid_min_ratio=0.5,
-                  success_tolerance=0.15)
+        summarise(
+            comparison_frame(6, 1.0),
+            200,
+            0,
+            primary={**PRIMARY, "map": "sliding"},
+            grid_min_ratio=0.5,
+            success_tolerance=0.15,
+        )
 
 
 def test_p2_verdict_needs_the_grid_diagnostic_to_pass():
@@ -189,7 +300,9 @@ def test_p2_verdict_needs_the_grid_diagnostic_to_pass():
     lost = summary.p2_claims(summ(worse), "m", "imagenet")[0]
     assert lost["verdict"] == "not held"
     mixed = comparison_frame(30, 1.0)
-    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= 0.15  # beats L∞ PGD (+0.05), loses to L2 (-0.05)
+    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.15  # beats L∞ PGD (+0.05), loses to L2 (-0.05)
+    )
     assert summary.p2_claims(summ(mixed), "m", "imagenet")[0]["verdict"] == "not held"
     only_linf = summary.p2_claims(summ(mixed, baselines=["pgd_linf"]), "m", "imagenet")[0]
     # L2 PGD not listed: held (L∞ +0.05, budget map +0.03, the weaker one headlines), L2 not quoted
@@ -199,7 +312,9 @@ def test_p2_verdict_needs_the_grid_diagnostic_to_pass():
 
 def test_p2_headline_is_the_test_that_decides():
     mixed = comparison_frame(30, 1.0)
-    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= 0.15  # L∞ +0.05 held (lowest ci_low), L2 −0.05 not held
+    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.15  # L∞ +0.05 held (lowest ci_low), L2 −0.05 not held
+    )
     row = summary.p2_claims(summ(mixed), "m", "imagenet")[0]
     assert row["verdict"] == "not held" and row["control"].startswith("pgd_l2")
     assert row["effect"] == pytest.approx(-0.05) and row["ci_high"] < 0
@@ -211,11 +326,17 @@ def test_p2_headline_is_the_test_that_decides():
     p = s[s.primary & (s.baseline != "")].set_index("baseline")
     assert p.loc["pgd_linf", "verdict"] == "no clear difference" and p.ci_low.idxmin() == "pgd_linf"
     row = summary.p2_claims(s, "m", "imagenet")[0]
-    assert row["verdict"] == "not held" and row["control"].startswith("pgd_l2") and row["ci_high"] < 0
+    assert (
+        row["verdict"] == "not held" and row["control"].startswith("pgd_l2") and row["ci_high"] < 0
+    )
     worse = comparison_frame(30, 1.0)
-    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= 0.5  # all three not held (L∞ −0.3, L2 −0.4, budget −0.32)
+    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.5  # all three not held (L∞ −0.3, L2 −0.4, budget −0.32)
+    )
     row = summary.p2_claims(summ(worse), "m", "imagenet")[0]
-    assert row["control"].startswith("pgd_l2") and row["effect"] == pytest.approx(-0.4)  # the clearest: smallest ci_high
+    assert row["control"].startswith("pgd_l2") and row["effect"] == pytest.approx(
+        -0.4
+    )  # the clearest: smallest ci_high
 
 
 def test_budget_map_from_first_principles():
@@ -228,11 +349,15 @@ def test_budget_map_from_first_principles():
     k = eps / (1 - eps)
     r = math.sqrt(xt @ xt * (2 * eps - eps**2) / (1 - eps) ** 2 + eps * 3 * c2 / (1 - eps))
     s = math.sqrt(mu**2 * (2 * eps - eps**2) / (1 - eps) ** 2 + eps * c1 / (1 - eps))
-    delta = k * xt + r * xt / np.linalg.norm(xt) + (k * mu + s)  # furthest point along x̃, largest mean
+    delta = (
+        k * xt + r * xt / np.linalg.norm(xt) + (k * mu + s)
+    )  # furthest point along x̃, largest mean
     y = v + delta
     lum = (2 * mu * y.mean() + c1) / (mu**2 + y.mean() ** 2 + c1)
     yt = y - y.mean()
-    struct = (2 * xt @ yt + 3 * c2) / (xt @ xt + yt @ yt + 3 * c2)  # sample covariance: the (n − 1) factors cancel
+    struct = (2 * xt @ yt + 3 * c2) / (
+        xt @ xt + yt @ yt + 3 * c2
+    )  # sample covariance: the (n − 1) factors cancel
     assert lum == pytest.approx(1 - eps, abs=1e-12) and struct == pytest.approx(1 - eps, abs=1e-12)
     x = torch.tensor(v, dtype=torch.float64).view(1, 2, 2)
     m = budget_map(x, eps, 2, 2)
@@ -246,12 +371,23 @@ def test_budget_map_from_first_principles():
         cand = k * xt + t * pd_ * r / max(np.linalg.norm(pd_), 1e-12) + k * mu + rng.uniform(-s, s)
         assert cand @ cand <= delta @ delta + 1e-15
     # without the luminance bound, the structure term only; channels are summed; overlapping windows averaged
-    assert np.allclose(budget_map(x, eps, 2, 2, luminance=False), (k * np.linalg.norm(xt) + r) ** 2 / 4)
+    assert np.allclose(
+        budget_map(x, eps, 2, 2, luminance=False), (k * np.linalg.norm(xt) + r) ** 2 / 4
+    )
     assert np.allclose(budget_map(torch.cat([x, x]), eps, 2, 2), 2 * m)
-    wide = torch.tensor([[[0.2, 0.4, 0.1], [0.6, 0.8, 0.9]]], dtype=torch.float64)  # windows at columns 0 and 1 (stride 1)
+    wide = torch.tensor(
+        [[[0.2, 0.4, 0.1], [0.6, 0.8, 0.9]]], dtype=torch.float64
+    )  # windows at columns 0 and 1 (stride 1)
     b = budget_map(wide, eps, 2, 1)
-    left, right = budget_map(wide[..., :2], eps, 2, 2)[0, 0], budget_map(wide[..., 1:], eps, 2, 2)[0, 0]
-    assert b[0, 0] == pytest.approx(left) and b[0, 2] == pytest.approx(right) and b[1, 1] == pytest.approx((left + right) / 2)
+    left, right = (
+        budget_map(wide[..., :2], eps, 2, 2)[0, 0],
+        budget_map(wide[..., 1:], eps, 2, 2)[0, 0],
+    )
+    assert (
+        b[0, 0] == pytest.approx(left)
+        and b[0, 2] == pytest.approx(right)
+        and b[1, 1] == pytest.approx((left + right) / 2)
+    )
     assert np.allclose(budget_map(x, eps, 2, 2, name="window_ssim"), 1 - (1 - eps) ** 2)
 
 
@@ -259,23 +395,40 @@ def test_p2_verdict_is_not_held_when_the_ssim_ball_equals_its_budget_map():
     frame = comparison_frame(30, 1.0)
     ball = frame[frame.attack == "ssim_ball"].set_index(["image_id", "map"]).mass_in_topk
     budget = frame.attack == BUDGET
-    frame.loc[budget, "mass_in_topk"] = [ball[(i, m)] for i, m in zip(frame[budget].image_id, frame[budget]["map"])]
-    row = summary.p2_claims(summ(frame), "m", "imagenet")[0]  # beats both PGD baselines, ties its budget map
-    assert row["verdict"] == "inconclusive" and row["control"].startswith("its budget map") and row["effect"] == 0
-    assert "budget map 0." in row["evidence"] and "sensitivity (sliding 7x7 1 - SSIM map)" in row["evidence"]
-    frame.loc[budget, "mass_in_topk"] += 0.05  # the budget map alone is more aligned with the CAM: not held
+    frame.loc[budget, "mass_in_topk"] = [
+        ball[(i, m)] for i, m in zip(frame[budget].image_id, frame[budget]["map"])
+    ]
+    row = summary.p2_claims(summ(frame), "m", "imagenet")[
+        0
+    ]  # beats both PGD baselines, ties its budget map
+    assert (
+        row["verdict"] == "inconclusive"
+        and row["control"].startswith("its budget map")
+        and row["effect"] == 0
+    )
+    assert (
+        "budget map 0." in row["evidence"]
+        and "sensitivity (sliding 7x7 1 - SSIM map)" in row["evidence"]
+    )
+    frame.loc[budget, "mass_in_topk"] += (
+        0.05  # the budget map alone is more aligned with the CAM: not held
+    )
     assert summary.p2_claims(summ(frame), "m", "imagenet")[0]["verdict"] == "not held"
     with pytest.raises(ValueError, match="budget-map rows"):
         summ(frame[~budget])
 
 
 def test_p2_verdict_is_withheld_when_success_rates_differ():
-    row = summary.p2_claims(summ(comparison_frame(30, 1.0, success={"pgd_l2": 27})), "m", "imagenet")[0]
+    row = summary.p2_claims(
+        summ(comparison_frame(30, 1.0, success={"pgd_l2": 27})), "m", "imagenet"
+    )[0]
     assert row["verdict"] == "held"  # 1.00 vs 0.90: within the tolerance 0.15
     assert "pgd_l2 0.90" in row["evidence"] and "ssim_ball 1.00" in row["evidence"]
     frame = comparison_frame(30, 1.0, success={"pgd_l2": 20})  # 1.00 vs 0.67: more than 0.15 apart
     s = summ(frame)
-    assert s[(s.metric == "success_rate") & (s.attack == "pgd_l2")].verdict.iloc[0] == SUCCESS_DIFFERS
+    assert (
+        s[(s.metric == "success_rate") & (s.attack == "pgd_l2")].verdict.iloc[0] == SUCCESS_DIFFERS
+    )
     row = summary.p2_claims(s, "m", "imagenet")[0]
     assert row["verdict"] == "inconclusive" and "success rate of pgd_l2 differs" in row["evidence"]
     assert summary.p2_claims(summ(frame, tol=0.4), "m", "imagenet")[0]["verdict"] == "held"
@@ -283,9 +436,13 @@ def test_p2_verdict_is_withheld_when_success_rates_differ():
     # decides, so an SSIM ball below its own budget map is not held, not hidden as inconclusive
     below = frame.copy()
     ball = (below.attack == "ssim_ball") & (below["map"] == "energy")
-    below.loc[ball, "mass_in_topk"] -= 0.3  # now base - 0.1: below the budget map (base + 0.02) on every image
+    below.loc[ball, "mass_in_topk"] -= (
+        0.3  # now base - 0.1: below the budget map (base + 0.02) on every image
+    )
     row = summary.p2_claims(summ(below), "m", "imagenet")[0]
-    assert row["verdict"] == "not held" and row["control"].startswith("its budget map"), row["control"]
+    assert row["verdict"] == "not held" and row["control"].startswith("its budget map"), row[
+        "control"
+    ]
 
 
 def test_a_listed_baseline_that_is_missing_is_an_error():
@@ -297,7 +454,9 @@ def test_a_listed_baseline_that_is_missing_is_an_error():
 def test_grid_ratios_of_zero_stay_in_the_geometric_mean():
     frame = comparison_frame(30, 1.0)
     zero = (frame.attack == "ssim_ball") & frame.image_id.isin([f"i{i}" for i in range(15)])
-    frame.loc[zero, "grid_ratio"] = 0.0  # half the images: no change at all on the constraint's own windows
+    frame.loc[zero, "grid_ratio"] = (
+        0.0  # half the images: no change at all on the constraint's own windows
+    )
     g = summ(frame)
     g = g[(g.metric == "grid_ratio") & (g.attack == "ssim_ball")].iloc[0]
     assert g.n_images == 30 and g["mean"] < 0.01 and g.verdict == GRID_ARTEFACT
@@ -314,15 +473,23 @@ def test_compare_chunk_measures_against_the_clean_cam():
     adv = x.clone()
     for r, c in ((0, 0), (0, 2), (0, 4), (7, 7)):
         adv[0, r, c] += 0.1
-    npz = {"image_id": np.array(["a"]), "label": np.array([3]), "cam_clean": cam_clean,
-           "adv_ssim_ball": adv.numpy()[None], "pred_ssim_ball": np.array([5]), "cam_ssim_ball": cam_adv}
+    npz = {
+        "image_id": np.array(["a"]),
+        "label": np.array([3]),
+        "cam_clean": cam_clean,
+        "adv_ssim_ball": adv.numpy()[None],
+        "pred_ssim_ball": np.array([5]),
+        "cam_ssim_ball": cam_adv,
+    }
     rows = pd.DataFrame(compare_chunk(npz, x[None], 10, size=4, stride=4, epsilon=1e-3))
     energy = rows[(rows.attack == "ssim_ball") & (rows["map"] == "energy")].iloc[0]
     assert energy.mass_in_topk == pytest.approx(3 / 4)  # against the adversarial CAM it would be 0
     assert energy.pointing_hit and energy.success == True  # noqa: E712 (pred 5 ≠ label 3)
     assert set(rows.attack) == {"ssim_ball", BUDGET} and len(rows) == len(MAPS) + 2
     budget = rows[(rows.attack == BUDGET) & (rows["map"] == "energy")].iloc[0]
-    assert budget.mass_in_topk == pytest.approx(6 / 64)  # a flat image: the budget is the same everywhere
+    assert budget.mass_in_topk == pytest.approx(
+        6 / 64
+    )  # a flat image: the budget is the same everywhere
 
 
 # ---- added for mutation testing (docs/development.md, "Mutation testing") ------------------------------------
@@ -354,9 +521,20 @@ def test_maps_use_the_ssim_constants_they_are_given():
     xn, an = x.numpy(), adv.numpy()
     ratios = []
     for k1, k2 in ((0.01, 0.03), (0.2, 0.5)):
-        sliding = np.array([[_ssim_dissimilarity(xn[:, r:r + 8, c:c + 8], an[:, r:r + 8, c:c + 8], k1, k2)
-                             for c in range(9)] for r in range(9)])
-        blocks = np.kron(sliding[::8, ::8], np.ones((8, 8)))  # each pixel: its one constraint window
+        sliding = np.array(
+            [
+                [
+                    _ssim_dissimilarity(
+                        xn[:, r : r + 8, c : c + 8], an[:, r : r + 8, c : c + 8], k1, k2
+                    )
+                    for c in range(9)
+                ]
+                for r in range(9)
+            ]
+        )
+        blocks = np.kron(
+            sliding[::8, ::8], np.ones((8, 8))
+        )  # each pixel: its one constraint window
         if (k1, k2) == (0.01, 0.03):  # SSIM's standard constants are the defaults
             np.testing.assert_allclose(constraint_window_map(x, adv, 8, 8), blocks, rtol=1e-9)
             np.testing.assert_allclose(window_dissimilarity(x, adv, 8), sliding, rtol=1e-9)
@@ -368,16 +546,22 @@ def test_maps_use_the_ssim_constants_they_are_given():
             default_maps, default_ratio = change_maps(x, adv, size=8, stride=8)
             np.testing.assert_allclose(default_maps["window_ssim"], blocks, rtol=1e-9)
             assert default_ratio == pytest.approx(ratio, rel=1e-12)
-        np.testing.assert_allclose(maps["energy"], ((an - xn) ** 2).sum(0), rtol=1e-12)  # ‖δ‖² per pixel
+        np.testing.assert_allclose(
+            maps["energy"], ((an - xn) ** 2).sum(0), rtol=1e-12
+        )  # ‖δ‖² per pixel
         # overlapping windows (stride 4: starts 0, 4, 8 on each axis): each pixel the mean over the windows holding it
         starts = (0, 4, 8)
         acc, count = np.zeros((16, 16)), np.zeros((16, 16))
         for r in starts:
             for c in starts:
-                acc[r:r + 8, c:c + 8] += sliding[r, c]
-                count[r:r + 8, c:c + 8] += 1
-        np.testing.assert_allclose(constraint_window_map(x, adv, 8, 4, k1, k2), acc / count, rtol=1e-9)
-        assert grid_ratio(sliding, 2) == pytest.approx(_aligned_ratio(sliding, 2), rel=1e-12)  # stride 2 is a grid too
+                acc[r : r + 8, c : c + 8] += sliding[r, c]
+                count[r : r + 8, c : c + 8] += 1
+        np.testing.assert_allclose(
+            constraint_window_map(x, adv, 8, 4, k1, k2), acc / count, rtol=1e-9
+        )
+        assert grid_ratio(sliding, 2) == pytest.approx(
+            _aligned_ratio(sliding, 2), rel=1e-12
+        )  # stride 2 is a grid too
         aligned = sliding[::8, ::8].mean()
         others = (sliding.sum() - sliding[::8, ::8].sum()) / (81 - 4)
         assert ratio == pytest.approx(aligned / others, rel=1e-9)
@@ -397,12 +581,18 @@ def test_sliding_ssim_map_is_zero_for_no_change():
 
 def test_topk_mask_keeps_at_least_one_pixel_and_breaks_ties_the_same_way_every_time():
     m = np.arange(10.0)
-    assert np.flatnonzero(topk_mask(m, 5)).tolist() == [9]  # 5 % of 10 entries rounds to 0: still the largest one
+    assert np.flatnonzero(topk_mask(m, 5)).tolist() == [
+        9
+    ]  # 5 % of 10 entries rounds to 0: still the largest one
     assert np.flatnonzero(topk_mask(m, 20)).tolist() == [8, 9]
     flat = np.ones((20, 20))
     first = topk_mask(flat, 10)
     assert first.sum() == 40
-    for other in (flat, 2 * flat, np.zeros((20, 20))):  # ties: the same fixed order for every map of this size
+    for other in (
+        flat,
+        2 * flat,
+        np.zeros((20, 20)),
+    ):  # ties: the same fixed order for every map of this size
         assert (topk_mask(other, 10) == first).all()
 
 
@@ -414,25 +604,40 @@ def test_compare_one_on_maps_whose_range_is_exactly_one():
     assert out["pearson"] == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1])
     assert out["spearman"] == pytest.approx(1) and out["texture_spearman"] == pytest.approx(1)
     out = compare_one(b, a, 25)
-    assert out["pearson"] == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1]) and out["spearman"] == pytest.approx(1)
+    assert out["pearson"] == pytest.approx(np.corrcoef(a.ravel(), b.ravel())[0, 1]) and out[
+        "spearman"
+    ] == pytest.approx(1)
 
 
 def test_budget_map_refuses_an_unknown_map_by_name():
-    with pytest.raises(ValueError, match=r"no budget for map 'sliding_ssim'; use one of energy, window_ssim"):
+    with pytest.raises(
+        ValueError, match=r"no budget for map 'sliding_ssim'; use one of energy, window_ssim"
+    ):
         budget_map(torch.zeros(3, 16, 16), 0.1, 8, 8, name="sliding_ssim")
 
 
 def test_grid_verdict_and_primary_settings():
-    assert grid_verdict(0.5, 0.5) == GRID_OK and grid_verdict(0.49, 0.5) == GRID_ARTEFACT  # "below" the floor
+    assert (
+        grid_verdict(0.5, 0.5) == GRID_OK and grid_verdict(0.49, 0.5) == GRID_ARTEFACT
+    )  # "below" the floor
     assert grid_verdict(float("nan"), 0.5) == GRID_NONE
     good = {"map": "energy", "metric": "mass_in_topk", "baselines": ["pgd_linf"]}
     assert check_primary(good) is good
-    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.map is 'edges'; use one of energy, window_ssim, sliding_ssim"):
+    with pytest.raises(
+        ConfigError,
+        match=r"ssim\.compare\.primary\.map is 'edges'; use one of energy, window_ssim, sliding_ssim",
+    ):
         check_primary({**good, "map": "edges"})
-    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.metric is 'auc'; use one of pearson, spearman, iou_topk"):
+    with pytest.raises(
+        ConfigError,
+        match=r"ssim\.compare\.primary\.metric is 'auc'; use one of pearson, spearman, iou_topk",
+    ):
         check_primary({**good, "metric": "auc"})
-    with pytest.raises(ConfigError, match=r"ssim\.compare\.primary\.baselines is empty; name the PGD baselines \(pgd_linf, pgd_l2\) "
-                                          r"the SSIM ball is compared with"):
+    with pytest.raises(
+        ConfigError,
+        match=r"ssim\.compare\.primary\.baselines is empty; name the PGD baselines \(pgd_linf, pgd_l2\) "
+        r"the SSIM ball is compared with",
+    ):
         check_primary({**good, "baselines": []})
 
 
@@ -447,18 +652,39 @@ def test_p2_evidence_reads_the_grid_and_sensitivity_rows_it_names():
     s = summ(comparison_frame(30, 0.02))
     for table in (s, s.iloc[::-1].reset_index(drop=True)):
         row = summary.p2_claims(table, "m", "imagenet")[0]
-        assert row["verdict"] == "inconclusive" and "verdict withheld: grid artefact" in row["evidence"]
-        ball, controls = _segment(row["evidence"], "grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio ").split("; ")
-        assert float(ball.split()[0]) == pytest.approx(0.02, rel=0.1) and ball.endswith(f", {GRID_ARTEFACT}")
+        assert (
+            row["verdict"] == "inconclusive"
+            and "verdict withheld: grid artefact" in row["evidence"]
+        )
+        ball, controls = _segment(
+            row["evidence"], "grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio "
+        ).split("; ")
+        assert float(ball.split()[0]) == pytest.approx(0.02, rel=0.1) and ball.endswith(
+            f", {GRID_ARTEFACT}"
+        )
         names = [c.split()[0] for c in controls.split(", ")]
         assert sorted(names) == ["pgd_l2", "pgd_linf"]
         assert all(abs(float(c.split()[1]) - 1) < 0.1 for c in controls.split(", "))
         sens = _segment(row["evidence"], "; sensitivity (sliding 7x7 1 - SSIM map): ", "; ")
-        assert sorted(re.findall(r"vs (\S+) ([+-][\d.]+) \(", sens)) == [("pgd_l2", "+0.1"), ("pgd_linf", "+0.2")]
+        assert sorted(re.findall(r"vs (\S+) ([+-][\d.]+) \(", sens)) == [
+            ("pgd_l2", "+0.1"),
+            ("pgd_linf", "+0.2"),
+        ]
         # the grid artefact makes every test inconclusive, and each is quoted so
-        assert _segment(row["evidence"], "SSIM ball minus control paired over images: ", "; shares").count("), inconclusive") == 3
-    ok = summary.p2_claims(summ(comparison_frame(30, 1.0)).iloc[::-1].reset_index(drop=True), "m", "imagenet")[0]
-    assert ok["verdict"] == "held" and "withheld" not in ok["evidence"] and f"1 - SSIM ratio 1" in ok["evidence"]
+        assert (
+            _segment(
+                row["evidence"], "SSIM ball minus control paired over images: ", "; shares"
+            ).count("), inconclusive")
+            == 3
+        )
+    ok = summary.p2_claims(
+        summ(comparison_frame(30, 1.0)).iloc[::-1].reset_index(drop=True), "m", "imagenet"
+    )[0]
+    assert (
+        ok["verdict"] == "held"
+        and "withheld" not in ok["evidence"]
+        and "1 - SSIM ratio 1" in ok["evidence"]
+    )
 
 
 def test_p2_too_few_images_is_not_turned_into_inconclusive():
@@ -469,10 +695,16 @@ def test_p2_too_few_images_is_not_turned_into_inconclusive():
 
 
 def test_p2_success_withheld_test_is_quoted_as_inconclusive():
-    row = summary.p2_claims(summ(comparison_frame(30, 1.0, success={"pgd_l2": 20})), "m", "imagenet")[0]
+    row = summary.p2_claims(
+        summ(comparison_frame(30, 1.0, success={"pgd_l2": 20})), "m", "imagenet"
+    )[0]
     assert row["verdict"] == "inconclusive"
     detail = _segment(row["evidence"], "paired over images: ", "; shares")
-    assert [x.rsplit(", ", 1)[1] for x in detail.split("; ")] == ["held", "inconclusive", "held"]  # L∞, L2, budget
+    assert [x.rsplit(", ", 1)[1] for x in detail.split("; ")] == [
+        "held",
+        "inconclusive",
+        "held",
+    ]  # L∞, L2, budget
 
 
 def test_p2_on_the_sliding_map_quotes_no_sensitivity_check_of_itself():
@@ -484,7 +716,13 @@ def test_p2_on_the_sliding_map_quotes_no_sensitivity_check_of_itself():
 def test_p2_without_a_paired_comparison_is_too_few_images():
     s = summ(comparison_frame(30, 1.0))
     (row,) = summary.p2_claims(s[s.baseline == ""], "m", "cifar10")
-    assert (row["paper"], row["dataset"], row["model"], row["verdict"], row["n_images"]) == ("P2", "cifar10", "m", "too few images", 0)
+    assert (row["paper"], row["dataset"], row["model"], row["verdict"], row["n_images"]) == (
+        "P2",
+        "cifar10",
+        "m",
+        "too few images",
+        0,
+    )
     assert row["claim"] == summary.P2_CLAIM and "no paired comparison" in row["evidence"]
 
 

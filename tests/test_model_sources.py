@@ -10,8 +10,8 @@ import hashlib
 import math
 import sys
 import textwrap
-import numpy as np
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -36,14 +36,18 @@ def test_mobilenet_v2_by_torchvision_name_gives_the_builtin_logits(prepared):
     weights enum) gives the built-in path's logits bit for bit, hence exactly its accuracy."""
     weights = prepared / "weights" / "mobilenet_v2_imagenet.pt"
     builtin_spec = models.resolve_spec("mobilenet_v2_imagenet", {})
-    tv_spec = models.resolve_spec("mnv2", {"arch": "torchvision:mobilenet_v2", "dataset": "imagenet", "weights": str(weights)})
+    tv_spec = models.resolve_spec(
+        "mnv2", {"arch": "torchvision:mobilenet_v2", "dataset": "imagenet", "weights": str(weights)}
+    )
     assert tv_spec["mean"] == builtin_spec["mean"] and tv_spec["std"] == builtin_spec["std"]
     split = data.load_split(prepared / "data" / "imagenet", "test", 0, 16)
     builtin = evaluate.predict(models.build_model(builtin_spec, weights), split.images, 16)
     by_name = evaluate.predict(models.build_model(tv_spec, weights), split.images, 16)
     assert torch.equal(by_name, builtin)
     acc = (by_name.argmax(1) == split.labels).float().mean().item()
-    assert acc == (builtin.argmax(1) == split.labels).float().mean().item() and acc > 0.5  # a real model, not noise
+    assert (
+        acc == (builtin.argmax(1) == split.labels).float().mean().item() and acc > 0.5
+    )  # a real model, not noise
 
 
 def test_torchvision_weights_enum_gives_url_checksum_prefix_and_preprocessing():
@@ -53,26 +57,56 @@ def test_torchvision_weights_enum_gives_url_checksum_prefix_and_preprocessing():
     assert spec["sha256"] == "11ad3fa6" and spec["file"] == "resnet50-11ad3fa6.pth"
     assert (spec["input_size"], spec["resize"]) == (224, 232)
     assert spec["mean"] == [0.485, 0.456, 0.406] and spec["num_classes"] == 1000
-    assert models.weights_source(spec, None) == {"kind": "download", "url": spec["url"], "file": spec["file"],
-                                                 "sha256": "11ad3fa6"}
-    v1 = models.resolve_spec("r50", {"arch": "torchvision:resnet50", "dataset": "imagenet", "torchvision_weights": "IMAGENET1K_V1"})
+    assert models.weights_source(spec, None) == {
+        "kind": "download",
+        "url": spec["url"],
+        "file": spec["file"],
+        "sha256": "11ad3fa6",
+    }
+    v1 = models.resolve_spec(
+        "r50",
+        {
+            "arch": "torchvision:resnet50",
+            "dataset": "imagenet",
+            "torchvision_weights": "IMAGENET1K_V1",
+        },
+    )
     assert v1["sha256"] == "0676ba61" and v1["resize"] == 256
     b3 = models.resolve_spec("b3", {"arch": "torchvision:efficientnet_b3", "dataset": "imagenet"})
     assert (b3["input_size"], b3["resize"]) == (300, 320)
     with pytest.raises(ConfigError, match=r"torchvision_weights is 'IMAGENET9K'.*IMAGENET1K_V1"):
-        models.resolve_spec("r50", {"arch": "torchvision:resnet50", "dataset": "imagenet", "torchvision_weights": "IMAGENET9K"})
+        models.resolve_spec(
+            "r50",
+            {
+                "arch": "torchvision:resnet50",
+                "dataset": "imagenet",
+                "torchvision_weights": "IMAGENET9K",
+            },
+        )
 
 
 def test_torchvision_model_from_a_local_checkpoint(tmp_path):
     """Another torchvision classifier on CIFAR-10 from a local file: DataParallel's 'module.' prefix and a
     {'state_dict': ...} wrapper are undone, normalisation is the spec's, the checksum is checked."""
     torch.manual_seed(0)
-    net = models._build_by_name({"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "x"}).eval()
+    net = models._build_by_name(
+        {"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "x"}
+    ).eval()
     path = tmp_path / "r18.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 7}, path)
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 7}, path
+    )
     mean, std = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
-    spec = models.resolve_spec("r18", {"arch": "torchvision:resnet18", "dataset": "cifar10", "mean": mean, "std": std,
-                                       "weights": str(path)})
+    spec = models.resolve_spec(
+        "r18",
+        {
+            "arch": "torchvision:resnet18",
+            "dataset": "cifar10",
+            "mean": mean,
+            "std": std,
+            "weights": str(path),
+        },
+    )
     model = models.build_model(spec, path)
     x = torch.rand(3, 3, 32, 32)
     expected = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
@@ -82,7 +116,9 @@ def test_torchvision_model_from_a_local_checkpoint(tmp_path):
         models.prepare_weights(spec, path, tmp_path / "bad.pt", "0" * 64)
     # off ImageNet, torchvision's enum says nothing about these weights: the normalisation must be given
     with pytest.raises(ConfigError, match=r"mean is required"):
-        models.resolve_spec("r18", {"arch": "torchvision:resnet18", "dataset": "cifar10", "weights": str(path)})
+        models.resolve_spec(
+            "r18", {"arch": "torchvision:resnet18", "dataset": "cifar10", "weights": str(path)}
+        )
 
 
 # ---------------------------------------------------------------------------------------------- timm
@@ -94,9 +130,15 @@ def test_timm_model_from_a_local_checkpoint(tmp_path):
     net = timm.create_model("resnet18", pretrained=False, num_classes=1000).eval()
     path = tmp_path / "timm_r18.pth"
     torch.save({"state_dict": net.state_dict(), "epoch": 3}, path)
-    spec = models.resolve_spec("t", {"arch": "timm:resnet18", "dataset": "imagenet", "weights": str(path)})
+    spec = models.resolve_spec(
+        "t", {"arch": "timm:resnet18", "dataset": "imagenet", "weights": str(path)}
+    )
     # found from timm's pretrained config: ImageNet normalisation, 224 px at crop_pct 0.95 (224 / 0.95 = 235.8)
-    assert spec["mean"] == pytest.approx([0.485, 0.456, 0.406]) and spec["input_size"] == 224 and spec["resize"] == 235
+    assert (
+        spec["mean"] == pytest.approx([0.485, 0.456, 0.406])
+        and spec["input_size"] == 224
+        and spec["resize"] == 235
+    )
     model = models.build_model(spec, path)
     x = torch.rand(2, 3, 224, 224)
     torch.testing.assert_close(model(x), net((x - model.mean) / model.std), rtol=1e-4, atol=1e-4)
@@ -104,13 +146,17 @@ def test_timm_model_from_a_local_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match=r"models.t.weights.*nothing is fetched"):
         models.resolve_spec("t", {"arch": "timm:resnet18", "dataset": "imagenet"})
     with pytest.raises(ConfigError, match=r"timm .* has no model 'resnet1'.*resnet1"):
-        models.resolve_spec("t", {"arch": "timm:resnet1", "dataset": "imagenet", "weights": str(path)})
+        models.resolve_spec(
+            "t", {"arch": "timm:resnet1", "dataset": "imagenet", "weights": str(path)}
+        )
 
 
 # ---------------------------------------------------------------------------------------------- entry points, EhanW
 
 
-@pytest.mark.parametrize("name,reported", [("resnet20_ehanw_standard", 0.901), ("resnet20_ehanw_pgd", 0.852)])
+@pytest.mark.parametrize(
+    "name,reported", [("resnet20_ehanw_standard", 0.901), ("resnet20_ehanw_pgd", 0.852)]
+)
 def test_ehanw_pair_through_the_entry_point_reaches_its_reported_accuracy(prepared, name, reported):
     """../shared/data/README.md reports 90.1 % / 85.2 % clean top-1 on the reference mirror's 1017 CIFAR-10 test
     rows, the first 1017 of the official test batch: scored here on those same rows (any mirror holding at least
@@ -121,23 +167,39 @@ def test_ehanw_pair_through_the_entry_point_reaches_its_reported_accuracy(prepar
     assert spec["arch"] == "python:pixelrobust.zoo.ehanw:resnet20"
     held = data.read_manifest(prepared / "data" / "cifar10")["counts"]["test"]
     if held < readme_rows:
-        pytest.skip(f"the README's accuracy is on the first {readme_rows} CIFAR-10 test rows; this mirror holds {held}")
+        pytest.skip(
+            f"the README's accuracy is on the first {readme_rows} CIFAR-10 test rows; this mirror holds {held}"
+        )
     split = data.load_split(prepared / "data" / "cifar10", "test", 0, readme_rows)
     model = models.build_model(spec, prepared / "weights" / f"{name}.pt")
-    acc = (evaluate.predict(model, split.images, 256).argmax(1) == split.labels).float().mean().item()
+    acc = (
+        (evaluate.predict(model, split.images, 256).argmax(1) == split.labels).float().mean().item()
+    )
     assert len(split) == readme_rows
-    assert abs(acc - reported) <= 0.0005 + 1 / readme_rows, f"{name}: {acc:.4f} on {readme_rows} rows, README {reported}"
+    assert abs(acc - reported) <= 0.0005 + 1 / readme_rows, (
+        f"{name}: {acc:.4f} on {readme_rows} rows, README {reported}"
+    )
 
 
 def test_ehanw_weights_come_from_the_mirror_or_the_pinned_commit(mirror):
     spec = models.resolve_spec("resnet20_ehanw_pgd", {})
     src = models.weights_source(spec, mirror)
     assert src["path"] == str(mirror / "robust" / "ehanw_resnet20_pgd.pth")
-    sums = dict(line.split()[::-1] for line in (mirror / "SHA256SUMS").read_text().splitlines() if line.strip())
-    assert src["sha256"] == sums["robust/ehanw_resnet20_pgd.pth"] == _sha256(mirror / "robust" / "ehanw_resnet20_pgd.pth")
+    sums = dict(
+        line.split()[::-1]
+        for line in (mirror / "SHA256SUMS").read_text().splitlines()
+        if line.strip()
+    )
+    assert (
+        src["sha256"]
+        == sums["robust/ehanw_resnet20_pgd.pth"]
+        == _sha256(mirror / "robust" / "ehanw_resnet20_pgd.pth")
+    )
     online = models.weights_source(spec, None)
     assert online["url"].startswith("https://github.com/EhanW/advrob-cifar10/raw/4f92f135")
-    assert online["url"].endswith("/pretrained/resnet20_pgd.pth") and online["sha256"] == src["sha256"]
+    assert (
+        online["url"].endswith("/pretrained/resnet20_pgd.pth") and online["sha256"] == src["sha256"]
+    )
 
 
 def _module(tmp_path, monkeypatch, name: str, source: str):
@@ -183,16 +245,30 @@ def test_entry_point_model_builds_with_kwargs_and_checks_its_classes(tmp_path, m
     torch.manual_seed(0)
     net = user_nets.Tiny(10, 6).eval()
     torch.save(net.state_dict(), tmp_path / "tiny.pt")
-    cfg = {"arch": "python:user_nets:tiny", "dataset": "cifar10", "mean": [0.5] * 3, "std": [0.25] * 3,
-           "kwargs": {"width": 6}, "weights": str(tmp_path / "tiny.pt")}
+    cfg = {
+        "arch": "python:user_nets:tiny",
+        "dataset": "cifar10",
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "kwargs": {"width": 6},
+        "weights": str(tmp_path / "tiny.pt"),
+    }
     model = models.build_model(models.resolve_spec("mine", cfg), tmp_path / "tiny.pt")
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(model(x), net((x - 0.5) / 0.25))
     with pytest.raises(ModelError, match=r"outputs 1000 classes, but its dataset cifar10 has 10"):
-        models.build_model(models.resolve_spec("mine", {**cfg, "arch": "python:user_nets:thousand", "kwargs": {}}))
+        models.build_model(
+            models.resolve_spec("mine", {**cfg, "arch": "python:user_nets:thousand", "kwargs": {}})
+        )
     with pytest.raises(ModelError, match=r"returned a str, not a torch nn.Module"):
-        models.build_model(models.resolve_spec("mine", {**cfg, "arch": "python:user_nets:not_a_module", "kwargs": {}}))
-    with pytest.raises(ConfigError, match=r"models.mine.arch: module 'user_nets' has no function 'nope'"):
+        models.build_model(
+            models.resolve_spec(
+                "mine", {**cfg, "arch": "python:user_nets:not_a_module", "kwargs": {}}
+            )
+        )
+    with pytest.raises(
+        ConfigError, match=r"models.mine.arch: module 'user_nets' has no function 'nope'"
+    ):
         models.resolve_spec("mine", {**cfg, "arch": "python:user_nets:nope"})
     with pytest.raises(ConfigError, match=r"cannot import 'no_such_pkg.nets'.*PYTHONPATH"):
         models.resolve_spec("mine", {**cfg, "arch": "python:no_such_pkg.nets:tiny"})
@@ -211,17 +287,30 @@ def test_robustbench_folder_entry_normalises_once(tmp_path, monkeypatch):
     net = rb_nets.normalised().eval()
     folder = tmp_path / "models" / "cifar10" / "Linf"
     folder.mkdir(parents=True)
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, folder / "Someone2024Robust.pt")
-    cfg = {"arch": "robustbench:Someone2024Robust", "dataset": "cifar10", "model_dir": str(tmp_path / "models"),
-           "builder": "rb_nets:normalised"}
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
+        folder / "Someone2024Robust.pt",
+    )
+    cfg = {
+        "arch": "robustbench:Someone2024Robust",
+        "dataset": "cifar10",
+        "model_dir": str(tmp_path / "models"),
+        "builder": "rb_nets:normalised",
+    }
     spec = models.resolve_spec("rb", cfg)
-    assert spec["weights"] == str(folder / "Someone2024Robust.pt") and spec["threat_model"] == "Linf"
+    assert (
+        spec["weights"] == str(folder / "Someone2024Robust.pt") and spec["threat_model"] == "Linf"
+    )
     model = models.build_model(spec, spec["weights"])
     x = torch.rand(4, 3, 32, 32)
-    torch.testing.assert_close(model(x), net(x))  # [0, 1] straight in: normalised once, by the network
+    torch.testing.assert_close(
+        model(x), net(x)
+    )  # [0, 1] straight in: normalised once, by the network
     with pytest.raises(ConfigError, match=r"models.rb.mean .* normalise twice"):
         models.resolve_spec("rb", {**cfg, "mean": [0.4914, 0.4822, 0.4465]})
-    with pytest.raises(ConfigError, match=r"L2.Someone2024Robust.pt does not exist.*RobustBench's own layout"):
+    with pytest.raises(
+        ConfigError, match=r"L2.Someone2024Robust.pt does not exist.*RobustBench's own layout"
+    ):
         models.resolve_spec("rb", {**cfg, "threat_model": "L2"})
 
 
@@ -236,7 +325,9 @@ def test_robustbench_without_the_package_or_a_builder_says_what_is_needed(tmp_pa
     folder.mkdir(parents=True)
     (folder / "Standard.pt").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"robustbench==1.1.1.*models.rb.builder"):
-        models.resolve_spec("rb", {"arch": "robustbench:Standard", "dataset": "cifar10", "model_dir": str(tmp_path)})
+        models.resolve_spec(
+            "rb", {"arch": "robustbench:Standard", "dataset": "cifar10", "model_dir": str(tmp_path)}
+        )
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -247,8 +338,15 @@ def test_unknown_architecture_lists_each_way_to_add_one():
         models.resolve_spec("r18", {"arch": "resnet18", "dataset": "imagenet"})
     msg = str(e.value)
     assert "did you mean torchvision:resnet18?" in msg
-    for way in ("cifar_resnet_a", "torchvision:<model>", "timm:<model>", "robustbench:<Name>", "model_dir",
-                "python:<package.module>:<function>", "config/README.md"):
+    for way in (
+        "cifar_resnet_a",
+        "torchvision:<model>",
+        "timm:<model>",
+        "robustbench:<Name>",
+        "model_dir",
+        "python:<package.module>:<function>",
+        "config/README.md",
+    ):
         assert way in msg
     with pytest.raises(ConfigError, match=r"no classification model 'resnet5'; close: resnet50"):
         models.resolve_spec("r", {"arch": "torchvision:resnet5", "dataset": "imagenet"})
@@ -259,19 +357,33 @@ def test_unknown_architecture_lists_each_way_to_add_one():
 # ---------------------------------------------------------------------------------------------- found, not configured
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("resnet20_cifar10", "layer3.2"), ("resnet56_cifar100", "layer3.8"), ("mobilenet_v2_imagenet", "features.18"),
-    ("resnet20_ehanw_standard", "stage_3.2"),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("resnet20_cifar10", "layer3.2"),
+        ("resnet56_cifar100", "layer3.8"),
+        ("mobilenet_v2_imagenet", "features.18"),
+        ("resnet20_ehanw_standard", "stage_3.2"),
+    ],
+)
 def test_cam_layer_is_the_block_that_outputs_the_last_feature_map(name, expected):
     model = models.build_model(models.resolve_spec(name, {}))
     assert _name_of(model.net, cam.target_layer(model)) == expected
 
 
-@pytest.mark.parametrize("arch,expected", [("resnet18", "layer4.1"), ("efficientnet_b0", "features.8"),
-                                           ("convnext_tiny", "features.7"), ("densenet121", "features.norm5")])
+@pytest.mark.parametrize(
+    "arch,expected",
+    [
+        ("resnet18", "layer4.1"),
+        ("efficientnet_b0", "features.8"),
+        ("convnext_tiny", "features.7"),
+        ("densenet121", "features.norm5"),
+    ],
+)
 def test_cam_layer_of_torchvision_models(arch, expected):
-    model = models.build_model(models.resolve_spec("m", {"arch": f"torchvision:{arch}", "dataset": "imagenet"}))
+    model = models.build_model(
+        models.resolve_spec("m", {"arch": f"torchvision:{arch}", "dataset": "imagenet"})
+    )
     assert _name_of(model.net, cam.target_layer(model)) == expected
 
 
@@ -282,8 +394,10 @@ def test_cam_layer_is_found_by_tracing_not_by_type():
     class Odd(nn.Module):
         def __init__(self):
             super().__init__()
-            self.trunk = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
-                                       nn.Sequential(nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU()))
+            self.trunk = nn.Sequential(
+                nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(4, 4, 3, 2, 1), nn.ReLU()),
+            )
             self.side = nn.Conv2d(3, 4, 1)  # defined last, runs first
             self.fc = nn.Linear(4, 10)
 
@@ -313,17 +427,33 @@ def test_vision_transformer_is_refused_for_gradcam_with_a_reason():
     """torchvision's ViT (a small one): its only spatial output is the patch embedding, then token blocks."""
     from torchvision.models import VisionTransformer
 
-    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=10)
+    vit = VisionTransformer(
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=16,
+        mlp_dim=32,
+        num_classes=10,
+    )
     model = models.Classifier(vit, [0.5] * 3, [0.25] * 3, "vit", 10).eval()
-    with pytest.raises(ValueError, match=r"conv_proj, is followed by \d+ layers with weights.*cam_layer"):
+    with pytest.raises(
+        ValueError, match=r"conv_proj, is followed by \d+ layers with weights.*cam_layer"
+    ):
         cam.target_layer(model)
     model.cam_layer = "conv_proj"  # the override is honoured even here
     assert cam.target_layer(model) is vit.conv_proj
 
 
 def test_classifier_knows_its_input_size():
-    assert models.build_model(models.resolve_spec("b3", {"arch": "torchvision:efficientnet_b3", "dataset": "imagenet"})
-                              ).input_size == 300
+    assert (
+        models.build_model(
+            models.resolve_spec(
+                "b3", {"arch": "torchvision:efficientnet_b3", "dataset": "imagenet"}
+            )
+        ).input_size
+        == 300
+    )
     assert models.build_model(models.resolve_spec("resnet20_ehanw_pgd", {})).input_size == 32
     assert math.isclose(models.probe_side({"dataset": "imagenet"}), 224)
 
@@ -340,7 +470,12 @@ def _config(*overlays):
 
     cfg = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
     for overlay in overlays:
-        prconfig._merge(cfg, yaml.safe_load((REPO / "config" / overlay).read_text()) if isinstance(overlay, str) else overlay)
+        prconfig._merge(
+            cfg,
+            yaml.safe_load((REPO / "config" / overlay).read_text())
+            if isinstance(overlay, str)
+            else overlay,
+        )
     validate(cfg, str(SCHEMA))
     return prconfig.check(cfg)
 
@@ -355,7 +490,10 @@ def test_robust_pair_overlay_passes_the_config_check_with_the_pair_in_p1_p3_and_
     overlay = yaml.safe_load((REPO / "config" / "robust_pair.yaml").read_text())
     specs = _config("robust_pair.yaml")
     for name in ("resnet20_ehanw_standard", "resnet20_ehanw_pgd"):
-        assert specs[name]["arch"] == "python:pixelrobust.zoo.ehanw:resnet20" and specs[name]["num_classes"] == 10
+        assert (
+            specs[name]["arch"] == "python:pixelrobust.zoo.ehanw:resnet20"
+            and specs[name]["num_classes"] == 10
+        )
         for section in ("onepixel", "gradients", "masked_pgd", "synthesis"):
             assert name in overlay[section]["models"], (section, name)
 
@@ -364,10 +502,19 @@ def test_input_size_found_is_checked_against_the_dataset():
     """EfficientNet-B3's torchvision weights are evaluated at resize 320, crop 300; the tiny config's
     ImageNet images are 224: a config error naming both, with the fix; matching images pass."""
     b3 = {"models": {"b3": {"arch": "torchvision:efficientnet_b3", "dataset": "imagenet"}}}
-    with pytest.raises(ConfigError, match=r"b3 expects 300x300 images, but dataset imagenet gives 224x224.*resize 320, crop 300"):
+    with pytest.raises(
+        ConfigError,
+        match=r"b3 expects 300x300 images, but dataset imagenet gives 224x224.*resize 320, crop 300",
+    ):
         _config(b3)
-    assert _config(b3, {"datasets": {"imagenet": {"resize": 320, "crop": 300}}})["b3"]["input_size"] == 300
-    with pytest.raises(ConfigError, match=r"models.x.arch: unknown architecture 'resnet18' \(did you mean torchvision:resnet18\?\)"):
+    assert (
+        _config(b3, {"datasets": {"imagenet": {"resize": 320, "crop": 300}}})["b3"]["input_size"]
+        == 300
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"models.x.arch: unknown architecture 'resnet18' \(did you mean torchvision:resnet18\?\)",
+    ):
         _config({"models": {"x": {"arch": "resnet18", "dataset": "imagenet"}}})
 
 
@@ -379,7 +526,9 @@ class _Att(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU()
+        )
         self.attention = nn.Conv2d(8, 1, 1)
         self.fc = nn.Linear(8, 10)
 
@@ -393,7 +542,9 @@ class _Pool(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 4, 1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, 4, 1), nn.ReLU()
+        )
         self.pool = nn.AvgPool2d(2)
         self.fc = nn.Linear(8 * 4 * 4, 10)
 
@@ -418,7 +569,9 @@ class _Skip(nn.Module):
 class _OneChannel(nn.Module):
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, 2, 1))
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, 2, 1)
+        )
         self.fc = nn.Linear(16 * 16, 10)
 
     def forward(self, x):
@@ -438,12 +591,17 @@ def test_cam_layer_is_what_the_head_reads_through_functional_ops_and_pooling():
     assert cam.target_layer(att) is att.net.features[3]  # not attention (1 channel)
     pool = _wrapped(_Pool())
     assert cam.target_layer(pool) is pool.net.features[3]  # not pool
-    with pytest.raises(ValueError, match=r"_Skip's head reads a feature map \(1x8x32x32\).*outside any module.*"
-                                         r"models.skip.cam_layer to one of body, stem"):
+    with pytest.raises(
+        ValueError,
+        match=r"_Skip's head reads a feature map \(1x8x32x32\).*outside any module.*"
+        r"models.skip.cam_layer to one of body, stem",
+    ):
         cam.target_layer(_wrapped(_Skip(), "skip"))
     with pytest.raises(ValueError, match=r"features.2, has 1 channel.*models.one.cam_layer"):
         cam.target_layer(_wrapped(_OneChannel(), "one"))
-    maps = cam.gradcam_pp(att, torch.rand(2, 3, 32, 32), [0, 1])  # and Grad-CAM++ runs on the layer found
+    maps = cam.gradcam_pp(
+        att, torch.rand(2, 3, 32, 32), [0, 1]
+    )  # and Grad-CAM++ runs on the layer found
     assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
 
 
@@ -451,11 +609,16 @@ def test_imagenet_resnet_on_cifar_images_is_refused_for_gradcam_with_the_layer_t
     """torchvision's ResNet-18 on 32x32 images (config/README.md's resnet18_cifar example): layer4 runs on
     1x1 maps, so the last spatial map is layer3's 2x2; the error says so and names cam_layer: layer3.1,
     which then works."""
-    net = models._build_by_name({"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "r"})
+    net = models._build_by_name(
+        {"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "r"}
+    )
     model = _wrapped(net, "resnet18_cifar")
     model.input_size = 32
-    with pytest.raises(ValueError, match=r"shrink to 1x1 at this input size \(32x32\).*layer4.0.conv1.*after layer3.1.*"
-                                         r"\(2x2\).*set models.resnet18_cifar.cam_layer: layer3.1"):
+    with pytest.raises(
+        ValueError,
+        match=r"shrink to 1x1 at this input size \(32x32\).*layer4.0.conv1.*after layer3.1.*"
+        r"\(2x2\).*set models.resnet18_cifar.cam_layer: layer3.1",
+    ):
         cam.target_layer(model)
     model.cam_layer = "layer3.1"
     maps = cam.gradcam_pp(model, torch.rand(1, 3, 32, 32), [3])
@@ -466,8 +629,17 @@ def _wnid_dataset(tmp_path, name="myval"):
     root = tmp_path / name
     (root / "n01440764").mkdir(parents=True)
     (root / "n01443537").mkdir()
-    data.register_datasets({name: {"layout": "imagefolder", "folder": str(root), "class_index": "imagenet",
-                                   "resize": 256, "crop": 224}})
+    data.register_datasets(
+        {
+            name: {
+                "layout": "imagefolder",
+                "folder": str(root),
+                "class_index": "imagenet",
+                "resize": 256,
+                "crop": 224,
+            }
+        }
+    )
 
 
 def test_a_user_dataset_with_imagenet_indices_gets_what_imagenet_weights_come_with(tmp_path):
@@ -477,7 +649,9 @@ def test_a_user_dataset_with_imagenet_indices_gets_what_imagenet_weights_come_wi
     _wnid_dataset(tmp_path)
     for arch in ("googlenet", "inception_v3"):
         on_user = models.resolve_spec("g", {"arch": f"torchvision:{arch}", "dataset": "myval"})
-        on_imagenet = models.resolve_spec("g", {"arch": f"torchvision:{arch}", "dataset": "imagenet"})
+        on_imagenet = models.resolve_spec(
+            "g", {"arch": f"torchvision:{arch}", "dataset": "imagenet"}
+        )
         for key in ("mean", "std", "input_size", "resize", "url", "sha256", "weights_enum"):
             assert on_user[key] == on_imagenet[key], key
         assert models._build_by_name(on_user).transform_input is True
@@ -497,8 +671,16 @@ def test_user_dataset_models_are_probed_at_its_image_size(tmp_path, monkeypatch)
         Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / c / "x.png")
     data.register_datasets({"my32": {"layout": "imagefolder", "folder": str(root)}})
     torch.save(fixed_nets.fixed(2).state_dict(), tmp_path / "w.pt")
-    spec = models.resolve_spec("f", {"arch": "python:fixed_nets:fixed", "dataset": "my32", "mean": [0.5] * 3,
-                                     "std": [0.25] * 3, "weights": str(tmp_path / "w.pt")})
+    spec = models.resolve_spec(
+        "f",
+        {
+            "arch": "python:fixed_nets:fixed",
+            "dataset": "my32",
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "weights": str(tmp_path / "w.pt"),
+        },
+    )
     assert models.probe_side(spec) == 32
     model = models.build_model(spec, tmp_path / "w.pt")
     assert model.input_size == 32 and cam.target_layer(model) is model.net.body[1]
@@ -528,8 +710,11 @@ def test_a_resize_other_than_the_weights_is_warned_naming_both():
     import warnings
 
     r50 = {"models": {"r50": {"arch": "torchvision:resnet50", "dataset": "imagenet"}}}
-    with pytest.warns(UserWarning, match=r"r50 was evaluated with resize 232 \(then crop 224\).*datasets.imagenet.resize "
-                                         r"is 256.*set datasets.imagenet.resize: 232"):
+    with pytest.warns(
+        UserWarning,
+        match=r"r50 was evaluated with resize 232 \(then crop 224\).*datasets.imagenet.resize "
+        r"is 256.*set datasets.imagenet.resize: 232",
+    ):
         _config(r50)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -540,7 +725,9 @@ def test_registering_a_dataset_here_does_not_leak_1(tmp_path):
     """With the next test: what one test registers (os.environ, data._REGISTERED) is gone in the next."""
     (tmp_path / "leak" / "a").mkdir(parents=True)
     (tmp_path / "leak" / "b").mkdir()
-    data.register_datasets({"leaky": {"layout": "imagefolder", "folder": str(tmp_path / "leak"), "crop": 32}})
+    data.register_datasets(
+        {"leaky": {"layout": "imagefolder", "folder": str(tmp_path / "leak"), "crop": 32}}
+    )
     assert data.num_classes("leaky") == 2
 
 
@@ -558,26 +745,57 @@ def test_class_count_of_the_weights_is_named_beside_the_dataset(tmp_path):
     for c in "abc":
         (root / c).mkdir(parents=True)
     data.register_datasets({"three": {"layout": "imagefolder", "folder": str(root), "crop": 32}})
-    torch.save(models._build_by_name({"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10",
-                                      "name": "x"}).state_dict(), tmp_path / "r18.pt")
-    spec = models.resolve_spec("r18", {"arch": "torchvision:resnet18", "dataset": "three", "mean": [0.5] * 3,
-                                       "std": [0.25] * 3, "weights": str(tmp_path / "r18.pt")})
-    with pytest.raises(ModelError, match=r"model r18: weights file .*r18.pt does not fit: it has 10 outputs \(fc\.(bias is 10|weight is "
-                                         r"10x512)\), but its dataset three has 3 classes.*fix models.r18.dataset"):
+    torch.save(
+        models._build_by_name(
+            {"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "x"}
+        ).state_dict(),
+        tmp_path / "r18.pt",
+    )
+    spec = models.resolve_spec(
+        "r18",
+        {
+            "arch": "torchvision:resnet18",
+            "dataset": "three",
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "weights": str(tmp_path / "r18.pt"),
+        },
+    )
+    with pytest.raises(
+        ModelError,
+        match=r"model r18: weights file .*r18.pt does not fit: it has 10 outputs \(fc\.(bias is 10|weight is "
+        r"10x512)\), but its dataset three has 3 classes.*fix models.r18.dataset",
+    ):
         models.build_model(spec, tmp_path / "r18.pt")
 
 
 def test_checkpoint_under_net_is_unwrapped_and_enum_is_recorded_only_when_used(tmp_path):
     torch.manual_seed(0)
-    net = models._build_by_name({"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "x"}).eval()
+    net = models._build_by_name(
+        {"arch": "torchvision:resnet18", "num_classes": 10, "dataset": "cifar10", "name": "x"}
+    ).eval()
     torch.save({"net": net.state_dict(), "epoch": 1}, tmp_path / "r18.pt")
-    spec = models.resolve_spec("r18", {"arch": "torchvision:resnet18", "dataset": "cifar10", "mean": [0.5] * 3,
-                                       "std": [0.25] * 3, "weights": str(tmp_path / "r18.pt")})
+    spec = models.resolve_spec(
+        "r18",
+        {
+            "arch": "torchvision:resnet18",
+            "dataset": "cifar10",
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "weights": str(tmp_path / "r18.pt"),
+        },
+    )
     assert "weights_enum" not in spec  # CIFAR weights: torchvision's ImageNet enum played no part
     x = torch.rand(1, 3, 32, 32)
-    torch.testing.assert_close(models.build_model(spec, tmp_path / "r18.pt")(x), net((x - 0.5) / 0.25))
-    assert models.resolve_spec("r", {"arch": "torchvision:resnet18", "dataset": "imagenet"})["weights_enum"] \
+    torch.testing.assert_close(
+        models.build_model(spec, tmp_path / "r18.pt")(x), net((x - 0.5) / 0.25)
+    )
+    assert (
+        models.resolve_spec("r", {"arch": "torchvision:resnet18", "dataset": "imagenet"})[
+            "weights_enum"
+        ]
         == "ResNet18_Weights.IMAGENET1K_V1"
+    )
 
 
 def test_ehanw_resnet_is_the_built_in_cifar_resnet_with_conv_shortcuts():

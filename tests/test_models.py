@@ -13,7 +13,9 @@ def _accuracy(prepared, name, n=None):
     spec = models.resolve_spec(name, {})
     split = data.load_split(prepared / "data" / spec["dataset"], "test", 0, n)
     model = models.build_model(spec, prepared / "weights" / f"{name}.pt")
-    table = evaluate.prediction_table(evaluate.predict(model, split.images, 256), split.labels, split.ids)
+    table = evaluate.prediction_table(
+        evaluate.predict(model, split.images, 256), split.labels, split.ids
+    )
     return len(table), table.top1.mean(), table.top5.mean()
 
 
@@ -35,7 +37,13 @@ REFERENCE = {
     "resnet20_cifar10": (0.9173, 10000, 2, "akamaster/pytorch_resnet_cifar10", 0.003),
     "resnet56_cifar10": (0.9339, 10000, 2, "akamaster/pytorch_resnet_cifar10", 0.003),
     "resnet56_cifar100": (0.7263, 10000, 2, "chenyaofo/pytorch-cifar-models", 0.001),
-    "mobilenet_v2_imagenet": (0.842, 1000, 1, "../shared/data/README.md, all 1000 sample images", 0.005),
+    "mobilenet_v2_imagenet": (
+        0.842,
+        1000,
+        1,
+        "../shared/data/README.md, all 1000 sample images",
+        0.005,
+    ),
 }
 # Ours: what the same weights may differ by on the very same images, from arithmetic alone (BLAS order,
 # channels-last: a near tie flips) on CIFAR, and from JPEG decoding and resizing (PIL builds) on ImageNet.
@@ -60,10 +68,17 @@ def accuracy_tolerance(name: str, n: int) -> float:
     assert 0 < n <= N, f"{name}: {n} images, the reference has {N}"
     z = NormalDist().inv_cdf(1 - 0.001 / 2)
     sd = math.sqrt(p * (1 - p) / n * (N - n) / (N - 1))
-    return z * sd + 0.5 * 10 ** -(decimals + 2) + IMPLEMENTATION[models.resolve_spec(name, {})["dataset"]] + provenance
+    return (
+        z * sd
+        + 0.5 * 10 ** -(decimals + 2)
+        + IMPLEMENTATION[models.resolve_spec(name, {})["dataset"]]
+        + provenance
+    )
 
 
-@pytest.mark.parametrize("name", ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"])
+@pytest.mark.parametrize(
+    "name", ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"]
+)
 def test_models_reach_their_published_accuracy(prepared, mirror_counts, name):
     """Every image of the mirror's test split is scored, and top-1 is the reference's within the
     tolerance that the mirror's row count justifies (``accuracy_tolerance``). Measured 2026-11-29 on the
@@ -74,7 +89,9 @@ def test_models_reach_their_published_accuracy(prepared, mirror_counts, name):
     assert n == mirror_counts[models.resolve_spec(name, {})["dataset"]]["test"]
     p, N, _, source, _ = REFERENCE[name]
     tol = accuracy_tolerance(name, n)
-    assert abs(acc - p) <= tol, f"{name}: top-1 {acc:.4f} on {n} images, {source} reports {p} on {N} (± {tol:.4f})"
+    assert abs(acc - p) <= tol, (
+        f"{name}: top-1 {acc:.4f} on {n} images, {source} reports {p} on {N} (± {tol:.4f})"
+    )
     assert acc5 > acc
 
 
@@ -93,26 +110,45 @@ def test_accuracy_tolerance_catches_swapped_channels(prepared):
     spec = models.resolve_spec("resnet20_cifar10", {})
     split = data.load_split(prepared / "data" / "cifar10", "test")
     model = models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
-    rgb = (evaluate.predict(model, split.images, 256).argmax(1) == split.labels).numpy().astype(float)
-    bgr = (evaluate.predict(model, split.images.flip(1), 256).argmax(1) == split.labels).numpy().astype(float)
+    rgb = (
+        (evaluate.predict(model, split.images, 256).argmax(1) == split.labels).numpy().astype(float)
+    )
+    bgr = (
+        (evaluate.predict(model, split.images.flip(1), 256).argmax(1) == split.labels)
+        .numpy()
+        .astype(float)
+    )
     d, low, _ = paired_diff_ci(rgb, bgr, 0, np.random.default_rng(0))
-    assert low > 0, f"BGR ({bgr.mean():.4f}) is not below RGB ({rgb.mean():.4f}) on the same {len(rgb)} images"
+    assert low > 0, (
+        f"BGR ({bgr.mean():.4f}) is not below RGB ({rgb.mean():.4f}) on the same {len(rgb)} images"
+    )
     n, N = len(rgb), REFERENCE["resnet20_cifar10"][1]
     if accuracy_tolerance("resnet20_cifar10", n) >= d / 2:
-        need = next((m for m in range(n, N + 1) if accuracy_tolerance("resnet20_cifar10", m) < d / 2), None)
-        pytest.skip(f"a BGR drop of {d:.3f} on {n} rows is within twice the tolerance; the accuracy test is sure to "
-                    f"catch it from {need} rows" if need else f"a BGR drop of {d:.3f} is within twice any tolerance")
+        need = next(
+            (m for m in range(n, N + 1) if accuracy_tolerance("resnet20_cifar10", m) < d / 2), None
+        )
+        pytest.skip(
+            f"a BGR drop of {d:.3f} on {n} rows is within twice the tolerance; the accuracy test is sure to "
+            f"catch it from {need} rows"
+            if need
+            else f"a BGR drop of {d:.3f} is within twice any tolerance"
+        )
     p = REFERENCE["resnet20_cifar10"][0]
-    assert p - bgr.mean() > accuracy_tolerance("resnet20_cifar10", n), f"BGR top-1 {bgr.mean():.4f} passes"
+    assert p - bgr.mean() > accuracy_tolerance("resnet20_cifar10", n), (
+        f"BGR top-1 {bgr.mean():.4f} passes"
+    )
 
 
 def test_accuracy_tolerance_shrinks_with_the_rows_held():
     """A subset is a sample of the reference's rows; the full set leaves only the fixed allowances."""
     tols = [accuracy_tolerance("resnet20_cifar10", n) for n in (100, 1017, 5000, 10000)]
     assert tols == sorted(tols, reverse=True)
-    assert tols[-1] == pytest.approx(0.00005 + IMPLEMENTATION["cifar10"] + REFERENCE["resnet20_cifar10"][4])
+    assert tols[-1] == pytest.approx(
+        0.00005 + IMPLEMENTATION["cifar10"] + REFERENCE["resnet20_cifar10"][4]
+    )
     assert accuracy_tolerance("mobilenet_v2_imagenet", 1000) == pytest.approx(
-        0.0005 + IMPLEMENTATION["imagenet"] + REFERENCE["mobilenet_v2_imagenet"][4])
+        0.0005 + IMPLEMENTATION["imagenet"] + REFERENCE["mobilenet_v2_imagenet"][4]
+    )
     with pytest.raises(AssertionError):
         accuracy_tolerance("resnet20_cifar10", 10001)
 
@@ -123,7 +159,9 @@ def test_channels_last_on_the_cpu_gives_the_nchw_logits_and_gradients(prepared, 
     model = models.build_model(spec, prepared / "weights" / f"{name}.pt")
     conv = next(m for m in model.net.modules() if isinstance(m, torch.nn.Conv2d))
     assert model.channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x = data.load_split(prepared / "data" / spec["dataset"], "test", 0, 4).images.requires_grad_(True)
+    x = data.load_split(prepared / "data" / spec["dataset"], "test", 0, 4).images.requires_grad_(
+        True
+    )
     out_cl = model(x)
     (g_cl,) = torch.autograd.grad(out_cl.logsumexp(1).sum(), x)
     models.set_channels_last(model, False)
@@ -139,9 +177,13 @@ def test_wrapper_normalises_inside_and_checks_shape():
     net = torch.nn.Identity()
     model = models.Classifier(net, [0.5, 0.25, 0.0], [0.5, 0.5, 2.0], name="probe")
     x = torch.rand(2, 3, 4, 4)
-    expected = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / torch.tensor([0.5, 0.5, 2.0]).view(1, 3, 1, 1)
+    expected = (x - torch.tensor([0.5, 0.25, 0.0]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.5, 0.5, 2.0]
+    ).view(1, 3, 1, 1)
     assert torch.allclose(model(x), expected)
-    with pytest.raises(ValueError, match=r"probe takes images shaped \(N, 3, H, W\).*\(2, 1, 4, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"probe takes images shaped \(N, 3, H, W\).*\(2, 1, 4, 4\)"
+    ):
         model(torch.rand(2, 1, 4, 4))
     with pytest.raises(ValueError, match="got shape"):
         model(torch.rand(3, 4, 4))
@@ -151,12 +193,20 @@ def test_new_model_over_a_known_architecture_is_config_only(prepared):
     """A model not in the registry, defined by config fields, loads and scores like the built-in one."""
     spec = models.resolve_spec(
         "my_resnet20",
-        {"arch": "cifar_resnet_a", "depth": 20, "dataset": "cifar10", "mean": [0.485, 0.456, 0.406],
-         "std": [0.229, 0.224, 0.225], "weights": str(prepared / "weights" / "resnet20_cifar10.pt")},
+        {
+            "arch": "cifar_resnet_a",
+            "depth": 20,
+            "dataset": "cifar10",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "weights": str(prepared / "weights" / "resnet20_cifar10.pt"),
+        },
     )
     model = models.build_model(spec, spec["weights"])
     split = data.load_split(prepared / "data" / "cifar10", "test", 0, 200)
-    ref = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    ref = models.build_model(
+        models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt"
+    )
     assert torch.equal(evaluate.predict(model, split.images), evaluate.predict(ref, split.images))
 
 
@@ -171,7 +221,10 @@ def test_unknown_model_and_architecture_are_config_errors():
 
 def test_wrong_architecture_weights_are_named(prepared):
     spec = models.resolve_spec("resnet56_cifar10", {})
-    with pytest.raises(ModelError, match=r"resnet20_cifar10.pt does not fit architecture cifar_resnet_a depth 56.*models.resnet56_cifar10"):
+    with pytest.raises(
+        ModelError,
+        match=r"resnet20_cifar10.pt does not fit architecture cifar_resnet_a depth 56.*models.resnet56_cifar10",
+    ):
         models.build_model(spec, prepared / "weights" / "resnet20_cifar10.pt")
     # a built-in relabelled to another dataset is a config error now (tests/test_bad_inputs.py); a
     # 10-class spec on the 100-class file still fails at loading: fc shape differs
@@ -203,9 +256,15 @@ def test_prepare_weights_checks_sha256_and_keeps_nothing_on_failure(prepared, tm
 def test_weights_source_prefers_local_then_mirror(mirror, tmp_path):
     spec = models.resolve_spec("mobilenet_v2_imagenet", {})
     src = models.weights_source(spec, mirror)
-    assert src["kind"] == "mirror" and src["path"].endswith("mobilenet_v2_imagenet_dequantized_qnnpack.pth")
+    assert src["kind"] == "mirror" and src["path"].endswith(
+        "mobilenet_v2_imagenet_dequantized_qnnpack.pth"
+    )
     assert models.weights_source(spec, None) == {
-        "kind": "download", "url": spec["url"], "file": "mobilenet_v2-b0353104.pth", "sha256": "b0353104"}
+        "kind": "download",
+        "url": spec["url"],
+        "file": "mobilenet_v2-b0353104.pth",
+        "sha256": "b0353104",
+    }
     local = models.resolve_spec("mobilenet_v2_imagenet", {"weights": str(tmp_path / "x.pth")})
     assert models.weights_source(local, mirror)["kind"] == "local"
     with pytest.raises(ModelError, match="mirror's weights folder"):

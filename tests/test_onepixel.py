@@ -38,7 +38,9 @@ def test_palettes():
     assert make_palette("corners").shape == (8, 3)
     assert make_palette("corners+faces").shape == (14, 3)
     assert make_palette("grid3").shape == (27, 3)
-    assert make_palette([[0.2, 0.4, 0.6]]).tolist() == [[pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]]
+    assert make_palette([[0.2, 0.4, 0.6]]).tolist() == [
+        [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.6)]
+    ]
     with pytest.raises(ConfigError, match=r"must lie in \[0, 1\]"):
         make_palette([[0, 0, 255]])
     with pytest.raises(ConfigError, match="unknown palette"):
@@ -47,14 +49,21 @@ def test_palettes():
 
 def test_exhaustive_finds_exactly_the_planted_pixel():
     model = Planted()
-    (m,) = ExhaustiveSearch(model, "corners", batch_size=7)(grey(), torch.tensor([0]))  # odd batch: splits pixels
+    (m,) = ExhaustiveSearch(model, "corners", batch_size=7)(
+        grey(), torch.tensor([0])
+    )  # odd batch: splits pixels
     assert m.success and m.n_evals == H * W * 8
     assert m.vulnerable.sum() == 1 and m.vulnerable[PLANT]
     palette = make_palette("corners")
     colour = palette[m.best_colour[PLANT]]
     assert colour[0] == 1 and colour[1] == 0  # (1, 0, 0) or (1, 0, 1)
-    p_clean, p_red = 1 / (1 + np.exp(-9.5)), 1 / (1 + np.exp(0.5))  # softmax of (0.5, 10(f - 0.9)) at f = 0, 1
-    assert m.p_clean == pytest.approx(p_clean) and m.drop[PLANT] == pytest.approx(p_clean - p_red, abs=1e-6)
+    p_clean, p_red = (
+        1 / (1 + np.exp(-9.5)),
+        1 / (1 + np.exp(0.5)),
+    )  # softmax of (0.5, 10(f - 0.9)) at f = 0, 1
+    assert m.p_clean == pytest.approx(p_clean) and m.drop[PLANT] == pytest.approx(
+        p_clean - p_red, abs=1e-6
+    )
     assert np.nanmax(np.where(m.vulnerable, np.nan, m.drop)) < 1e-6
 
 
@@ -76,10 +85,14 @@ def test_ranked_search_finds_the_planted_pixel_where_its_prior_puts_it():
     (g,) = RankedSearch(Planted(), prior="gradient", batch_size=20)(grey(), torch.tensor([0]))
     assert g.success and g.pixel == PLANT and g.rank == 0 and g.n_evals == 20
     assert g.colour.tolist() == [1.0, 0.0, 0.0]
-    assert g.p_true == pytest.approx(1 / (1 + np.exp(0.5)))  # class 0's probability once the pixel is red
+    assert g.p_true == pytest.approx(
+        1 / (1 + np.exp(0.5))
+    )  # class 0's probability once the pixel is red
     (r,) = RankedSearch(Planted(), prior="raster", batch_size=20)(grey(), torch.tensor([0]))
     assert r.success and r.pixel == PLANT and r.rank == 42 * 8 + 4 and r.n_evals == 360
-    (t,) = RankedSearch(Planted(), batch_size=20)(grey(), torch.tensor([0]), targets=torch.tensor([1]))
+    (t,) = RankedSearch(Planted(), batch_size=20)(
+        grey(), torch.tensor([0]), targets=torch.tensor([1])
+    )
     assert t.success and t.pixel == PLANT and t.rank == 0
 
 
@@ -89,12 +102,22 @@ def test_ranked_search_keeps_to_its_mask_and_budget():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, :3, :] = True  # the planted pixel is outside
     (m,) = RankedSearch(model, batch_size=7)(grey(), torch.tensor([0]), mask)
-    assert not m.success and m.rank == -1 and m.n_evals == 3 * W * 8  # complete: every allowed candidate
+    assert (
+        not m.success and m.rank == -1 and m.n_evals == 3 * W * 8
+    )  # complete: every allowed candidate
     seen = torch.cat(model.seen[1:])  # [0] is the gradient pass on the clean image
     changed = (seen != 0.5).any(1)
-    assert len(seen) == 3 * W * 8 and (changed.sum((1, 2)) == 1).all() and not (changed & ~mask[0]).any()
-    (b,) = RankedSearch(Planted(), prior="raster", max_evals=100, batch_size=64)(grey(), torch.tensor([0]))
-    assert not b.success and b.n_evals == 100  # the planted candidate is at rank 340, past the budget
+    assert (
+        len(seen) == 3 * W * 8
+        and (changed.sum((1, 2)) == 1).all()
+        and not (changed & ~mask[0]).any()
+    )
+    (b,) = RankedSearch(Planted(), prior="raster", max_evals=100, batch_size=64)(
+        grey(), torch.tensor([0])
+    )
+    assert (
+        not b.success and b.n_evals == 100
+    )  # the planted candidate is at rank 340, past the budget
     with pytest.raises(ConfigError, match="prior"):
         RankedSearch(Planted(), prior="saliency")
     with pytest.raises(ConfigError, match="max_evals"):
@@ -109,7 +132,9 @@ class Hinted(Planted):
 
     def forward(self, x):
         logits = super().forward(x)
-        return logits + torch.stack([torch.zeros(len(x)), 2 * (x[:, 0, HINT[0], HINT[1]] - x[:, 1, HINT[0], HINT[1]])], 1)
+        return logits + torch.stack(
+            [torch.zeros(len(x)), 2 * (x[:, 0, HINT[0], HINT[1]] - x[:, 1, HINT[0], HINT[1]])], 1
+        )
 
 
 HINT = (4, 2)
@@ -121,19 +146,35 @@ def test_neighbourhood_stage_finds_the_pixel_next_to_the_closest_one():
     pixels 35, 41, 42 (PLANT), 43 in raster order: the planted red is the 8 + 8 + 4 = 20th of them."""
     budget = (HINT[0] * W + HINT[1] + 1) * 8
     model = Hinted()
-    (plain,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16)(grey(), torch.tensor([0]))
-    assert not plain.success and plain.pixel == HINT and plain.n_evals == budget and not plain.refined
+    (plain,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16)(
+        grey(), torch.tensor([0])
+    )
+    assert (
+        not plain.success and plain.pixel == HINT and plain.n_evals == budget and not plain.refined
+    )
     model.record = True
-    (r,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16, refine_pixels=1)(grey(), torch.tensor([0]))
+    (r,) = RankedSearch(model, prior="raster", max_evals=budget, batch_size=16, refine_pixels=1)(
+        grey(), torch.tensor([0])
+    )
     assert r.success and r.refined and r.pixel == PLANT and r.colour.tolist() == [1.0, 0.0, 0.0]
-    assert r.rank == budget + 20 and r.n_evals == budget + 32  # batches of 16 in the second stage too
+    assert (
+        r.rank == budget + 20 and r.n_evals == budget + 32
+    )  # batches of 16 in the second stage too
     seen = torch.cat(model.seen)[budget:]
-    changed = (seen != 0.5).any(1).flatten(1).float().argmax(1)  # the one changed pixel of each candidate
-    assert changed.tolist()[:24] == [35] * 8 + [41] * 8 + [42] * 8  # nothing evaluated twice, nothing outside the window
+    changed = (
+        (seen != 0.5).any(1).flatten(1).float().argmax(1)
+    )  # the one changed pixel of each candidate
+    assert (
+        changed.tolist()[:24] == [35] * 8 + [41] * 8 + [42] * 8
+    )  # nothing evaluated twice, nothing outside the window
     # a radius-0 window around HINT holds nothing new; a complete search never needs the stage
-    (z,) = RankedSearch(model, prior="raster", max_evals=budget, refine_pixels=1, refine_radius=0)(grey(), torch.tensor([0]))
+    (z,) = RankedSearch(model, prior="raster", max_evals=budget, refine_pixels=1, refine_radius=0)(
+        grey(), torch.tensor([0])
+    )
     assert not z.success and z.n_evals == budget
-    (c,) = RankedSearch(Hinted(), prior="raster", refine_pixels=4, batch_size=16)(grey(), torch.tensor([0]))
+    (c,) = RankedSearch(Hinted(), prior="raster", refine_pixels=4, batch_size=16)(
+        grey(), torch.tensor([0])
+    )
     assert c.success and not c.refined and c.rank == 42 * 8 + 4
     with pytest.raises(ConfigError, match="refine_pixels"):
         RankedSearch(model, refine_pixels=-1)
@@ -168,7 +209,9 @@ def test_colour_stage_leaves_the_palette_for_a_boundary_between_corners():
 def test_de_finds_the_planted_pixel_inside_its_region():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, 4:7, 1:4] = True  # 3x3 region around the planted pixel
-    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(grey(), torch.tensor([0]), mask)
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(
+        grey(), torch.tensor([0]), mask
+    )
     assert r.success and r.pixel == PLANT and r.colour[0] > 0.9 and r.colour[1] < 0.1
     assert r.n_evals == 40 * (r.generations + 1) and r.n_evals < 40 * 51
 
@@ -176,7 +219,9 @@ def test_de_finds_the_planted_pixel_inside_its_region():
 def test_best1_strategy_finds_the_planted_pixel_and_bad_strategies_are_refused():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, 4:7, 1:4] = True
-    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1, strategy="best1")(grey(), torch.tensor([0]), mask)
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1, strategy="best1")(
+        grey(), torch.tensor([0]), mask
+    )
     assert r.success and r.pixel == PLANT
     with pytest.raises(ConfigError, match="DE strategy"):
         DifferentialEvolution(Planted(), strategy="rand2")
@@ -188,7 +233,9 @@ def test_de_never_touches_a_pixel_outside_its_region():
     mask = torch.zeros(2, H, W, dtype=torch.bool)
     mask[0, :2, :] = True
     mask[1, :, 6:] = True
-    res = DifferentialEvolution(model, popsize=20, maxiter=15, seed=3)(grey(2), torch.tensor([0, 0]), mask)
+    res = DifferentialEvolution(model, popsize=20, maxiter=15, seed=3)(
+        grey(2), torch.tensor([0, 0]), mask
+    )
     assert not any(r.success for r in res) and all(r.n_evals == 20 * 16 for r in res)
     seen = torch.cat(model.seen)  # every candidate the model was shown, images interleaved by block
     assert (seen != 0.5).any()
@@ -200,14 +247,22 @@ def test_de_never_touches_a_pixel_outside_its_region():
 
 
 def test_de_is_reproducible_under_a_seed():
-    de = lambda seed: DifferentialEvolution(Planted(), popsize=30, maxiter=20, seed=seed)(grey(3), torch.zeros(3, dtype=torch.long))
+    def de(seed):
+        return DifferentialEvolution(Planted(), popsize=30, maxiter=20, seed=seed)(
+            grey(3), torch.zeros(3, dtype=torch.long)
+        )
+
     a, b = de(7), de(7)
-    assert [(r.pixel, r.colour.tolist(), r.n_evals) for r in a] == [(r.pixel, r.colour.tolist(), r.n_evals) for r in b]
+    assert [(r.pixel, r.colour.tolist(), r.n_evals) for r in a] == [
+        (r.pixel, r.colour.tolist(), r.n_evals) for r in b
+    ]
 
 
 def test_empty_region_and_bad_images_are_rejected():
     with pytest.raises(ValueError, match="empty"):
-        DifferentialEvolution(Planted(), popsize=8, maxiter=1)(grey(), torch.tensor([0]), torch.zeros(1, H, W, dtype=torch.bool))
+        DifferentialEvolution(Planted(), popsize=8, maxiter=1)(
+            grey(), torch.tensor([0]), torch.zeros(1, H, W, dtype=torch.bool)
+        )
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         ExhaustiveSearch(Planted())(grey() * 255, torch.tensor([0]))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
@@ -222,10 +277,14 @@ def test_exhaustive_map_agrees_with_single_evaluations_on_resnet20(prepared):
     with torch.no_grad():
         correct = (model(split.images).argmax(1) == split.labels).nonzero().squeeze(1)
     i = int(correct[0])
-    (m,) = ExhaustiveSearch(model, "corners", batch_size=256)(split.images[i : i + 1], split.labels[i : i + 1])
+    (m,) = ExhaustiveSearch(model, "corners", batch_size=256)(
+        split.images[i : i + 1], split.labels[i : i + 1]
+    )
     palette = make_palette("corners")
     rng = np.random.default_rng(0)
-    pixels = [tuple(p) for p in np.argwhere(m.vulnerable)[:5]] + [tuple(p) for p in rng.integers(0, 32, (5, 2))]
+    pixels = [tuple(p) for p in np.argwhere(m.vulnerable)[:5]] + [
+        tuple(p) for p in rng.integers(0, 32, (5, 2))
+    ]
     for r, c in pixels:
         x = split.images[i].clone().repeat(8, 1, 1, 1)
         x[:, :, r, c] = palette
@@ -233,7 +292,9 @@ def test_exhaustive_map_agrees_with_single_evaluations_on_resnet20(prepared):
             probs = model(x).softmax(1)
         flips = probs.argmax(1) != split.labels[i]
         assert bool(flips.any()) == bool(m.vulnerable[r, c])
-        assert probs[:, split.labels[i]].min().item() == pytest.approx(m.p_clean - m.drop[r, c], abs=1e-5)
+        assert probs[:, split.labels[i]].min().item() == pytest.approx(
+            m.p_clean - m.drop[r, c], abs=1e-5
+        )
         assert int(probs[:, split.labels[i]].argmin()) == m.best_colour[r, c]
 
 
@@ -276,9 +337,20 @@ def test_study_maps_and_tables_are_identical_under_a_fixed_seed(prepared):
     def run(seed):
         seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
         return vulnerability.search_chunk(
-            model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
-            palette="corners", grid_stride=2, de={"popsize": 30, "maxiter": 3, "F": 0.5, "CR": 1.0}, de_regions=1,
-            seed=seed, batch_size=256)
+            model,
+            split.images,
+            split.labels,
+            split.ids,
+            seg,
+            dataset="cifar10",
+            model_name="resnet20_cifar10",
+            palette="corners",
+            grid_stride=2,
+            de={"popsize": 30, "maxiter": 3, "F": 0.5, "CR": 1.0},
+            de_regions=1,
+            seed=seed,
+            batch_size=256,
+        )
 
     a, b, c = run(5), run(5), run(6)
     for key in ("vulnerable", "best_colour", "drop", "searched"):
@@ -295,17 +367,34 @@ def _grid_study(prepared, start: int, stop: int, de: dict, de_regions: int, **kw
     """Real ResNet-20 on CIFAR-10 test images start:stop: 16 SLIC segments, the corner palette on a stride-4 grid."""
     from pixelrobust import vulnerability
 
-    model = models.build_model(models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt")
+    model = models.build_model(
+        models.resolve_spec("resnet20_cifar10", {}), prepared / "weights" / "resnet20_cifar10.pt"
+    )
     split = data.load_split(prepared / "data" / "cifar10", "test", start, stop)
     seg = vulnerability.segment_chunk(model, split.images, split.labels, 16, 10.0)
     out = vulnerability.search_chunk(
-        model, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
-        palette="corners", grid_stride=4, de={"F": 0.5, "CR": 1.0, **de}, de_regions=de_regions, seed=0, batch_size=256, **kw)
+        model,
+        split.images,
+        split.labels,
+        split.ids,
+        seg,
+        dataset="cifar10",
+        model_name="resnet20_cifar10",
+        palette="corners",
+        grid_stride=4,
+        de={"F": 0.5, "CR": 1.0, **de},
+        de_regions=de_regions,
+        seed=0,
+        batch_size=256,
+        **kw,
+    )
     return model, split, seg, out
 
 
 def test_targeted_study_aims_at_the_most_likely_wrong_class(prepared):
-    model, split, _, out = _grid_study(prepared, 2, 3, {"popsize": 20, "maxiter": 2}, 1, targeted=True)
+    model, split, _, out = _grid_study(
+        prepared, 2, 3, {"popsize": 20, "maxiter": 2}, 1, targeted=True
+    )
     with torch.no_grad():
         logits = model(split.images)[0]
     logits[split.labels[0]] = -float("inf")
@@ -330,20 +419,31 @@ def test_random_controls_match_enumerating_every_order_and_placement():
 
     from pixelrobust.vulnerability import image_seed, random_multi_region, random_region_success
 
-    for sizes, vul, budget in [([30, 10, 10, 10, 40], [0, 1, 0, 0, 1], 0.25), ([30, 10, 10, 10, 40], [1, 0, 0, 0, 0], 0.45),
-                               ([5] * 8, [1, 1, 1, 0, 0, 0, 0, 0], 0.25), ([2, 7, 1, 5, 9], [0, 0, 3, 0, 0], 0.6)]:
+    for sizes, vul, budget in [
+        ([30, 10, 10, 10, 40], [0, 1, 0, 0, 1], 0.25),
+        ([30, 10, 10, 10, 40], [1, 0, 0, 0, 0], 0.45),
+        ([5] * 8, [1, 1, 1, 0, 0, 0, 0, 0], 0.25),
+        ([2, 7, 1, 5, 9], [0, 0, 3, 0, 0], 0.6),
+    ]:
         sz, hit = np.array(sizes), np.array(vul) > 0
         exact = []
         for order in permutations(range(len(sizes))):
             k = int(np.searchsorted(np.cumsum(sz[list(order)]), budget * sz.sum())) + 1
             exact.append(hit[list(order[:k])].any())
-        assert random_region_success(sz, np.array(vul), budget, n_perm=40_000, seed=1) == pytest.approx(np.mean(exact), abs=0.01)
+        assert random_region_success(
+            sz, np.array(vul), budget, n_perm=40_000, seed=1
+        ) == pytest.approx(np.mean(exact), abs=0.01)
     # 8 equal regions, a quarter is two of them: 1 - C(5, 2) / C(8, 2) with 3 vulnerable ones
-    assert random_region_success(np.full(8, 5), np.array([1, 1, 1, 0, 0, 0, 0, 0]), 0.25, n_perm=40_000,
-                                 seed=2) == pytest.approx(1 - 10 / 28, abs=0.01)
+    assert random_region_success(
+        np.full(8, 5), np.array([1, 1, 1, 0, 0, 0, 0, 0]), 0.25, n_perm=40_000, seed=2
+    ) == pytest.approx(1 - 10 / 28, abs=0.01)
     assert random_region_success(np.full(4, 5), np.zeros(4), 0.25) == 0
     # seeded from the image id: the same id gives the same number, and the seed is stable across runs
-    assert image_seed("cifar10-test-00007") == image_seed("cifar10-test-00007") != image_seed("cifar10-test-00008")
+    assert (
+        image_seed("cifar10-test-00007")
+        == image_seed("cifar10-test-00007")
+        != image_seed("cifar10-test-00008")
+    )
     assert image_seed("abc") == 891568578  # zlib.crc32(b"abc"), fixed by the CRC-32 standard
     sizes = [3, 4, 5]
     labels = np.repeat(np.arange(3), sizes)
@@ -389,7 +489,9 @@ def test_blob_control_is_seeded_at_the_vulnerable_pixels():
     one = np.zeros((8, 8), bool)
     one[2, 2] = True
     assert blob_multi_region(seg, searched, one) == 0  # one pixel is never in two regions
-    assert blob_multi_region(np.zeros((8, 8), np.int32), searched, cluster) == 0  # one region: no blob can cross
+    assert (
+        blob_multi_region(np.zeros((8, 8), np.int32), searched, cluster) == 0
+    )  # one region: no blob can cross
 
 
 def test_scattered_is_not_held_for_tight_clusters_on_a_boundary():
@@ -404,15 +506,42 @@ def test_scattered_is_not_held_for_tight_clusters_on_a_boundary():
     rows = {"cluster": [], "spread": []}
     for i in range(40):
         vul = np.zeros((32, 32), bool)
-        r0, c0 = 7 * rng.integers(1, 4) - 1, rng.integers(1, 4) * 7 + rng.integers(1, 5)  # rows r0 | r0 + 1: a boundary
+        r0, c0 = (
+            7 * rng.integers(1, 4) - 1,
+            rng.integers(1, 4) * 7 + rng.integers(1, 5),
+        )  # rows r0 | r0 + 1: a boundary
         vul[r0 : r0 + 2, c0 : c0 + 2] = True
         spread = np.zeros((32, 32), bool)
-        spread[rng.integers(1, 6), rng.integers(1, 6)] = spread[rng.integers(22, 27), rng.integers(22, 27)] = True
+        spread[rng.integers(1, 6), rng.integers(1, 6)] = spread[
+            rng.integers(22, 27), rng.integers(22, 27)
+        ] = True
         for kind, v in (("cluster", vul), ("spread", spread)):
-            s = image_claim_stats(seg, v, searched, scores, score="occlusion", direction="positive", budget=0.25, n_perm=50)
-            rows[kind].append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
-    verdict = {k: claim_rows(pd.DataFrame(v), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0)[1]
-               for k, v in rows.items()}
+            s = image_claim_stats(
+                seg,
+                v,
+                searched,
+                scores,
+                score="occlusion",
+                direction="positive",
+                budget=0.25,
+                n_perm=50,
+            )
+            rows[kind].append(
+                {
+                    "dataset": "x",
+                    "model": "m",
+                    "image_id": str(i),
+                    "n_segments": 25,
+                    "primary": True,
+                    **s,
+                }
+            )
+    verdict = {
+        k: claim_rows(
+            pd.DataFrame(v), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0
+        )[1]
+        for k, v in rows.items()
+    }
     assert verdict["cluster"]["observed"] == 1 and verdict["cluster"]["control_value"] == 1
     assert verdict["cluster"]["verdict"] != "held"
     assert verdict["spread"]["observed"] == 1 and verdict["spread"]["control_value"] == 0
@@ -436,20 +565,30 @@ def test_semantic_rho_and_its_flipped_and_rotated_control():
     vul = np.zeros((8, 8), bool)
     vul[:, 7] = True
     scores = {"occlusion": np.array([1.0, 2, 3, 4]), "cam": np.full(4, 0.5)}
-    s = image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="positive", budget=0.25)
+    s = image_claim_stats(
+        seg, vul, searched, scores, score="occlusion", direction="positive", budget=0.25
+    )
     assert s["rho_occlusion"] == pytest.approx(3 / np.sqrt(15))
     assert s["rho_occlusion_control"] == pytest.approx(-1 / np.sqrt(15))
-    assert np.isnan(s["rho_cam"]) and np.isnan(s["rho_cam_control"])  # a constant score gives no rank correlation
+    assert np.isnan(s["rho_cam"]) and np.isnan(
+        s["rho_cam_control"]
+    )  # a constant score gives no rank correlation
     assert s["n_vulnerable"] == 8 and s["n_vulnerable_regions"] == 1 and not s["multi_region"]
     # the budget of 1/4 is one stripe: the declared order decides which one
     assert s["restricted_regions"] == 1 and s["restricted_pixels"] == 16 and s["restricted_success"]
-    neg = image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="negative", budget=0.25)
+    neg = image_claim_stats(
+        seg, vul, searched, scores, score="occlusion", direction="negative", budget=0.25
+    )
     assert not neg["restricted_success"] and neg["restricted_pixels"] == 16
     # the control: one of the four stripes in random order (a quarter is one stripe) holds the column: 1/4
     assert s["random_regions_success"] == pytest.approx(0.25, abs=0.03)
     # a budget just above one stripe takes the second too (regions are taken whole)
-    assert image_claim_stats(seg, vul, searched, scores, score="occlusion", direction="positive",
-                             budget=0.26)["restricted_pixels"] == 32
+    assert (
+        image_claim_stats(
+            seg, vul, searched, scores, score="occlusion", direction="positive", budget=0.26
+        )["restricted_pixels"]
+        == 32
+    )
 
 
 def test_claim_stats_on_a_grid_and_without_vulnerable_pixels():
@@ -460,8 +599,15 @@ def test_claim_stats_on_a_grid_and_without_vulnerable_pixels():
     vul = np.zeros((8, 8), bool)
     vul[1, 7] = vul[3, 1] = True
     scores = {"occlusion": np.array([4.0, 3, 2, 1]), "cam": np.array([0.1, 0.2, 0.3, 0.4])}
-    s = image_claim_stats(seg, vul, searched, scores, score="cam", direction="positive", budget=0.25)
-    assert s["n_searched"] == 16 and s["n_vulnerable"] == 2 and s["multi_region"] and s["n_regions"] == 4
+    s = image_claim_stats(
+        seg, vul, searched, scores, score="cam", direction="positive", budget=0.25
+    )
+    assert (
+        s["n_searched"] == 16
+        and s["n_vulnerable"] == 2
+        and s["multi_region"]
+        and s["n_regions"] == 4
+    )
     # shares (1/4, 0, 0, 1/4) against occlusion (4, 3, 2, 1): rho = 0. The control moves the map on the
     # 4x4 search grid (grid column g is stripe g), the pixels at grid (0, 3) and (1, 0): the flips and the
     # half turn put them in stripes {0, 3} (rho 0), the transpose and the quarter turn in {0, 1}
@@ -469,26 +615,44 @@ def test_claim_stats_on_a_grid_and_without_vulnerable_pixels():
     assert s["rho_occlusion"] == pytest.approx(0, abs=1e-12)
     assert s["rho_occlusion_control"] == pytest.approx(0, abs=1e-12)
     assert s["restricted_success"]  # cam ranks stripe 3 first, which holds (1, 7)
-    none = image_claim_stats(seg, np.zeros((8, 8), bool), searched, scores, score="cam", direction="positive", budget=0.25)
-    assert not none["whole_success"] and not none["restricted_success"] and none["random_regions_success"] == 0
+    none = image_claim_stats(
+        seg,
+        np.zeros((8, 8), bool),
+        searched,
+        scores,
+        score="cam",
+        direction="positive",
+        budget=0.25,
+    )
+    assert (
+        not none["whole_success"]
+        and not none["restricted_success"]
+        and none["random_regions_success"] == 0
+    )
     assert np.isnan(none["rho_cam"]) and np.isnan(none["blob_multi_region"])
     off_grid = searched.copy()
     off_grid[0, 0] = True
     with pytest.raises(ValueError, match="grid"):
-        image_claim_stats(seg, vul, off_grid, scores, score="cam", direction="positive", budget=0.25)
+        image_claim_stats(
+            seg, vul, off_grid, scores, score="cam", direction="positive", budget=0.25
+        )
 
 
 def test_dihedral_control_keeps_the_grid_and_the_distance_from_the_centre():
     from pixelrobust.vulnerability import dihedral_maps
 
     square, wide = np.arange(16).reshape(4, 4), np.arange(6).reshape(2, 3)
-    assert len(dihedral_maps(square)) == 7 and len(dihedral_maps(wide)) == 3  # non-square: flips and half turn
+    assert (
+        len(dihedral_maps(square)) == 7 and len(dihedral_maps(wide)) == 3
+    )  # non-square: flips and half turn
     for g in (square, wide):
         r, c = np.indices(g.shape)
         dist = np.hypot(r - (g.shape[0] - 1) / 2, c - (g.shape[1] - 1) / 2)
         seen = {g.tobytes()}
         for m in dihedral_maps(g):
-            assert m.shape == g.shape and m.tobytes() not in seen  # every transform is a different one
+            assert (
+                m.shape == g.shape and m.tobytes() not in seen
+            )  # every transform is a different one
             seen.add(m.tobytes())
             where = {v: d for v, d in zip(g.ravel(), dist.ravel())}
             assert all(where[v] == pytest.approx(d) for v, d in zip(m.ravel(), dist.ravel()))
@@ -505,16 +669,38 @@ def semantic_verdict(score_of, vulnerable_of, n: int = 40, seed: int = 0) -> dic
         seg = block_segments(int(rng.integers(0, 4)))
         score = score_of(seg, rng)
         vul = vulnerable_of(seg, score, rng)
-        s = image_claim_stats(seg, vul, np.ones((32, 32), bool), {"occlusion": score, "cam": rng.normal(size=25)},
-                              score="occlusion", direction="positive", budget=0.25, n_perm=50)
-        rows.append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
-    return claim_rows(pd.DataFrame(rows), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0)[2]
+        s = image_claim_stats(
+            seg,
+            vul,
+            np.ones((32, 32), bool),
+            {"occlusion": score, "cam": rng.normal(size=25)},
+            score="occlusion",
+            direction="positive",
+            budget=0.25,
+            n_perm=50,
+        )
+        rows.append(
+            {
+                "dataset": "x",
+                "model": "m",
+                "image_id": str(i),
+                "n_segments": 25,
+                "primary": True,
+                **s,
+            }
+        )
+    return claim_rows(
+        pd.DataFrame(rows), semantic=SEMANTIC, restricted=RESTRICTED, n_boot=500, seed=0
+    )[2]
 
 
 def centre_distance(seg: np.ndarray) -> np.ndarray:
     """Each region's centroid distance from the image centre."""
     n = np.bincount(seg.ravel(), minlength=25)
-    cy, cx = np.bincount(seg.ravel(), YY.ravel(), 25) / n, np.bincount(seg.ravel(), XX.ravel(), 25) / n
+    cy, cx = (
+        np.bincount(seg.ravel(), YY.ravel(), 25) / n,
+        np.bincount(seg.ravel(), XX.ravel(), 25) / n,
+    )
     return np.hypot(cy - 15.5, cx - 15.5)
 
 
@@ -524,16 +710,22 @@ def test_semantic_is_not_held_for_a_score_that_only_knows_the_position():
     distance from the centre, so it is not held (a cyclic shift moves central pixels to the edges and
     held it). A score that drives where the vulnerable pixels are, region by region, is held."""
     centre = np.exp(-((YY - 15.5) ** 2 + (XX - 15.5) ** 2) / (2 * 6**2))
-    position = semantic_verdict(lambda seg, rng: -centre_distance(seg) + rng.normal(0, 1, 25),
-                                lambda seg, score, rng: rng.random((32, 32)) < 0.15 * centre)
+    position = semantic_verdict(
+        lambda seg, rng: -centre_distance(seg) + rng.normal(0, 1, 25),
+        lambda seg, score, rng: rng.random((32, 32)) < 0.15 * centre,
+    )
     assert position["observed"] > 0.2  # the position score does track the centre-biased map
     assert position["verdict"] != "held"
-    content = semantic_verdict(lambda seg, rng: rng.normal(size=25),
-                               lambda seg, score, rng: rng.random((32, 32)) < 0.1 * (score[seg] > 0.8))
+    content = semantic_verdict(
+        lambda seg, rng: rng.normal(size=25),
+        lambda seg, score, rng: rng.random((32, 32)) < 0.1 * (score[seg] > 0.8),
+    )
     assert content["verdict"] == "held" and content["ci_low"] > 0.3
 
 
-def some_verdict(score_of, vulnerable_of, n: int = 40, seed: int = 0, restricted=RESTRICTED) -> dict:
+def some_verdict(
+    score_of, vulnerable_of, n: int = 40, seed: int = 0, restricted=RESTRICTED
+) -> dict:
     """The "only some pixels" row over ``n`` synthetic images (block regions), as :func:`semantic_verdict`."""
     from pixelrobust.vulnerability import claim_rows, image_claim_stats
 
@@ -542,11 +734,29 @@ def some_verdict(score_of, vulnerable_of, n: int = 40, seed: int = 0, restricted
     for i in range(n):
         seg = block_segments()
         score = score_of(seg, rng)
-        s = image_claim_stats(seg, vulnerable_of(seg, score, rng), np.ones((32, 32), bool),
-                              {"occlusion": score, "cam": score}, score="occlusion", direction="positive",
-                              budget=0.25, seed=i)
-        rows.append({"dataset": "x", "model": "m", "image_id": str(i), "n_segments": 25, "primary": True, **s})
-    return claim_rows(pd.DataFrame(rows), semantic=SEMANTIC, restricted=restricted, n_boot=500, seed=0)[0]
+        s = image_claim_stats(
+            seg,
+            vulnerable_of(seg, score, rng),
+            np.ones((32, 32), bool),
+            {"occlusion": score, "cam": score},
+            score="occlusion",
+            direction="positive",
+            budget=0.25,
+            seed=i,
+        )
+        rows.append(
+            {
+                "dataset": "x",
+                "model": "m",
+                "image_id": str(i),
+                "n_segments": 25,
+                "primary": True,
+                **s,
+            }
+        )
+    return claim_rows(
+        pd.DataFrame(rows), semantic=SEMANTIC, restricted=restricted, n_boot=500, seed=0
+    )[0]
 
 
 def cluster(seg: np.ndarray, rng, region: int | None = None) -> np.ndarray:
@@ -571,7 +781,10 @@ def test_only_some_pixels_is_compared_with_random_regions_of_the_same_budget():
     many = some_verdict(noise, lambda seg, score, rng: rng.random((32, 32)) < 0.03)
     assert many["verdict"] != "held" and abs(many["effect"]) < 0.05
     uninformative = some_verdict(noise, lambda seg, score, rng: cluster(seg, rng))
-    assert uninformative["verdict"] == "inconclusive" and uninformative["ci_low"] < 0 < uninformative["ci_high"]
+    assert (
+        uninformative["verdict"] == "inconclusive"
+        and uninformative["ci_low"] < 0 < uninformative["ci_high"]
+    )
     oracle = some_verdict(noise, lambda seg, score, rng: cluster(seg, rng, int(np.argmax(score))))
     assert oracle["verdict"] == "held" and oracle["observed"] == 1 and oracle["control_value"] < 0.5
 
@@ -586,9 +799,13 @@ def test_claim_settings_are_checked():
     with pytest.raises(ConfigError, match="onepixel.semantic.direction"):
         check_claim_settings({"score": "cam", "direction": "up"}, ok)
     with pytest.raises(ConfigError, match="onepixel.restricted.budget"):
-        check_claim_settings({"score": "cam", "direction": "positive"}, {**RESTRICTED, "budget": 1.0})
+        check_claim_settings(
+            {"score": "cam", "direction": "positive"}, {**RESTRICTED, "budget": 1.0}
+        )
     with pytest.raises(ConfigError, match="onepixel.restricted.min_effect"):
-        check_claim_settings({"score": "cam", "direction": "positive"}, {"budget": 0.25, "min_retention": 0.5})
+        check_claim_settings(
+            {"score": "cam", "direction": "positive"}, {"budget": 0.25, "min_retention": 0.5}
+        )
 
 
 def test_claim_images_reuse_the_saved_maps_and_resegment_for_the_sensitivity(prepared):
@@ -598,18 +815,36 @@ def test_claim_images_reuse_the_saved_maps_and_resegment_for_the_sensitivity(pre
 
     model, split, seg, res = _grid_study(prepared, 0, 2, {"popsize": 4, "maxiter": 0}, 0)
     table = vulnerability.claim_images_chunk(
-        model, split.images, split.labels, split.ids, seg, res["maps"], dataset="cifar10", model_name="resnet20_cifar10",
-        n_segments=16, compactness=10.0, sensitivity=[6, 16], occlusion="blur",
-        semantic=SEMANTIC, restricted=RESTRICTED, batch_size=256)
+        model,
+        split.images,
+        split.labels,
+        split.ids,
+        seg,
+        res["maps"],
+        dataset="cifar10",
+        model_name="resnet20_cifar10",
+        n_segments=16,
+        compactness=10.0,
+        sensitivity=[6, 16],
+        occlusion="blur",
+        semantic=SEMANTIC,
+        restricted=RESTRICTED,
+        batch_size=256,
+    )
     searched = res["images"][res["images"].correct]
     assert list(table.columns) == vulnerability.CLAIM_IMAGE_COLUMNS
     assert len(table) == 2 * len(searched) and sorted(set(table.n_segments)) == [6, 16]
     prim = table[table.primary].set_index("image_id")
     for r in searched.itertuples():
-        assert prim.loc[r.image_id, "n_vulnerable"] == r.n_vulnerable and prim.loc[r.image_id, "n_searched"] == 64
+        assert (
+            prim.loc[r.image_id, "n_vulnerable"] == r.n_vulnerable
+            and prim.loc[r.image_id, "n_searched"] == 64
+        )
         assert prim.loc[r.image_id, "n_vulnerable_regions"] == r.n_vulnerable_regions
     other = table[~table.primary].set_index("image_id")
-    assert (other.n_vulnerable == prim.n_vulnerable).all() and (other.n_regions < prim.n_regions).all()
+    assert (other.n_vulnerable == prim.n_vulnerable).all() and (
+        other.n_regions < prim.n_regions
+    ).all()
 
 
 class Colour(torch.nn.Module):
@@ -631,17 +866,29 @@ def test_de_selection_keeps_its_best_candidate_and_closes_in_on_the_optimum(seed
     # target colour. Without selection (every trial replaces its parent) the best wanders; with no replacement it
     # stays the initial population's best: both fail here, while the planted-pixel tests above still pass.
     black = torch.zeros(1, 3, H, W)
-    runs = [DifferentialEvolution(Colour(), popsize=20, maxiter=m, seed=seed)(black, torch.tensor([0]))[0]
-            for m in (0, 5, 10, 20, 40)]
+    runs = [
+        DifferentialEvolution(Colour(), popsize=20, maxiter=m, seed=seed)(black, torch.tensor([0]))[
+            0
+        ]
+        for m in (0, 5, 10, 20, 40)
+    ]
     p = [r.p_true for r in runs]
     assert not any(r.success for r in runs) and [r.generations for r in runs] == [0, 5, 10, 20, 40]
     assert all(later <= earlier for earlier, later in zip(p, p[1:]))
-    assert p[0] > 0.52 and p[-1] == pytest.approx(0.5, abs=1e-3)  # distance² below 4e-4: within 0.02 of TARGET
+    assert p[0] > 0.52 and p[-1] == pytest.approx(
+        0.5, abs=1e-3
+    )  # distance² below 4e-4: within 0.02 of TARGET
     assert runs[-1].colour.tolist() == pytest.approx(Colour.TARGET.tolist(), abs=0.02)
 
 
-@pytest.mark.parametrize("key,bad,good", [("budget", [0.0, 1.0, None], [0.5]), ("min_retention", [0.0, 1.0, None], [0.5]),
-                                          ("min_effect", [-0.01, 1.0, None], [0.0, 0.5])])
+@pytest.mark.parametrize(
+    "key,bad,good",
+    [
+        ("budget", [0.0, 1.0, None], [0.5]),
+        ("min_retention", [0.0, 1.0, None], [0.5]),
+        ("min_effect", [-0.01, 1.0, None], [0.0, 0.5]),
+    ],
+)
 def test_claim_settings_bounds_and_messages(key, bad, good):
     # (0, 1) open for the budget and the retention, [0, 1) for the margin; a missing key is refused; the message
     # names the key and the value given
@@ -651,12 +898,21 @@ def test_claim_settings_bounds_and_messages(key, bad, good):
     for value in good:
         check_claim_settings(semantic, {**RESTRICTED, key: value})
     for value in bad:
-        restricted = {**RESTRICTED, key: value} if value is not None else {k: v for k, v in RESTRICTED.items() if k != key}
+        restricted = (
+            {**RESTRICTED, key: value}
+            if value is not None
+            else {k: v for k, v in RESTRICTED.items() if k != key}
+        )
         with pytest.raises(ConfigError, match=rf"onepixel\.restricted\.{key}.* got {value!r}"):
             check_claim_settings(semantic, restricted)
-    with pytest.raises(ConfigError, match=r"onepixel\.semantic\.score must be one of .*, got 'gradient'"):
+    with pytest.raises(
+        ConfigError, match=r"onepixel\.semantic\.score must be one of .*, got 'gradient'"
+    ):
         check_claim_settings({"score": "gradient", "direction": "positive"}, RESTRICTED)
-    with pytest.raises(ConfigError, match=r"onepixel\.semantic\.direction must be 'positive' or 'negative', got 'up'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"onepixel\.semantic\.direction must be 'positive' or 'negative', got 'up'",
+    ):
         check_claim_settings({"score": "cam", "direction": "up"}, RESTRICTED)
 
 
@@ -664,12 +920,21 @@ def test_palette_contents_and_bad_grids():
     # corners+faces: the 8 corners of the RGB cube and the centres of its 6 faces, each once
     got = {tuple(c) for c in make_palette("corners+faces").tolist()}
     corners = {(r, g, b) for r in (0.0, 1.0) for g in (0.0, 1.0) for b in (0.0, 1.0)}
-    faces = {(0.5, 0.5, 0.0), (0.5, 0.5, 1.0), (0.5, 0.0, 0.5), (0.5, 1.0, 0.5), (0.0, 0.5, 0.5), (1.0, 0.5, 0.5)}
+    faces = {
+        (0.5, 0.5, 0.0),
+        (0.5, 0.5, 1.0),
+        (0.5, 0.0, 0.5),
+        (0.5, 1.0, 0.5),
+        (0.0, 0.5, 0.5),
+        (1.0, 0.5, 0.5),
+    }
     assert got == corners | faces and len(make_palette("corners+faces")) == 14
     # gridK: K evenly spaced levels from 0 to 1 per channel; K = 2 is the corners, K < 2 is refused
     assert {tuple(c) for c in make_palette("grid2").tolist()} == corners
     assert sorted({c[0] for c in make_palette("grid3").tolist()}) == [0.0, 0.5, 1.0]
-    with pytest.raises(ConfigError, match=r"palette 'grid1': a grid needs at least 2 levels per channel"):
+    with pytest.raises(
+        ConfigError, match=r"palette 'grid1': a grid needs at least 2 levels per channel"
+    ):
         make_palette("grid1")
     for bad in ([[float("nan"), 0.0, 0.0]], [[0.0, 1.5, 0.0]], [[-0.5, 0.0, 0.0]]):
         with pytest.raises(ConfigError, match=r"palette colours must lie in \[0, 1\]"):
@@ -695,43 +960,103 @@ def _claim_images(n=20, attackable=16, restricted_hits=8, multi=12, blob=2, rho_
     idx = np.arange(n)
     att = idx < attackable
     rho_ok = att & (idx < attackable - rho_nan)
-    return pd.DataFrame({
-        "dataset": "cifar10", "model": "m", "image_id": [str(i) for i in idx], "n_segments": 25, "primary": True,
-        "whole_success": att.astype(float), "restricted_success": (idx < restricted_hits).astype(float),
-        "random_regions_success": 0.0, "restricted_pixels": 256, "n_searched": 1024,
-        "multi_region": (att & (idx < multi)).astype(float), "blob_multi_region": (att & (idx < blob)).astype(float),
-        "random_multi_region": np.where(att, 0.5, np.nan),
-        "rho_occlusion": np.where(rho_ok, 0.5, np.nan), "rho_occlusion_control": np.where(rho_ok, 0.1, np.nan),
-        "rho_cam": np.where(rho_ok, 0.2, np.nan), "rho_cam_control": np.where(rho_ok, 0.3, np.nan)})
+    return pd.DataFrame(
+        {
+            "dataset": "cifar10",
+            "model": "m",
+            "image_id": [str(i) for i in idx],
+            "n_segments": 25,
+            "primary": True,
+            "whole_success": att.astype(float),
+            "restricted_success": (idx < restricted_hits).astype(float),
+            "random_regions_success": 0.0,
+            "restricted_pixels": 256,
+            "n_searched": 1024,
+            "multi_region": (att & (idx < multi)).astype(float),
+            "blob_multi_region": (att & (idx < blob)).astype(float),
+            "random_multi_region": np.where(att, 0.5, np.nan),
+            "rho_occlusion": np.where(rho_ok, 0.5, np.nan),
+            "rho_occlusion_control": np.where(rho_ok, 0.1, np.nan),
+            "rho_cam": np.where(rho_ok, 0.2, np.nan),
+            "rho_cam_control": np.where(rho_ok, 0.3, np.nan),
+        }
+    )
 
 
 def test_claim_rows_on_hand_made_images():
     from pixelrobust.vulnerability import CLAIM_TABLE_COLUMNS, CLAIMS, claim_rows
 
     strict = {**RESTRICTED, "min_retention": 0.9}
-    some, scattered, semantic = claim_rows(_claim_images(), semantic=SEMANTIC, restricted=strict, n_boot=400, seed=0)
+    some, scattered, semantic = claim_rows(
+        _claim_images(), semantic=SEMANTIC, restricted=strict, n_boot=400, seed=0
+    )
     for row, claim in ((some, "some"), (scattered, "scattered"), (semantic, "semantic")):
         assert row["claim"] == CLAIMS[claim] and set(row) <= set(CLAIM_TABLE_COLUMNS)
-        assert {"dataset", "model", "n_segments", "primary", "verdict", "n_images", "n_skipped", "statistic", "observed",
-                "control", "control_value", "effect", "ci_low", "ci_high", "reference_value" if claim != "semantic" else "secondary",
-                "cost_share"} <= set(row)
-        assert (row["dataset"], row["model"], row["n_segments"], row["primary"]) == ("cifar10", "m", 25, True)
+        assert {
+            "dataset",
+            "model",
+            "n_segments",
+            "primary",
+            "verdict",
+            "n_images",
+            "n_skipped",
+            "statistic",
+            "observed",
+            "control",
+            "control_value",
+            "effect",
+            "ci_low",
+            "ci_high",
+            "reference_value" if claim != "semantic" else "secondary",
+            "cost_share",
+        } <= set(row)
+        assert (row["dataset"], row["model"], row["n_segments"], row["primary"]) == (
+            "cifar10",
+            "m",
+            25,
+            True,
+        )
     # only some pixels: 8 of 20 restricted successes against none for random regions; retention 8 of the 16
     # whole-image successes, whose interval lies below the 0.9 asked for, so the claim is not held
     assert (some["n_images"], some["n_skipped"]) == (20, 0)
-    assert some["observed"] == 0.4 and some["control_value"] == 0.0 and some["effect"] == pytest.approx(0.4)
-    assert some["secondary_value"] == 0.5 and some["secondary_threshold"] == 0.9 and some["secondary_ci_high"] < 0.9
-    assert some["reference_value"] == 0.8 and some["cost_share"] == 0.25 and some["verdict"] == "not held"
-    lenient = claim_rows(_claim_images(), semantic=SEMANTIC, restricted={**RESTRICTED, "min_retention": 0.1}, n_boot=400,
-                         seed=0)[0]
+    assert (
+        some["observed"] == 0.4
+        and some["control_value"] == 0.0
+        and some["effect"] == pytest.approx(0.4)
+    )
+    assert (
+        some["secondary_value"] == 0.5
+        and some["secondary_threshold"] == 0.9
+        and some["secondary_ci_high"] < 0.9
+    )
+    assert (
+        some["reference_value"] == 0.8
+        and some["cost_share"] == 0.25
+        and some["verdict"] == "not held"
+    )
+    lenient = claim_rows(
+        _claim_images(),
+        semantic=SEMANTIC,
+        restricted={**RESTRICTED, "min_retention": 0.1},
+        n_boot=400,
+        seed=0,
+    )[0]
     assert lenient["verdict"] != "not held"  # the retention threshold is what failed it
     # scattered: 12 of the 16 attackable images in >= 2 regions, 2 of their blobs: 10 discordant pairs, all one way
-    assert scattered["n_images"] == 16 and scattered["observed"] == 0.75 and scattered["control_value"] == 0.125
+    assert (
+        scattered["n_images"] == 16
+        and scattered["observed"] == 0.75
+        and scattered["control_value"] == 0.125
+    )
     assert scattered["effect"] == pytest.approx(0.625) and scattered["verdict"] == "held"
     assert scattered["reference_value"] == 0.5 and scattered["n_skipped"] == 0
     # semantic: rho 0.5 against its control 0.1 on the 14 images with a rho; the undeclared score as secondary
     assert (semantic["n_images"], semantic["n_skipped"]) == (14, 2)
-    assert semantic["effect"] == pytest.approx(0.4) and semantic["observed"] == 0.5 and semantic["control_value"] == pytest.approx(0.1)
+    assert (
+        semantic["effect"] == pytest.approx(0.4)
+        and semantic["observed"] == 0.5
+        and semantic["control_value"] == pytest.approx(0.1)
+    )
     assert semantic["secondary_value"] == pytest.approx(-0.1) and semantic["verdict"] == "held"
     # an image whose control is undefined (but not its rho) is skipped too
     d = _claim_images()
@@ -742,11 +1067,23 @@ def test_claim_rows_on_hand_made_images():
     assert sem["secondary_value"] == pytest.approx(-0.1)
     # the bootstrap follows the seed
     again = claim_rows(_claim_images(), semantic=SEMANTIC, restricted=strict, n_boot=400, seed=0)[0]
-    assert (again["secondary_ci_low"], again["secondary_ci_high"]) == (some["secondary_ci_low"], some["secondary_ci_high"])
+    assert (again["secondary_ci_low"], again["secondary_ci_high"]) == (
+        some["secondary_ci_low"],
+        some["secondary_ci_high"],
+    )
     # no attackable image: the scattered and semantic claims have no images, and no interval
-    none = claim_rows(_claim_images(attackable=0, restricted_hits=0, multi=0, blob=0), semantic=SEMANTIC, restricted=strict,
-                      n_boot=100, seed=0)
-    assert none[1]["n_images"] == 0 and none[1]["verdict"] == "too few images" and np.isnan(none[1]["ci_low"])
+    none = claim_rows(
+        _claim_images(attackable=0, restricted_hits=0, multi=0, blob=0),
+        semantic=SEMANTIC,
+        restricted=strict,
+        n_boot=100,
+        seed=0,
+    )
+    assert (
+        none[1]["n_images"] == 0
+        and none[1]["verdict"] == "too few images"
+        and np.isnan(none[1]["ci_low"])
+    )
     assert none[2]["n_images"] == 0 and none[2]["verdict"] == "too few images"
 
 
@@ -781,12 +1118,19 @@ def test_de_mutation_picks_other_members_crosses_over_and_aims_at_the_best():
         assert torch.equal(trials[0], trials[1])
         changed = trials[0] != rand_pop
         if CR == 0:
-            assert (changed.sum(-1) == 1).all() and changed.any(1).all()  # and the forced gene is any of the 4
+            assert (changed.sum(-1) == 1).all() and changed.any(
+                1
+            ).all()  # and the forced gene is any of the 4
         assert changed.float().mean().item() == pytest.approx(share, abs=0.05)
     # genes that leave their bounds are redrawn uniformly inside them: the position in [0, K), colours in [0, 1]
-    wide = DifferentialEvolution(Planted(), popsize=400, F=3.0, seed=0)._mutate(rand_pop * 100, torch.full((n,), 100.0),
-                                                                                torch.Generator().manual_seed(5))
-    assert (wide[..., 0] >= 0).all() and (wide[..., 0] < 100).all() and wide[..., 0].mean().item() == pytest.approx(50, abs=5)
+    wide = DifferentialEvolution(Planted(), popsize=400, F=3.0, seed=0)._mutate(
+        rand_pop * 100, torch.full((n,), 100.0), torch.Generator().manual_seed(5)
+    )
+    assert (
+        (wide[..., 0] >= 0).all()
+        and (wide[..., 0] < 100).all()
+        and wide[..., 0].mean().item() == pytest.approx(50, abs=5)
+    )
     assert (wide[..., 1:] >= 0).all() and (wide[..., 1:] <= 1).all()
 
 
@@ -797,18 +1141,23 @@ class TwoWays(torch.nn.Module):
     def forward(self, x):
         p = x[:, :, PLANT[0], PLANT[1]]
         blue = p[:, 2] - p[:, 0] - p[:, 1]  # in [-2, 1]
-        return torch.stack([torch.full_like(blue, 0.5), 10 * (p[:, 0] - 0.5), 10 * (blue - 0.9)], dim=1)
+        return torch.stack(
+            [torch.full_like(blue, 0.5), 10 * (p[:, 0] - 0.5), 10 * (blue - 0.9)], dim=1
+        )
 
 
 def test_de_reaches_the_last_pixel_of_its_region_and_aims_at_a_target():
     mask = torch.zeros(1, H, W, dtype=torch.bool)
     mask[0, 4:6, 1:3] = True  # PLANT = (5, 2) is the region's last pixel in row-major order
-    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(grey(), torch.tensor([0]), mask)
+    (r,) = DifferentialEvolution(Planted(), popsize=40, maxiter=50, seed=1)(
+        grey(), torch.tensor([0]), mask
+    )
     assert r.success and r.pixel == PLANT
     # targeted at class 2: only blue at PLANT counts (red, class 1, found at once, is a success of the untargeted
     # search only), and the probability reported is the target's, read back from the model at the result
-    (t,) = DifferentialEvolution(TwoWays(), popsize=40, maxiter=60, seed=1)(grey(), torch.tensor([0]), mask,
-                                                                            targets=torch.tensor([2]))
+    (t,) = DifferentialEvolution(TwoWays(), popsize=40, maxiter=60, seed=1)(
+        grey(), torch.tensor([0]), mask, targets=torch.tensor([2])
+    )
     assert t.success and t.pixel == PLANT and t.colour[2] > 0.9 and t.colour[0] < 0.1
     x = grey()
     x[0, :, PLANT[0], PLANT[1]] = torch.from_numpy(t.colour)
@@ -821,7 +1170,12 @@ def test_claim_rows_with_one_image_give_too_few_images_not_an_error():
     """onepixel.n_images may be 1 (schema minimum): one searched image gives rows, each 'too few images'."""
     from pixelrobust.vulnerability import claim_rows
 
-    rows = claim_rows(_claim_images(n=1, attackable=1, restricted_hits=1, multi=1, blob=0, rho_nan=0),
-                      semantic=SEMANTIC, restricted=RESTRICTED, n_boot=200, seed=0)
+    rows = claim_rows(
+        _claim_images(n=1, attackable=1, restricted_hits=1, multi=1, blob=0, rho_nan=0),
+        semantic=SEMANTIC,
+        restricted=RESTRICTED,
+        n_boot=200,
+        seed=0,
+    )
     assert len(rows) == 3 and {r["verdict"] for r in rows} == {"too few images"}
     assert all(r["n_images"] == 1 for r in rows)

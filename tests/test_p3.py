@@ -9,12 +9,33 @@ import torch
 
 from pixelrobust import data, models
 from pixelrobust.errors import ConfigError
-from pixelrobust.gradients import (architecture_gradient_map, dataset_gradient_map, input_gradients, iou, neutral_copy,
-                                   pixel_mask)
+from pixelrobust.gradients import (
+    architecture_gradient_map,
+    dataset_gradient_map,
+    input_gradients,
+    iou,
+    neutral_copy,
+    pixel_mask,
+)
 from pixelrobust.masked_pgd import accuracy_table, build_masks, masked_pgd_chunk
 from pixelrobust.pgd import PGD
-from pixelrobust.prm import (LATTICES, PRM, FillOnly, PRMClassifier, lambda_sweep, lattice_mask, load_prm, max_depth,
-                             parse_variant, pool_variants, run_train_prm, save_prm, sweep_prms, train, untrained_like)
+from pixelrobust.prm import (
+    LATTICES,
+    PRM,
+    FillOnly,
+    PRMClassifier,
+    lambda_sweep,
+    lattice_mask,
+    load_prm,
+    max_depth,
+    parse_variant,
+    pool_variants,
+    run_train_prm,
+    save_prm,
+    sweep_prms,
+    train,
+    untrained_like,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +104,9 @@ def test_iou_on_constructed_masks():
 def test_dataset_gradient_map_is_mean_abs_gradient(resnet20, cifar_test):
     x, y = cifar_test.images[:12], cifar_test.labels[:12]
     gmap = dataset_gradient_map(resnet20, x, y, batch_size=5)
-    per_image = torch.stack([input_gradients(resnet20, x[i : i + 1], y[i : i + 1])[0] for i in range(12)])
+    per_image = torch.stack(
+        [input_gradients(resnet20, x[i : i + 1], y[i : i + 1])[0] for i in range(12)]
+    )
     expected = per_image.abs().mean(dim=1).mean(dim=0).double()
     assert gmap.shape == (32, 32)
     torch.testing.assert_close(gmap, expected, rtol=1e-4, atol=1e-9)
@@ -96,16 +119,40 @@ def test_run_gradient_map_averages_the_images_from_start(resnet20, prepared, cif
     from pixelrobust.io import load_npz
 
     spec = models.resolve_spec("resnet20_cifar10", {})
-    out = run_gradient_map(spec, prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10",
-                           tmp_path / "m.npz", split="test", n_images=6, constant=0.1, batch_size=4, device="cpu", start=6)
+    out = run_gradient_map(
+        spec,
+        prepared / "weights" / "resnet20_cifar10.pt",
+        prepared / "data" / "cifar10",
+        tmp_path / "m.npz",
+        split="test",
+        n_images=6,
+        constant=0.1,
+        batch_size=4,
+        device="cpu",
+        start=6,
+    )
     x, y = cifar_test.images, cifar_test.labels
-    torch.testing.assert_close(out["dataset_map"], dataset_gradient_map(resnet20, x[6:12], y[6:12]), rtol=1e-4, atol=1e-9)
-    assert not torch.allclose(out["dataset_map"], dataset_gradient_map(resnet20, x[:6], y[:6]), rtol=1e-2, atol=0)
+    torch.testing.assert_close(
+        out["dataset_map"], dataset_gradient_map(resnet20, x[6:12], y[6:12]), rtol=1e-4, atol=1e-9
+    )
+    assert not torch.allclose(
+        out["dataset_map"], dataset_gradient_map(resnet20, x[:6], y[:6]), rtol=1e-2, atol=0
+    )
     saved = load_npz(tmp_path / "m.npz")
     assert int(saved["start"]) == 6 and int(saved["n_images"]) == 6
     with pytest.raises(ValueError, match="gradients.start for cifar10 is 99999"):
-        run_gradient_map(spec, prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10",
-                         tmp_path / "x.npz", split="test", n_images=6, constant=0.1, batch_size=4, device="cpu", start=99999)
+        run_gradient_map(
+            spec,
+            prepared / "weights" / "resnet20_cifar10.pt",
+            prepared / "data" / "cifar10",
+            tmp_path / "x.npz",
+            split="test",
+            n_images=6,
+            constant=0.1,
+            batch_size=4,
+            device="cpu",
+            start=99999,
+        )
 
 
 def test_architecture_map_leaves_the_model_alone_and_sees_the_stride(resnet20):
@@ -115,16 +162,23 @@ def test_architecture_map_leaves_the_model_alone_and_sees_the_stride(resnet20):
     assert amap.shape == (32, 32) and amap.max() == pytest.approx(1.0) and amap.min() > 0
     assert torch.allclose(amap, amap.T, atol=1e-6)  # the architecture is symmetric in x and y
     neutral = neutral_copy(resnet20.net, 0.1)
-    assert all((p == 0.1).all() or (n.endswith("bias") and (p == 0).all()) for n, p in neutral.named_parameters())
+    assert all(
+        (p == 0.1).all() or (n.endswith("bias") and (p == 0).all())
+        for n, p in neutral.named_parameters()
+    )
     # a single stride-2 1x1 convolution: the map is exactly its lattice
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1, stride=2), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 1, stride=2), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
     net(torch.zeros(1, 3, 8, 8))
     amap = architecture_gradient_map(net, (3, 8, 8), 0.5)
     assert torch.equal(amap > 0, lattice_mask("s2", 8, 8))
 
 
 def test_saturated_architecture_map_is_an_error():
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU6(), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
     net(torch.zeros(1, 3, 8, 8))
     with pytest.raises(FloatingPointError, match="architecture_constant"):
         architecture_gradient_map(net, (3, 8, 8), 10.0)
@@ -159,12 +213,24 @@ def test_pgd_without_steps_or_budget_returns_the_input(resnet20, cifar_test):
 def test_masked_pgd_top_gradient_pixels_hurt_more_than_bottom(resnet20, prepared, cifar_test):
     """P3's ordering on real data: PGD on the top 25 % gradient pixels beats PGD on the bottom 25 %."""
     train = data.load_split(prepared / "data" / "cifar10", "train", 0, 256)
-    maps = {"dataset_map": dataset_gradient_map(resnet20, train.images, train.labels),
-            "architecture_map": architecture_gradient_map(resnet20.net, (3, 32, 32))}
+    maps = {
+        "dataset_map": dataset_gradient_map(resnet20, train.images, train.labels),
+        "architecture_map": architecture_gradient_map(resnet20.net, (3, 32, 32)),
+    }
     masks = build_masks(maps, ["top", "bottom"], [0, 25, 100], seed=0)
-    res = masked_pgd_chunk(resnet20, cifar_test.images, cifar_test.labels, masks,
-                           {"linf": dict(eps=8 / 255, alpha=2 / 255, steps=5)}, seed=0, batch_size=64, image_ids=cifar_test.ids)
-    assert len(res) == 6 * 64 and set(res.image_id) == set(cifar_test.ids)  # one row per image and (mask, k)
+    res = masked_pgd_chunk(
+        resnet20,
+        cifar_test.images,
+        cifar_test.labels,
+        masks,
+        {"linf": dict(eps=8 / 255, alpha=2 / 255, steps=5)},
+        seed=0,
+        batch_size=64,
+        image_ids=cifar_test.ids,
+    )
+    assert len(res) == 6 * 64 and set(res.image_id) == set(
+        cifar_test.ids
+    )  # one row per image and (mask, k)
     acc = {(r.mask, r.k_percent): r.top1 for r in accuracy_table(res).itertuples()}
     # k = 0 and k = 100 give the same mask for top and bottom, attacked once (masked_pgd_chunk's cache): each
     # mask's rows are checked against a computation made here without masks, not against each other
@@ -172,19 +238,28 @@ def test_masked_pgd_top_gradient_pixels_hurt_more_than_bottom(resnet20, prepared
         logits = resnet20(cifar_test.images)
     clean = (logits.argmax(1) == cifar_test.labels).int()
     assert clean.float().mean().item() > 0.85
-    full = PGD(resnet20, eps=8 / 255, alpha=2 / 255, steps=5, seed=0)(cifar_test.images, cifar_test.labels)  # no mask
+    full = PGD(resnet20, eps=8 / 255, alpha=2 / 255, steps=5, seed=0)(
+        cifar_test.images, cifar_test.labels
+    )  # no mask
     with torch.no_grad():
         full_logits = resnet20(full)
         full_correct = (full_logits.argmax(1) == cifar_test.labels).int()
-        full_loss = torch.nn.functional.cross_entropy(full_logits, cifar_test.labels, reduction="none")
+        full_loss = torch.nn.functional.cross_entropy(
+            full_logits, cifar_test.labels, reduction="none"
+        )
     assert full_correct.float().mean().item() < 0.1  # full PGD at 8/255 breaks almost every image
     for mask in ("top", "bottom"):
         k0 = res[(res["mask"] == mask) & (res.k_percent == 0)]
         assert k0.correct.tolist() == clean.tolist()  # k = 0: the clean image, row by row
-        np.testing.assert_allclose(k0.loss, torch.nn.functional.cross_entropy(logits, cifar_test.labels, reduction="none"),
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            k0.loss,
+            torch.nn.functional.cross_entropy(logits, cifar_test.labels, reduction="none"),
+            rtol=1e-4,
+        )
         k100 = res[(res["mask"] == mask) & (res.k_percent == 100)]
-        assert k100.correct.tolist() == full_correct.tolist()  # k = 100: unmasked PGD, row by row ...
+        assert (
+            k100.correct.tolist() == full_correct.tolist()
+        )  # k = 100: unmasked PGD, row by row ...
         # ... and by loss: PGD at 8/255 breaks almost every image, so 0/1 outcomes alone would pass a k = 100 mask
         # that misses some pixels; the same seed and batch give the same attack, so the losses agree too
         np.testing.assert_allclose(k100.loss, full_loss, rtol=1e-4)
@@ -199,7 +274,9 @@ def test_masked_pgd_top_gradient_pixels_hurt_more_than_bottom(resnet20, prepared
 
 @pytest.mark.parametrize("lattice", list(LATTICES))
 @pytest.mark.parametrize("size", [32, 64])
-@pytest.mark.parametrize("residual,first_conv", [(False, "ours"), (True, "ours"), (False, "authors"), (True, "authors")])
+@pytest.mark.parametrize(
+    "residual,first_conv", [(False, "ours"), (True, "ours"), (False, "authors"), (True, "authors")]
+)
 def test_sparse_first_conv_reads_only_the_lattice(lattice, size, residual, first_conv):
     torch.manual_seed(0)
     prm = PRM(lattice, depth=2, start_filters=16, residual=residual, first_conv=first_conv)
@@ -235,7 +312,11 @@ def test_first_conv_layouts(first_conv, tmp_path):
     torch.testing.assert_close(seen["out_in"], up.relu() if relu else up)
     if not relu:  # linear layers pass negative values on
         assert (seen["unet_in"] < 0).any() and (seen["out_in"] < 0).any()
-    save_prm(prm, tmp_path / "prm.pt", {"lattice": "s2", "depth": 2, "start_filters": 8, "first_conv": first_conv})
+    save_prm(
+        prm,
+        tmp_path / "prm.pt",
+        {"lattice": "s2", "depth": 2, "start_filters": 8, "first_conv": first_conv},
+    )
     loaded, _ = load_prm(tmp_path / "prm.pt")
     assert loaded.first_conv == first_conv
     with torch.no_grad():
@@ -249,7 +330,9 @@ def test_residual_prm_starts_as_a_nearest_lattice_fill():
     prm = PRM("s2", depth=2, start_filters=4, residual=True)
     fill = prm.fill(x)
     torch.testing.assert_close(prm(x), fill, rtol=1e-5, atol=1e-5)
-    assert torch.equal(fill[:, :, 1, 1], x[:, :, 0, 0]) and torch.equal(fill[:, :, 2, 3], x[:, :, 2, 2])
+    assert torch.equal(fill[:, :, 1, 1], x[:, :, 0, 0]) and torch.equal(
+        fill[:, :, 2, 3], x[:, :, 2, 2]
+    )
     assert torch.equal(fill[:, :, ::2, ::2], x[:, :, ::2, ::2])
 
 
@@ -265,7 +348,10 @@ def test_lambda_zero_leaves_the_classifier_unchanged(resnet20, cifar_test):
     wrapped = PRMClassifier(resnet20, PRM("s2", 2, 8), 0.0).eval()
     with torch.no_grad():
         assert torch.equal(wrapped(cifar_test.images), resnet20(cifar_test.images))
-        assert not torch.equal(PRMClassifier(resnet20, wrapped.prm, 0.5)(cifar_test.images), resnet20(cifar_test.images))
+        assert not torch.equal(
+            PRMClassifier(resnet20, wrapped.prm, 0.5)(cifar_test.images),
+            resnet20(cifar_test.images),
+        )
     with pytest.raises(ValueError, match="λ must be in"):
         PRMClassifier(resnet20, wrapped.prm, 1.5)
 
@@ -273,13 +359,21 @@ def test_lambda_zero_leaves_the_classifier_unchanged(resnet20, cifar_test):
 def test_lambda_sweep_moves_the_gradient_onto_the_lattice(resnet20, cifar_test):
     torch.manual_seed(0)
     x, y = cifar_test.images[:16], cifar_test.labels[:16]
-    table, maps, per_image = lambda_sweep(resnet20, PRM("s2", 2, 8), x, y, [0, 1], batch_size=5, image_ids=cifar_test.ids[:16])
+    table, maps, per_image = lambda_sweep(
+        resnet20, PRM("s2", 2, 8), x, y, [0, 1], batch_size=5, image_ids=cifar_test.ids[:16]
+    )
     assert maps.shape == (2, 32, 32)
     lo, hi = table.iloc[0], table.iloc[1]
-    assert hi.iou == 1.0 and hi.lattice_share == 1.0  # λ = 1: the input reaches f only through the lattice
-    assert lo.iou < 0.4 and lo.top1 == pytest.approx((resnet20(x).argmax(1) == y).float().mean().item())
+    assert (
+        hi.iou == 1.0 and hi.lattice_share == 1.0
+    )  # λ = 1: the input reaches f only through the lattice
+    assert lo.iou < 0.4 and lo.top1 == pytest.approx(
+        (resnet20(x).argmax(1) == y).float().mean().item()
+    )
     assert lo.chance_iou == pytest.approx(1 / 7)
-    torch.testing.assert_close(torch.from_numpy(maps[0]), dataset_gradient_map(resnet20, x, y), rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(
+        torch.from_numpy(maps[0]), dataset_gradient_map(resnet20, x, y), rtol=1e-4, atol=1e-9
+    )
     # per image: at λ = 0 the IoU of each image's own top-25 % |∂L/∂x| pixels with the lattice, computed anew
     lat = lattice_mask("s2", 32, 32)
     grads = input_gradients(resnet20, x, y).abs().mean(dim=1)
@@ -287,8 +381,12 @@ def test_lambda_sweep_moves_the_gradient_onto_the_lattice(resnet20, cifar_test):
     at0 = per_image[per_image["lambda"] == 0]
     assert at0.image_id.tolist() == cifar_test.ids[:16]
     np.testing.assert_allclose(at0.iou, expected)
-    assert lo.image_iou == pytest.approx(np.mean(expected)) and at0.correct.mean() == pytest.approx(lo.top1)
-    assert (per_image[per_image["lambda"] == 1].iou == 1.0).all()  # for every image, by construction
+    assert lo.image_iou == pytest.approx(np.mean(expected)) and at0.correct.mean() == pytest.approx(
+        lo.top1
+    )
+    assert (
+        per_image[per_image["lambda"] == 1].iou == 1.0
+    ).all()  # for every image, by construction
 
 
 def test_sweep_controls_are_untrained_and_fill_only():
@@ -297,15 +395,23 @@ def test_sweep_controls_are_untrained_and_fill_only():
     trained = PRM("s2", 2, 8, residual=True)
     state = torch.random.get_rng_state()
     prms = sweep_prms(trained, meta, control_seed=7)
-    assert torch.equal(torch.random.get_rng_state(), state)  # the control's seed does not touch the global stream
+    assert torch.equal(
+        torch.random.get_rng_state(), state
+    )  # the control's seed does not touch the global stream
     assert list(prms) == ["trained", "untrained", "fill_only"] and prms["trained"] is trained
     again = untrained_like(meta, 7)
-    assert all(torch.equal(a, b) for a, b in zip(prms["untrained"].state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(prms["untrained"].state_dict().values(), again.state_dict().values())
+    )
     assert prms["untrained"].out.weight.abs().sum() > 0  # every layer random, the last conv too
     x = torch.rand(2, 3, 8, 8)
     torch.testing.assert_close(prms["fill_only"](x), trained.fill(x))
     assert isinstance(prms["fill_only"], FillOnly) and prms["fill_only"].lattice == "s2"
-    assert list(sweep_prms(PRM("s2", 2, 8), {**meta, "residual": False}, 7)) == ["trained", "untrained"]
+    assert list(sweep_prms(PRM("s2", 2, 8), {**meta, "residual": False}, 7)) == [
+        "trained",
+        "untrained",
+    ]
 
 
 def test_untrained_prm_does_not_make_the_iou_claim_hold(resnet20, cifar_test):
@@ -324,12 +430,18 @@ def test_untrained_prm_does_not_make_the_iou_claim_hold(resnet20, cifar_test):
         tables.append(t.assign(prm=name))
         images.append(im.assign(prm=name))
     clean = (resnet20(x).argmax(1) == y).float().mean().item()
-    sweep = pd.concat(tables).assign(dataset="cifar10", model="resnet20_cifar10", n_images=24, clean_top1=clean)
+    sweep = pd.concat(tables).assign(
+        dataset="cifar10", model="resnet20_cifar10", n_images=24, clean_top1=clean
+    )
     per_image = pd.concat(images).assign(dataset="cifar10", model="resnet20_cifar10")
     trained = sweep[sweep.prm == "trained"]
-    assert trained.iou.iloc[-1] == 1.0 > trained.chance_iou.iloc[0]  # what the old rule called "held"
+    assert (
+        trained.iou.iloc[-1] == 1.0 > trained.chance_iou.iloc[0]
+    )  # what the old rule called "held"
     (row,) = summary.p3_iou(sweep, per_image, margin=0.05, n_boot=300, seed=0)
-    assert "lambda* " in row["evidence"], row["evidence"]  # a λ within the margin was found: the effect was tested
+    assert "lambda* " in row["evidence"], row[
+        "evidence"
+    ]  # a λ within the margin was found: the effect was tested
     assert row["verdict"] != "held", row
 
 
@@ -337,15 +449,30 @@ def test_training_reduces_the_reconstruction_loss(resnet20, prepared):
     x = data.load_split(prepared / "data" / "cifar10", "train", 0, 256)
     torch.manual_seed(0)
     prm = PRM("s2", 2, 8)
-    hist = train(resnet20, prm, x.images, x.labels, epochs=4, batch_size=16, lr=3e-3, recon_ratio=1.0, seed=0, progress=False)
+    hist = train(
+        resnet20,
+        prm,
+        x.images,
+        x.labels,
+        epochs=4,
+        batch_size=16,
+        lr=3e-3,
+        recon_ratio=1.0,
+        seed=0,
+        progress=False,
+    )
     assert hist.step.tolist() == list(range(1, 65)) and list(hist.epoch.unique()) == [0, 1, 2, 3]
     assert hist.mse.iloc[-8:].mean() < 0.7 * hist.mse.iloc[:8].mean()
-    assert all(not p.requires_grad for p in resnet20.parameters()) and not resnet20.training  # frozen
+    assert (
+        all(not p.requires_grad for p in resnet20.parameters()) and not resnet20.training
+    )  # frozen
 
 
 def test_training_resumes_exactly_after_a_kill(resnet20, prepared, tmp_path):
     x = data.load_split(prepared / "data" / "cifar10", "train", 0, 64)
-    settings = dict(epochs=3, batch_size=16, lr=3e-3, recon_ratio=0.5, augment=True, seed=5, progress=False)
+    settings = dict(
+        epochs=3, batch_size=16, lr=3e-3, recon_ratio=0.5, augment=True, seed=5, progress=False
+    )
     torch.manual_seed(0)
     full = PRM("s2", 2, 8)
     hist = train(resnet20, full, x.images, x.labels, **settings)
@@ -405,20 +532,48 @@ def test_max_depth_is_the_deepest_u_net_that_runs(lattice, size):
 def test_train_prm_caps_the_depth_at_what_the_lattice_allows(prepared, tmp_path, caplog):
     spec = models.resolve_spec("resnet20_cifar10", {})
     out = {"prm": tmp_path / "prm.pt", "history": tmp_path / "history.csv"}
-    train_cfg = {"epochs": 1, "batch_size": 8, "lr": 1e-3, "recon_ratio": 0.5, "train_lambda": 1.0, "max_steps": 1,
-                 "augment": False, "checkpoint_every": 1}
+    train_cfg = {
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 1e-3,
+        "recon_ratio": 0.5,
+        "train_lambda": 1.0,
+        "max_steps": 1,
+        "augment": False,
+        "checkpoint_every": 1,
+    }
     with caplog.at_level("WARNING", logger="pixelrobust"):
-        run_train_prm(spec, prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10", out,
-                      tmp_path / "resume.pt", lattice="k2_s4", depth=5, start_filters=2, residual=True, train_cfg=train_cfg,
-                      images={"split": "train", "start": 0, "stop": 8}, seed=0, device="cpu", progress=False)
+        run_train_prm(
+            spec,
+            prepared / "weights" / "resnet20_cifar10.pt",
+            prepared / "data" / "cifar10",
+            out,
+            tmp_path / "resume.pt",
+            lattice="k2_s4",
+            depth=5,
+            start_filters=2,
+            residual=True,
+            train_cfg=train_cfg,
+            images={"split": "train", "start": 0, "stop": 8},
+            seed=0,
+            device="cpu",
+            progress=False,
+        )
     prm, meta = load_prm(out["prm"])
     assert meta["depth"] == 4 == len(prm.unet.downs) and "this PRM uses depth 4" in caplog.text
     assert not (tmp_path / "resume.pt").exists()
 
 
 def test_pool_variants_name_every_lattice_and_replicate():
-    assert pool_variants({"lattices": ["s2", "k2_s4"], "replicates": 2}) == ["s2-r0", "s2-r1", "k2_s4-r0", "k2_s4-r1"]
-    assert [parse_variant(v) for v in pool_variants({"lattices": list(LATTICES), "replicates": 1})] == [(lat, 0) for lat in LATTICES]
+    assert pool_variants({"lattices": ["s2", "k2_s4"], "replicates": 2}) == [
+        "s2-r0",
+        "s2-r1",
+        "k2_s4-r0",
+        "k2_s4-r1",
+    ]
+    assert [
+        parse_variant(v) for v in pool_variants({"lattices": list(LATTICES), "replicates": 1})
+    ] == [(lat, 0) for lat in LATTICES]
     with pytest.raises(ConfigError, match="distinct lattices"):
         pool_variants({"lattices": ["s2", "s2"], "replicates": 1})
     with pytest.raises(ConfigError, match="replicates >= 1"):
@@ -433,16 +588,30 @@ def test_bad_prm_settings():
     with pytest.raises(ConfigError, match="depth"):
         PRM("s2", depth=0)
     with pytest.raises(ConfigError, match="recon_ratio"):
-        train(torch.nn.Identity(), PRM("s2", 1, 2), torch.rand(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), epochs=1,
-              batch_size=2, lr=1e-3, recon_ratio=1.5)
+        train(
+            torch.nn.Identity(),
+            PRM("s2", 1, 2),
+            torch.rand(2, 3, 8, 8),
+            torch.zeros(2, dtype=torch.long),
+            epochs=1,
+            batch_size=2,
+            lr=1e-3,
+            recon_ratio=1.5,
+        )
 
 
-@pytest.mark.parametrize("patch,message", [
-    ({"k_percent": [100]}, r"masked_pgd.k_percent \[100\] has no size strictly between 0 and 100"),
-    ({"k_percent": [0, 100]}, "has no size strictly between 0 and 100"),
-    ({"k_percent": [50, 100]}, r"has no size in \(0, masked_pgd.verdict_max_k = 25\]"),
-    ({"masks": ["top", "random"]}, "needs both 'top' and 'bottom'"),
-])
+@pytest.mark.parametrize(
+    "patch,message",
+    [
+        (
+            {"k_percent": [100]},
+            r"masked_pgd.k_percent \[100\] has no size strictly between 0 and 100",
+        ),
+        ({"k_percent": [0, 100]}, "has no size strictly between 0 and 100"),
+        ({"k_percent": [50, 100]}, r"has no size in \(0, masked_pgd.verdict_max_k = 25\]"),
+        ({"masks": ["top", "random"]}, "needs both 'top' and 'bottom'"),
+    ],
+)
 def test_config_refuses_an_untestable_ordering(patch, message):
     import copy
 
@@ -478,16 +647,23 @@ def test_config_refuses_a_gradient_map_fitted_on_the_attacked_images():
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         validate(cfg, str(SCHEMA))
         prconfig.check(cfg)
-        assert cfg["gradients"]["start"]["imagenet"] >= cfg["masked_pgd"]["n_images"]["imagenet"], name
+        assert cfg["gradients"]["start"]["imagenet"] >= cfg["masked_pgd"]["n_images"]["imagenet"], (
+            name
+        )
     bad = copy.deepcopy(cfg)
     bad["gradients"]["start"] = {"imagenet": bad["masked_pgd"]["n_images"]["imagenet"] - 1}
-    with pytest.raises(ConfigError, match=r"gradients.start.imagenet is \d+: .* set gradients.start.imagenet >= "
-                                          r"masked_pgd.n_images.imagenet"):
+    with pytest.raises(
+        ConfigError,
+        match=r"gradients.start.imagenet is \d+: .* set gradients.start.imagenet >= "
+        r"masked_pgd.n_images.imagenet",
+    ):
         prconfig.check(bad)
     del bad["gradients"]["start"]  # no start: the map would begin at test image 0
     with pytest.raises(ConfigError, match="gradients.start.imagenet is 0"):
         prconfig.check(bad)
-    bad["gradients"]["split"]["cifar10"] = "test"  # a CIFAR map from the test split is refused the same way
+    bad["gradients"]["split"]["cifar10"] = (
+        "test"  # a CIFAR map from the test split is refused the same way
+    )
     bad["gradients"]["start"] = {"imagenet": 10**6}
     with pytest.raises(ConfigError, match="gradients.start.cifar10 is 0"):
         prconfig.check(bad)

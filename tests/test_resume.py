@@ -56,9 +56,18 @@ def uninterrupted(mirror, tmp_path_factory, args):
 
 def _run_and_kill(workdir, mirror, args, sig, ready, what: str, before_kill=None) -> None:
     """Start the workflow, wait until ``ready()``, call ``before_kill``, send ``sig`` to its process group."""
-    env = {**{k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"}, "PIXELROBUST_MIRROR": str(mirror)}
-    proc = subprocess.Popen([*SNAKEMAKE, "--directory", str(workdir), *args], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PIXELROBUST_MIRROR"},
+        "PIXELROBUST_MIRROR": str(mirror),
+    }
+    proc = subprocess.Popen(
+        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     try:
         while not ready():
@@ -81,8 +90,14 @@ def _kill_during_training(workdir, mirror, sig, args) -> int:
     """Kill the workflow once training has checkpointed past step 30; the checkpoint's step."""
     log = workdir / "results" / "logs" / "train_prm" / "resnet20_cifar10" / "s2-r0.log"
     ckpt = workdir / PRM_DIR / "resume.pt"
-    _run_and_kill(workdir, mirror, [TARGET, *args], sig,
-                  lambda: ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text(), "training reached step 30")
+    _run_and_kill(
+        workdir,
+        mirror,
+        [TARGET, *args],
+        sig,
+        lambda: ckpt.is_file() and log.is_file() and "step 30/60" in log.read_text(),
+        "training reached step 30",
+    )
     return torch.load(ckpt, weights_only=False)["step"]
 
 
@@ -99,8 +114,12 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
     if sig == signal.SIGKILL:  # a hard kill leaves Snakemake's lock behind: the documented way out
         snakemake([TARGET, *args, "--unlock"], tmp_path, mirror)
     snakemake([TARGET, *args, "--rerun-incomplete"], tmp_path, mirror)
-    print(f"{sig.name}: killed after {killed_after:.1f} s at checkpoint step {step}; resumed run {time.monotonic() - t1:.1f} s")
-    log = (tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10" / "s2-r0.log").read_text()
+    print(
+        f"{sig.name}: killed after {killed_after:.1f} s at checkpoint step {step}; resumed run {time.monotonic() - t1:.1f} s"
+    )
+    log = (
+        tmp_path / "results" / "logs" / "train_prm" / "resnet20_cifar10" / "s2-r0.log"
+    ).read_text()
     assert f"resuming PRM training from {PRM_DIR}/resume.pt at step {step} of 60" in log
     assert not (tmp_path / PRM_DIR / "resume.pt").exists()
 
@@ -111,7 +130,13 @@ def test_killed_training_resumes_to_the_same_result(uninterrupted, mirror, tmp_p
 
 
 SEARCH_DIR = "results/p1/onepixel/resnet20_cifar10"
-SEARCH_OUT = ["chunk-0.npz", "chunk-0-images.csv", "chunk-0-regions.csv", "chunk-0-de.csv", "chunk-0.provenance.json"]
+SEARCH_OUT = [
+    "chunk-0.npz",
+    "chunk-0-images.csv",
+    "chunk-0-regions.csv",
+    "chunk-0-de.csv",
+    "chunk-0.provenance.json",
+]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -119,23 +144,40 @@ def test_killed_search_reruns_to_the_same_result(tiny_run, mirror, tmp_path, sig
     """Kill the one-pixel search (exhaustive map + DE) mid-job: none of its outputs remains, and the
     rerun equals the uninterrupted tiny run's chunk."""
     target = f"{SEARCH_DIR}/{SEARCH_OUT[0]}"
-    shutil.copytree(tiny_run / "resources", tmp_path / "resources")  # prepared data and weights (mtimes kept)
+    shutil.copytree(
+        tiny_run / "resources", tmp_path / "resources"
+    )  # prepared data and weights (mtimes kept)
     args = [target, *TINY, "--cores", "2", "--resources", "gpu=1"]
     log = tmp_path / "results" / "logs" / "onepixel_search" / "resnet20_cifar10" / "0.log"
 
     def mid_search(proc):
         time.sleep(2.0)  # inside the exhaustive search (about 10 s for this image)
-        assert proc.poll() is None and "vulnerable pixels" not in log.read_text(), "the search finished before the kill"
+        assert proc.poll() is None and "vulnerable pixels" not in log.read_text(), (
+            "the search finished before the kill"
+        )
 
-    _run_and_kill(tmp_path, mirror, args, sig, lambda: log.is_file() and "device cpu" in log.read_text(), "the search started",
-                  mid_search)
-    leftovers = [p.name for p in (tmp_path / SEARCH_DIR).glob("*")] if (tmp_path / SEARCH_DIR).exists() else []
+    _run_and_kill(
+        tmp_path,
+        mirror,
+        args,
+        sig,
+        lambda: log.is_file() and "device cpu" in log.read_text(),
+        "the search started",
+        mid_search,
+    )
+    leftovers = (
+        [p.name for p in (tmp_path / SEARCH_DIR).glob("*")]
+        if (tmp_path / SEARCH_DIR).exists()
+        else []
+    )
     assert not leftovers, f"the killed search left {leftovers}"
 
     if sig == signal.SIGKILL:
         snakemake([*args, "--unlock"], tmp_path, mirror)
     snakemake([*args, "--rerun-incomplete"], tmp_path, mirror)
     for name in SEARCH_OUT[1:4]:
-        assert (tmp_path / SEARCH_DIR / name).read_bytes() == (tiny_run / SEARCH_DIR / name).read_bytes(), name
+        assert (tmp_path / SEARCH_DIR / name).read_bytes() == (
+            tiny_run / SEARCH_DIR / name
+        ).read_bytes(), name
     with np.load(tmp_path / target) as a, np.load(tiny_run / target) as b:
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)

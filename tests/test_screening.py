@@ -21,16 +21,22 @@ def screened(model, **kw) -> ExhaustiveSearch:
     given); on a CPU without native bf16 the same code path is forced (bf16 is then emulated:
     slower, equally exact). ``screen_check`` 32: the production floor of 256 applies unless a test
     lowers it (``small_check``)."""
-    s = ExhaustiveSearch(model, precision="bf16_screened", **{"max_clean_log_odds": None, "screen_check": 32, **kw})
+    s = ExhaustiveSearch(
+        model, precision="bf16_screened", **{"max_clean_log_odds": None, "screen_check": 32, **kw}
+    )
     if s.path == "fp32":
         s.low, s.path = torch.bfloat16, "bf16_screened"
     return s
 
 
 def same_map(a, b) -> bool:
-    return (np.array_equal(a.searched, b.searched) and np.array_equal(a.vulnerable, b.vulnerable)
-            and np.array_equal(a.best_colour, b.best_colour) and np.array_equal(a.drop, b.drop, equal_nan=True)
-            and a.p_clean == b.p_clean)
+    return (
+        np.array_equal(a.searched, b.searched)
+        and np.array_equal(a.vulnerable, b.vulnerable)
+        and np.array_equal(a.best_colour, b.best_colour)
+        and np.array_equal(a.drop, b.drop, equal_nan=True)
+        and a.p_clean == b.p_clean
+    )
 
 
 @pytest.fixture
@@ -72,18 +78,26 @@ def test_fp32_logits_do_not_depend_on_the_batch_beyond_its_size(resnet20, cifar_
         batch[k, :, 20 + k // 8, 20] = palette[k % 8]
     with torch.no_grad():
         full = resnet20(batch)
-        assert torch.equal(resnet20(batch.flip(0)).flip(0), full)  # other order, same size: same bits
+        assert torch.equal(
+            resnet20(batch.flip(0)).flip(0), full
+        )  # other order, same size: same bits
         assert torch.equal(resnet20(torch.cat([batch[8:], batch[:8]]))[8:], full[:8])
 
 
-def test_screened_map_equals_the_fp32_map_on_real_images(resnet20, cifar_window, fp32_maps, small_check):
+def test_screened_map_equals_the_fp32_map_on_real_images(
+    resnet20, cifar_window, fp32_maps, small_check
+):
     x, y, masks = cifar_window
     search = screened(resnet20, batch_size=BATCH)
     maps = search(x, y, masks)
     assert 0 < sum(m.success for m in fp32_maps) < len(x)  # breakable and unbreakable images
     for a, b in zip(fp32_maps, maps):
         assert same_map(a, b)
-        assert b.precision == "bf16_screened" and a.precision == "fp32" and a.n_fp32 == a.n_evals == 64 * 8
+        assert (
+            b.precision == "bf16_screened"
+            and a.precision == "fp32"
+            and a.n_fp32 == a.n_evals == 64 * 8
+        )
         assert 0 < b.screen_error < 2  # a real bf16 error was seen and bounded
     # the screening skipped fp32 work: fewer fp32 evaluations than candidates over the images
     assert sum(m.n_fp32 for m in maps) < sum(m.n_evals for m in maps)
@@ -112,7 +126,9 @@ def test_screened_targeted_map_equals_the_fp32_map(resnet20, cifar_window):
         assert same_map(ma, mb)
 
 
-def test_without_the_band_the_real_maps_differ(resnet20, cifar_window, fp32_maps, monkeypatch, small_check):
+def test_without_the_band_the_real_maps_differ(
+    resnet20, cifar_window, fp32_maps, monkeypatch, small_check
+):
     """The band is needed on real images: forced to 0, the screened maps differ from the fp32 maps
     (bf16's log-odds error exceeds the gaps between a pixel's colours); image 2 suffices."""
     monkeypatch.setattr(ExhaustiveSearch, "_band", lambda self: (0.0, 0.0))
@@ -162,7 +178,10 @@ def test_the_band_catches_a_planted_bf16_flip(monkeypatch, small_check):
     (a,) = ExhaustiveSearch(model, batch_size=64)(x, y)
     assert a.vulnerable.sum() == 1 and a.vulnerable[PLANT]
     palette = make_palette("corners")
-    assert palette[a.best_colour[PLANT]].tolist() in ([1.0, 1.0, 0.0], [1.0, 1.0, 1.0])  # yellow/white, not red
+    assert palette[a.best_colour[PLANT]].tolist() in (
+        [1.0, 1.0, 0.0],
+        [1.0, 1.0, 1.0],
+    )  # yellow/white, not red
     search = screened(model, batch_size=64)
     (b,) = search(x, y)
     assert same_map(a, b) and b.n_fp32 < b.n_evals
@@ -186,8 +205,14 @@ def test_certain_probability_one_needs_no_fp32_pass():
     (a,) = ExhaustiveSearch(Sure(), batch_size=64)(x, y)
     (b,) = screened(Sure(), batch_size=64)(x, y)
     assert same_map(a, b)
-    assert (a.best_colour[a.searched] == 0).all() and (a.drop[a.searched] == 0).all() and a.p_clean == 1.0
-    assert b.n_fp32 == 256  # nothing needed fp32: only the run-time check's 256 random candidates (4 batches of 64)
+    assert (
+        (a.best_colour[a.searched] == 0).all()
+        and (a.drop[a.searched] == 0).all()
+        and a.p_clean == 1.0
+    )
+    assert (
+        b.n_fp32 == 256
+    )  # nothing needed fp32: only the run-time check's 256 random candidates (4 batches of 64)
 
 
 class Recorder(torch.nn.Module):
@@ -202,8 +227,12 @@ class Recorder(torch.nn.Module):
         if not torch.is_autocast_enabled("cpu") and len(x) > 1:
             code = x[:, 0] + 2 * x[:, 1] + 4 * x[:, 2]
             changed = (code != 3.5).flatten(1)  # 0.5-grey background has code 3.5
-            self.seen.append({(int(i), round(float(code.flatten(1)[k, i]), 3))
-                              for k, i in changed.nonzero().tolist()})
+            self.seen.append(
+                {
+                    (int(i), round(float(code.flatten(1)[k, i]), 3))
+                    for k, i in changed.nonzero().tolist()
+                }
+            )
         f = x[:, :, PLANT[0], PLANT[1]].sum(1, keepdim=True)
         return torch.cat([torch.full_like(f, 30.0), f - 3.0], 1)
 
@@ -229,12 +258,16 @@ def test_subnormal_probabilities_keep_the_fp32_best_colour():
     class Far(torch.nn.Module):
         def forward(self, x):
             px = x[:, :, PLANT[0], PLANT[1]]
-            t = -103.5 + 0.31 * px[:, 0] * px[:, 1] * px[:, 2] + 1e-4 * (x[:, 0] + 2 * x[:, 1] + 4 * x[:, 2]).sum((1, 2))
+            t = (
+                -103.5
+                + 0.31 * px[:, 0] * px[:, 1] * px[:, 2]
+                + 1e-4 * (x[:, 0] + 2 * x[:, 1] + 4 * x[:, 2]).sum((1, 2))
+            )
             return torch.stack([torch.zeros_like(t), t, torch.full_like(t, -200.0)], 1)
 
     x, y, tgt = torch.zeros(1, 3, H, W), torch.tensor([0]), torch.tensor([1])
     (a,) = ExhaustiveSearch(Far(), batch_size=64)(x, y, None, tgt)
-    assert 0 < a.p_clean < 2.0 ** -126  # subnormal
+    assert 0 < a.p_clean < 2.0**-126  # subnormal
     (b,) = screened(Far(), batch_size=64)(x, y, None, tgt)
     assert same_map(a, b)
 
@@ -264,12 +297,26 @@ def test_study_with_screening_writes_the_fp32_maps_and_tables(prepared, resnet20
 
     def run(**kw):
         return vulnerability.search_chunk(
-            resnet20, split.images, split.labels, split.ids, seg, dataset="cifar10", model_name="resnet20_cifar10",
-            palette="corners", grid_stride=4, de={"popsize": 4, "maxiter": 0, "F": 0.5, "CR": 1.0}, de_regions=0, seed=0,
-            batch_size=BATCH, **kw)
+            resnet20,
+            split.images,
+            split.labels,
+            split.ids,
+            seg,
+            dataset="cifar10",
+            model_name="resnet20_cifar10",
+            palette="corners",
+            grid_stride=4,
+            de={"popsize": 4, "maxiter": 0, "F": 0.5, "CR": 1.0},
+            de_regions=0,
+            seed=0,
+            batch_size=BATCH,
+            **kw,
+        )
 
     a = run()
-    b = run(precision="bf16_screened", screening={"band": 2.0, "check": 32, "max_clean_log_odds": None})
+    b = run(
+        precision="bf16_screened", screening={"band": 2.0, "check": 32, "max_clean_log_odds": None}
+    )
     for key in ("vulnerable", "best_colour", "drop", "searched"):
         np.testing.assert_array_equal(a["maps"][key], b["maps"][key])
     assert a["maps"]["vulnerable"].any()  # test image 2 is breakable on this grid

@@ -43,9 +43,12 @@ GPU_RULES = rules_with(r"\bgpu=1")
 # cell for each of two models (defense_eval, after train_prm); a CPU rule: the P2 solver
 # cross-check; local rules: the data and weights they need (three datasets, three models).
 # Every GPU job waits for the one GPU of the test cluster, about 14 s each, so the list is short.
-SLURM_TARGETS = ["results/clean_accuracy/resnet20_cifar10/chunk-0.csv", "results/p3/masked_pgd/resnet20_cifar10/chunk-0.csv",
-                 *[f"results/p3/defense/{m}/pgd/chunk-0.csv" for m in ("resnet20_cifar10", "resnet56_cifar100")],
-                 "results/tables/ssim_solver_check.csv"]
+SLURM_TARGETS = [
+    "results/clean_accuracy/resnet20_cifar10/chunk-0.csv",
+    "results/p3/masked_pgd/resnet20_cifar10/chunk-0.csv",
+    *[f"results/p3/defense/{m}/pgd/chunk-0.csv" for m in ("resnet20_cifar10", "resnet56_cifar100")],
+    "results/tables/ssim_solver_check.csv",
+]
 CPU_RULES = {"ssim_solver_check"}
 LOCAL_RULES = rules_with(r"localrule: True") | {"all"}
 
@@ -54,7 +57,9 @@ LOCAL_RULES = rules_with(r"localrule: True") | {"all"}
 def cluster(tmp_path_factory):
     installed = all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged"))
     if not installed and shutil.which("apt-get") is None:
-        pytest.skip("SLURM is not installed and apt-get is unavailable to install it; the SLURM test cannot run here")
+        pytest.skip(
+            "SLURM is not installed and apt-get is unavailable to install it; the SLURM test cannot run here"
+        )
     if not installed and os.geteuid() != 0:
         pytest.skip("SLURM is not installed and installing it with apt-get needs root")
     t0 = time.monotonic()
@@ -70,8 +75,13 @@ def cluster(tmp_path_factory):
 
 
 def slurm_jobs(conf: str) -> list[dict[str, str]]:
-    out = subprocess.run(["scontrol", "show", "job", "-o"], env={**os.environ, "SLURM_CONF": conf},
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", "-o"],
+        env={**os.environ, "SLURM_CONF": conf},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     jobs = []
     for line in out.splitlines():
         if line.startswith("JobId="):
@@ -84,36 +94,70 @@ def test_profile_routes_every_gpu_rule():
     import yaml
 
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.v8+.yaml").read_text())
-    routed = {rule for rule, res in profile["set-resources"].items() if res.get("gpu") or "gpu" in str(res.get("gres", ""))}
-    assert GPU_RULES and GPU_RULES == routed, f"GPU rules without a GPU request in the profile: {GPU_RULES - routed}"
+    routed = {
+        rule
+        for rule, res in profile["set-resources"].items()
+        if res.get("gpu") or "gpu" in str(res.get("gres", ""))
+    }
+    assert GPU_RULES and GPU_RULES == routed, (
+        f"GPU rules without a GPU request in the profile: {GPU_RULES - routed}"
+    )
 
 
 def test_tiny_config_through_slurm(cluster, tiny_run, mirror, tmp_path):
-    assert GPU_RULES >= {"clean_accuracy_chunk", "masked_pgd", "gradient_map", "train_prm", "defense_eval"} and "download" in LOCAL_RULES
+    assert (
+        GPU_RULES
+        >= {"clean_accuracy_chunk", "masked_pgd", "gradient_map", "train_prm", "defense_eval"}
+        and "download" in LOCAL_RULES
+    )
     assert not CPU_RULES & (GPU_RULES | LOCAL_RULES)
     t0 = time.monotonic()
     proc = snakemake(
-        [*SLURM_TARGETS, "--workflow-profile", str(REPO / "profiles" / "slurm"), *TINY,
-         # the test cluster has no accounting database: squeue status (MinJobAge = 600)
-         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2"],
-        tmp_path, mirror, env={"SLURM_CONF": cluster["conf"]}, unset=("CUDA_VISIBLE_DEVICES",), timeout=1500,
+        [
+            *SLURM_TARGETS,
+            "--workflow-profile",
+            str(REPO / "profiles" / "slurm"),
+            *TINY,
+            # the test cluster has no accounting database: squeue status (MinJobAge = 600)
+            "--slurm-status-command",
+            "squeue",
+            "--slurm-init-seconds-before-status-checks",
+            "2",
+        ],
+        tmp_path,
+        mirror,
+        env={"SLURM_CONF": cluster["conf"]},
+        unset=("CUDA_VISIBLE_DEVICES",),
+        timeout=1500,
     )
     elapsed = time.monotonic() - t0
     out = proc.stdout + proc.stderr
-    print(f"SLURM timings: install {cluster['timings']['install']:.1f} s, cluster ready after "
-          f"{cluster['timings']['ready']:.1f} s, workflow {elapsed:.1f} s")
+    print(
+        f"SLURM timings: install {cluster['timings']['install']:.1f} s, cluster ready after "
+        f"{cluster['timings']['ready']:.1f} s, workflow {elapsed:.1f} s"
+    )
 
     # Which jobs Snakemake submitted (rule and wildcards) and which SLURM ran
-    submitted = re.findall(r"has been submitted with SLURM jobid (\d+) \(log: .*?/rule_(\w+?)/", out)
+    submitted = re.findall(
+        r"has been submitted with SLURM jobid (\d+) \(log: .*?/rule_(\w+?)/", out
+    )
     jobs = {j["JobId"]: j for j in slurm_jobs(cluster["conf"])}
     assert submitted, f"no job was submitted through sbatch:\n{out[-3000:]}"
-    assert {r for _, r in submitted} == {"clean_accuracy_chunk", "masked_pgd", "gradient_map", "train_prm", "defense_eval"} | CPU_RULES, submitted
+    assert {r for _, r in submitted} == {
+        "clean_accuracy_chunk",
+        "masked_pgd",
+        "gradient_map",
+        "train_prm",
+        "defense_eval",
+    } | CPU_RULES, submitted
     for jobid, rule in submitted:
         job = jobs[jobid]
         assert job["JobState"] == "COMPLETED", job
         assert job["Comment"].startswith(f"rule_{rule}")
         if rule in GPU_RULES:
-            assert job["Partition"] == "gpu" and "gpu" in job.get("TresPerJob", ""), f"GPU rule {rule} lacked its GPU request: {job}"
+            assert job["Partition"] == "gpu" and "gpu" in job.get("TresPerJob", ""), (
+                f"GPU rule {rule} lacked its GPU request: {job}"
+            )
         else:
             assert "gpu" not in job.get("TresPerJob", ""), f"CPU rule {rule} asked for a GPU: {job}"
 
@@ -130,14 +174,18 @@ def test_tiny_config_through_slurm(cluster, tiny_run, mirror, tmp_path):
         n_remote += 1
         assert m is not None, f"job of rule {rule} did not run under SLURM ({log})"
         assert m.group(1) in {j for j, _ in submitted}
-        assert (m.group(2) == "0") == (rule in GPU_RULES), f"{log}: CUDA_VISIBLE_DEVICES={m.group(2)!r}"
+        assert (m.group(2) == "0") == (rule in GPU_RULES), (
+            f"{log}: CUDA_VISIBLE_DEVICES={m.group(2)!r}"
+        )
     assert n_remote == len(submitted)
 
     # Outputs equal those of the local run
     remote = sorted(p.relative_to(tmp_path) for p in (tmp_path / "results").rglob("*.csv"))
     assert {str(p) for p in remote} >= set(SLURM_TARGETS), remote
     for rel in remote:
-        assert comparable(tiny_run / rel) == comparable(tmp_path / rel), f"{rel} differs between local and SLURM runs"
+        assert comparable(tiny_run / rel) == comparable(tmp_path / rel), (
+            f"{rel} differs between local and SLURM runs"
+        )
 
 
 def comparable(path: Path):

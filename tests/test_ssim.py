@@ -10,9 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from pixelrobust.errors import ConfigError
-from pixelrobust.ssim_ball import (SSIMBall, SSIMBallProblem, check_epsilon, solve_admm, solve_cvxpy, window_factors,
-                                   window_index)
-from pixelrobust.ssim_study import match_pgd, summarise as summarise_attacks
+from pixelrobust.ssim_ball import (
+    SSIMBall,
+    SSIMBallProblem,
+    check_epsilon,
+    solve_admm,
+    solve_cvxpy,
+    window_factors,
+    window_index,
+)
+from pixelrobust.ssim_study import match_pgd
+from pixelrobust.ssim_study import summarise as summarise_attacks
 
 
 def small_problem(images, side, eps, size, stride, luminance=True, seed=0):
@@ -91,7 +99,9 @@ def test_attack_fools_mobilenet_inside_the_ball(imagenet, mobilenet):
     x, y = x[ok][:2], y[ok][:2]
     eps = 0.001
     r = SSIMBall(mobilenet, eps, steps=3).run(x, y)
-    assert r["success"].all()  # ImageNet MobileNetV2 falls at ε = 0.001 (SSIM factors >= 0.999 per window)
+    assert r[
+        "success"
+    ].all()  # ImageNet MobileNetV2 falls at ε = 0.001 (SSIM factors >= 0.999 per window)
     assert (r["steps"] >= 1).all() and (r["gap"] <= 0.005).all()
     lum, struct = window_factors(x, r["adv"], 8, 8)
     assert lum.min() >= 1 - eps - 1e-4 and struct.min() >= 1 - eps - 1e-4
@@ -101,11 +111,28 @@ def test_attack_fools_mobilenet_inside_the_ball(imagenet, mobilenet):
 
 def test_pgd_budget_matched_to_the_ssim_success():
     per_image = pd.DataFrame(
-        [{"attack": "ssim_ball", "epsilon": 0.001, "success": s, "ssim": 0.9, "l2": 1.0, "linf": 0.1} for s in (1, 1, 0, 0)]
-        + [{"attack": "pgd_linf", "epsilon": e, "success": s, "ssim": 0.99, "l2": 1.0, "linf": e}
-           for e, succ in ((0.001, (0, 0, 0, 1)), (0.002, (1, 1, 0, 0)), (0.004, (1, 1, 1, 1))) for s in succ]
-        + [{"attack": "pgd_l2", "epsilon": e, "success": s, "ssim": 0.99, "l2": e, "linf": 0.1}
-           for e, succ in ((0.5, (1, 1, 1, 0)), (1.0, (1, 1, 1, 1))) for s in succ])
+        [
+            {
+                "attack": "ssim_ball",
+                "epsilon": 0.001,
+                "success": s,
+                "ssim": 0.9,
+                "l2": 1.0,
+                "linf": 0.1,
+            }
+            for s in (1, 1, 0, 0)
+        ]
+        + [
+            {"attack": "pgd_linf", "epsilon": e, "success": s, "ssim": 0.99, "l2": 1.0, "linf": e}
+            for e, succ in ((0.001, (0, 0, 0, 1)), (0.002, (1, 1, 0, 0)), (0.004, (1, 1, 1, 1)))
+            for s in succ
+        ]
+        + [
+            {"attack": "pgd_l2", "epsilon": e, "success": s, "ssim": 0.99, "l2": e, "linf": 0.1}
+            for e, succ in ((0.5, (1, 1, 1, 0)), (1.0, (1, 1, 1, 1)))
+            for s in succ
+        ]
+    )
     table = summarise_attacks(per_image)
     assert table.attack.tolist()[:1] == ["ssim_ball"] and set(table.n_images) == {4}
     m = match_pgd(table, 0.001).set_index("attack")

@@ -47,17 +47,22 @@ def test_bootstrap_interval_covers_the_mean_and_shrinks_with_n():
 def test_boot_stat_resamples_units_not_elements():
     # two units of very different sizes: resampling units gives a mean of unit means in [min, max] of the unit means
     units = [np.zeros(100), np.ones(2)]
-    est, lo, hi = stats.boot_stat(units, lambda us: float(np.mean([u.mean() for u in us])), 500, np.random.default_rng(0))
+    est, lo, hi = stats.boot_stat(
+        units, lambda us: float(np.mean([u.mean() for u in us])), 500, np.random.default_rng(0)
+    )
     assert est == 0.5 and lo == 0.0 and hi == 1.0
 
 
-@pytest.mark.parametrize("lo,hi,n,expected", [
-    (0.1, 0.3, 20, "held"),
-    (-0.3, -0.1, 20, "not held"),
-    (-0.1, 0.3, 20, "inconclusive"),
-    (0.1, 0.3, 5, "too few images"),
-    (np.nan, np.nan, 20, "inconclusive"),
-])
+@pytest.mark.parametrize(
+    "lo,hi,n,expected",
+    [
+        (0.1, 0.3, 20, "held"),
+        (-0.3, -0.1, 20, "not held"),
+        (-0.1, 0.3, 20, "inconclusive"),
+        (0.1, 0.3, 5, "too few images"),
+        (np.nan, np.nan, 20, "inconclusive"),
+    ],
+)
 def test_decide(lo, hi, n, expected):
     assert stats.decide(lo, hi, n) == expected
 
@@ -79,11 +84,21 @@ def test_decide_all_is_intersection_union():
 
 def test_binding_is_the_test_that_decides():
     # the referee's case: a held test with the lowest ci_low must not headline a "not held" claim
-    tests = [("held", 0.01, 0.3), ("not held", -0.6, -0.1), ("not held", -0.3, -0.05), ("inconclusive", -0.9, 0.9)]
+    tests = [
+        ("held", 0.01, 0.3),
+        ("not held", -0.6, -0.1),
+        ("not held", -0.3, -0.05),
+        ("inconclusive", -0.9, 0.9),
+    ]
     assert stats.decide_all([t[0] for t in tests]) == "not held"
     assert stats.binding(tests) == 1  # the not-held test with the smallest ci_high
     # no failure: an inconclusive test (the one with the smallest ci_low) decides, not the weaker held one
-    assert stats.binding([("held", -0.5, 0.9), ("inconclusive", -0.1, 0.2), ("inconclusive", -0.2, 0.1)]) == 2
+    assert (
+        stats.binding(
+            [("held", -0.5, 0.9), ("inconclusive", -0.1, 0.2), ("inconclusive", -0.2, 0.1)]
+        )
+        == 2
+    )
     # all held: the weakest (smallest ci_low); NaN bounds sort last
     assert stats.binding([("held", 0.3, 0.5), ("held", 0.1, 0.9), ("held", np.nan, np.nan)]) == 1
     with pytest.raises(ValueError):
@@ -121,7 +136,9 @@ def test_paired_binary_interval_is_the_corner_of_two_clopper_pearson_intervals()
     corners = [q * (2 * p - 1) for q in (qlo, qhi) for p in (plo, phi)]
     assert d == pytest.approx(8 / 20)
     assert lo == pytest.approx(min(corners)) and hi == pytest.approx(max(corners))
-    assert plo < 0.5 and lo == pytest.approx(qhi * (2 * plo - 1))  # here the low corner takes the larger share
+    assert plo < 0.5 and lo == pytest.approx(
+        qhi * (2 * plo - 1)
+    )  # here the low corner takes the larger share
 
 
 def test_paired_binary_interval_bounds_the_effect_when_nothing_differs():
@@ -144,7 +161,10 @@ def test_paired_binary_interval_covers_a_true_effect_above_a_margin():
     not_held = 0
     for _ in range(400):
         u = rng.uniform(size=100)
-        a, b = (u < 0.08).astype(float), ((u >= 0.08) & (u < 0.10)).astype(float)  # P(a only) 0.08, P(b only) 0.02
+        a, b = (
+            (u < 0.08).astype(float),
+            ((u >= 0.08) & (u < 0.10)).astype(float),
+        )  # P(a only) 0.08, P(b only) 0.02
         _, lo, hi = stats.paired_binary_ci(a, b)
         not_held += stats.decide(lo, hi, 100, min_effect=0.05) == "not held"
     assert not_held / 400 <= 0.025
@@ -174,7 +194,9 @@ Z50 = 0.6744897501960817  # the 75 % normal quantile
 
 
 def _se(v):
-    return v.std() / np.sqrt(len(v))  # the bootstrap distribution of a mean has sd std(ddof=0) / sqrt(n)
+    return v.std() / np.sqrt(
+        len(v)
+    )  # the bootstrap distribution of a mean has sd std(ddof=0) / sqrt(n)
 
 
 def test_bootstrap_percentiles_are_the_two_tails_of_the_level():
@@ -184,14 +206,22 @@ def test_bootstrap_percentiles_are_the_two_tails_of_the_level():
     se = _se(v)
     for level, z in ((0.95, Z95), (0.5, Z50)):
         m, lo, hi = stats.boot_mean(v, 20000, np.random.default_rng(1), level)
-        assert m - lo == pytest.approx(z * se, rel=0.04) and hi - m == pytest.approx(z * se, rel=0.04)
-        d, dlo, dhi = stats.paired_diff_ci(v, np.zeros_like(v), 20000, np.random.default_rng(1), level)
-        assert d - dlo == pytest.approx(z * se, rel=0.04) and dhi - d == pytest.approx(z * se, rel=0.04)
+        assert m - lo == pytest.approx(z * se, rel=0.04) and hi - m == pytest.approx(
+            z * se, rel=0.04
+        )
+        d, dlo, dhi = stats.paired_diff_ci(
+            v, np.zeros_like(v), 20000, np.random.default_rng(1), level
+        )
+        assert d - dlo == pytest.approx(z * se, rel=0.04) and dhi - d == pytest.approx(
+            z * se, rel=0.04
+        )
     units = list(v[:100])
     se = _se(v[:100])
     for level, z in ((0.95, Z95), (0.5, Z50)):
         est, lo, hi = stats.boot_stat(units, np.mean, 10000, np.random.default_rng(2), level)
-        assert est - lo == pytest.approx(z * se, rel=0.05) and hi - est == pytest.approx(z * se, rel=0.05)
+        assert est - lo == pytest.approx(z * se, rel=0.05) and hi - est == pytest.approx(
+            z * se, rel=0.05
+        )
 
 
 def test_bootstrap_of_two_values_is_an_interval():
@@ -225,7 +255,11 @@ def test_newcombe_closed_form_for_all_against_none(n, level, z):
     assert d == 1.0 and hi == pytest.approx(1.0)
     assert lo == pytest.approx(1 - np.sqrt(2) * z * z / (n + z * z), rel=1e-9)
     d, lo, hi = stats.newcombe_diff_ci(0, n, n, n, level)  # and its mirror image
-    assert d == -1.0 and lo == pytest.approx(-1.0) and hi == pytest.approx(-1 + np.sqrt(2) * z * z / (n + z * z))
+    assert (
+        d == -1.0
+        and lo == pytest.approx(-1.0)
+        and hi == pytest.approx(-1 + np.sqrt(2) * z * z / (n + z * z))
+    )
 
 
 def test_empty_samples_give_nan_not_an_interval():
@@ -244,7 +278,9 @@ def _corners(k, m, n):
     return min(corners), max(corners)
 
 
-@pytest.mark.parametrize("for_a,for_b,tied", [(10, 0, 10), (0, 10, 10), (9, 1, 30), (1, 9, 30), (1, 0, 0)])
+@pytest.mark.parametrize(
+    "for_a,for_b,tied", [(10, 0, 10), (0, 10, 10), (9, 1, 30), (1, 9, 30), (1, 0, 0)]
+)
 def test_paired_binary_interval_is_the_extreme_corner_in_every_direction(for_a, for_b, tied):
     # the effect q(2 pi - 1) is monotone in q and pi, so its bounds are the smallest and largest corner of the box,
     # whichever side of 0 the share pi lies on (10 of 10 for a, 10 of 10 for b, mixed, a single pair)
@@ -270,14 +306,22 @@ def test_paired_fractional_bound_scales_with_the_difference_and_stays_in_range()
     # identical differences d between scores in [0, 1]: each of the (at most Clopper-Pearson 0 of n) differing
     # images moves the mean by at most 1 + |d|; and a difference of two [0, 1] scores never leaves [-1, 1]
     q0 = 1 - 0.0125 ** (1 / 20)
-    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.75), np.full(20, 0.25), 100, np.random.default_rng(0))
+    d, lo, hi = stats.paired_diff_ci(
+        np.full(20, 0.75), np.full(20, 0.25), 100, np.random.default_rng(0)
+    )
     assert d == 0.5 and lo == pytest.approx(0.5 - 1.5 * q0) and hi == pytest.approx(0.5 + 1.5 * q0)
-    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.0), np.full(20, 0.95), 100, np.random.default_rng(0))
+    d, lo, hi = stats.paired_diff_ci(
+        np.full(20, 0.0), np.full(20, 0.95), 100, np.random.default_rng(0)
+    )
     assert d == pytest.approx(-0.95) and lo == -1.0 and hi == pytest.approx(-0.95 + 1.95 * q0)
-    d, lo, hi = stats.paired_diff_ci(np.full(20, 0.95), np.full(20, 0.0), 100, np.random.default_rng(0))
+    d, lo, hi = stats.paired_diff_ci(
+        np.full(20, 0.95), np.full(20, 0.0), 100, np.random.default_rng(0)
+    )
     assert d == pytest.approx(0.95) and lo == pytest.approx(0.95 - 1.95 * q0) and hi == 1.0
     # two images already count
-    d, lo, hi = stats.paired_diff_ci(np.full(2, 0.5), np.full(2, 0.5), 100, np.random.default_rng(0))
+    d, lo, hi = stats.paired_diff_ci(
+        np.full(2, 0.5), np.full(2, 0.5), 100, np.random.default_rng(0)
+    )
     q2 = 1 - 0.0125 ** (1 / 2)
     assert d == 0.0 and lo == pytest.approx(-q2) and hi == pytest.approx(q2)
 
@@ -302,7 +346,12 @@ def test_decide_needs_both_bounds_and_a_strict_margin():
 
 def test_binding_among_inconclusive_tests_is_by_the_lower_end():
     # the smallest ci_low (-0.3, test 0), not the smallest ci_high (0.2, test 1)
-    assert stats.binding([("inconclusive", -0.3, 0.5), ("inconclusive", -0.1, 0.2), ("held", 0.1, 0.9)]) == 0
+    assert (
+        stats.binding(
+            [("inconclusive", -0.3, 0.5), ("inconclusive", -0.1, 0.2), ("held", 0.1, 0.9)]
+        )
+        == 0
+    )
     with pytest.raises(ValueError, match="binding: no tests"):
         stats.binding([])
 

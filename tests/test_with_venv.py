@@ -14,7 +14,14 @@ def test_a_folder_of_the_users_is_refused_not_deleted(tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     env = {**os.environ, "PIXELROBUST_VENV": str(mine)}
-    proc = subprocess.run([str(ROOT / "with-venv"), "true"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(ROOT / "with-venv"), "true"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
-    assert "is not an environment ./with-venv made" in proc.stderr and "refusing to delete it" in proc.stderr
-    assert (mine / "notes.txt").read_text() == "keep me" and sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    assert (
+        "is not an environment ./with-venv made" in proc.stderr
+        and "refusing to delete it" in proc.stderr
+    )
+    assert (mine / "notes.txt").read_text() == "keep me" and sorted(
+        p.name for p in mine.iterdir()
+    ) == ["notes.txt"]

@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import DEFAULT, REPO, TINY, snakemake
 from pixelrobust import data, evaluate, models
 
-from conftest import DEFAULT, REPO, TINY, snakemake
-
 pytestmark = pytest.mark.workflow
+
+
 def job_counts(output: str) -> dict[str, int]:
     """Parse the 'Job stats' table of a dry run."""
     counts, inside = {}, False
@@ -36,34 +37,77 @@ def job_counts(output: str) -> dict[str, int]:
 def test_tiny_config_end_to_end(tiny_run, mirror):
     table = pd.read_csv(tiny_run / "results" / "tables" / "clean_accuracy.csv")
     assert list(table.columns) == ["model", "dataset", "n_images", "top1", "top5"]
-    assert table.model.tolist() == ["resnet20_cifar10", "resnet56_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"]
-    assert table.n_images.tolist() == [64, 64, 64, 64]
+    assert table.model.tolist() == [
+        "resnet20_cifar10",
+        "resnet56_cifar10",
+        "resnet56_cifar100",
+        "mobilenet_v2_imagenet",
+        "resnet20_ehanw_standard",
+        "resnet20_ehanw_pgd",
+    ]  # with robust_compare's pair
+    assert table.n_images.tolist() == [64] * 6
     assert ((table.top1 >= 0) & (table.top1 <= table.top5) & (table.top5 <= 1)).all()
-    assert (tiny_run / "results" / "tables" / "clean_accuracy.md").read_text().startswith("| model | dataset |")
+    assert (
+        (tiny_run / "results" / "tables" / "clean_accuracy.md")
+        .read_text()
+        .startswith("| model | dataset |")
+    )
     # two chunks of 32 per model, each with its log and benchmark
     for model in table.model:
         for chunk in (0, 1):
-            assert (tiny_run / "results" / "clean_accuracy" / model / f"chunk-{chunk}.csv").is_file()
-            assert (tiny_run / "results" / "logs" / "clean_accuracy_chunk" / model / f"{chunk}.log").is_file()
-            assert (tiny_run / "results" / "benchmarks" / "rules" / "clean_accuracy_chunk" / model / f"{chunk}.tsv").is_file()
+            assert (
+                tiny_run / "results" / "clean_accuracy" / model / f"chunk-{chunk}.csv"
+            ).is_file()
+            assert (
+                tiny_run / "results" / "logs" / "clean_accuracy_chunk" / model / f"{chunk}.log"
+            ).is_file()
+            assert (
+                tiny_run
+                / "results"
+                / "benchmarks"
+                / "rules"
+                / "clean_accuracy_chunk"
+                / model
+                / f"{chunk}.tsv"
+            ).is_file()
 
 
 def test_tiny_p1_outputs(tiny_run, redraw):
     tables = tiny_run / "results" / "tables"
     success = pd.read_csv(tables / "onepixel_success.csv")
-    assert {"dataset", "model", "method", "scope", "n_images", "success_rate"} <= set(success.columns)
-    assert set(success.scope) == {"whole-image", "region", "random-subset"} and set(success.method) == {"exhaustive", "de"}
+    assert {"dataset", "model", "method", "scope", "n_images", "success_rate"} <= set(
+        success.columns
+    )
+    assert set(success.scope) == {"whole-image", "region", "random-subset"} and set(
+        success.method
+    ) == {"exhaustive", "de"}
     assert success.success_rate.between(0, 1).all()
     regions = pd.read_csv(tables / "onepixel_regions.csv")
-    assert list(regions.columns[:8]) == ["dataset", "model", "image_id", "region_id", "n_pixels", "n_vulnerable",
-                                         "semantic_occlusion", "semantic_cam"]
-    assert (regions.n_vulnerable <= regions.n_pixels).all() and regions.semantic_cam.between(0, 1).all()
+    assert list(regions.columns[:8]) == [
+        "dataset",
+        "model",
+        "image_id",
+        "region_id",
+        "n_pixels",
+        "n_vulnerable",
+        "semantic_occlusion",
+        "semantic_cam",
+    ]
+    assert (regions.n_vulnerable <= regions.n_pixels).all() and regions.semantic_cam.between(
+        0, 1
+    ).all()
     images = pd.read_csv(tables / "onepixel_images.csv")
     ok = images[images.correct]
     # the exhaustive whole-image rate is the share of searched images with a vulnerable pixel
     for model, d in ok.groupby("model"):
-        row = success[(success.model == model) & (success.method == "exhaustive") & (success.scope == "whole-image")].iloc[0]
-        assert row.n_images == len(d) and row.success_rate == pytest.approx((d.n_vulnerable > 0).mean(), abs=1e-4)
+        row = success[
+            (success.model == model)
+            & (success.method == "exhaustive")
+            & (success.scope == "whole-image")
+        ].iloc[0]
+        assert row.n_images == len(d) and row.success_rate == pytest.approx(
+            (d.n_vulnerable > 0).mean(), abs=1e-4
+        )
     # regions add up to the image's vulnerable pixels
     per_image = regions.groupby(["model", "image_id"]).n_vulnerable.sum()
     for _, r in ok.iterrows():
@@ -82,10 +126,14 @@ def test_tiny_p1_outputs(tiny_run, redraw):
     # panel (values and positions; the PNG: a picture of that Figure, not blank) -- conftest.redraw
     assert claims.effect.notna().any()  # the right-hand panels have effects to draw
     redraw(tiny_run, "p1_region_semantics")
-    for model in summary.model:  # the searched images (at most 12), their SLIC boundaries and vulnerable pixels
+    for model in (
+        summary.model
+    ):  # the searched images (at most 12), their SLIC boundaries and vulnerable pixels
         shown = redraw(tiny_run, f"p1_vulnerability_grid_{model}")["panels"]
         n = min(12, int(ok.model.eq(model).sum()))
-        assert shown == (min(6, n) * -(-n // 6) if n else 1)  # rows of 6; no image: a labelled note only
+        assert shown == (
+            min(6, n) * -(-n // 6) if n else 1
+        )  # rows of 6; no image: a labelled note only
 
 
 def test_tiny_p3_outputs(tiny_run, redraw):
@@ -93,37 +141,80 @@ def test_tiny_p3_outputs(tiny_run, redraw):
     for name in ("masked_pgd", "masked_pgd_l2"):
         table = pd.read_csv(t / f"{name}.csv")
         assert list(table.columns) == ["dataset", "model", "mask", "k_percent", "n_images", "top1"]
-        # tiny: 2 models x 5 masks x k in (5, 25, 100); 16 CIFAR-10 and 2 ImageNet images
-        assert len(table) == 2 * 5 * 3 and set(table.k_percent) == {5, 25, 100}
-        assert dict(zip(table.model, table.n_images)) == {"resnet20_cifar10": 16, "mobilenet_v2_imagenet": 2}
+        # tiny: 4 models (two of them robust_compare's pair) x 5 masks x k in (5, 25, 100); 16 CIFAR-10, 2 ImageNet images
+        assert len(table) == 4 * 5 * 3 and set(table.k_percent) == {5, 25, 100}
+        assert dict(zip(table.model, table.n_images)) == {
+            "resnet20_cifar10": 16,
+            "mobilenet_v2_imagenet": 2,
+            "resnet20_ehanw_standard": 16,
+            "resnet20_ehanw_pgd": 16,
+        }
         assert table.top1.between(0, 1).all()
-        if name == "masked_pgd":  # L-inf PGD on every pixel breaks at least as many images as on 5 % of them
+        if (
+            name == "masked_pgd"
+        ):  # L-inf PGD on every pixel breaks at least as many images as on 5 % of them
             acc = table.set_index(["model", "mask", "k_percent"]).top1.unstack()
-            assert (acc[100.0] <= acc[5.0]).all(), acc  # (k = 100 equals unmasked PGD: tests/test_p3.py)
+            assert (acc[100.0] <= acc[5.0]).all(), (
+                acc
+            )  # (k = 100 equals unmasked PGD: tests/test_p3.py)
     per_image = pd.read_csv(t / "masked_pgd_images.csv")
-    assert list(per_image.columns) == ["dataset", "model", "norm", "mask", "k_percent", "image_id", "correct", "loss"]
-    top1 = per_image[per_image.norm == "linf"].groupby(["model", "mask", "k_percent"]).correct.mean()
+    assert list(per_image.columns) == [
+        "dataset",
+        "model",
+        "norm",
+        "mask",
+        "k_percent",
+        "image_id",
+        "correct",
+        "loss",
+    ]
+    top1 = (
+        per_image[per_image.norm == "linf"].groupby(["model", "mask", "k_percent"]).correct.mean()
+    )
     linf = pd.read_csv(t / "masked_pgd.csv").set_index(["model", "mask", "k_percent"]).top1
     pd.testing.assert_series_equal(top1.sort_index(), linf.sort_index(), check_names=False)
     sweep = pd.read_csv(t / "prm_lambda_sweep.csv")
     assert list(sweep.columns) == ["dataset", "model", "prm", "lambda", "top1", "iou", "image_iou"]
-    assert sweep.prm.unique().tolist() == ["trained", "untrained", "fill_only"]  # tiny: a residual PRM and its controls
+    assert sweep.prm.unique().tolist() == [
+        "trained",
+        "untrained",
+        "fill_only",
+    ]  # tiny: a residual PRM and its controls
     for _, g in sweep.groupby("prm"):
         assert g["lambda"].tolist() == [0, 0.5, 1] and g.iou.iloc[-1] == 1.0 == g.image_iou.iloc[-1]
     detail = pd.read_csv(t / "prm_lambda_sweep_detail.csv")
-    assert detail.chance_iou.iloc[0] == pytest.approx(1 / 7, abs=1e-4) and (detail.n_images == 32).all()
+    assert (
+        detail.chance_iou.iloc[0] == pytest.approx(1 / 7, abs=1e-4)
+        and (detail.n_images == 32).all()
+    )
     assert len(pd.read_csv(t / "prm_lambda_sweep_images.csv")) == 3 * 3 * 32  # prm x lambda x image
-    history = pd.read_csv(tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "history.csv")
+    history = pd.read_csv(
+        tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "history.csv"
+    )
     assert history.step.tolist() == [1, 2, 3, 4]
-    assert not (tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "resume.pt").exists()
+    assert not (
+        tiny_run / "results" / "p3" / "prm" / "resnet20_cifar10" / "s2-r0" / "resume.pt"
+    ).exists()
     with np.load(tiny_run / "results" / "p3" / "gradients" / "mobilenet_v2_imagenet.npz") as z:
-        assert z["dataset_map"].shape == z["architecture_map"].shape == (224, 224) and int(z["n_images"]) == 4
+        assert (
+            z["dataset_map"].shape == z["architecture_map"].shape == (224, 224)
+            and int(z["n_images"]) == 4
+        )
     # the figures, drawn again from the run's inputs and checked panel by panel against them (conftest.redraw)
-    assert redraw(tiny_run, "p3_gradient_maps")["panels"] == 2 * 2  # per model: the dataset and architecture map
+    assert (
+        redraw(tiny_run, "p3_gradient_maps")["panels"] == 4 * 2
+    )  # per model: the dataset and architecture map
     for norm in ("linf", "l2"):  # one panel of curves per model
-        assert redraw(tiny_run, f"p3_masked_pgd_{norm}")["panels"] == linf.index.get_level_values("model").nunique()
-    assert redraw(tiny_run, "p3_prm_training_resnet20_cifar10")["panels"] == 3  # loss, terms, batch top-1
-    n_lambda = sweep[sweep.prm == "trained"]["lambda"].nunique()  # the curves above, a map per λ below
+        assert (
+            redraw(tiny_run, f"p3_masked_pgd_{norm}")["panels"]
+            == linf.index.get_level_values("model").nunique()
+        )
+    assert (
+        redraw(tiny_run, "p3_prm_training_resnet20_cifar10")["panels"] == 3
+    )  # loss, terms, batch top-1
+    n_lambda = sweep[sweep.prm == "trained"][
+        "lambda"
+    ].nunique()  # the curves above, a map per λ below
     assert redraw(tiny_run, "p3_prm_lambda_resnet20_cifar10")["panels"] == 1 + n_lambda
 
 
@@ -137,15 +228,28 @@ def test_tiny_defense_table_fills_every_cell(tiny_run, redraw):
     # 5 attacks); no cell missing
     assert len(table) == 3 * (5 * 6 * 2 + 5 + 6 * 2 + 5) and not table.top1.isna().any()
     assert set(table.dataset) == {"cifar10", "cifar100", "imagenet"}
-    assert set(table.defense) == set(DEFENSES) | set(CONTROLS) and set(table.attack) == {"clean", *ATTACKS}
+    assert set(table.defense) == set(DEFENSES) | set(CONTROLS) and set(table.attack) == {
+        "clean",
+        *ATTACKS,
+    }
     assert dict(zip(table.dataset, table.n_images)) == {"cifar10": 2, "cifar100": 2, "imagenet": 1}
     assert table.top1.between(0, 1).all() and (table.seconds >= 0).all()
     # counts pool images x draws: 2 draws of every randomised defence, 1 of the deterministic rows
     det = table.defense.isin(["none", "transfer_none"])
-    assert (table.n == table.n_images * table.draws).all() and (table[det].draws == 1).all() and (table[~det].draws == 2).all()
+    assert (
+        (table.n == table.n_images * table.draws).all()
+        and (table[det].draws == 1).all()
+        and (table[~det].draws == 2).all()
+    )
     assert ((table.ci_low <= table.top1) & (table.top1 <= table.ci_high)).all()
-    prm = table[(table.defense == "stochastic_prm") & (table.protocol == "graybox") & (table.attack != "clean")]
-    assert (prm.reference == "transfer_none").all()  # the PRM row is compared on the images crafted on its stand-in
+    prm = table[
+        (table.defense == "stochastic_prm")
+        & (table.protocol == "graybox")
+        & (table.attack != "clean")
+    ]
+    assert (
+        prm.reference == "transfer_none"
+    ).all()  # the PRM row is compared on the images crafted on its stand-in
     sat = pd.read_csv(tiny_run / "results" / "tables" / "defense_saturation.csv")
     assert set(sat.restart.astype(str)) == {"0", "1", "best"} and set(sat.step) == {1, 2}
     md = (tiny_run / "results" / "tables" / "defense.md").read_text()
@@ -154,12 +258,17 @@ def test_tiny_defense_table_fills_every_cell(tiny_run, redraw):
     from pixelrobust.prm import load_prm
 
     for model in ("resnet20_cifar10", "resnet56_cifar100", "mobilenet_v2_imagenet"):
-        lattices = [load_prm(tiny_run / "results" / "p3" / "prm" / model / v / "prm.pt")[0].lattice for v in ("s2-r0", "k2_s4-r0")]
+        lattices = [
+            load_prm(tiny_run / "results" / "p3" / "prm" / model / v / "prm.pt")[0].lattice
+            for v in ("s2-r0", "k2_s4-r0")
+        ]
         assert lattices == ["s2", "k2_s4"]
         log = (tiny_run / "results" / "logs" / "defense_eval" / model / "pgd" / "0.log").read_text()
         assert "stochastic PRM pool: 2 PRMs" in log and "k2_s4-r0/prm.pt" in log
     # a heatmap per protocol and model, each cell the table's top-1 (drawn again from defense.csv; conftest.redraw)
-    assert redraw(tiny_run, "p3_defense")["panels"] == table.model.nunique() * table.protocol.nunique()
+    assert (
+        redraw(tiny_run, "p3_defense")["panels"] == table.model.nunique() * table.protocol.nunique()
+    )
 
 
 def test_tiny_p2_outputs(tiny_run, redraw):
@@ -171,25 +280,46 @@ def test_tiny_p2_outputs(tiny_run, redraw):
     assert list(attack.columns) == TABLE_COLUMNS
     assert attack.attack.tolist() == ["ssim_ball"] * 2 + ["pgd_linf"] * 2 + ["pgd_l2"] * 2
     assert attack[attack.attack == "ssim_ball"].epsilon.tolist() == [0.0003, 0.001]
-    assert (attack.n_images == 2).all() and attack.success_rate.between(0, 1).all() and attack.mean_ssim.between(0, 1).all()
+    assert (
+        (attack.n_images == 2).all()
+        and attack.success_rate.between(0, 1).all()
+        and attack.mean_ssim.between(0, 1).all()
+    )
     ssim = attack[attack.attack == "ssim_ball"]
     assert (ssim.mean_l2.diff().dropna() > 0).all()  # a larger ball, a larger perturbation
     comparison = pd.read_csv(t / "ssim_cam_comparison.csv", dtype={"image_id": str})
     # per image: three attacks × the maps, and the SSIM ball's budget map (the model-free control) for its maps
-    assert list(comparison.columns) == COMPARISON_COLUMNS and len(comparison) == 2 * (3 * len(MAPS) + len(BUDGET_MAPS))
+    assert list(comparison.columns) == COMPARISON_COLUMNS and len(comparison) == 2 * (
+        3 * len(MAPS) + len(BUDGET_MAPS)
+    )
     assert set(comparison.attack) == {"ssim_ball", "pgd_linf", "pgd_l2", BUDGET}
     assert comparison.mass_in_topk.between(0, 1).all()
     attacked = comparison[comparison.attack != BUDGET]
-    assert (attacked.grid_ratio > 0).all() and attacked.pearson.between(-1, 1).all()  # the grid diagnostic: every P2 table
-    assert attacked.success.isin([True, False]).all() and comparison[comparison.attack == BUDGET].grid_ratio.isna().all()
+    assert (attacked.grid_ratio > 0).all() and attacked.pearson.between(
+        -1, 1
+    ).all()  # the grid diagnostic: every P2 table
+    assert (
+        attacked.success.isin([True, False]).all()
+        and comparison[comparison.attack == BUDGET].grid_ratio.isna().all()
+    )
     summary = pd.read_csv(t / "ssim_cam_summary.csv", keep_default_na=False)
     assert set(summary.verdict[summary.baseline != ""]) == {"too few images (< 10)"}
-    assert summary[summary.metric == "success_rate"].attack.tolist() == ["ssim_ball", "pgd_linf", "pgd_l2"]
+    assert summary[summary.metric == "success_rate"].attack.tolist() == [
+        "ssim_ball",
+        "pgd_linf",
+        "pgd_l2",
+    ]
     check = pd.read_csv(t / "ssim_solver_check.csv")
     assert list(check.columns) == CHECK_COLUMNS and check.solver.tolist() == ["admm", "clarabel"]
-    assert (check.max_violation <= 1e-4).all() and (check.gap_to_reference <= 0.01).all() and (check.image_size == 32).all()
+    assert (
+        (check.max_violation <= 1e-4).all()
+        and (check.gap_to_reference <= 0.01).all()
+        and (check.image_size == 32).all()
+    )
     # the figures, drawn again from the run's inputs and checked panel by panel against them (conftest.redraw)
-    assert redraw(tiny_run, "p2_ssim_sweep")["panels"] == attack.attack.nunique()  # curves against ε per attack
+    assert (
+        redraw(tiny_run, "p2_ssim_sweep")["panels"] == attack.attack.nunique()
+    )  # curves against ε per attack
     # tiny: compare.examples 2 images (one per SSIM chunk: chunk_size 1) x 3 attacks, rows of image, three maps,
     # CAM, CAM + top-k
     assert redraw(tiny_run, "p2_cam_grid")["panels"] == 6 * 2 * attacked.attack.nunique()
@@ -205,20 +335,42 @@ def test_tiny_synthesis_outputs(tiny_run, redraw):
     t = tiny_run / "results" / "tables"
     table = pd.read_csv(t / "synthesis.csv")
     assert list(table.columns) == TABLE_COLUMNS  # the fixed names first
-    assert table.columns[:8].tolist() == ["dataset", "model", "map_a", "map_b", "spearman", "iou_topk", "ci_low", "ci_high"]
-    assert set(zip(table.map_a, table.map_b)) == set(PAIRS) and len(table) == 2 * len(PAIRS)
+    assert table.columns[:8].tolist() == [
+        "dataset",
+        "model",
+        "map_a",
+        "map_b",
+        "spearman",
+        "iou_topk",
+        "ci_low",
+        "ci_high",
+    ]
+    assert set(zip(table.map_a, table.map_b)) == set(PAIRS) and len(table) == 4 * len(
+        PAIRS
+    )  # 2 models + the pair
     assert table.spearman.between(-1, 1).all() and table.iou_topk.between(0, 1).all()
     # the images are the ones P1 searched (its correctly classified ones), on the pixels it searched
     images = pd.read_csv(t / "onepixel_images.csv")
     searched = images[images.correct].groupby("model").size()
     per_image = pd.read_csv(t / "synthesis_images.csv", dtype={"image_id": str})
-    finite = per_image.assign(ok=lambda f: np.isfinite(f.spearman - f.spearman_null) & np.isfinite(f.iou_topk - f.iou_null))
+    finite = per_image.assign(
+        ok=lambda f: (
+            np.isfinite(f.spearman - f.spearman_null) & np.isfinite(f.iou_topk - f.iou_null)
+        )
+    )
     for r in table.itertuples():
         # the images the verdict rests on: those P1 searched with a finite excess over the null
-        assert r.n_images == finite[(finite.model == r.model) & (finite.map_a == r.map_a) & (finite.map_b == r.map_b)].ok.sum()
+        assert (
+            r.n_images
+            == finite[
+                (finite.model == r.model) & (finite.map_a == r.map_a) & (finite.map_b == r.map_b)
+            ].ok.sum()
+        )
         assert r.n_images <= searched[r.model]
         if "onepixel" in (r.map_a, r.map_b):
-            assert r.n_pixels == (32 * 32 if r.dataset == "cifar10" else 8 * 8)  # tiny: the ImageNet grid is 8x8
+            assert r.n_pixels == (
+                32 * 32 if r.dataset == "cifar10" else 8 * 8
+            )  # tiny: the ImageNet grid is 8x8
     assert list(per_image.columns) == IMAGE_COLUMNS
     mean = per_image.groupby(["model", "map_a", "map_b"]).iou_topk.mean()
     for r in table.itertuples():
@@ -234,6 +386,51 @@ def test_tiny_synthesis_outputs(tiny_run, redraw):
     assert redraw(tiny_run, "synthesis_matrix")["panels"] == len(models)
 
 
+def test_tiny_robust_compare_outputs(tiny_run, redraw):
+    """Robust vs standard (ours): the tiny config's pair through P1, masked PGD, the gradient maps and the
+    synthesis, compared on the same images (2 P1 images: numbers without a verdict)."""
+    from pixelrobust.robust_compare import SECTIONS, TABLE_COLUMNS
+
+    t = tiny_run / "results" / "tables"
+    table = pd.read_csv(t / "robust_compare.csv")
+    assert list(table.columns) == TABLE_COLUMNS and set(table.section) == set(SECTIONS.values())
+    assert set(zip(table.standard, table.robust)) == {
+        ("resnet20_ehanw_standard", "resnet20_ehanw_pgd")
+    }
+    assert set(table[table.n_images < 10].verdict) <= {
+        "too few images",
+        "descriptive",
+    }  # P1: 2 images; masked PGD: 16
+    images = pd.read_csv(t / "onepixel_images.csv", dtype={"image_id": str})
+    ok = images[images.correct.astype(bool)].groupby("model").image_id.apply(set)
+    both = ok["resnet20_ehanw_standard"] & ok["resnet20_ehanw_pgd"]
+    brk = table.set_index("comparison").loc["breakable by one pixel"]
+    assert brk.n_images == len(both) and f"{len(both)} of 2 test images" in brk.evidence
+    per_image = images[images.image_id.isin(both)].set_index(["model", "image_id"]).n_vulnerable
+    assert brk.standard_value == pytest.approx(
+        np.mean([per_image["resnet20_ehanw_standard", i] > 0 for i in both])
+    )
+    assert brk.robust_value == pytest.approx(
+        np.mean([per_image["resnet20_ehanw_pgd", i] > 0 for i in both])
+    )
+    masked = table[table.section == SECTIONS["masked_pgd"]]
+    assert (masked.n_images == 16).all() and len(
+        masked
+    ) == 2 * 2 * 3  # 2 norms x k 5, 25 x (each model, difference)
+    with np.load(
+        tiny_run / "results" / "robust_compare" / "resnet20_ehanw_standard__resnet20_ehanw_pgd.npz"
+    ) as z:
+        assert z["p1_standard"].shape == z["gradient_robust"].shape == (32, 32)
+    assert (
+        redraw(tiny_run, "robust_compare")["panels"] == 4 + 1
+    )  # the four mean maps and the effects
+    text = (tiny_run / "results" / "SUMMARY.md").read_text()
+    assert (
+        "## Robust vs standard (ours)" in text
+        and "### resnet20_ehanw_standard (standard) vs resnet20_ehanw_pgd" in text
+    )
+
+
 def test_tiny_summary_states_every_claim(tiny_run):
     from pixelrobust.summary import CLAIM_COLUMNS
 
@@ -242,8 +439,10 @@ def test_tiny_summary_states_every_claim(tiny_run):
     assert set(claims.paper) == {"P1", "P2", "P3", "Synthesis"}
     assert claims.verdict.isin(["held", "not held", "inconclusive", "too few images"]).all()
     # P1's three claims for its three models, P2's one, P3's ordering (2 norms), IoU and defence
-    assert (claims.paper == "P1").sum() == 3 * 3 and (claims.paper == "P2").sum() == 1
-    assert (claims.paper == "Synthesis").sum() == 2 * 6
+    assert (claims.paper == "P1").sum() == 5 * 3 and (
+        claims.paper == "P2"
+    ).sum() == 1  # 3 models + robust_compare's pair
+    assert (claims.paper == "Synthesis").sum() == 4 * 6
     assert claims[claims.n_images < 10].verdict.eq("too few images").all()
     text = (tiny_run / "results" / "SUMMARY.md").read_text()
     for claim in claims.claim.unique():
@@ -255,7 +454,7 @@ def test_report_embeds_every_figure(tiny_run):
     from pixelrobust.report import FRONT_PAGE_HEADING, entry_bytes, read_front_page, read_report
 
     results, categories = read_report(tiny_run / "results" / "report.html")
-    assert {"P1", "P2", "P3", "Synthesis"} <= set(categories)
+    assert {"P1", "P2", "P3", "Synthesis", "Robust vs standard (ours)"} <= set(categories)
     figures = sorted((tiny_run / "results" / "figures").glob("*.png"))
     assert len(figures) >= 15
     for png in figures:
@@ -264,7 +463,10 @@ def test_report_embeds_every_figure(tiny_run):
         assert entry_bytes(results[key]) == png.read_bytes() and results[key]["caption"].strip()
     for key in ("results/SUMMARY.md", "results/tables/synthesis.csv", "results/tables/claims.csv"):
         assert entry_bytes(results[key]) == (tiny_run / key).read_bytes()
-    assert results["results/figures/p1_vulnerability_grid_resnet20_cifar10.png"]["labels"]["model"] == "resnet20_cifar10"
+    assert (
+        results["results/figures/p1_vulnerability_grid_resnet20_cifar10.png"]["labels"]["model"]
+        == "resnet20_cifar10"
+    )
     # the front page opens on SUMMARY's verdict table: one row per claim of claims.csv, with its verdict
     front = read_front_page(tiny_run / "results" / "report.html")
     claims = pd.read_csv(tiny_run / "results" / "tables" / "claims.csv")
@@ -282,7 +484,16 @@ def test_report_before_the_summary_opens_without_a_verdict_table(tiny_run, mirro
     aside = tmp_path / "front_page.rst"
     page.rename(aside)
     try:
-        snakemake([*TINY, "--report", str(tmp_path / "partial.html"), "results/tables/clean_accuracy.csv"], tiny_run, mirror)
+        snakemake(
+            [
+                *TINY,
+                "--report",
+                str(tmp_path / "partial.html"),
+                "results/tables/clean_accuracy.csv",
+            ],
+            tiny_run,
+            mirror,
+        )
     finally:
         aside.rename(page)
     front = read_front_page(tmp_path / "partial.html")
@@ -292,11 +503,32 @@ def test_report_before_the_summary_opens_without_a_verdict_table(tiny_run, mirro
 def test_every_summary_table_has_markdown(tiny_run):
     """Summary tables come as CSV and Markdown; per-image and detail tables (and claims, whose
     Markdown is SUMMARY.md) as CSV only."""
-    detail = {"onepixel_de_runs", "onepixel_images", "onepixel_regions", "ssim_cam_comparison", "synthesis_images",
-              "prm_lambda_sweep_detail", "prm_lambda_sweep_images", "masked_pgd_images", "claims"}
+    detail = {
+        "onepixel_de_runs",
+        "onepixel_images",
+        "onepixel_regions",
+        "ssim_cam_comparison",
+        "synthesis_images",
+        "prm_lambda_sweep_detail",
+        "prm_lambda_sweep_images",
+        "masked_pgd_images",
+        "claims",
+    }
     tables = sorted((tiny_run / "results" / "tables").glob("*.csv"))
-    summaries = {"clean_accuracy", "onepixel_success", "onepixel_summary", "masked_pgd", "masked_pgd_l2", "prm_lambda_sweep",
-                 "defense", "ssim_attack", "ssim_matched", "ssim_solver_check", "ssim_cam_summary", "synthesis"}
+    summaries = {
+        "clean_accuracy",
+        "onepixel_success",
+        "onepixel_summary",
+        "masked_pgd",
+        "masked_pgd_l2",
+        "prm_lambda_sweep",
+        "defense",
+        "ssim_attack",
+        "ssim_matched",
+        "ssim_solver_check",
+        "ssim_cam_summary",
+        "synthesis",
+    }
     assert summaries <= {t.stem for t in tables}
     for csv in tables:
         if csv.stem in detail:
@@ -314,19 +546,23 @@ def test_every_table_records_its_provenance(tiny_run):
 
     t = tiny_run / "results" / "tables"
     expected_jobs = {  # tiny config: compute jobs merged into each table
-        "clean_accuracy": {"clean_accuracy_chunk": 8},
-        "onepixel": {"segment": 5, "onepixel_search": 5, "onepixel_claim_images": 5},
-        "masked_pgd": {"masked_pgd": 2, "gradient_map": 2},
+        "clean_accuracy": {
+            "clean_accuracy_chunk": 12
+        },  # 6 models (robust_compare's pair among them) x 2 chunks
+        "onepixel": {"segment": 9, "onepixel_search": 9, "onepixel_claim_images": 9},
+        "masked_pgd": {"masked_pgd": 4, "gradient_map": 4},
         "prm_lambda_sweep": {"prm_sweep": 1, "train_prm": 1},
         "defense": {"defense_eval": 18, "train_prm": 6},  # a pool of two PRMs per model
         "ssim_attack": {"attack_ssim": 2},
         "ssim_cam_comparison": {"cam": 2},
-        "synthesis": {"four_maps": 2},
+        "synthesis": {"four_maps": 4},
     }
     for table, jobs in expected_jobs.items():
         rec = json.loads((t / f"{table}.provenance.json").read_text())
         assert len(rec["config_sha256"]) == 64 and rec["git_commit"] == git_commit()
-        assert rec["packages"]["torch"] == torch.__version__.split("+")[0] and rec["devices"] == ["cpu"]
+        assert rec["packages"]["torch"] == torch.__version__.split("+")[0] and rec["devices"] == [
+            "cpu"
+        ]
         counts = {}
         for job in rec["inputs"]:
             counts[job["rule"]] = counts.get(job["rule"], 0) + 1
@@ -341,16 +577,31 @@ def test_every_table_records_its_provenance(tiny_run):
             for j in first:
                 per_model.setdefault(j["wildcards"]["model"], set()).add(j["seed"])
             assert all(len(v) == 1 for v in per_model.values()), per_model
-            assert len({next(iter(v)) for v in per_model.values()}) == len(per_model), "per-model seeds must differ"
+            assert len({next(iter(v)) for v in per_model.values()}) == len(per_model), (
+                "per-model seeds must differ"
+            )
             continue
         seeds = [j["seed"] for j in first]
         assert len(set(seeds)) == len(seeds), "per-job seeds must differ"
     # the claims (SUMMARY.md) embed the records of every table they read
     rec = json.loads((t / "claims.provenance.json").read_text())
-    assert rec["rule"] == "summary" and len(rec["config_sha256"]) == 64 and rec["devices"] == ["cpu"]
-    assert rec["git_commit"] == git_commit() and rec["packages"]["torch"] == torch.__version__.split("+")[0]
-    assert sorted(j["rule"] for j in rec["inputs"]) == ["clean_accuracy", "compare_maps", "defense_tables", "masked_pgd_tables",
-                                                        "onepixel_tables", "prm_tables", "synthesis_tables"]
+    assert (
+        rec["rule"] == "summary" and len(rec["config_sha256"]) == 64 and rec["devices"] == ["cpu"]
+    )
+    assert (
+        rec["git_commit"] == git_commit()
+        and rec["packages"]["torch"] == torch.__version__.split("+")[0]
+    )
+    assert sorted(j["rule"] for j in rec["inputs"]) == [
+        "clean_accuracy",
+        "compare_maps",
+        "defense_tables",
+        "masked_pgd_tables",
+        "onepixel_tables",
+        "prm_tables",
+        "robust_compare",
+        "synthesis_tables",
+    ]
 
 
 def test_workflow_numbers_equal_the_library(tiny_run):
@@ -359,9 +610,18 @@ def test_workflow_numbers_equal_the_library(tiny_run):
     spec = models.resolve_spec("resnet20_cifar10", {})
     split = data.load_split(tiny_run / "resources" / "data" / "cifar10", "test", 0, 64)
     model = models.build_model(spec, tiny_run / "resources" / "weights" / "resnet20_cifar10.pt")
-    preds = evaluate.prediction_table(evaluate.predict(model, split.images), split.labels, split.ids)
+    preds = evaluate.prediction_table(
+        evaluate.predict(model, split.images), split.labels, split.ids
+    )
     assert table.loc["resnet20_cifar10", "top1"] == pytest.approx(preds.top1.mean(), abs=1e-4)
-    chunks = pd.concat([pd.read_csv(tiny_run / "results" / "clean_accuracy" / "resnet20_cifar10" / f"chunk-{c}.csv") for c in (0, 1)])
+    chunks = pd.concat(
+        [
+            pd.read_csv(
+                tiny_run / "results" / "clean_accuracy" / "resnet20_cifar10" / f"chunk-{c}.csv"
+            )
+            for c in (0, 1)
+        ]
+    )
     assert chunks.image_id.tolist() == split.ids and chunks.pred.tolist() == preds.pred.tolist()
 
 
@@ -375,25 +635,55 @@ def test_default_config_dry_run_with_mirror(mirror, mirror_counts, tmp_path):
     counts = job_counts(proc.stdout)
     # clean accuracy: every test image of the mirror (its files' rows, conftest.mirror_counts) in chunks of 256,
     # for the two CIFAR-10 ResNets, the CIFAR-100 ResNet-56 and MobileNetV2 (reference mirror: 4 + 4 + 4 + 2)
-    chunks = sum(-(-mirror_counts[d]["test"] // 256) for d in ("cifar10", "cifar10", "cifar100", "imagenet"))
+    chunks = sum(
+        -(-mirror_counts[d]["test"] // 256) for d in ("cifar10", "cifar10", "cifar100", "imagenet")
+    )
     # P1: 100 CIFAR-10 images in chunks of 10 for two ResNets, 20 ImageNet images for MobileNetV2
-    assert counts == {"prepare_dataset": 3, "get_weights": 4, "clean_accuracy_chunk": chunks, "clean_accuracy": 1,
-                      "segment": 22, "onepixel_search": 22, "onepixel_claim_images": 22, "onepixel_tables": 1,
-                      "p1_vulnerability_grid": 3,
-                      "p1_region_semantics": 1, "all": 1,
-                      # P3: 4 gradient maps; masked PGD on 500/500/500/100 images in chunks of 100; one PRM
-                      "gradient_map": 4, "masked_pgd": 16, "masked_pgd_tables": 1, "p3_gradient_maps": 1,
-                      "p3_masked_pgd": 2, "prm_sweep": 1, "prm_tables": 1, "p3_prm_training": 1,
-                      "p3_prm_lambda": 1,
-                      # P3 part 2: a PRM (pool s2-r0) per defended model (ResNet-20's is shared with the sweep);
-                      # 100/100/20 images in chunks of 25, clean + 5 attacks each
-                      "train_prm": 3, "defense_eval": (4 + 4 + 1) * 6, "defense_tables": 1, "p3_defense": 1,
-                      # P2: 100 ImageNet images in chunks of 10
-                      "attack_ssim": 10, "ssim_tables": 1, "cam": 10, "compare_maps": 1, "ssim_solver_check": 1,
-                      "p2_ssim_sweep": 1, "p2_cam_grid": 1, "p2_cam_distributions": 1,
-                      # synthesis: the four maps of ResNet-20's and MobileNetV2's P1 images; summary; report
-                      "four_maps": 2, "synthesis_tables": 1, "synthesis_maps": 1, "synthesis_matrix": 1,
-                      "summary": 1, "html_report": 1}
+    assert counts == {
+        "prepare_dataset": 3,
+        "get_weights": 4,
+        "clean_accuracy_chunk": chunks,
+        "clean_accuracy": 1,
+        "segment": 22,
+        "onepixel_search": 22,
+        "onepixel_claim_images": 22,
+        "onepixel_tables": 1,
+        "p1_vulnerability_grid": 3,
+        "p1_region_semantics": 1,
+        "all": 1,
+        # P3: 4 gradient maps; masked PGD on 500/500/500/100 images in chunks of 100; one PRM
+        "gradient_map": 4,
+        "masked_pgd": 16,
+        "masked_pgd_tables": 1,
+        "p3_gradient_maps": 1,
+        "p3_masked_pgd": 2,
+        "prm_sweep": 1,
+        "prm_tables": 1,
+        "p3_prm_training": 1,
+        "p3_prm_lambda": 1,
+        # P3 part 2: a PRM (pool s2-r0) per defended model (ResNet-20's is shared with the sweep);
+        # 100/100/20 images in chunks of 25, clean + 5 attacks each
+        "train_prm": 3,
+        "defense_eval": (4 + 4 + 1) * 6,
+        "defense_tables": 1,
+        "p3_defense": 1,
+        # P2: 100 ImageNet images in chunks of 10
+        "attack_ssim": 10,
+        "ssim_tables": 1,
+        "cam": 10,
+        "compare_maps": 1,
+        "ssim_solver_check": 1,
+        "p2_ssim_sweep": 1,
+        "p2_cam_grid": 1,
+        "p2_cam_distributions": 1,
+        # synthesis: the four maps of ResNet-20's and MobileNetV2's P1 images; summary; report
+        "four_maps": 2,
+        "synthesis_tables": 1,
+        "synthesis_maps": 1,
+        "synthesis_matrix": 1,
+        "summary": 1,
+        "html_report": 1,
+    }
 
 
 def test_paper_config_dry_run_plans_the_authors_prm_pool(mirror, tmp_path):
@@ -431,11 +721,37 @@ def test_missing_mirror_is_reported(tmp_path):
 
 
 def test_lint_is_clean(mirror, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PIXELROBUST_MIRROR": str(mirror)}, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--lint"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIXELROBUST_MIRROR": str(mirror)},
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_snakefmt_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_ruff_is_clean(command):
+    """ruff (pinned in the test extra and requirements.lock; [tool.ruff] in pyproject.toml) finds nothing to
+    lint or reformat."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", *command, "src", "tests", "bench", "tools"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"ruff {' '.join(command)}:\n" + proc.stdout[-5000:] + proc.stderr

@@ -45,66 +45,148 @@ GROUPS = {
     "stats": (["stats"], ["pixelrobust.stats.*"], ["tests/test_stats.py"]),
     "map_compare": (
         ["map_compare"],
-        [f"pixelrobust.map_compare.x_{f}__*" for f in ("topk_mask", "window_dissimilarity", "grid_ratio", "constraint_window_map",
-                                                       "budget_map", "change_maps", "_spearman", "compare_one", "check_primary",
-                                                       "grid_verdict")],
-        ["tests/test_map_compare.py", "-k", "not sliding_window and not disjoint_windows_put and not real_images"],
+        [
+            f"pixelrobust.map_compare.x_{f}__*"
+            for f in (
+                "topk_mask",
+                "window_dissimilarity",
+                "grid_ratio",
+                "constraint_window_map",
+                "budget_map",
+                "change_maps",
+                "_spearman",
+                "compare_one",
+                "check_primary",
+                "grid_verdict",
+            )
+        ],
+        [
+            "tests/test_map_compare.py",
+            "-k",
+            "not sliding_window and not disjoint_windows_put and not real_images",
+        ],
     ),
     "onepixel": (
         ["onepixel", "vulnerability"],
-        [f"pixelrobust.onepixel.{f}__*" for f in ("x__success", "xǁDifferentialEvolutionǁ_mutate", "xǁDifferentialEvolutionǁ_evaluate",
-                                                  "x__first_occurrences", "x__allowed_pixels", "x__candidates", "x_make_palette")]
+        [
+            f"pixelrobust.onepixel.{f}__*"
+            for f in (
+                "x__success",
+                "xǁDifferentialEvolutionǁ_mutate",
+                "xǁDifferentialEvolutionǁ_evaluate",
+                "x__first_occurrences",
+                "x__allowed_pixels",
+                "x__candidates",
+                "x_make_palette",
+            )
+        ]
         # vulnerability.py: the claim rows and their settings (image_claim_stats and the random controls are left
         # out: their tests build whole synthetic studies, seconds per mutant)
         + [f"pixelrobust.vulnerability.x_{f}__*" for f in ("claim_rows", "check_claim_settings")],
-        ["tests/test_onepixel.py", "tests/test_attacks.py::test_onepixel_misclassifies_exactly_where_the_de_succeeded",
-         "-k", "not resnet20 and not study and not claim_images"],
+        [
+            "tests/test_onepixel.py",
+            "tests/test_attacks.py::test_onepixel_misclassifies_exactly_where_the_de_succeeded",
+            "-k",
+            "not resnet20 and not study and not claim_images",
+        ],
     ),
     "prm_defenses": (
         ["prm", "defenses"],
-        [f"pixelrobust.prm.{f}__*" for f in ("x_lattice_mask", "x_nearest_lattice_index", "xǁPRMǁfill", "xǁPRMǁforward")]
-        + [f"pixelrobust.defenses.{f}__*" for f in ("x_shift", "xǁStochasticPRMǁplan", "xǁStochasticPRMǁtransform",
-                                                     "xǁRegionBasedǁ_votes", "xǁRegionBasedǁforward",
-                                                     "xǁPixelDeflectionǁdeflect_batch")],
-        ["tests/test_defenses.py", "tests/test_p3.py", "-k",
-         "not clean_accuracy and not reproducible_under_its_seed and not zero_radius and not deterministic_mode and not "
-         "shift_set_settings and not ignores_the_workflow and not models_for_each_protocol and not per_image_draws and not "
-         "votes_do_not_depend and not gradient_map and not architecture_map and not pgd and not lambda and not untrained_prm "
-         "and not training and not train_prm and not fitted_on"],
+        [
+            f"pixelrobust.prm.{f}__*"
+            for f in ("x_lattice_mask", "x_nearest_lattice_index", "xǁPRMǁfill", "xǁPRMǁforward")
+        ]
+        + [
+            f"pixelrobust.defenses.{f}__*"
+            for f in (
+                "x_shift",
+                "xǁStochasticPRMǁplan",
+                "xǁStochasticPRMǁtransform",
+                "xǁRegionBasedǁ_votes",
+                "xǁRegionBasedǁforward",
+                "xǁPixelDeflectionǁdeflect_batch",
+            )
+        ],
+        [
+            "tests/test_defenses.py",
+            "tests/test_p3.py",
+            "-k",
+            "not clean_accuracy and not reproducible_under_its_seed and not zero_radius and not deterministic_mode and not "
+            "shift_set_settings and not ignores_the_workflow and not models_for_each_protocol and not per_image_draws and not "
+            "votes_do_not_depend and not gradient_map and not architecture_map and not pgd and not lambda and not untrained_prm "
+            "and not training and not train_prm and not fitted_on",
+        ],
     ),
     "ssim_ball": (
         ["ssim_ball"],
-        [f"pixelrobust.ssim_ball.{f}__*" for f in ("xǁSSIMBallProblemǁviolations", "xǁSSIMBallProblemǁdual_bound",
-                                                    "xǁSSIMBallProblemǁcertify", "x__window_optimum", "xǁSSIMBallProblemǁ_project",
-                                                    "x_window_factors", "x_window_starts", "x_window_index")],
+        [
+            f"pixelrobust.ssim_ball.{f}__*"
+            for f in (
+                "xǁSSIMBallProblemǁviolations",
+                "xǁSSIMBallProblemǁdual_bound",
+                "xǁSSIMBallProblemǁcertify",
+                "x__window_optimum",
+                "xǁSSIMBallProblemǁ_project",
+                "x_window_factors",
+                "x_window_starts",
+                "x_window_index",
+            )
+        ],
         ["tests/test_ssim_ball.py", "-k", "first_principles or obvious_optimum or synthetic"],
     ),
     # summary.py's verdict functions (P1's claims come from vulnerability.claim_rows, in the onepixel group)
     "summary": (
         ["summary"],
-        [f"pixelrobust.summary.x_{f}__*" for f in ("p2_claims", "p3_defense", "synthesis_findings")],
-        ["tests/test_map_compare.py", "tests/test_defense_eval.py", "tests/test_synthesis.py", "-k",
-         "not sliding_window and not disjoint_windows_put and not real_images and not pgd_cells and not chunking and not "
-         "adaptive_pgd and not bad_cells and not beats_none and not stochastic_prms_draws and not real_adaptive and not "
-         "image_maps_on_real and not refuses_maps_of_other and not permutation_null"],
+        [
+            f"pixelrobust.summary.x_{f}__*"
+            for f in ("p2_claims", "p3_defense", "synthesis_findings")
+        ],
+        [
+            "tests/test_map_compare.py",
+            "tests/test_defense_eval.py",
+            "tests/test_synthesis.py",
+            "-k",
+            "not sliding_window and not disjoint_windows_put and not real_images and not pgd_cells and not chunking and not "
+            "adaptive_pgd and not bad_cells and not beats_none and not stochastic_prms_draws and not real_adaptive and not "
+            "image_maps_on_real and not refuses_maps_of_other and not permutation_null",
+        ],
     ),
 }
 
 # mutmut 3's exit codes (mutmut/stats.py: status_by_exit_code)
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout",
-          24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check", None: "not run",
-          -11: "crashed", -9: "crashed"}
+STATUS = {
+    1: "killed",
+    3: "killed",
+    0: "survived",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "type check",
+    None: "not run",
+    -11: "crashed",
+    -9: "crashed",
+}
 COLUMNS = ("killed", "survived", "timeout", "no tests", "not run", "other")
 
 
 def checkout_files() -> list[str]:
     """The checkout's files: tracked ones and untracked ones git does not ignore (results/, mutants/ … are)."""
-    proc = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                          capture_output=True)
+    proc = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+    )
     if proc.returncode != 0:
-        raise SystemExit(f"tools/mutation.py: {ROOT} is not a git checkout (git ls-files: "
-                         f"{proc.stderr.decode().strip()}); it copies the checkout's files into mutants/<group>/, so "
-                         "run it from a git clone")
+        raise SystemExit(
+            f"tools/mutation.py: {ROOT} is not a git checkout (git ls-files: "
+            f"{proc.stderr.decode().strip()}); it copies the checkout's files into mutants/<group>/, so "
+            "run it from a git clone"
+        )
     return [f for f in proc.stdout.decode().split("\0") if f and (ROOT / f).is_file()]
 
 
@@ -131,14 +213,21 @@ def sync(dest: Path) -> None:
 
 def check_mutmut(dest: Path, env: dict) -> None:
     """Stop with a named error when ./with-venv's environment has no mutmut."""
-    proc = subprocess.run([str(dest / "with-venv"), "python", "-c", "import mutmut"], cwd=dest, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(dest / "with-venv"), "python", "-c", "import mutmut"],
+        cwd=dest,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
-        raise SystemExit("tools/mutation.py: mutmut does not import in ./with-venv's environment "
-                         f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'exit ' + str(proc.returncode)}). "
-                         "It is pinned in requirements.lock (mutmut==3.8.1), so the default environment has it; if "
-                         "PIXELROBUST_VENV points at an environment of your own, install it there: "
-                         "pip install mutmut==3.8.1")
+        raise SystemExit(
+            "tools/mutation.py: mutmut does not import in ./with-venv's environment "
+            f"({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'exit ' + str(proc.returncode)}). "
+            "It is pinned in requirements.lock (mutmut==3.8.1), so the default environment has it; if "
+            "PIXELROBUST_VENV points at an environment of your own, install it there: "
+            "pip install mutmut==3.8.1"
+        )
 
 
 def configure(dest: Path, modules: list[str], selection: list[str]) -> None:
@@ -147,11 +236,18 @@ def configure(dest: Path, modules: list[str], selection: list[str]) -> None:
     text = p.read_text()
     only = json.dumps([f"src/pixelrobust/{m}.py" for m in modules])
     text, n1 = re.subn(r"(?ms)^only_mutate = \[.*?^\]", lambda _: f"only_mutate = {only}", text)
-    text, n2 = re.subn(r"(?ms)^pytest_add_cli_args_test_selection = \[.*?^\]",
-                       lambda _: f"pytest_add_cli_args_test_selection = {json.dumps(selection, ensure_ascii=False)}", text)
+    text, n2 = re.subn(
+        r"(?ms)^pytest_add_cli_args_test_selection = \[.*?^\]",
+        lambda _: (
+            f"pytest_add_cli_args_test_selection = {json.dumps(selection, ensure_ascii=False)}"
+        ),
+        text,
+    )
     if not (n1 and n2):
-        raise SystemExit("tools/mutation.py: pyproject.toml's [tool.mutmut] needs only_mutate and "
-                         "pytest_add_cli_args_test_selection lists (one item per line, closing ']' on its own line)")
+        raise SystemExit(
+            "tools/mutation.py: pyproject.toml's [tool.mutmut] needs only_mutate and "
+            "pytest_add_cli_args_test_selection lists (one item per line, closing ']' on its own line)"
+        )
     p.write_text(text)
 
 
@@ -165,28 +261,48 @@ def results(dest: Path, modules: list[str], globs: list[str]) -> dict[str, dict]
 
 
 def table(rows: dict[str, dict]) -> list[str]:
-    lines = ["| module | mutants | " + " | ".join(COLUMNS) + " | score |", "|---|" + "---:|" * (len(COLUMNS) + 2)]
+    lines = [
+        "| module | mutants | " + " | ".join(COLUMNS) + " | score |",
+        "|---|" + "---:|" * (len(COLUMNS) + 2),
+    ]
     for module, codes in rows.items():
         counts = Counter(STATUS.get(v, "other") for v in codes.values())
         counts["other"] += sum(v for s, v in counts.items() if s not in COLUMNS)
         tested = counts["killed"] + counts["survived"] + counts["timeout"]
         score = f"{100 * (counts['killed'] + counts['timeout']) / tested:.0f} %" if tested else "-"
-        lines.append(f"| {module} | {len(codes)} | " + " | ".join(str(counts[c]) for c in COLUMNS) + f" | {score} |")
+        lines.append(
+            f"| {module} | {len(codes)} | "
+            + " | ".join(str(counts[c]) for c in COLUMNS)
+            + f" | {score} |"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="mutation testing of the core library (mutmut)")
     ap.add_argument("groups", nargs="*", help=f"groups to run (default: all): {', '.join(GROUPS)}")
-    ap.add_argument("--survivors", action="store_true",
-                    help="rerun only the mutants that survived the last run or had no test (after adding tests)")
-    ap.add_argument("--resume", action="store_true", help="run only the mutants not run yet (after an interrupted run)")
-    ap.add_argument("--report", action="store_true", help="print the last runs' table and survivors; run nothing")
+    ap.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun only the mutants that survived the last run or had no test (after adding tests)",
+    )
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="run only the mutants not run yet (after an interrupted run)",
+    )
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="print the last runs' table and survivors; run nothing",
+    )
     ap.add_argument("--jobs", type=int, default=1, help="mutmut workers (default: %(default)s)")
     args = ap.parse_args(argv)
     unknown = [g for g in args.groups if g not in GROUPS]
     if unknown:
-        raise SystemExit(f"tools/mutation.py: unknown group(s) {', '.join(unknown)}; use any of {', '.join(GROUPS)}")
+        raise SystemExit(
+            f"tools/mutation.py: unknown group(s) {', '.join(unknown)}; use any of {', '.join(GROUPS)}"
+        )
     env = dict(os.environ)
     env.setdefault("PIXELROBUST_MIRROR", str(ROOT.parent / "shared" / "data"))
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # mutmut forks one test process per mutant
@@ -202,15 +318,35 @@ def main(argv: list[str] | None = None) -> int:
             names = globs
             if args.survivors or args.resume:
                 wanted = ("survived", "no tests") if args.survivors else ("not run",)
-                names = [k for codes in results(dest, modules, globs).values() for k, v in codes.items()
-                         if STATUS.get(v) in wanted]
+                names = [
+                    k
+                    for codes in results(dest, modules, globs).values()
+                    for k, v in codes.items()
+                    if STATUS.get(v) in wanted
+                ]
                 if not names:
                     print(f"== {group}: nothing to rerun", flush=True)
                     continue
-            print(f"== {group}: mutmut run ({len(names)} name patterns) in {dest.relative_to(ROOT)}", flush=True)
+            print(
+                f"== {group}: mutmut run ({len(names)} name patterns) in {dest.relative_to(ROOT)}",
+                flush=True,
+            )
             start = time.time()
-            rc = subprocess.run(["nice", "-n", "10", str(dest / "with-venv"), "mutmut", "run", "--max-children",
-                                 str(args.jobs), *names], cwd=dest, env=env).returncode
+            rc = subprocess.run(
+                [
+                    "nice",
+                    "-n",
+                    "10",
+                    str(dest / "with-venv"),
+                    "mutmut",
+                    "run",
+                    "--max-children",
+                    str(args.jobs),
+                    *names,
+                ],
+                cwd=dest,
+                env=env,
+            ).returncode
             print(f"== {group}: exit {rc} after {time.time() - start:.0f} s", flush=True)
             if rc:
                 return rc

@@ -50,21 +50,33 @@ def pairs(model, args):
 
     eps, alpha = 8 / 255, 2 / 255
     return {
-        "pgd": (f"linf eps {eps:.4f} alpha {alpha:.4f} steps 10 random_start",
-                PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True, seed=args.seed),
-                torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True)),
-        "deepfool": ("steps 50 overshoot 0.02 all 10 classes",
-                     DeepFool(model, steps=50, overshoot=0.02, candidates=10),
-                     torchattacks.DeepFool(model, steps=50, overshoot=0.02)),
-        "cw": ("L2 c 1 steps 100 lr 0.01 kappa 0",
-               CW(model, c=1.0, outer_steps=1, steps=100, lr=0.01, kappa=0.0),
-               torchattacks.CW(model, c=1.0, kappa=0.0, steps=100, lr=0.01)),
-        "jsma": ("theta 1 gamma 0.1 target label+1",
-                 JSMA(model, theta=1.0, gamma=0.1, target="next"),
-                 torchattacks.JSMA(model, theta=1.0, gamma=0.1)),
-        "onepixel": (f"popsize {args.popsize} generations {args.steps} best1bin CR 1",
-                     OnePixel(model, popsize=args.popsize, maxiter=args.steps, seed=args.seed, strategy="best1"),
-                     torchattacks.OnePixel(model, pixels=1, steps=args.steps, popsize=args.popsize)),
+        "pgd": (
+            f"linf eps {eps:.4f} alpha {alpha:.4f} steps 10 random_start",
+            PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True, seed=args.seed),
+            torchattacks.PGD(model, eps=eps, alpha=alpha, steps=10, random_start=True),
+        ),
+        "deepfool": (
+            "steps 50 overshoot 0.02 all 10 classes",
+            DeepFool(model, steps=50, overshoot=0.02, candidates=10),
+            torchattacks.DeepFool(model, steps=50, overshoot=0.02),
+        ),
+        "cw": (
+            "L2 c 1 steps 100 lr 0.01 kappa 0",
+            CW(model, c=1.0, outer_steps=1, steps=100, lr=0.01, kappa=0.0),
+            torchattacks.CW(model, c=1.0, kappa=0.0, steps=100, lr=0.01),
+        ),
+        "jsma": (
+            "theta 1 gamma 0.1 target label+1",
+            JSMA(model, theta=1.0, gamma=0.1, target="next"),
+            torchattacks.JSMA(model, theta=1.0, gamma=0.1),
+        ),
+        "onepixel": (
+            f"popsize {args.popsize} generations {args.steps} best1bin CR 1",
+            OnePixel(
+                model, popsize=args.popsize, maxiter=args.steps, seed=args.seed, strategy="best1"
+            ),
+            torchattacks.OnePixel(model, pixels=1, steps=args.steps, popsize=args.popsize),
+        ),
     }
 
 
@@ -76,8 +88,12 @@ def main() -> None:
     ap.add_argument("--attacks", default="pgd,deepfool,cw,jsma,onepixel")
     ap.add_argument("--popsize", type=int, default=100)
     ap.add_argument("--steps", type=int, default=20, help="one-pixel DE generations")
-    ap.add_argument("--repeat-below", type=float, default=10.0,
-                    help="time attacks faster than this many seconds three times and keep the median")
+    ap.add_argument(
+        "--repeat-below",
+        type=float,
+        default=10.0,
+        help="time attacks faster than this many seconds three times and keep the median",
+    )
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "attacks.csv"))
     args = ap.parse_args()
 
@@ -89,7 +105,9 @@ def main() -> None:
     x, y = (t.to(device) for t in correct_images(model, split, args.n_images, device))
     n = len(x)
     dev_name = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
-    print(f"{n} correctly classified CIFAR-10 images, ResNet-20, {dev_name}, {torch.get_num_threads()} threads")
+    print(
+        f"{n} correctly classified CIFAR-10 images, ResNet-20, {dev_name}, {torch.get_num_threads()} threads"
+    )
 
     rows = []
     counted = Counting(model)  # both implementations query the same counting wrapper
@@ -101,24 +119,36 @@ def main() -> None:
         for impl, attack in impls.items():
             attack(x[:2], y[:2])  # warm-up, untimed (first-call allocations)
             counted.count = 0
-            advs[impl], dt = timed(lambda: attack(x, y))
+            advs[impl], dt = timed(lambda attack=attack: attack(x, y))
             times[impl].append(dt)
             evals[impl] = counted.count / n
         if max(times["pixelrobust"][0], times["torchattacks"][0]) < args.repeat_below:
-            for _ in range(2):  # fast attacks: two more rounds, alternating, and the median of three
+            for _ in range(
+                2
+            ):  # fast attacks: two more rounds, alternating, and the median of three
                 for impl, attack in impls.items():
-                    times[impl].append(timed(lambda: attack(x, y))[1])
+                    times[impl].append(timed(lambda attack=attack: attack(x, y))[1])
         for impl in impls:
             with torch.no_grad():
                 success = (model(advs[impl]).argmax(1) != y).float().mean().item()
-            rows.append({"attack": name, "implementation": impl, "n_images": n,
-                         "seconds_per_image": sorted(times[impl])[len(times[impl]) // 2] / n, "success_rate": success,
-                         "evals_per_image": evals[impl], "settings": settings})
+            rows.append(
+                {
+                    "attack": name,
+                    "implementation": impl,
+                    "n_images": n,
+                    "seconds_per_image": sorted(times[impl])[len(times[impl]) // 2] / n,
+                    "success_rate": success,
+                    "evals_per_image": evals[impl],
+                    "settings": settings,
+                }
+            )
             print(rows[-1], flush=True)
     out = pd.DataFrame(rows)
     peer_time = out[out.implementation == "torchattacks"].set_index("attack").seconds_per_image
-    out["speedup"] = [peer_time[a] / s if impl == "pixelrobust" else 1.0 for a, impl, s in
-                      zip(out.attack, out.implementation, out.seconds_per_image)]
+    out["speedup"] = [
+        peer_time[a] / s if impl == "pixelrobust" else 1.0
+        for a, impl, s in zip(out.attack, out.implementation, out.seconds_per_image)
+    ]
     out["device"] = dev_name
     out["threads"] = torch.get_num_threads()
     write_table(out, args.out, Path(args.out).with_suffix(".md"), float_format="%.4g")

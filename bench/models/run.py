@@ -33,8 +33,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from common import resources, timed  # noqa: E402
 
-CASES = [("resnet20_cifar10", "cifar10", (64, 256)), ("resnet56_cifar10", "cifar10", (64, 256)),
-         ("mobilenet_v2_imagenet", "imagenet", (8, 64))]
+CASES = [
+    ("resnet20_cifar10", "cifar10", (64, 256)),
+    ("resnet56_cifar10", "cifar10", (64, 256)),
+    ("mobilenet_v2_imagenet", "imagenet", (8, 64)),
+]
 LAYOUTS = {"nchw": False, "channels_last": True}
 
 
@@ -54,7 +57,9 @@ def rate(step, batch: int, seconds: float) -> float:
     return n / dt
 
 
-def measure(model, images: torch.Tensor, seconds: float, rounds: int, device: torch.device) -> list[dict]:
+def measure(
+    model, images: torch.Tensor, seconds: float, rounds: int, device: torch.device
+) -> list[dict]:
     rows = {name: {"forward": [], "grad": []} for name in LAYOUTS}
     x = images.to(device)
     labels = torch.zeros(len(x), dtype=torch.long, device=device)
@@ -74,8 +79,13 @@ def measure(model, images: torch.Tensor, seconds: float, rounds: int, device: to
             rows[name]["grad"].append(rate(grad, len(x), seconds))
     out = []
     for name in LAYOUTS:
-        out.append({"layout": name, "forward_images_per_s": statistics.median(rows[name]["forward"]),
-                    "grad_images_per_s": statistics.median(rows[name]["grad"])})
+        out.append(
+            {
+                "layout": name,
+                "forward_images_per_s": statistics.median(rows[name]["forward"]),
+                "grad_images_per_s": statistics.median(rows[name]["grad"]),
+            }
+        )
     base, cl = out
     cl["forward_speedup"] = cl["forward_images_per_s"] / base["forward_images_per_s"]
     cl["grad_speedup"] = cl["grad_images_per_s"] / base["grad_images_per_s"]
@@ -98,10 +108,23 @@ def main() -> None:
         model = models.build_model(models.resolve_spec(name, {}), weights, device)
         for batch in batches:
             if len(split.images) < batch:
-                raise SystemExit(f"{dataset}: {len(split.images)} test images, fewer than batch {batch}")
+                raise SystemExit(
+                    f"{dataset}: {len(split.images)} test images, fewer than batch {batch}"
+                )
             for row in measure(model, split.images[:batch], args.seconds, args.rounds, device):
-                rows.append({"model": name, "device": device.type, "threads": torch.get_num_threads(), "batch_size": batch, **row})
-                print({k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
+                rows.append(
+                    {
+                        "model": name,
+                        "device": device.type,
+                        "threads": torch.get_num_threads(),
+                        "batch_size": batch,
+                        **row,
+                    }
+                )
+                print(
+                    {k: round(v, 2) if isinstance(v, float) else v for k, v in rows[-1].items()},
+                    flush=True,
+                )
     out = Path(args.out)
     write_table(pd.DataFrame(rows), out, out.with_suffix(".md"))
     print(f"wrote {out}")

@@ -59,10 +59,19 @@ def main() -> None:
     data_dir, weights = _resources()
     classifier = models.build_model(models.resolve_spec("resnet20_cifar10", {}), weights, device)
     n = (args.steps + 3) * tr["batch_size"]
-    split = data.load_split(data_dir, "train", 0, min(n, data.read_manifest(data_dir)["counts"]["train"]))
+    split = data.load_split(
+        data_dir, "train", 0, min(n, data.read_manifest(data_dir)["counts"]["train"])
+    )
     prm = PRM(cfg["lattice"], cfg["depth"], cfg["start_filters"])
-    common = dict(epochs=10**6, batch_size=tr["batch_size"], lr=tr["lr"], recon_ratio=tr["recon_ratio"],
-                  train_lambda=tr["train_lambda"], augment=tr["augment"], progress=False)
+    common = dict(
+        epochs=10**6,
+        batch_size=tr["batch_size"],
+        lr=tr["lr"],
+        recon_ratio=tr["recon_ratio"],
+        train_lambda=tr["train_lambda"],
+        augment=tr["augment"],
+        progress=False,
+    )
     train(classifier, prm, split.images, split.labels, max_steps=3, **common)  # warm-up
     sync(device)
     t0 = time.perf_counter()
@@ -90,12 +99,21 @@ def main() -> None:
 
     steps_total = tr["epochs"] * math.ceil(OFFICIAL_TRAIN / tr["batch_size"])
     rows = [
-        {"what": f"prm_train_step (depth {cfg['depth']}, {cfg['start_filters']} filters, {cfg['lattice']})",
-         "seconds_per_step": prm_step, "projected_minutes": steps_total * prm_step / 60},
-        {"what": "frozen_classifier_fwd_bwd", "seconds_per_step": clf, "projected_minutes": float("nan")},
+        {
+            "what": f"prm_train_step (depth {cfg['depth']}, {cfg['start_filters']} filters, {cfg['lattice']})",
+            "seconds_per_step": prm_step,
+            "projected_minutes": steps_total * prm_step / 60,
+        },
+        {
+            "what": "frozen_classifier_fwd_bwd",
+            "seconds_per_step": clf,
+            "projected_minutes": float("nan"),
+        },
     ]
     table = pd.DataFrame(rows)
-    table.insert(1, "device", str(device) if device.type == "cpu" else torch.cuda.get_device_name(device))
+    table.insert(
+        1, "device", str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    )
     table.insert(2, "threads", torch.get_num_threads())
     table.insert(3, "batch_size", tr["batch_size"])
     table.insert(4, "steps", args.steps)
@@ -103,7 +121,9 @@ def main() -> None:
     out = Path(args.out)
     write_table(table, out, out.with_suffix(".md"), float_format="%.4g")
     print(table.to_string(index=False))
-    print(f"projection: {tr['epochs']} epochs x {math.ceil(OFFICIAL_TRAIN / tr['batch_size'])} steps over {OFFICIAL_TRAIN} images")
+    print(
+        f"projection: {tr['epochs']} epochs x {math.ceil(OFFICIAL_TRAIN / tr['batch_size'])} steps over {OFFICIAL_TRAIN} images"
+    )
 
 
 if __name__ == "__main__":

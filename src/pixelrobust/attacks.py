@@ -49,9 +49,20 @@ class OnePixel:
     on this 2-core CPU ResNet-20 runs a DE 40 % faster in batches of 100 than of 256, and twice as
     fast as in one batch of thousands; raise it on a GPU)."""
 
-    def __init__(self, model: nn.Module, popsize: int = 400, maxiter: int = 100, F: float = 0.5, CR: float = 1.0,
-                 seed: int = 0, batch_size: int | None = 100, strategy: str = "rand1"):
-        self.de = DifferentialEvolution(model, popsize, maxiter, F, CR, seed=seed, batch_size=batch_size, strategy=strategy)
+    def __init__(
+        self,
+        model: nn.Module,
+        popsize: int = 400,
+        maxiter: int = 100,
+        F: float = 0.5,
+        CR: float = 1.0,
+        seed: int = 0,
+        batch_size: int | None = 100,
+        strategy: str = "rand1",
+    ):
+        self.de = DifferentialEvolution(
+            model, popsize, maxiter, F, CR, seed=seed, batch_size=batch_size, strategy=strategy
+        )
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         adv = images.clone()
@@ -103,23 +114,45 @@ class JSMA:
     THETA_SPACES = ("pixel", "normalized")
     SEARCH_DOMAINS = ("once", "until_clipped")
 
-    def __init__(self, model: nn.Module, theta: float = 1.0, gamma: float = 0.1, target: str = "next",
-                 pair_features: int = 4096, max_iters: int | None = None, theta_space: str = "pixel",
-                 search_domain: str = "once"):
+    def __init__(
+        self,
+        model: nn.Module,
+        theta: float = 1.0,
+        gamma: float = 0.1,
+        target: str = "next",
+        pair_features: int = 4096,
+        max_iters: int | None = None,
+        theta_space: str = "pixel",
+        search_domain: str = "once",
+    ):
         if max_iters is not None and max_iters < 1:
             raise ValueError(f"JSMA max_iters must be at least 1 (or None), got {max_iters}")
         if theta <= 0 or not 0 < gamma <= 1:
-            raise ValueError(f"JSMA needs theta > 0 and 0 < gamma <= 1, got theta={theta}, gamma={gamma}")
+            raise ValueError(
+                f"JSMA needs theta > 0 and 0 < gamma <= 1, got theta={theta}, gamma={gamma}"
+            )
         if target not in self.TARGETS:
-            raise ValueError(f"JSMA target must be one of {', '.join(self.TARGETS)} (attack_settings.jsma.target), got {target!r}")
+            raise ValueError(
+                f"JSMA target must be one of {', '.join(self.TARGETS)} (attack_settings.jsma.target), got {target!r}"
+            )
         if theta_space not in self.THETA_SPACES:
-            raise ValueError(f"JSMA theta_space must be 'pixel' or 'normalized' (attack_settings.jsma.theta_space), got {theta_space!r}")
+            raise ValueError(
+                f"JSMA theta_space must be 'pixel' or 'normalized' (attack_settings.jsma.theta_space), got {theta_space!r}"
+            )
         if search_domain not in self.SEARCH_DOMAINS:
-            raise ValueError(f"JSMA search_domain must be 'once' or 'until_clipped' (attack_settings.jsma.search_domain), "
-                             f"got {search_domain!r}")
+            raise ValueError(
+                f"JSMA search_domain must be 'once' or 'until_clipped' (attack_settings.jsma.search_domain), "
+                f"got {search_domain!r}"
+            )
         if pair_features < 2:
             raise ValueError(f"JSMA pair_features must be at least 2, got {pair_features}")
-        self.model, self.theta, self.gamma, self.target, self.pair_features = model, float(theta), float(gamma), target, int(pair_features)
+        self.model, self.theta, self.gamma, self.target, self.pair_features = (
+            model,
+            float(theta),
+            float(gamma),
+            target,
+            int(pair_features),
+        )
         self.max_iters = max_iters
         self.theta_space, self.search_domain = theta_space, search_domain
 
@@ -139,18 +172,26 @@ class JSMA:
         return (self.theta * std.to(device)).repeat_interleave(h * w)
 
     @staticmethod
-    def _best(cand: torch.Tensor, t: torch.Tensor, o: torch.Tensor) -> tuple[float, tuple[int, int]]:
+    def _best(
+        cand: torch.Tensor, t: torch.Tensor, o: torch.Tensor
+    ) -> tuple[float, tuple[int, int]]:
         """Best pair among ``cand`` (sorted feature indices): α·|β| with α > 0 and β < 0, first in row-major order."""
         tc, oc = t[cand], o[cand]
         alpha = tc[:, None] + tc[None, :]
         beta = oc[:, None] + oc[None, :]
-        sal = torch.where((alpha > 0) & (beta < 0), alpha * -beta, torch.zeros((), dtype=alpha.dtype, device=alpha.device))
+        sal = torch.where(
+            (alpha > 0) & (beta < 0),
+            alpha * -beta,
+            torch.zeros((), dtype=alpha.dtype, device=alpha.device),
+        )
         sal.fill_diagonal_(0)
         idx = int(sal.flatten().argmax())
         k = len(cand)
         return float(sal.flatten()[idx]), (int(cand[idx // k]), int(cand[idx % k]))
 
-    def _pair(self, t: torch.Tensor, o: torch.Tensor, domain: torch.Tensor) -> tuple[int, int] | None:
+    def _pair(
+        self, t: torch.Tensor, o: torch.Tensor, domain: torch.Tensor
+    ) -> tuple[int, int] | None:
         """The textbook pair search, pruned exactly.
 
         A feature p can only belong to a pair of saliency ≥ s if its bound
@@ -194,7 +235,9 @@ class JSMA:
                 break
             xi = x[idx].clone().requires_grad_(True)
             out = self.model(xi)
-            (g_t,) = torch.autograd.grad(out.gather(1, target[idx, None]).sum(), xi, retain_graph=True)
+            (g_t,) = torch.autograd.grad(
+                out.gather(1, target[idx, None]).sum(), xi, retain_graph=True
+            )
             (g_all,) = torch.autograd.grad(out.sum(), xi)
             g_t, g_o = g_t.flatten(1), (g_all - g_t).flatten(1)
             flat = x.view(n, -1)
@@ -220,7 +263,9 @@ def normalisation_std(model: nn.Module, channels: int) -> torch.Tensor:
         if isinstance(m, Classifier):
             std = m.std.detach().flatten()
             if len(std) != channels:
-                raise ValueError(f"the model's normalisation has {len(std)} channels, the images {channels}")
+                raise ValueError(
+                    f"the model's normalisation has {len(std)} channels, the images {channels}"
+                )
             return std
     raise ValueError(
         f"a setting in normalised space (jsma theta_space: normalized, pgd alpha_space: normalized or norm: l2_box) needs "
@@ -230,8 +275,15 @@ def normalisation_std(model: nn.Module, channels: int) -> torch.Tensor:
 
 
 class DeepFool:
-    def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, candidates: int = 10):
-        self.model, self.steps, self.overshoot, self.candidates = model, int(steps), float(overshoot), int(candidates)
+    def __init__(
+        self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, candidates: int = 10
+    ):
+        self.model, self.steps, self.overshoot, self.candidates = (
+            model,
+            int(steps),
+            float(overshoot),
+            int(candidates),
+        )
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         device = model_device(self.model)
@@ -241,7 +293,11 @@ class DeepFool:
             logits = self.model(x0)
         k = min(self.candidates, logits.shape[1])
         cand = logits.topk(k, dim=1).indices  # N × k (the true label is put first below)
-        others = torch.stack([torch.cat([c[c != y], c[c == y]])[: k - 1] for c, y in zip(cand, labels)]) if k > 1 else cand[:, :0]
+        others = (
+            torch.stack([torch.cat([c[c != y], c[c == y]])[: k - 1] for c, y in zip(cand, labels)])
+            if k > 1
+            else cand[:, :0]
+        )
         r_total = torch.zeros_like(x0)
         active = logits.argmax(1) == labels
         for _ in range(self.steps):
@@ -268,15 +324,32 @@ class DeepFool:
                 best_step = torch.where(better.view(-1, 1, 1, 1), step, best_step)
             r_total[idx] = r_total[idx] + best_step.detach()
             with torch.no_grad():
-                pred = self.model((x0[idx] + (1 + self.overshoot) * r_total[idx]).clamp(0, 1)).argmax(1)
+                pred = self.model(
+                    (x0[idx] + (1 + self.overshoot) * r_total[idx]).clamp(0, 1)
+                ).argmax(1)
             active[idx] = pred == y
         return (x0 + (1 + self.overshoot) * r_total).clamp(0, 1).detach()
 
 
 class CW:
-    def __init__(self, model: nn.Module, c: float = 1e-3, c_factor: float = 10.0, outer_steps: int = 10, steps: int = 100,
-                 lr: float = 0.01, kappa: float = 0.0, abort_early: bool = True):
-        self.model, self.c, self.c_factor, self.outer, self.steps = model, float(c), float(c_factor), int(outer_steps), int(steps)
+    def __init__(
+        self,
+        model: nn.Module,
+        c: float = 1e-3,
+        c_factor: float = 10.0,
+        outer_steps: int = 10,
+        steps: int = 100,
+        lr: float = 0.01,
+        kappa: float = 0.0,
+        abort_early: bool = True,
+    ):
+        self.model, self.c, self.c_factor, self.outer, self.steps = (
+            model,
+            float(c),
+            float(c_factor),
+            int(outer_steps),
+            int(steps),
+        )
         self.lr, self.kappa, self.abort_early = float(lr), float(kappa), bool(abort_early)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -342,18 +415,35 @@ class BoxPGD:
 
     NORMS = ("linf", "l2_box")
 
-    def __init__(self, model: nn.Module, eps: float = 0.031, alpha: float = 0.1, steps: int = 10, norm: str = "linf",
-                 alpha_space: str = "normalized", random_start: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 0.031,
+        alpha: float = 0.1,
+        steps: int = 10,
+        norm: str = "linf",
+        alpha_space: str = "normalized",
+        random_start: bool = False,
+        seed: int = 0,
+    ):
         if norm not in self.NORMS:
-            raise ValueError(f"pgd norm {norm!r} with alpha_space {alpha_space!r}: the box PGD takes norm linf or l2_box "
-                             "(attack_settings.pgd.norm; l2 is the L2-ball PGD, pixel space only)")
+            raise ValueError(
+                f"pgd norm {norm!r} with alpha_space {alpha_space!r}: the box PGD takes norm linf or l2_box "
+                "(attack_settings.pgd.norm; l2 is the L2-ball PGD, pixel space only)"
+            )
         if alpha_space not in ("pixel", "normalized"):
-            raise ValueError(f"pgd alpha_space must be 'pixel' or 'normalized' (attack_settings.pgd.alpha_space), got {alpha_space!r}")
+            raise ValueError(
+                f"pgd alpha_space must be 'pixel' or 'normalized' (attack_settings.pgd.alpha_space), got {alpha_space!r}"
+            )
         if random_start:
-            raise ValueError("pgd random_start: the authors' PGD (norm l2_box or alpha_space normalized) has none; "
-                             "set attack_settings.pgd.random_start: false")
+            raise ValueError(
+                "pgd random_start: the authors' PGD (norm l2_box or alpha_space normalized) has none; "
+                "set attack_settings.pgd.random_start: false"
+            )
         if eps <= 0 or alpha <= 0 or steps < 0:
-            raise ValueError(f"PGD needs eps > 0, alpha > 0, steps >= 0; got eps={eps}, alpha={alpha}, steps={steps}")
+            raise ValueError(
+                f"PGD needs eps > 0, alpha > 0, steps >= 0; got eps={eps}, alpha={alpha}, steps={steps}"
+            )
         self.model, self.eps, self.alpha, self.steps = model, float(eps), float(alpha), int(steps)
         self.norm, self.alpha_space = norm, alpha_space
 
@@ -362,13 +452,19 @@ class BoxPGD:
         x0 = images.detach().to(device)
         labels = labels.to(device)
         c = x0.shape[1]
-        std = normalisation_std(self.model, c).to(device).view(1, c, 1, 1) if self.alpha_space == "normalized" else None
+        std = (
+            normalisation_std(self.model, c).to(device).view(1, c, 1, 1)
+            if self.alpha_space == "normalized"
+            else None
+        )
         x = x0.clone()
         for _ in range(self.steps):
             x.requires_grad_(True)
             (g,) = torch.autograd.grad(F.cross_entropy(self.model(x), labels, reduction="sum"), x)
             with torch.no_grad():
-                gz = g if std is None else g * std  # the gradient with respect to the normalised input
+                gz = (
+                    g if std is None else g * std
+                )  # the gradient with respect to the normalised input
                 if self.norm == "linf":
                     dz = gz.sign()
                 else:
@@ -384,7 +480,9 @@ def _pgd(model: nn.Module, norm: str = "linf", alpha_space: str = "pixel", **set
     if norm == "l2_box" or alpha_space == "normalized":
         return BoxPGD(model, norm=norm, alpha_space=alpha_space, **settings)
     if alpha_space != "pixel":
-        raise ValueError(f"pgd alpha_space must be 'pixel' or 'normalized' (attack_settings.pgd.alpha_space), got {alpha_space!r}")
+        raise ValueError(
+            f"pgd alpha_space must be 'pixel' or 'normalized' (attack_settings.pgd.alpha_space), got {alpha_space!r}"
+        )
     return PGD(model, norm=norm, **settings)
 
 

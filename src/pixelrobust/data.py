@@ -43,6 +43,7 @@ import torch
 
 from .errors import DataError
 from .io import atomic_path, copy_verified, file_digest, verify_checksum
+from .schema import with_defaults
 
 MANIFEST = "manifest.json"
 
@@ -96,7 +97,16 @@ DATASETS = ("cifar10", "cifar100", "imagenet")
 
 # User datasets (any other name under datasets:): their keys, and the image files accepted (the
 # suffixes torchvision's ImageFolder accepts; other files in the folders are ignored and counted).
-USER_KEYS = ("layout", "folder", "labels", "classes", "class_index", "num_classes", "resize", "crop")
+USER_KEYS = (
+    "layout",
+    "folder",
+    "labels",
+    "classes",
+    "class_index",
+    "num_classes",
+    "resize",
+    "crop",
+)
 LAYOUTS = ("imagefolder", "labels")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # Environment variable that carries what models need to know of the user datasets (class count,
@@ -126,7 +136,11 @@ def dataset_info(name: str) -> dict:
     1000 class indices, so ImageNet models and their preprocessing apply); ``size`` ((height, width) of the
     images, None when not known before preparation). User datasets: as registered by register_datasets."""
     if name in CIFAR:
-        return {"num_classes": CIFAR[name]["num_classes"], "imagenet_index": False, "size": (32, 32)}
+        return {
+            "num_classes": CIFAR[name]["num_classes"],
+            "imagenet_index": False,
+            "size": (32, 32),
+        }
     if name == "imagenet":
         return {"num_classes": IMAGENET["num_classes"], "imagenet_index": True, "size": None}
     info = _REGISTERED.get(name)
@@ -136,8 +150,11 @@ def dataset_info(name: str) -> dict:
         info = {"num_classes": info}
     if info is not None:
         size = info.get("size")
-        return {"num_classes": int(info["num_classes"]), "imagenet_index": bool(info.get("imagenet_index")),
-                "size": tuple(size) if size else None}
+        return {
+            "num_classes": int(info["num_classes"]),
+            "imagenet_index": bool(info.get("imagenet_index")),
+            "size": tuple(size) if size else None,
+        }
     raise DataError(
         f"dataset {name!r} is neither built in ({', '.join(DATASETS)}) nor under datasets: in the config; add "
         f"datasets.{name} with layout: imagefolder (or labels) and folder: <path> (config/README.md, 'Your own images')"
@@ -152,8 +169,11 @@ def register_datasets(datasets: dict) -> dict[str, int]:
         if name not in DATASETS:
             cfg = check_user_config(name, cfg)
             size = image_size(name, cfg)
-            info[name] = {"num_classes": num_classes(name, cfg), "imagenet_index": cfg["class_index"] == "imagenet",
-                          "size": list(size) if size else None}
+            info[name] = {
+                "num_classes": num_classes(name, cfg),
+                "imagenet_index": cfg["class_index"] == "imagenet",
+                "size": list(size) if size else None,
+            }
     _REGISTERED.clear()
     _REGISTERED.update(info)
     os.environ[CLASSES_ENV] = json.dumps(info, sort_keys=True)
@@ -163,7 +183,9 @@ def register_datasets(datasets: dict) -> dict[str, int]:
 @functools.lru_cache(maxsize=1)
 def imagenet_sample_checksums() -> dict[str, str]:
     """sha256 of every file of the pinned ImageNet sample commit, by file name."""
-    text = (importlib_resources.files("pixelrobust") / "checksums" / "imagenet_sample_images.sha256").read_text()
+    text = (
+        importlib_resources.files("pixelrobust") / "checksums" / "imagenet_sample_images.sha256"
+    ).read_text()
     out = {}
     for line in text.splitlines():
         digest, name = line.split(maxsplit=1)
@@ -183,7 +205,9 @@ def downloads(name: str, cfg: dict) -> dict[str, dict]:
             "algorithm": "sha256",
         }
     }
-    if name not in DATASETS:  # a user dataset downloads only the ImageNet class index, if it uses it
+    if (
+        name not in DATASETS
+    ):  # a user dataset downloads only the ImageNet class index, if it uses it
         return class_index_file if cfg.get("class_index") == "imagenet" else {}
     files = {
         IMAGENET["class_index"]: {
@@ -192,10 +216,14 @@ def downloads(name: str, cfg: dict) -> dict[str, dict]:
             "algorithm": "sha256",
         }
     }
-    if cfg.get("source", "sample") == "sample":
+    if imagenet_config(cfg)["source"] == "sample":
         # GitHub builds the zip on the fly, so its bytes are not stable: every image inside is
         # checked against the per-file sha256 list instead.
-        files[IMAGENET["sample_archive"]] = {"url": IMAGENET["sample_url"], "checksum": None, "algorithm": "sha256"}
+        files[IMAGENET["sample_archive"]] = {
+            "url": IMAGENET["sample_url"],
+            "checksum": None,
+            "algorithm": "sha256",
+        }
     return files
 
 
@@ -227,13 +255,19 @@ def _unpickle(path: Path, name: str, fix: str | None = None) -> dict:
         with open(path, "rb") as f:
             d = pickle.load(f, encoding="latin1")
     except Exception as e:  # truncated or not a pickle at all
-        raise DataError(f"dataset {name}: cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated; {fix}") from e
+        raise DataError(
+            f"dataset {name}: cannot read {path} ({type(e).__name__}: {e}); it is corrupt or truncated; {fix}"
+        ) from e
     if not isinstance(d, dict):
-        raise DataError(f"dataset {name}: {path} holds a {type(d).__name__}, expected a dict; {fix}")
+        raise DataError(
+            f"dataset {name}: {path} holds a {type(d).__name__}, expected a dict; {fix}"
+        )
     return d
 
 
-def _check_cifar_batch(path: Path, name: str, fix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _check_cifar_batch(
+    path: Path, name: str, fix: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Load one CIFAR pickle and check its keys, shapes, dtype and labels (``fix``: the hint on failure)."""
     spec = CIFAR[name]
     fix = fix or _fix_hint(name)
@@ -249,7 +283,9 @@ def _check_cifar_batch(path: Path, name: str, fix: str | None = None) -> tuple[n
             f"(32x32 RGB); {fix}"
         )
     if len(labels) != len(data) or len(data) == 0:
-        raise DataError(f"dataset {name}: {path} has {len(data)} images but {len(labels)} labels; {fix}")
+        raise DataError(
+            f"dataset {name}: {path} has {len(data)} images but {len(labels)} labels; {fix}"
+        )
     if labels.min() < 0 or labels.max() >= spec["num_classes"]:
         raise DataError(
             f"dataset {name}: {path} has labels outside [0, {spec['num_classes'] - 1}] "
@@ -265,7 +301,9 @@ def check_cifar_folder(folder: Path, name: str) -> dict[str, int]:
         raise DataError(f"dataset {name}: folder {folder} does not exist; {_fix_hint(name)}")
     meta = _unpickle(folder / spec["meta"], name)
     if len(meta.get(spec["names_key"], [])) != spec["num_classes"]:
-        raise DataError(f"dataset {name}: {folder / spec['meta']} lacks {spec['num_classes']} '{spec['names_key']}'; {_fix_hint(name)}")
+        raise DataError(
+            f"dataset {name}: {folder / spec['meta']} lacks {spec['num_classes']} '{spec['names_key']}'; {_fix_hint(name)}"
+        )
     counts = {}
     for split, files in spec["splits"].items():
         n = 0
@@ -273,7 +311,9 @@ def check_cifar_folder(folder: Path, name: str) -> dict[str, int]:
             data, _ = _check_cifar_batch(folder / fname, name)
             n += len(data)
         if n > spec["official_counts"][split]:
-            raise DataError(f"dataset {name}: split {split} has {n} images, more than the official {spec['official_counts'][split]}")
+            raise DataError(
+                f"dataset {name}: split {split} has {n} images, more than the official {spec['official_counts'][split]}"
+            )
         counts[split] = n
     return counts
 
@@ -284,9 +324,13 @@ def _load_class_index(path: Path) -> dict[str, int]:
         raw = json.loads(Path(path).read_text())
         index = {v[0]: int(k) for k, v in raw.items()}
     except Exception as e:
-        raise DataError(f"dataset imagenet: cannot read class index {path} ({e}); expected the Keras imagenet_class_index.json") from e
+        raise DataError(
+            f"dataset imagenet: cannot read class index {path} ({e}); expected the Keras imagenet_class_index.json"
+        ) from e
     if len(index) != IMAGENET["num_classes"]:
-        raise DataError(f"dataset imagenet: class index {path} has {len(index)} classes, expected 1000")
+        raise DataError(
+            f"dataset imagenet: class index {path} has {len(index)} classes, expected 1000"
+        )
     return index
 
 
@@ -299,7 +343,9 @@ def _label_lines(path: Path, name: str = "imagenet") -> list[tuple[int, str, str
     path = Path(path)
     suffixes = IMAGENET["image_suffixes"] if name == "imagenet" else IMAGE_SUFFIXES
     if not path.is_file():
-        raise DataError(f"dataset {name}: label file {path} does not exist (config key datasets.{name}.labels)")
+        raise DataError(
+            f"dataset {name}: label file {path} does not exist (config key datasets.{name}.labels)"
+        )
     try:
         # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first file name
         text = path.read_text(encoding="utf-8-sig")
@@ -316,7 +362,9 @@ def _label_lines(path: Path, name: str = "imagenet") -> list[tuple[int, str, str
             continue
         parts = line.replace(",", " ").split()
         if len(parts) < 2:
-            raise DataError(f"dataset {name}: {path}:{lineno}: expected '<file> <label>', got {line!r}")
+            raise DataError(
+                f"dataset {name}: {path}:{lineno}: expected '<file> <label>', got {line!r}"
+            )
         if not rows and not parts[0].lower().endswith(suffixes) and not parts[1].isdigit():
             continue  # header
         if parts[0] in seen:
@@ -331,8 +379,12 @@ def _label_lines(path: Path, name: str = "imagenet") -> list[tuple[int, str, str
     return rows
 
 
-def read_label_file(path: Path, class_index: dict[str, int], name: str = "imagenet",
-                    n_classes: int = IMAGENET["num_classes"]) -> list[tuple[str, int]]:
+def read_label_file(
+    path: Path,
+    class_index: dict[str, int],
+    name: str = "imagenet",
+    n_classes: int = IMAGENET["num_classes"],
+) -> list[tuple[str, int]]:
     """Read a label file for an image folder: one ``<file name> <label>`` per line.
 
     The separator may be whitespace or a comma; the label is a class index (0..999, torchvision
@@ -340,23 +392,39 @@ def read_label_file(path: Path, class_index: dict[str, int], name: str = "imagen
     class name of ``class_index``. A first line that is not an image name is a header.
     """
     rows = []
-    what = "a known wnid" if name == "imagenet" else f"a class name of datasets.{name}.classes / class_index"
+    what = (
+        "a known wnid"
+        if name == "imagenet"
+        else f"a class name of datasets.{name}.classes / class_index"
+    )
     for lineno, fname, label in _label_lines(path, name):
-        if label in class_index:  # a class name first: classes may be named by numbers ("0", "7", ...)
+        if (
+            label in class_index
+        ):  # a class name first: classes may be named by numbers ("0", "7", ...)
             y = class_index[label]
             if label.isdigit() and int(label) < n_classes and int(label) != y:
                 raise DataError(
                     f"dataset {name}: {path}:{lineno}: label {label!r} is ambiguous: class name {label!r} has index {y}, "
                     f"but read as an index it is class {int(label)}; number the classes so that class 'k' is at "
-                    f"position k of datasets.{name}.classes / class_index, or give them names that are not numbers")
+                    f"position k of datasets.{name}.classes / class_index, or give them names that are not numbers"
+                )
         elif label.isdigit():
             y = int(label)
         else:
-            raise DataError(f"dataset {name}: {path}:{lineno}: label {label!r} is neither a class index nor {what}")
+            raise DataError(
+                f"dataset {name}: {path}:{lineno}: label {label!r} is neither a class index nor {what}"
+            )
         if not 0 <= y < n_classes:
-            extra = "" if name == "imagenet" else (
-                f" (the dataset has {n_classes} classes: datasets.{name}.num_classes, classes or class_index)")
-            raise DataError(f"dataset {name}: {path}:{lineno}: label {y} outside [0, {n_classes - 1}]{extra}")
+            extra = (
+                ""
+                if name == "imagenet"
+                else (
+                    f" (the dataset has {n_classes} classes: datasets.{name}.num_classes, classes or class_index)"
+                )
+            )
+            raise DataError(
+                f"dataset {name}: {path}:{lineno}: label {y} outside [0, {n_classes - 1}]{extra}"
+            )
         rows.append((fname, y))
     return rows
 
@@ -388,7 +456,9 @@ def check_user_config(name: str, cfg: dict | None) -> dict:
     import re
 
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", str(name)):
-        raise DataError(f"dataset name {name!r} (under datasets:): use letters, digits and '_' only, starting with a letter")
+        raise DataError(
+            f"dataset name {name!r} (under datasets:): use letters, digits and '_' only, starting with a letter"
+        )
     if not isinstance(cfg, dict) or not cfg:
         raise DataError(
             f"dataset {name!r} is not built in ({', '.join(DATASETS)}); describe it under datasets.{name}: "
@@ -397,12 +467,16 @@ def check_user_config(name: str, cfg: dict | None) -> dict:
         )
     unknown = sorted(set(cfg) - set(USER_KEYS))
     if unknown:
-        raise DataError(f"datasets.{name}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                        f"a user dataset takes {', '.join(USER_KEYS)}")
+        raise DataError(
+            f"datasets.{name}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+            f"a user dataset takes {', '.join(USER_KEYS)}"
+        )
     out = {k: cfg.get(k) for k in USER_KEYS}
     if out["layout"] not in LAYOUTS:
-        raise DataError(f"datasets.{name}.layout is {out['layout']!r}; use imagefolder (folder/<class>/<image>) or labels "
-                        f"(images in folder, '<file> <label>' lines in datasets.{name}.labels)")
+        raise DataError(
+            f"datasets.{name}.layout is {out['layout']!r}; use imagefolder (folder/<class>/<image>) or labels "
+            f"(images in folder, '<file> <label>' lines in datasets.{name}.labels)"
+        )
     if not out["folder"]:
         raise DataError(f"datasets.{name}.folder is not set; give the folder that holds the images")
     folder = Path(out["folder"]).expanduser()
@@ -410,34 +484,56 @@ def check_user_config(name: str, cfg: dict | None) -> dict:
         raise DataError(f"datasets.{name}.folder: {out['folder']} is not a folder; fix the path")
     if out["layout"] == "labels":
         if not out["labels"]:
-            raise DataError(f"datasets.{name}.layout is labels, so datasets.{name}.labels (a file of '<file> <label>' lines) "
-                            "must be set")
+            raise DataError(
+                f"datasets.{name}.layout is labels, so datasets.{name}.labels (a file of '<file> <label>' lines) "
+                "must be set"
+            )
         if not Path(out["labels"]).expanduser().is_file():
-            raise DataError(f"datasets.{name}.labels: {out['labels']} does not exist (config key datasets.{name}.labels)")
+            raise DataError(
+                f"datasets.{name}.labels: {out['labels']} does not exist (config key datasets.{name}.labels)"
+            )
     elif out["labels"]:
-        raise DataError(f"datasets.{name}.labels is set, but layout imagefolder takes labels from the sub-folders; remove "
-                        f"datasets.{name}.labels, or use layout: labels")
+        raise DataError(
+            f"datasets.{name}.labels is set, but layout imagefolder takes labels from the sub-folders; remove "
+            f"datasets.{name}.labels, or use layout: labels"
+        )
     if out["classes"] is not None and out["class_index"] is not None:
         raise DataError(f"datasets.{name}: give classes or class_index, not both")
     if out["classes"] is not None:
         classes = out["classes"]
-        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
-            raise DataError(f"datasets.{name}.classes must be a list of at least two class names (label index = position)")
+        if (
+            not isinstance(classes, list)
+            or len(classes) < 2
+            or not all(isinstance(c, str) and c for c in classes)
+        ):
+            raise DataError(
+                f"datasets.{name}.classes must be a list of at least two class names (label index = position)"
+            )
         dup = sorted({c for c in classes if classes.count(c) > 1})
         if dup:
-            raise DataError(f"datasets.{name}.classes lists {', '.join(dup)} more than once; list each class once")
+            raise DataError(
+                f"datasets.{name}.classes lists {', '.join(dup)} more than once; list each class once"
+            )
     ci = out["class_index"]
     if ci is not None and ci != "imagenet" and not Path(ci).expanduser().is_file():
-        raise DataError(f"datasets.{name}.class_index: {ci} does not exist; give a JSON file, or 'imagenet' for the "
-                        "ImageNet class index (wnid folders get the indices of ImageNet models)")
+        raise DataError(
+            f"datasets.{name}.class_index: {ci} does not exist; give a JSON file, or 'imagenet' for the "
+            "ImageNet class index (wnid folders get the indices of ImageNet models)"
+        )
     for key in ("resize", "crop", "num_classes"):
         v = out[key]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (2 if key == "num_classes" else 1)):
-            raise DataError(f"datasets.{name}.{key} is {v!r}; give a whole number >= {2 if key == 'num_classes' else 1} or null")
+        if v is not None and (
+            isinstance(v, bool) or not isinstance(v, int) or v < (2 if key == "num_classes" else 1)
+        ):
+            raise DataError(
+                f"datasets.{name}.{key} is {v!r}; give a whole number >= {2 if key == 'num_classes' else 1} or null"
+            )
     if out["resize"] is not None and out["crop"] is None:
         out["crop"] = out["resize"]
     if out["resize"] is not None and out["crop"] > out["resize"]:
-        raise DataError(f"datasets.{name}.crop ({out['crop']}) must not exceed datasets.{name}.resize ({out['resize']})")
+        raise DataError(
+            f"datasets.{name}.crop ({out['crop']}) must not exceed datasets.{name}.resize ({out['resize']})"
+        )
     return out
 
 
@@ -452,8 +548,10 @@ def read_class_index(path: str | os.PathLike, name: str) -> tuple[list[str], lis
     Accepted: the Keras ``imagenet_class_index.json`` layout ``{"0": ["n01440764", "tench"], ...}``
     (keys are the wnids), ``{"cat": 0, "dog": 1}``, or ``["cat", "dog"]``. Indices must be 0..n-1.
     """
-    fix = (f"(config key datasets.{name}.class_index; expected {{\"0\": [\"key\", \"name\"], ...}}, "
-           "{\"key\": index, ...} or [\"key\", ...])")
+    fix = (
+        f'(config key datasets.{name}.class_index; expected {{"0": ["key", "name"], ...}}, '
+        '{"key": index, ...} or ["key", ...])'
+    )
     try:
         raw = json.loads(Path(path).expanduser().read_text(encoding="utf-8-sig"))
         if isinstance(raw, list):
@@ -465,15 +563,21 @@ def read_class_index(path: str | os.PathLike, name: str) -> tuple[list[str], lis
         else:
             raise ValueError(f"a JSON {type(raw).__name__}")
     except (OSError, ValueError, TypeError, IndexError) as e:
-        raise DataError(f"dataset {name}: cannot read class index {path} ({type(e).__name__}: {e}) {fix}") from e
+        raise DataError(
+            f"dataset {name}: cannot read class index {path} ({type(e).__name__}: {e}) {fix}"
+        ) from e
     pairs.sort()
     if [i for i, _, _ in pairs] != list(range(len(pairs))) or len(pairs) < 2:
-        raise DataError(f"dataset {name}: class index {path} must number its {len(pairs)} classes 0..{len(pairs) - 1}, each "
-                        f"once {fix}")
+        raise DataError(
+            f"dataset {name}: class index {path} must number its {len(pairs)} classes 0..{len(pairs) - 1}, each "
+            f"once {fix}"
+        )
     keys = [k for _, k, _ in pairs]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise DataError(f"dataset {name}: class index {path} names {', '.join(dup[:5])} more than once {fix}")
+        raise DataError(
+            f"dataset {name}: class index {path} names {', '.join(dup[:5])} more than once {fix}"
+        )
     return keys, [n for _, _, n in pairs]
 
 
@@ -486,47 +590,73 @@ def user_num_classes(name: str, cfg: dict) -> int:
     elif cfg["class_index"] == "imagenet":
         n, how = IMAGENET["num_classes"], f"datasets.{name}.class_index (ImageNet) has"
     elif cfg["class_index"] is not None:
-        n, how = len(read_class_index(cfg["class_index"], name)[0]), f"datasets.{name}.class_index {cfg['class_index']} has"
+        n, how = (
+            len(read_class_index(cfg["class_index"], name)[0]),
+            f"datasets.{name}.class_index {cfg['class_index']} has",
+        )
     elif cfg["layout"] == "imagefolder":
-        n, how = len(_class_folders(Path(cfg["folder"]).expanduser())), f"datasets.{name}.folder {cfg['folder']} has"
+        n, how = (
+            len(_class_folders(Path(cfg["folder"]).expanduser())),
+            f"datasets.{name}.folder {cfg['folder']} has",
+        )
         if n < 2:
-            raise DataError(f"dataset {name}: {cfg['folder']} has {n} class sub-folder{'s' if n != 1 else ''}; layout "
-                            f"imagefolder wants one sub-folder per class (folder/<class>/<image>), at least two")
+            raise DataError(
+                f"dataset {name}: {cfg['folder']} has {n} class sub-folder{'s' if n != 1 else ''}; layout "
+                f"imagefolder wants one sub-folder per class (folder/<class>/<image>), at least two"
+            )
     elif declared is None:
-        raise DataError(f"dataset {name}: a labels dataset needs its number of classes: set datasets.{name}.num_classes "
-                        f"(labels are indices 0..num_classes-1), or datasets.{name}.classes / class_index (labels may then "
-                        "be class names)")
+        raise DataError(
+            f"dataset {name}: a labels dataset needs its number of classes: set datasets.{name}.num_classes "
+            f"(labels are indices 0..num_classes-1), or datasets.{name}.classes / class_index (labels may then "
+            "be class names)"
+        )
     else:
         return int(declared)
     if declared is not None and declared != n:
-        raise DataError(f"datasets.{name}.num_classes is {declared}, but {how} {n} classes; remove num_classes or fix it")
+        raise DataError(
+            f"datasets.{name}.num_classes is {declared}, but {how} {n} classes; remove num_classes or fix it"
+        )
     return n
 
 
 def _imagenet_class_index_file(name: str, mirror: Path | None, downloaded: dict | None) -> Path:
-    path = mirror / IMAGENET["class_index"] if mirror is not None else Path((downloaded or {}).get(IMAGENET["class_index"], ""))
+    path = (
+        mirror / IMAGENET["class_index"]
+        if mirror is not None
+        else Path((downloaded or {}).get(IMAGENET["class_index"], ""))
+    )
     if not path.is_file():
-        raise DataError(f"dataset {name}: class_index imagenet needs {IMAGENET['class_index']} (not found at {path}); "
-                        f"{_fix_hint(name)}")
+        raise DataError(
+            f"dataset {name}: class_index imagenet needs {IMAGENET['class_index']} (not found at {path}); "
+            f"{_fix_hint(name)}"
+        )
     return path
 
 
-def _imagefolder_rows(name: str, folder: Path, keys: list[str] | None) -> tuple[list[tuple[str, int]], list[str], int]:
+def _imagefolder_rows(
+    name: str, folder: Path, keys: list[str] | None
+) -> tuple[list[tuple[str, int]], list[str], int]:
     """(relative image path, label) of an ImageFolder, its class keys, and the ignored non-image files."""
-    stray = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    stray = sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if stray:
-        raise DataError(f"dataset {name}: {folder} holds images directly ({stray[0]}, ...); layout imagefolder wants "
-                        f"folder/<class>/<image>: move them into class sub-folders, or use layout: labels with a label file")
+        raise DataError(
+            f"dataset {name}: {folder} holds images directly ({stray[0]}, ...); layout imagefolder wants "
+            f"folder/<class>/<image>: move them into class sub-folders, or use layout: labels with a label file"
+        )
     folders = _class_folders(folder)
     if keys is None:
         keys = folders
     index = {k: i for i, k in enumerate(keys)}
     unknown = [f for f in folders if f not in index]
     if unknown:
-        raise DataError(f"dataset {name}: {len(unknown)} sub-folder{'s' if len(unknown) != 1 else ''} of {folder} "
-                        f"({', '.join(unknown[:5])}) {'are' if len(unknown) != 1 else 'is'} not a class of "
-                        f"datasets.{name}.classes / class_index; rename or remove {'them' if len(unknown) != 1 else 'it'}, "
-                        "or add the class")
+        raise DataError(
+            f"dataset {name}: {len(unknown)} sub-folder{'s' if len(unknown) != 1 else ''} of {folder} "
+            f"({', '.join(unknown[:5])}) {'are' if len(unknown) != 1 else 'is'} not a class of "
+            f"datasets.{name}.classes / class_index; rename or remove {'them' if len(unknown) != 1 else 'it'}, "
+            "or add the class"
+        )
     rows, ignored = [], 0
     for cls in folders:
         found = []
@@ -540,18 +670,24 @@ def _imagefolder_rows(name: str, folder: Path, keys: list[str] | None) -> tuple[
                 else:
                     ignored += 1
         if not found:
-            raise DataError(f"dataset {name}: class folder {folder / cls} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
-                            "add some, or remove the folder (an empty class still shifts the label indices)")
+            raise DataError(
+                f"dataset {name}: class folder {folder / cls} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "add some, or remove the folder (an empty class still shifts the label indices)"
+            )
         rows += [(f, index[cls]) for f in sorted(found)]
     return rows, keys, ignored
 
 
-def _user_rows(name: str, cfg: dict, keys: list[str] | None) -> tuple[list[tuple[str, int]], list[str] | None, int]:
+def _user_rows(
+    name: str, cfg: dict, keys: list[str] | None
+) -> tuple[list[tuple[str, int]], list[str] | None, int]:
     folder = Path(cfg["folder"]).expanduser()
     if cfg["layout"] == "imagefolder":
         return _imagefolder_rows(name, folder, keys)
     n = user_num_classes(name, cfg) if keys is None else len(keys)
-    rows = read_label_file(Path(cfg["labels"]).expanduser(), {k: i for i, k in enumerate(keys or [])}, name, n)
+    rows = read_label_file(
+        Path(cfg["labels"]).expanduser(), {k: i for i, k in enumerate(keys or [])}, name, n
+    )
     missing = [f for f, _ in rows if not (folder / f).is_file()]
     if missing:
         raise DataError(
@@ -583,12 +719,17 @@ def _user_listing(name: str, cfg: dict) -> list[str]:
     return [f for f, _ in _imagefolder_rows(name, folder, keys)[0]]
 
 
+def imagenet_config(cfg: dict | None) -> dict:
+    """``datasets.imagenet`` as given (possibly partial, or None), the schema's defaults filled in."""
+    return with_defaults("datasets.imagenet", cfg)
+
+
 def image_size(name: str, cfg: dict | None) -> tuple[int, int] | None:
     """(height, width) of the images ``load_split`` returns for a dataset (None: a user folder without images)."""
     if name in CIFAR:
         return (32, 32)
     if name == "imagenet":
-        crop = int((cfg or {}).get("crop") or 224)
+        crop = int(imagenet_config(cfg)["crop"])
         return (crop, crop)
     cfg = check_user_config(name, cfg)
     if cfg["crop"] is not None:
@@ -603,7 +744,9 @@ def image_size(name: str, cfg: dict | None) -> tuple[int, int] | None:
         with Image.open(path) as im:  # reads the header only
             return (im.height, im.width)
     except (OSError, SyntaxError) as e:
-        raise DataError(f"dataset {name}: cannot read image {path} ({_pil_error(e)}); it is corrupt or not an image") from e
+        raise DataError(
+            f"dataset {name}: cannot read image {path} ({_pil_error(e)}); it is corrupt or not an image"
+        ) from e
 
 
 def _prepare_user(name: str, cfg: dict, out: Path, mirror: Path | None, downloaded: dict) -> dict:
@@ -612,11 +755,18 @@ def _prepare_user(name: str, cfg: dict, out: Path, mirror: Path | None, download
     cfg = check_user_config(name, cfg)
     folder = Path(cfg["folder"]).expanduser().resolve()
     n_classes = user_num_classes(name, cfg)
-    keys, names = (list(cfg["classes"]), list(cfg["classes"])) if cfg["classes"] is not None else (None, None)
+    keys, names = (
+        (list(cfg["classes"]), list(cfg["classes"])) if cfg["classes"] is not None else (None, None)
+    )
     extra: dict = {}
     if cfg["class_index"] == "imagenet":
         src = _imagenet_class_index_file(name, mirror, downloaded)
-        copy_verified(src, out / IMAGENET["class_index"], IMAGENET["class_index_sha256"], what="ImageNet class index")
+        copy_verified(
+            src,
+            out / IMAGENET["class_index"],
+            IMAGENET["class_index_sha256"],
+            what="ImageNet class index",
+        )
         keys, names = read_class_index(out / IMAGENET["class_index"], name)
     elif cfg["class_index"] is not None:
         path = Path(cfg["class_index"]).expanduser().resolve()
@@ -646,12 +796,16 @@ def _prepare_user(name: str, cfg: dict, out: Path, mirror: Path | None, download
                 "(e.g. 256 and 224, as for ImageNet models), or crop alone (a centre crop of the native images)"
             )
         elif cfg["resize"] is None and cfg["crop"] is not None and min(size) < cfg["crop"]:
-            raise DataError(f"dataset {name}: {rel} is {size[1]}x{size[0]}, smaller than datasets.{name}.crop "
-                            f"({cfg['crop']}); set datasets.{name}.resize too, or a smaller crop")
+            raise DataError(
+                f"dataset {name}: {rel} is {size[1]}x{size[0]}, smaller than datasets.{name}.crop "
+                f"({cfg['crop']}); set datasets.{name}.resize too, or a smaller crop"
+            )
         image_id = Path(rel).with_suffix("").as_posix()
         if image_id in ids:
-            raise DataError(f"dataset {name}: {ids[image_id]} and {rel} would have the same image id {image_id!r}; "
-                            "rename one of them")
+            raise DataError(
+                f"dataset {name}: {ids[image_id]} and {rel} would have the same image id {image_id!r}; "
+                "rename one of them"
+            )
         ids[image_id] = rel
         index.append((str(path), y, sha, image_id))
     if not index:
@@ -679,7 +833,9 @@ def available_images(name: str, cfg: dict, mirror: Path | None, split: str = "te
     """How many images a split will have once prepared (known before anything is downloaded)."""
     if name not in DATASETS:
         if split != "test":
-            raise DataError(f"dataset {name} (your own images) has only a 'test' split, not {split!r}")
+            raise DataError(
+                f"dataset {name} (your own images) has only a 'test' split, not {split!r}"
+            )
         return len(_user_listing(name, cfg))
     if name in CIFAR:
         spec = CIFAR[name]
@@ -688,14 +844,19 @@ def available_images(name: str, cfg: dict, mirror: Path | None, split: str = "te
         folder = mirror / spec["folder"]
         return sum(len(_cifar_labels(folder / f, name)) for f in spec["splits"][split])
     if split != "test":
-        raise DataError(f"dataset imagenet has only a 'test' split here (the sample or your validation folder), not {split!r}")
-    if cfg.get("source", "sample") == "folder":
+        raise DataError(
+            f"dataset imagenet has only a 'test' split here (the sample or your validation folder), not {split!r}"
+        )
+    cfg = imagenet_config(cfg)
+    if cfg["source"] == "folder":
         return len(_label_lines(Path(cfg["labels"])))
     if mirror is None:
         return len(imagenet_sample_checksums())
     folder = mirror / IMAGENET["sample_folder"]
     if not folder.is_dir():
-        raise DataError(f"dataset imagenet: mirror folder {folder} does not exist; {_fix_hint(name)}")
+        raise DataError(
+            f"dataset imagenet: mirror folder {folder} does not exist; {_fix_hint(name)}"
+        )
     return len(_list_images(folder))
 
 
@@ -739,11 +900,14 @@ def source_fingerprint(name: str, cfg: dict, mirror: Path | None) -> str:
         if mirror is not None:
             spec = CIFAR[name]
             folder = mirror / spec["folder"]
-            entries = [_stat_entry(folder / f) for f in [spec["meta"], *sum(spec["splits"].values(), [])]]
+            entries = [
+                _stat_entry(folder / f) for f in [spec["meta"], *sum(spec["splits"].values(), [])]
+            ]
     else:
         if mirror is not None:
             entries.append(_stat_entry(mirror / IMAGENET["class_index"]))
-        if cfg.get("source", "sample") == "folder":
+        cfg = imagenet_config(cfg)
+        if cfg["source"] == "folder":
             labels = Path(cfg["labels"]).expanduser()
             folder = Path(cfg["folder"]).expanduser()
             lines = _label_lines(labels)
@@ -757,7 +921,9 @@ def source_fingerprint(name: str, cfg: dict, mirror: Path | None) -> str:
             entries += [_stat_entry(folder / f) for _, f, _ in lines]
         elif mirror is not None:
             folder = mirror / IMAGENET["sample_folder"]
-            entries += [_stat_entry(p) for p in _list_images(folder)] if folder.is_dir() else ["missing"]
+            entries += (
+                [_stat_entry(p) for p in _list_images(folder)] if folder.is_dir() else ["missing"]
+            )
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]
 
 
@@ -781,12 +947,15 @@ def _to_rgb(im, path, name: str, fix: str):
     if im.mode in _16BIT_MODES or (im.mode == "I" and im.format == "PNG"):
         a = np.asarray(im).astype(np.uint32)
         if a.size and (int(a.max()) > 65535 or int(a.min()) < 0):
-            raise DataError(f"dataset {name}: image {path} is {im.mode} with values outside 0..65535; {fix}")
+            raise DataError(
+                f"dataset {name}: image {path} is {im.mode} with values outside 0..65535; {fix}"
+            )
         return Image.fromarray(((a * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
     if im.mode in ("I", "F") or im.mode.startswith("I;"):
         raise DataError(
             f"dataset {name}: image {path} has 32-bit {'float' if im.mode == 'F' else 'integer'} pixels (mode {im.mode}), "
-            f"whose range is not known; save it as 8- or 16-bit (PNG) or 8-bit JPEG; {fix}")
+            f"whose range is not known; save it as 8- or 16-bit (PNG) or 8-bit JPEG; {fix}"
+        )
     return im.convert("RGB")
 
 
@@ -805,7 +974,9 @@ def _decode_check(path: Path, fix: str, name: str = "imagenet") -> str:
             except DataError as e:
                 mode_error = e
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"dataset {name}: cannot decode image {path} ({_pil_error(e)}); it is empty, corrupt or not an image; {fix}") from e
+        raise DataError(
+            f"dataset {name}: cannot decode image {path} ({_pil_error(e)}); it is empty, corrupt or not an image; {fix}"
+        ) from e
     if mode_error is not None:
         raise mode_error
     return hashlib.sha256(data).hexdigest()
@@ -816,7 +987,13 @@ def _decode_check(path: Path, fix: str, name: str = "imagenet") -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def prepare_dataset(name: str, cfg: dict, dest: str | os.PathLike, mirror: Path | None = None, downloaded: dict | None = None) -> dict:
+def prepare_dataset(
+    name: str,
+    cfg: dict,
+    dest: str | os.PathLike,
+    mirror: Path | None = None,
+    downloaded: dict | None = None,
+) -> dict:
     """Build ``dest`` (``resources/data/<name>``) from a mirror or from downloaded files.
 
     ``downloaded`` maps the file names of :func:`downloads` to their local paths. The folder is
@@ -854,7 +1031,9 @@ def _prepare_cifar(name: str, out: Path, mirror: Path | None, downloaded: dict) 
             with tarfile.open(archive) as tar:
                 tar.extractall(out / "_extract", filter="data")
         except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataError(f"dataset {name}: cannot extract {archive} ({e}); delete it and rerun") from e
+            raise DataError(
+                f"dataset {name}: cannot extract {archive} ({e}); delete it and rerun"
+            ) from e
         for f in (out / "_extract" / spec["folder"]).iterdir():
             shutil.move(str(f), out / f.name)
         shutil.rmtree(out / "_extract")
@@ -864,17 +1043,22 @@ def _prepare_cifar(name: str, out: Path, mirror: Path | None, downloaded: dict) 
 
 
 def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dict) -> dict:
+    cfg = imagenet_config(cfg)
     ci_name = IMAGENET["class_index"]
     ci_src = mirror / ci_name if mirror is not None else Path(downloaded[ci_name])
     if not ci_src.is_file():
         raise DataError(f"dataset imagenet: missing class index {ci_src}; {_fix_hint('imagenet')}")
-    copy_verified(ci_src, out / ci_name, IMAGENET["class_index_sha256"], what="ImageNet class index")
+    copy_verified(
+        ci_src, out / ci_name, IMAGENET["class_index_sha256"], what="ImageNet class index"
+    )
     class_index = _load_class_index(out / ci_name)
-    source_kind = cfg.get("source", "sample")
+    source_kind = cfg["source"]
     if source_kind == "folder":
         folder = Path(cfg["folder"]).expanduser().resolve()
         if not folder.is_dir():
-            raise DataError(f"dataset imagenet: image folder {folder} does not exist (config key datasets.imagenet.folder)")
+            raise DataError(
+                f"dataset imagenet: image folder {folder} does not exist (config key datasets.imagenet.folder)"
+            )
         labels_path = Path(cfg["labels"]).expanduser().resolve()
         rows = read_label_file(labels_path, class_index)
         missing = [f for f, _ in rows if not (folder / f).is_file()]
@@ -895,7 +1079,9 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
         if mirror is not None:
             src = mirror / IMAGENET["sample_folder"]
             if not src.is_dir():
-                raise DataError(f"dataset imagenet: mirror folder {src} does not exist; {_fix_hint('imagenet')}")
+                raise DataError(
+                    f"dataset imagenet: mirror folder {src} does not exist; {_fix_hint('imagenet')}"
+                )
             files = _list_images(src)
             source = f"mirror:{src}"
         else:
@@ -904,11 +1090,15 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
                 with zipfile.ZipFile(archive) as z:
                     z.extractall(out / "_extract")
             except (zipfile.BadZipFile, OSError) as e:
-                raise DataError(f"dataset imagenet: cannot extract {archive} ({e}); delete it and rerun") from e
+                raise DataError(
+                    f"dataset imagenet: cannot extract {archive} ({e}); delete it and rerun"
+                ) from e
             files = [p for p in (out / "_extract").rglob("*") if p.suffix == ".JPEG"]
             source = f"official:{IMAGENET['sample_url']}"
         if not files:
-            raise DataError(f"dataset imagenet: no images found for the sample set; {_fix_hint('imagenet')}")
+            raise DataError(
+                f"dataset imagenet: no images found for the sample set; {_fix_hint('imagenet')}"
+            )
         index = []
         for f in sorted(files, key=lambda p: p.name):
             if f.name not in sums:
@@ -916,10 +1106,18 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
                     f"dataset imagenet: {f} is not one of the ImageNet sample images (commit {IMAGENET_SAMPLE_COMMIT[:8]}); "
                     "remove it, or use datasets.imagenet.source: folder for your own images"
                 )
-            copy_verified(f, images / f.name, sums[f.name], what=f"ImageNet sample image {f}", fix=_fix_hint("imagenet"))
+            copy_verified(
+                f,
+                images / f.name,
+                sums[f.name],
+                what=f"ImageNet sample image {f}",
+                fix=_fix_hint("imagenet"),
+            )
             wnid = f.name.split("_", 1)[0]
             if wnid not in class_index:
-                raise DataError(f"dataset imagenet: {f.name} has wnid {wnid} not in the class index")
+                raise DataError(
+                    f"dataset imagenet: {f.name} has wnid {wnid} not in the class index"
+                )
             index.append((f"images/{f.name}", class_index[wnid], sums[f.name]))
         shutil.rmtree(out / "_extract", ignore_errors=True)
         extra = {}
@@ -932,8 +1130,8 @@ def _prepare_imagenet(cfg: dict, out: Path, mirror: Path | None, downloaded: dic
         "source": source,
         "counts": {"test": len(index)},
         "num_classes": IMAGENET["num_classes"],
-        "resize": int(cfg.get("resize", 256)),
-        "crop": int(cfg.get("crop", 224)),
+        "resize": int(cfg["resize"]),
+        "crop": int(cfg["crop"]),
     }
 
 
@@ -957,12 +1155,16 @@ class Split:
 def read_manifest(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
-        raise DataError(f"{data_dir} is not a prepared dataset (no {MANIFEST}); run the workflow's prepare_dataset rule for it")
+        raise DataError(
+            f"{data_dir} is not a prepared dataset (no {MANIFEST}); run the workflow's prepare_dataset rule for it"
+        )
     try:
         manifest = json.loads(path.read_text())
         manifest["dataset"], manifest["counts"], manifest["kind"]
     except (ValueError, KeyError, TypeError) as e:
-        raise DataError(f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}") from e
+        raise DataError(
+            f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}"
+        ) from e
     return manifest
 
 
@@ -997,7 +1199,9 @@ def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
     return file_digest(path)
 
 
-def load_split(data_dir: str | os.PathLike, split: str = "test", start: int = 0, stop: int | None = None) -> Split:
+def load_split(
+    data_dir: str | os.PathLike, split: str = "test", start: int = 0, stop: int | None = None
+) -> Split:
     """Load images ``start:stop`` of a split of a prepared dataset folder, in the official order."""
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
@@ -1018,21 +1222,37 @@ def load_split(data_dir: str | os.PathLike, split: str = "test", start: int = 0,
     version = _stat_key(data_dir / MANIFEST)
     if manifest["kind"] == "cifar":
         data, labels = _cifar_arrays(str(data_dir), name, split, *version)
-        images = torch.from_numpy(data[start:stop].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+        images = torch.from_numpy(
+            data[start:stop].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+        )
         ids = [f"{name}-{split}-{i:05d}" for i in range(start, stop)]
         return Split(images, torch.from_numpy(labels[start:stop].copy()), ids)
     index = _imagenet_index(str(data_dir), *version)[start:stop]
     if manifest["kind"] == "folder":  # a user dataset: its own size, resize and crop optional
         height, width = manifest["size"]
-        images = [_load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"], sha, name) for p, _, sha, _ in index]
+        images = [
+            _load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"], sha, name)
+            for p, _, sha, _ in index
+        ]
         for (p, _, _, _), im in zip(index, images):
             if tuple(im.shape[1:]) != (height, width):
-                raise DataError(f"dataset {name}: image {p} is {im.shape[2]}x{im.shape[1]}, not the {width}x{height} of "
-                                f"{data_dir}; {_prepared_hint(data_dir)}")
+                raise DataError(
+                    f"dataset {name}: image {p} is {im.shape[2]}x{im.shape[1]}, not the {width}x{height} of "
+                    f"{data_dir}; {_prepared_hint(data_dir)}"
+                )
         images = torch.stack(images) if images else torch.empty(0, 3, height, width)
         ids = [i for _, _, _, i in index]
     else:
-        images = torch.stack([_load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"], sha) for p, _, sha, _ in index]) if index else torch.empty(0, 3, manifest["crop"], manifest["crop"])
+        images = (
+            torch.stack(
+                [
+                    _load_imagenet_image(data_dir, p, manifest["resize"], manifest["crop"], sha)
+                    for p, _, sha, _ in index
+                ]
+            )
+            if index
+            else torch.empty(0, 3, manifest["crop"], manifest["crop"])
+        )
         ids = [Path(p).stem for p, _, _, _ in index]
     labels = torch.tensor([y for _, y, _, _ in index], dtype=torch.int64)
     return Split(images, labels, ids)
@@ -1041,7 +1261,9 @@ def load_split(data_dir: str | os.PathLike, split: str = "test", start: int = 0,
 @functools.lru_cache(maxsize=8)
 def _cifar_arrays(data_dir: str, name: str, split: str, *version) -> tuple[np.ndarray, np.ndarray]:
     fix = _prepared_hint(data_dir)
-    parts = [_check_cifar_batch(Path(data_dir) / f, name, fix) for f in CIFAR[name]["splits"][split]]
+    parts = [
+        _check_cifar_batch(Path(data_dir) / f, name, fix) for f in CIFAR[name]["splits"][split]
+    ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -1054,14 +1276,29 @@ def _imagenet_index(data_dir: str, *version) -> list[tuple[str, int, str | None,
     try:
         for line in path.read_text().splitlines():
             parts = line.split("\t")
-            rows.append((parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None, parts[3] if len(parts) > 3 else None))
+            rows.append(
+                (
+                    parts[0],
+                    int(parts[1]),
+                    parts[2] if len(parts) > 2 else None,
+                    parts[3] if len(parts) > 3 else None,
+                )
+            )
     except (OSError, ValueError, IndexError) as e:
-        raise DataError(f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}") from e
+        raise DataError(
+            f"cannot read {path} ({type(e).__name__}: {e}); {_prepared_hint(data_dir)}"
+        ) from e
     return rows
 
 
-def _load_imagenet_image(data_dir: Path, path: str, resize: int | None, crop: int | None, sha256: str | None = None,
-                         name: str = "imagenet") -> torch.Tensor:
+def _load_imagenet_image(
+    data_dir: Path,
+    path: str,
+    resize: int | None,
+    crop: int | None,
+    sha256: str | None = None,
+    name: str = "imagenet",
+) -> torch.Tensor:
     """Standard ImageNet evaluation preprocessing: shorter side to ``resize``, centre crop ``crop``
     (either None: that step is skipped, as for a user dataset at its native size).
 
@@ -1071,28 +1308,38 @@ def _load_imagenet_image(data_dir: Path, path: str, resize: int | None, crop: in
     from PIL import Image
     from torchvision.transforms import functional as TF
 
-    own = Path(path).is_absolute()  # an image of the user's folder (source: folder), else a prepared copy
+    own = Path(
+        path
+    ).is_absolute()  # an image of the user's folder (source: folder), else a prepared copy
     full = Path(path) if own else data_dir / path
     fix = (
         f"it changed after {data_dir} was prepared; rerun the workflow (it prepares the dataset again when its "
-        f"folder changes) or delete the folder {data_dir}" if own else _prepared_hint(data_dir)
+        f"folder changes) or delete the folder {data_dir}"
+        if own
+        else _prepared_hint(data_dir)
     )
     try:
         raw = full.read_bytes()
     except OSError as e:
         raise DataError(f"dataset {name}: cannot read image {full} ({e}); {fix}") from e
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
-        raise DataError(f"dataset {name}: image {full} is not the file that was prepared (sha256 differs); {fix}")
+        raise DataError(
+            f"dataset {name}: image {full} is not the file that was prepared (sha256 differs); {fix}"
+        )
     try:
         with Image.open(io.BytesIO(raw)) as im:
             im = _to_rgb(im, full, name, fix)
             if resize is not None:
-                im = TF.resize(im, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+                im = TF.resize(
+                    im, resize, interpolation=TF.InterpolationMode.BILINEAR, antialias=True
+                )
             if crop is not None:
                 im = TF.center_crop(im, crop)
             return TF.pil_to_tensor(im).float().div_(255.0)
     except (OSError, SyntaxError) as e:
-        raise DataError(f"dataset {name}: cannot decode image {full} ({_pil_error(e)}); it is corrupt or not an image; {fix}") from e
+        raise DataError(
+            f"dataset {name}: cannot decode image {full} ({_pil_error(e)}); it is corrupt or not an image; {fix}"
+        ) from e
 
 
 def class_names(data_dir: str | os.PathLike) -> list[str]:
@@ -1101,12 +1348,18 @@ def class_names(data_dir: str | os.PathLike) -> list[str]:
     manifest = read_manifest(data_dir)
     if manifest["kind"] == "cifar":
         spec = CIFAR[manifest["dataset"]]
-        return list(_unpickle(data_dir / spec["meta"], manifest["dataset"], _prepared_hint(data_dir))[spec["names_key"]])
+        return list(
+            _unpickle(data_dir / spec["meta"], manifest["dataset"], _prepared_hint(data_dir))[
+                spec["names_key"]
+            ]
+        )
     if manifest["kind"] == "folder":
         try:
             return list(json.loads((data_dir / "classes.json").read_text()))
         except (OSError, ValueError) as e:
-            raise DataError(f"cannot read {data_dir / 'classes.json'} ({e}); {_prepared_hint(data_dir)}") from e
+            raise DataError(
+                f"cannot read {data_dir / 'classes.json'} ({e}); {_prepared_hint(data_dir)}"
+            ) from e
     raw = json.loads((data_dir / IMAGENET["class_index"]).read_text())
     return [raw[str(i)][1] for i in range(len(raw))]
 

@@ -55,8 +55,28 @@ LATTICE_SHIFTS: dict[str, tuple[tuple[int, int], ...]] = {
     "s1x2": ((0, 1), (0, -1)),
     "k1x2_s2x4": _NEIGHBOURS + ((0, 2), (0, -2), (1, 2), (1, -2), (-1, 2), (-1, -2)),
     "k2x1_s4x2": _NEIGHBOURS + ((2, 0), (-2, 0), (2, 1), (-2, 1), (2, -1), (-2, -1)),
-    "k2_s4": ((0, 1), (0, -1), (0, 2), (0, -2), (1, 1), (1, -1), (1, 2), (1, -2), (-1, 1), (-1, -1), (-1, 2),
-              (-1, -2), (2, 1), (2, -1), (2, 2), (2, -2), (-2, 1), (-2, -1), (-2, 2), (-2, -2)),
+    "k2_s4": (
+        (0, 1),
+        (0, -1),
+        (0, 2),
+        (0, -2),
+        (1, 1),
+        (1, -1),
+        (1, 2),
+        (1, -2),
+        (-1, 1),
+        (-1, -1),
+        (-1, 2),
+        (-1, -2),
+        (2, 1),
+        (2, -1),
+        (2, 2),
+        (2, -2),
+        (-2, 1),
+        (-2, -1),
+        (-2, 2),
+        (-2, -2),
+    ),
 }
 DEFAULT_SHIFTS = _NEIGHBOURS  # StochasticPRM's shifts when none are given: the s2 set
 SHIFT_MODES = ("lattice", "lattice_as_run", "sizes", "none")
@@ -100,8 +120,10 @@ class _Randomised(nn.Module):
                 seeds.append(derive_seed(self.seed, i, "call", c))
             return seeds
         if self._draw is not None:
-            raise ValueError(f"a batch of {n} images inside images(ids, draw={self._draw}) with {len(self._ids)} ids: "
-                             "pass the ids of exactly the images classified")
+            raise ValueError(
+                f"a batch of {n} images inside images(ids, draw={self._draw}) with {len(self._ids)} ids: "
+                "pass the ids of exactly the images classified"
+            )
         return [int(v) for v in torch.randint(0, 2**62, (n,), generator=self.gen)]
 
     def generators(self, n: int) -> list[torch.Generator]:
@@ -124,15 +146,26 @@ class StochasticPRM(_Randomised):
     An empty list means no shift.
     """
 
-    def __init__(self, classifier: nn.Module, prms: list[nn.Module], lambdas=(0.0, 0.5, 1.0), stacks=(1,),
-                 shifts=DEFAULT_SHIFTS, stochastic: bool = True, fixed_lambda: float = 1.0, seed: int = 0,
-                 prm_shifts=None):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        prms: list[nn.Module],
+        lambdas=(0.0, 0.5, 1.0),
+        stacks=(1,),
+        shifts=DEFAULT_SHIFTS,
+        stochastic: bool = True,
+        fixed_lambda: float = 1.0,
+        seed: int = 0,
+        prm_shifts=None,
+    ):
         if not prms:
             raise ValueError("StochasticPRM needs at least one trained PRM")
         if any(not 0 <= lam <= 1 for lam in lambdas) or not 0 <= fixed_lambda <= 1:
             raise ValueError(f"λ values must lie in [0, 1], got {list(lambdas)} / {fixed_lambda}")
         if prm_shifts is not None and len(prm_shifts) != len(prms):
-            raise ValueError(f"prm_shifts needs one shift list per PRM: {len(prm_shifts)} lists for {len(prms)} PRMs")
+            raise ValueError(
+                f"prm_shifts needs one shift list per PRM: {len(prm_shifts)} lists for {len(prms)} PRMs"
+            )
         super().__init__(classifier, seed)
         self.prms = nn.ModuleList(prms)
         self.lambdas, self.stacks = [float(v) for v in lambdas], list(stacks)
@@ -149,7 +182,9 @@ class StochasticPRM(_Randomised):
         out = []
         for _ in range(self._pick(self.stacks, gen)):
             i, lam = self._pick(range(len(self.prms)), gen), self._pick(self.lambdas, gen)
-            out.append((i, lam, self._pick(self.prm_shifts[i], gen) if self.prm_shifts[i] else (0, 0)))
+            out.append(
+                (i, lam, self._pick(self.prm_shifts[i], gen) if self.prm_shifts[i] else (0, 0))
+            )
         return out
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,12 +195,23 @@ class StochasticPRM(_Randomised):
             rows = [j for j, plan in enumerate(plans) if len(plan) > p]
             xs = torch.cat([shift(x[j : j + 1], *plans[j][p][2]) for j in rows])
             out = xs
-            for i in sorted({plans[j][p][0] for j in rows if plans[j][p][1] > 0}):  # λ = 0: the shift alone
+            for i in sorted(
+                {plans[j][p][0] for j in rows if plans[j][p][1] > 0}
+            ):  # λ = 0: the shift alone
                 sel = [k for k, j in enumerate(rows) if plans[j][p][0] == i and plans[j][p][1] > 0]
-                lam = torch.tensor([plans[rows[k]][p][1] for k in sel], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+                lam = torch.tensor(
+                    [plans[rows[k]][p][1] for k in sel], dtype=x.dtype, device=x.device
+                ).view(-1, 1, 1, 1)
                 part = xs[sel]
-                out = out.index_put((torch.tensor(sel, device=x.device),), lam * self.prms[i](part) + (1 - lam) * part)
-            x = x.index_put((torch.tensor(rows, device=x.device),), out) if len(rows) < len(x) else out
+                out = out.index_put(
+                    (torch.tensor(sel, device=x.device),),
+                    lam * self.prms[i](part) + (1 - lam) * part,
+                )
+            x = (
+                x.index_put((torch.tensor(rows, device=x.device),), out)
+                if len(rows) < len(x)
+                else out
+            )
         return x
 
     def forward(self, x):
@@ -178,13 +224,27 @@ NOISE_BLOCK = 100  # region-based noise samples drawn from one seed (ours; any b
 class RegionBased(_Randomised):
     """Majority vote over ``samples`` uniform draws in the L∞ ball of ``radius`` (clipped to [0, 1])."""
 
-    def __init__(self, model: nn.Module, radius: float = 0.02, samples: int = 1000, batch_size: int = 500,
-                 surrogate: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        radius: float = 0.02,
+        samples: int = 1000,
+        batch_size: int = 500,
+        surrogate: bool = False,
+        seed: int = 0,
+    ):
         if radius < 0 or samples < 1 or batch_size < 1:
-            raise ValueError(f"region-based defence needs radius >= 0, samples >= 1 and batch_size >= 1, got {radius}, "
-                             f"{samples}, {batch_size}")
+            raise ValueError(
+                f"region-based defence needs radius >= 0, samples >= 1 and batch_size >= 1, got {radius}, "
+                f"{samples}, {batch_size}"
+            )
         super().__init__(model, seed)
-        self.radius, self.samples, self.batch_size, self.surrogate = float(radius), int(samples), int(batch_size), surrogate
+        self.radius, self.samples, self.batch_size, self.surrogate = (
+            float(radius),
+            int(samples),
+            int(batch_size),
+            surrogate,
+        )
 
     def _votes(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-sample votes (or, for the EOT surrogate, probabilities) summed over the last-but-one axis."""
@@ -215,7 +275,9 @@ class RegionBased(_Randomised):
                 if buf and sum(map(len, buf)) + m > self.batch_size:
                     flush()
                 g = torch.Generator().manual_seed(derive_seed(seeds[j], "block", b))
-                noise = (torch.rand((m, *x.shape[1:]), generator=g) * 2 - 1).to(x.device) * self.radius
+                noise = (torch.rand((m, *x.shape[1:]), generator=g) * 2 - 1).to(
+                    x.device
+                ) * self.radius
                 buf.append((x[j : j + 1] + noise).clamp(0, 1))
                 owners.append(j)
         if buf:
@@ -234,7 +296,10 @@ class Randomization(_Randomised):
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        lo_h, lo_w = max(1, int(np.ceil(h * self.scale[0]))), max(1, int(np.ceil(w * self.scale[0])))
+        lo_h, lo_w = (
+            max(1, int(np.ceil(h * self.scale[0]))),
+            max(1, int(np.ceil(w * self.scale[0]))),
+        )
         out = []
         for j, g in enumerate(self.generators(len(x))):  # one resize and pad per image
             nh = int(torch.randint(lo_h, max(lo_h, int(h * self.scale[1])) + 1, (1,), generator=g))
@@ -250,8 +315,10 @@ class Randomization(_Randomised):
 
 
 # skimage.color's YCbCr (ITU-R BT.601, Y in [16, 235] for RGB in [0, 1])
-_YCBCR_FROM_RGB = torch.tensor([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-                               dtype=torch.float64)
+_YCBCR_FROM_RGB = torch.tensor(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+    dtype=torch.float64,
+)
 _YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64)
 
 
@@ -272,7 +339,9 @@ def wavelet_denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
     n, c, h, w = x.shape
     levels = _haar_levels(h, w)
     if c != 3 or h % 2**levels or w % 2**levels:
-        raise ValueError(f"wavelet_denoise needs N×3×H×W with H, W divisible by {2**levels}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"wavelet_denoise needs N×3×H×W with H, W divisible by {2**levels}, got {tuple(x.shape)}"
+        )
     m = _YCBCR_FROM_RGB.to(x.device)
     img = x.to(torch.float64)
     ycc = torch.einsum("ij,njhw->nihw", m, img) + _YCBCR_OFFSET.to(x.device).view(1, 3, 1, 1)
@@ -302,7 +371,9 @@ def wavelet_denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
         out[..., 1::2, 1::2] = (a - h1 - h2 + h3) / 2
         a = out
     den = torch.where(flat, ycc, a * scale + lo)
-    rgb = torch.einsum("ij,njhw->nihw", torch.linalg.inv(m), den - _YCBCR_OFFSET.to(x.device).view(1, 3, 1, 1))
+    rgb = torch.einsum(
+        "ij,njhw->nihw", torch.linalg.inv(m), den - _YCBCR_OFFSET.to(x.device).view(1, 3, 1, 1)
+    )
     return rgb.clamp(0, 1).to(x.dtype)
 
 
@@ -316,24 +387,45 @@ class PixelDeflection(_Randomised):
     does not suit the batched Haar transform.
     """
 
-    def __init__(self, model: nn.Module, deflections: int = 100, window: int = 10, sigma: float = 0.04, rcam=None,
-                 backend: str = "torch", seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        deflections: int = 100,
+        window: int = 10,
+        sigma: float = 0.04,
+        rcam=None,
+        backend: str = "torch",
+        seed: int = 0,
+    ):
         if deflections < 0 or window < 1 or sigma <= 0:
-            raise ValueError(f"pixel deflection needs deflections >= 0, window >= 1, sigma > 0; got {deflections}, {window}, {sigma}")
+            raise ValueError(
+                f"pixel deflection needs deflections >= 0, window >= 1, sigma > 0; got {deflections}, {window}, {sigma}"
+            )
         if backend not in ("torch", "skimage"):
-            raise ValueError(f"pixel deflection backend must be 'torch' or 'skimage', got {backend!r}")
+            raise ValueError(
+                f"pixel deflection backend must be 'torch' or 'skimage', got {backend!r}"
+            )
         super().__init__(model, seed)
-        self.deflections, self.window, self.sigma, self.rcam = int(deflections), int(window), float(sigma), rcam
+        self.deflections, self.window, self.sigma, self.rcam = (
+            int(deflections),
+            int(window),
+            float(sigma),
+            rcam,
+        )
         self.backend = backend
 
-    def deflect(self, img: np.ndarray, rcam: np.ndarray | None, rng: np.random.Generator | None = None) -> np.ndarray:
+    def deflect(
+        self, img: np.ndarray, rcam: np.ndarray | None, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """``img``: C×H×W float array (modified copy returned); ``rng``: the image's generator (default: the
         defence's own stream)."""
         rng = self.rng if rng is None else rng
         img = img.copy()
         c_n, h, w = img.shape
         left, tries = self.deflections, 0
-        while left > 0 and tries < 100 * max(1, self.deflections):  # an R-CAM of ones would skip forever
+        while left > 0 and tries < 100 * max(
+            1, self.deflections
+        ):  # an R-CAM of ones would skip forever
             for c in range(c_n):
                 tries += 1
                 y, x = rng.integers(0, h), rng.integers(0, w)
@@ -360,7 +452,9 @@ class PixelDeflection(_Randomised):
             ys[j] = torch.randint(0, h, (k,), generator=g)
             xs[j] = torch.randint(0, w, (k,), generator=g)
             todo = torch.ones(k, dtype=torch.bool)
-            while todo.any():  # redraw offsets that leave the image or stay in place, as the original
+            while (
+                todo.any()
+            ):  # redraw offsets that leave the image or stay in place, as the original
                 m = int(todo.sum())
                 dy[j, todo] = torch.randint(-self.window, self.window + 1, (m,), generator=g)
                 dx[j, todo] = torch.randint(-self.window, self.window + 1, (m,), generator=g)
@@ -377,22 +471,36 @@ class PixelDeflection(_Randomised):
 
     def _torch_ok(self, x: torch.Tensor) -> bool:
         levels = _haar_levels(*x.shape[-2:])
-        return (self.backend == "torch" and self.rcam is None and x.shape[1] == 3
-                and x.shape[-2] % 2**levels == 0 and x.shape[-1] % 2**levels == 0)
+        return (
+            self.backend == "torch"
+            and self.rcam is None
+            and x.shape[1] == 3
+            and x.shape[-2] % 2**levels == 0
+            and x.shape[-1] % 2**levels == 0
+        )
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         if self._torch_ok(x):
             with torch.no_grad():
                 y = wavelet_denoise(self.deflect_batch(x.detach()), self.sigma)
-            return x + (y - x).detach()  # BPDA: the transformation's gradient is taken as the identity
+            return (
+                x + (y - x).detach()
+            )  # BPDA: the transformation's gradient is taken as the identity
         from skimage.restoration import denoise_wavelet
 
         out = []
         for img, seed in zip(x.detach().cpu(), self.image_seeds(len(x))):
             rcam = None if self.rcam is None else np.asarray(self.rcam(img))
             d = self.deflect(img.numpy().astype(np.float64), rcam, np.random.default_rng(seed))
-            den = denoise_wavelet(d.transpose(1, 2, 0), sigma=self.sigma, mode="soft", channel_axis=-1,
-                                  convert2ycbcr=True, method="BayesShrink", rescale_sigma=True)
+            den = denoise_wavelet(
+                d.transpose(1, 2, 0),
+                sigma=self.sigma,
+                mode="soft",
+                channel_axis=-1,
+                convert2ycbcr=True,
+                method="BayesShrink",
+                rescale_sigma=True,
+            )
             out.append(torch.from_numpy(np.clip(den, 0, 1).transpose(2, 0, 1).astype(np.float32)))
         y = torch.stack(out).to(x.device)
         return x + (y - x).detach()  # BPDA: the transformation's gradient is taken as the identity
@@ -431,7 +539,12 @@ def shifts_of_sizes(sizes) -> list[tuple[int, int]]:
     if any(s < 1 for s in sizes):
         raise ValueError(f"shift sizes must be positive integers, got {sizes}")
     top = max(sizes, default=0)
-    return [(dy, dx) for dy in range(-top, top + 1) for dx in range(-top, top + 1) if max(abs(dy), abs(dx)) in sizes]
+    return [
+        (dy, dx)
+        for dy in range(-top, top + 1)
+        for dx in range(-top, top + 1)
+        if max(abs(dy), abs(dx)) in sizes
+    ]
 
 
 def lattice_shifts(lattice: str, as_run: bool = False) -> list[tuple[int, int]]:
@@ -449,10 +562,14 @@ def shift_sets(mode: str, sizes, prms: list[nn.Module]) -> list[list[tuple[int, 
     one set for all PRMs); ``none``: no shift. ``sizes`` is read by the ``sizes`` mode only.
     """
     if mode not in SHIFT_MODES:
-        raise ValueError(f"stochastic_prm.shifts must be one of {', '.join(SHIFT_MODES)}, got {mode!r}")
+        raise ValueError(
+            f"stochastic_prm.shifts must be one of {', '.join(SHIFT_MODES)}, got {mode!r}"
+        )
     if (mode == "sizes") != (sizes is not None):
-        raise ValueError("stochastic_prm.shift_sizes goes with shifts: sizes, and only with it "
-                         f"(got shifts: {mode}, shift_sizes: {sizes}); set both or neither")
+        raise ValueError(
+            "stochastic_prm.shift_sizes goes with shifts: sizes, and only with it "
+            f"(got shifts: {mode}, shift_sizes: {sizes}); set both or neither"
+        )
     if mode == "sizes":
         return [shifts_of_sizes(sizes)] * len(prms)
     if mode == "none":
@@ -461,18 +578,32 @@ def shift_sets(mode: str, sizes, prms: list[nn.Module]) -> list[list[tuple[int, 
     for prm in prms:
         lattice = getattr(prm, "lattice", None)
         if lattice is None:
-            raise ValueError(f"shifts: {mode} needs PRMs that name their lattice (a pixelrobust.prm.PRM); got "
-                             f"{type(prm).__name__}; use shifts: sizes or none")
+            raise ValueError(
+                f"shifts: {mode} needs PRMs that name their lattice (a pixelrobust.prm.PRM); got "
+                f"{type(prm).__name__}; use shifts: sizes or none"
+            )
         out.append(lattice_shifts(lattice, as_run=mode == "lattice_as_run"))
     return out
 
 
-DEFENSES = {"stochastic_prm": StochasticPRM, "region_based": RegionBased, "randomization": Randomization,
-            "pixel_deflection": PixelDeflection}
+DEFENSES = {
+    "stochastic_prm": StochasticPRM,
+    "region_based": RegionBased,
+    "randomization": Randomization,
+    "pixel_deflection": PixelDeflection,
+}
 
 
-def build_defense(name: str, classifier: nn.Module, settings: dict | None = None, *, prms: list[nn.Module] | None = None,
-                  seed: int = 0, deterministic: bool = False, eot_samples: int | None = None) -> nn.Module:
+def build_defense(
+    name: str,
+    classifier: nn.Module,
+    settings: dict | None = None,
+    *,
+    prms: list[nn.Module] | None = None,
+    seed: int = 0,
+    deterministic: bool = False,
+    eot_samples: int | None = None,
+) -> nn.Module:
     """A defence by name from its config settings (``defense_eval.defense_settings.<name>``).
 
     ``deterministic=True`` gives the model gray-box attacks are crafted on: the classifier itself,
@@ -488,12 +619,23 @@ def build_defense(name: str, classifier: nn.Module, settings: dict | None = None
     s = dict(settings or {})
     if name == "stochastic_prm":
         if not prms:
-            raise ValueError("the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/<variant>/prm.pt)")
-        s.pop("pool", None)  # which PRMs to train: the workflow's concern; the PRMs themselves arrive in ``prms``
+            raise ValueError(
+                "the stochastic PRM defence needs trained PRMs (results/p3/prm/<model>/<variant>/prm.pt)"
+            )
+        s.pop(
+            "pool", None
+        )  # which PRMs to train: the workflow's concern; the PRMs themselves arrive in ``prms``
         fixed = s.pop("graybox_lambda", 1.0)
         per_prm = shift_sets(s.pop("shifts", "lattice"), s.pop("shift_sizes", None), prms)
-        d = StochasticPRM(classifier, prms, prm_shifts=per_prm, fixed_lambda=fixed, stochastic=not deterministic,
-                          seed=seed, **s)
+        d = StochasticPRM(
+            classifier,
+            prms,
+            prm_shifts=per_prm,
+            fixed_lambda=fixed,
+            stochastic=not deterministic,
+            seed=seed,
+            **s,
+        )
         return d if deterministic or eot_samples is None else EOT(d, eot_samples)
     if deterministic:
         return classifier

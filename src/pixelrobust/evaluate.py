@@ -19,7 +19,12 @@ PREDICTION_COLUMNS = ["image_id", "label", "pred", "top1", "top5", "p_true"]
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """Logits of ``model`` on ``images`` (in [0, 1]) in batches; returned on the CPU."""
     out = []
     for i in range(0, len(images), batch_size):
@@ -50,11 +55,13 @@ def prediction_table(logits: torch.Tensor, labels: torch.Tensor, ids: list[str])
 
 
 # ours: the near-chance check's error rates (see chance_threshold)
-CHANCE_ALPHA = 1e-3   # a model at chance passes with probability <= this
-WORKING_TOP1 = 0.5    # a model at least this accurate fails with probability <= CHANCE_ALPHA
+CHANCE_ALPHA = 1e-3  # a model at chance passes with probability <= this
+WORKING_TOP1 = 0.5  # a model at least this accurate fails with probability <= CHANCE_ALPHA
 
 
-def chance_threshold(n: int, n_classes: int, alpha: float = CHANCE_ALPHA, working: float = WORKING_TOP1) -> int | None:
+def chance_threshold(
+    n: int, n_classes: int, alpha: float = CHANCE_ALPHA, working: float = WORKING_TOP1
+) -> int | None:
     """The fewest correct of ``n`` images that shows a model is above chance; None if ``n`` is too few.
 
     Under chance (top-1 = 1/``n_classes``, a broken model: wrong normalisation, wrong weights,
@@ -76,7 +83,9 @@ def chance_threshold(n: int, n_classes: int, alpha: float = CHANCE_ALPHA, workin
     return k
 
 
-def check_above_chance(name: str, correct, preds, n_classes: int, what: str, spec: dict | None = None) -> None:
+def check_above_chance(
+    name: str, correct, preds, n_classes: int, what: str, spec: dict | None = None
+) -> None:
     """Raise a ModelError when a clean accuracy is consistent with chance (see :func:`chance_threshold`)."""
     n = len(correct)
     k = int(sum(int(c) for c in correct))
@@ -85,8 +94,16 @@ def check_above_chance(name: str, correct, preds, n_classes: int, what: str, spe
         return
     preds = [int(p) for p in preds]
     top = max(set(preds), key=preds.count)
-    same = f"; {preds.count(top)} of {n} images are predicted as class {top}" if preds.count(top) > n / 2 else ""
-    norm = f" (now mean {[round(float(v), 4) for v in spec['mean']]}, std {[round(float(v), 4) for v in spec['std']]})" if spec else ""
+    same = (
+        f"; {preds.count(top)} of {n} images are predicted as class {top}"
+        if preds.count(top) > n / 2
+        else ""
+    )
+    norm = (
+        f" (now mean {[round(float(v), 4) for v in spec['mean']]}, std {[round(float(v), 4) for v in spec['std']]})"
+        if spec
+        else ""
+    )
     raise ModelError(
         f"model {name}: clean top-1 on {what} is {k}/{n} = {k / n:.3f}, no better than chance (1/{n_classes}){same}. "
         f"A working model gets at least {need} of {n} right (a model at chance does with probability <= {CHANCE_ALPHA:g}). "
@@ -96,28 +113,60 @@ def check_above_chance(name: str, correct, preds, n_classes: int, what: str, spe
     )
 
 
-def clean_accuracy_chunk(spec: dict, weights: str | os.PathLike, data_dir: str | os.PathLike, start: int, stop: int,
-                         out: str | os.PathLike, batch_size: int = 256, device: torch.device | str = "cpu") -> pd.DataFrame:
+def clean_accuracy_chunk(
+    spec: dict,
+    weights: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    start: int,
+    stop: int,
+    out: str | os.PathLike,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
     """Predictions of one model on images ``start:stop`` of its dataset's test split, written to ``out``."""
     split = load_split(data_dir, "test", start, stop)
     model = build_model(spec, weights, device)
-    table = prediction_table(predict(model, split.images, batch_size, device), split.labels, split.ids)
-    check_above_chance(spec["name"], table.top1, table.pred, spec["num_classes"], f"test images {start}:{stop}", spec)
+    table = prediction_table(
+        predict(model, split.images, batch_size, device), split.labels, split.ids
+    )
+    check_above_chance(
+        spec["name"],
+        table.top1,
+        table.pred,
+        spec["num_classes"],
+        f"test images {start}:{stop}",
+        spec,
+    )
     write_table(table, out, float_format="%.6f")
     log.info("%s images %d:%d top1 %.4f", spec["name"], start, stop, table.top1.mean())
     return table
 
 
-def summarise_clean_accuracy(chunks: dict[str, list[str]], datasets: dict[str, str], out_csv, out_md) -> pd.DataFrame:
+def summarise_clean_accuracy(
+    chunks: dict[str, list[str]], datasets: dict[str, str], out_csv, out_md
+) -> pd.DataFrame:
     """Merge per-chunk predictions into ``model,dataset,n_images,top1,top5`` (fractions in [0, 1])."""
     rows = []
     for model, paths in chunks.items():
         preds = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
         if preds.image_id.duplicated().any():
             raise ValueError(f"clean accuracy of {model}: chunks overlap (duplicate image ids)")
-        check_above_chance(model, preds.top1, preds.pred, num_classes(datasets[model]), f"all {len(preds)} test images")
-        rows.append({"model": model, "dataset": datasets[model], "n_images": len(preds),
-                     "top1": preds.top1.mean(), "top5": preds.top5.mean()})
+        check_above_chance(
+            model,
+            preds.top1,
+            preds.pred,
+            num_classes(datasets[model]),
+            f"all {len(preds)} test images",
+        )
+        rows.append(
+            {
+                "model": model,
+                "dataset": datasets[model],
+                "n_images": len(preds),
+                "top1": preds.top1.mean(),
+                "top5": preds.top5.mean(),
+            }
+        )
     table = pd.DataFrame(rows, columns=["model", "dataset", "n_images", "top1", "top5"])
     write_table(table, out_csv, out_md)
     return table

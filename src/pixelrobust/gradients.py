@@ -39,14 +39,18 @@ def input_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return grad
 
 
-def dataset_gradient_map(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def dataset_gradient_map(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """Mean over images and channels of |∂L/∂x|: an H×W map (float64 on the CPU)."""
     if len(images) == 0:
         raise ValueError("dataset_gradient_map needs at least one image")
     device = model_device(model)
     total = torch.zeros(images.shape[-2:], dtype=torch.float64)
     for i in range(0, len(images), batch_size):
-        g = input_gradients(model, images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device))
+        g = input_gradients(
+            model, images[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)
+        )
         if not torch.isfinite(g).all():
             raise FloatingPointError(f"non-finite input gradients on images {i}..{i + batch_size}")
         total += g.abs().mean(dim=1).sum(dim=0).double().cpu()
@@ -66,7 +70,9 @@ def neutral_copy(net: nn.Module, constant: float = 0.1) -> nn.Module:
     return net
 
 
-def architecture_gradient_map(net: nn.Module, input_shape: tuple[int, int, int], constant: float = 0.1) -> torch.Tensor:
+def architecture_gradient_map(
+    net: nn.Module, input_shape: tuple[int, int, int], constant: float = 0.1
+) -> torch.Tensor:
     """The architecture-induced map of ``net`` (the bare network, without input normalisation), max 1.
 
     Raises when the map is zero everywhere (e.g. every unit saturated); pick another ``constant``.
@@ -91,7 +97,9 @@ def n_selected(n_pixels: int, k_percent: float) -> int:
     return int(round(n_pixels * k_percent / 100.0))
 
 
-def pixel_mask(grad_map: torch.Tensor | np.ndarray, k_percent: float, kind: str = "top", seed: int = 0) -> torch.Tensor:
+def pixel_mask(
+    grad_map: torch.Tensor | np.ndarray, k_percent: float, kind: str = "top", seed: int = 0
+) -> torch.Tensor:
     """Boolean H×W mask of exactly ``round(k % · H·W)`` pixels.
 
     ``top``: the largest values of ``grad_map``; ``bottom``: the smallest; ``random``: uniformly at
@@ -128,8 +136,19 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return 1.0 if union == 0 else (a & b).sum().item() / union
 
 
-def run_gradient_map(spec: dict, weights, data_dir, out, *, split: str, n_images: int | None, constant: float,
-                     batch_size: int, device, start: int = 0) -> dict:
+def run_gradient_map(
+    spec: dict,
+    weights,
+    data_dir,
+    out,
+    *,
+    split: str,
+    n_images: int | None,
+    constant: float,
+    batch_size: int,
+    device,
+    start: int = 0,
+) -> dict:
     """Rule ``gradient_map``: both maps of one model, saved to ``out`` (npz: dataset_map, architecture_map).
 
     The dataset map averages images ``start`` .. ``start + n_images - 1`` of ``split`` (capped by what exists;
@@ -140,18 +159,35 @@ def run_gradient_map(spec: dict, weights, data_dir, out, *, split: str, n_images
 
     counts = read_manifest(data_dir)["counts"]
     if split not in counts:
-        raise ValueError(f"gradients.split for {spec['dataset']} is {split!r}, but the prepared dataset has only {sorted(counts)}")
+        raise ValueError(
+            f"gradients.split for {spec['dataset']} is {split!r}, but the prepared dataset has only {sorted(counts)}"
+        )
     if start >= counts[split]:
-        raise ValueError(f"gradients.start for {spec['dataset']} is {start}, but the prepared {split} split has only "
-                         f"{counts[split]} images; lower gradients.start.{spec['dataset']}")
+        raise ValueError(
+            f"gradients.start for {spec['dataset']} is {start}, but the prepared {split} split has only "
+            f"{counts[split]} images; lower gradients.start.{spec['dataset']}"
+        )
     stop = counts[split] if n_images is None else min(start + n_images, counts[split])
     data = load_split(data_dir, split, start, stop)
     model = build_model(spec, weights, device)
     dmap = dataset_gradient_map(model, data.images, data.labels, batch_size)
     amap = architecture_gradient_map(model.net, tuple(data.images.shape[1:]), constant)
-    save_npz(out, dataset_map=dmap.numpy(), architecture_map=amap.numpy(), split=np.array(split), n_images=np.array(stop - start),
-             start=np.array(start),
-             constant=np.array(constant))
-    log.info("%s: gradient map over %d %s images from %d, max %.3g mean %.3g", spec["name"], stop - start, split, start,
-             dmap.max(), dmap.mean())
+    save_npz(
+        out,
+        dataset_map=dmap.numpy(),
+        architecture_map=amap.numpy(),
+        split=np.array(split),
+        n_images=np.array(stop - start),
+        start=np.array(start),
+        constant=np.array(constant),
+    )
+    log.info(
+        "%s: gradient map over %d %s images from %d, max %.3g mean %.3g",
+        spec["name"],
+        stop - start,
+        split,
+        start,
+        dmap.max(),
+        dmap.mean(),
+    )
     return {"dataset_map": dmap, "architecture_map": amap}

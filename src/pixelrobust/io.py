@@ -13,8 +13,8 @@ import re
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .errors import ChecksumError
 
@@ -30,7 +30,9 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify_checksum(path: str | os.PathLike, expected: str, algorithm: str = "sha256", what: str = "", fix: str = "") -> None:
+def verify_checksum(
+    path: str | os.PathLike, expected: str, algorithm: str = "sha256", what: str = "", fix: str = ""
+) -> None:
     """Raise ChecksumError unless the file's digest starts with ``expected``.
 
     A shorter ``expected`` is compared as a prefix (torchvision publishes the first 8 hex digits of
@@ -81,7 +83,9 @@ def remove_stale_temporaries(dest: str | os.PathLike, suffix: str = "") -> list[
     new write of ``dest`` begins belongs to a writer that is gone.
     """
     dest = Path(dest)
-    pattern = re.compile(r"\." + re.escape(dest.name) + r"\.[a-z0-9_]{8}\.tmp" + re.escape(suffix) + "$")
+    pattern = re.compile(
+        r"\." + re.escape(dest.name) + r"\.[a-z0-9_]{8}\.tmp" + re.escape(suffix) + "$"
+    )
     removed = []
     try:
         siblings = list(dest.parent.iterdir())
@@ -97,7 +101,13 @@ def remove_stale_temporaries(dest: str | os.PathLike, suffix: str = "") -> list[
     return removed
 
 
-def download(url: str, dest: str | os.PathLike, checksum: str | None, algorithm: str = "sha256", what: str = "") -> Path:
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    checksum: str | None,
+    algorithm: str = "sha256",
+    what: str = "",
+) -> Path:
     """Download ``url`` to ``dest`` and verify its checksum before the file appears under its name."""
     dest = Path(dest)
     with atomic_path(dest) as tmp:
@@ -110,12 +120,24 @@ def download(url: str, dest: str | os.PathLike, checksum: str | None, algorithm:
                 "data_mirror (config) / PIXELROBUST_MIRROR to a local copy (see config/README.md)."
             ) from e
         if checksum:
-            verify_checksum(tmp, checksum, algorithm, what=f"download of {url}",
-                            fix="the server sent a different file; nothing was kept")
+            verify_checksum(
+                tmp,
+                checksum,
+                algorithm,
+                what=f"download of {url}",
+                fix="the server sent a different file; nothing was kept",
+            )
     return dest
 
 
-def copy_verified(src: str | os.PathLike, dest: str | os.PathLike, checksum: str | None, algorithm: str = "sha256", what: str = "", fix: str = "") -> Path:
+def copy_verified(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    checksum: str | None,
+    algorithm: str = "sha256",
+    what: str = "",
+    fix: str = "",
+) -> Path:
     """Copy ``src`` to ``dest`` atomically after checking the copy's checksum."""
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
@@ -143,10 +165,17 @@ def load_npz(path: str | os.PathLike) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"cannot read {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it") from e
+        raise ValueError(
+            f"cannot read {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it"
+        ) from e
 
 
-def write_table(df, csv_path: str | os.PathLike, md_path: str | os.PathLike | None = None, float_format: str = "%.4f") -> None:
+def write_table(
+    df,
+    csv_path: str | os.PathLike,
+    md_path: str | os.PathLike | None = None,
+    float_format: str = "%.4f",
+) -> None:
     """Write a DataFrame as CSV (and optionally Markdown), each atomically."""
     with atomic_path(csv_path) as tmp:
         df.to_csv(tmp, index=False, float_format=float_format, lineterminator="\n")
@@ -174,7 +203,9 @@ def read_table(path: str | os.PathLike):
     try:
         return pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise PixelrobustError(f"cannot read table {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it") from e
+        raise PixelrobustError(
+            f"cannot read table {path} ({type(e).__name__}: {e}); delete it and rerun the rule that writes it"
+        ) from e
 
 
 def markdown_table(df, float_format: str = "%.4f") -> str:

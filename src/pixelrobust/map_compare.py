@@ -44,20 +44,50 @@ from .stats import MIN_IMAGES, boot_mean, decide, paired_diff_ci, wilson_ci
 log = logging.getLogger("pixelrobust")
 
 MAPS = ("energy", "window_ssim", "sliding_ssim")
-MAP_LABELS = {"energy": "‖δ‖² per pixel", "window_ssim": "1 − SSIM, constraint windows", "sliding_ssim": "1 − SSIM, 7×7 sliding"}
+MAP_LABELS = {
+    "energy": "‖δ‖² per pixel",
+    "window_ssim": "1 − SSIM, constraint windows",
+    "sliding_ssim": "1 − SSIM, 7×7 sliding",
+}
 METRICS = ["pearson", "spearman", "iou_topk", "pointing_hit", "mass_in_topk"]
-COMPARISON_COLUMNS = ["image_id", "attack", "map", *METRICS, "texture_spearman", "grid_ratio", "success"]
+COMPARISON_COLUMNS = [
+    "image_id",
+    "attack",
+    "map",
+    *METRICS,
+    "texture_spearman",
+    "grid_ratio",
+    "success",
+]
 # The model-free control of the same run (ours): the SSIM ball's feasible-set budget map, :func:`budget_map`.
 # It is compared with the clean CAM like an attack and must be beaten by the SSIM ball like the PGD baselines.
 BUDGET = "ssim_budget"
-BUDGET_MAPS = ("energy", "window_ssim")  # the maps a budget exists for (sliding 7×7 SSIM is not what the ball bounds)
+BUDGET_MAPS = (
+    "energy",
+    "window_ssim",
+)  # the maps a budget exists for (sliding 7×7 SSIM is not what the ball bounds)
 SUCCESS_OK, SUCCESS_DIFFERS = "success matched", "success differs"
-SUMMARY_COLUMNS = ["metric", "map", "attack", "baseline", "n_images", "mean", "ci_low", "ci_high", "verdict", "primary"]
+SUMMARY_COLUMNS = [
+    "metric",
+    "map",
+    "attack",
+    "baseline",
+    "n_images",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "primary",
+]
 TEXTURE_WINDOW = 7  # ours: local texture = standard deviation over 7×7 (skimage's SSIM window), channels averaged
 GRID_OK, GRID_ARTEFACT, GRID_NONE = "no grid artefact", "grid artefact", "no straddling windows"
 GRID_FLOOR = 1e-6  # ours: per-image grid ratios are clipped here before the geometric mean (a ratio of 0 has no log)
-PAIRED = {"held": "SSIM ball more aligned with the CAM", "not held": "SSIM ball less aligned with the CAM",
-          "inconclusive": "no clear difference", "too few images": f"too few images (< {MIN_IMAGES})"}
+PAIRED = {
+    "held": "SSIM ball more aligned with the CAM",
+    "not held": "SSIM ball less aligned with the CAM",
+    "inconclusive": "no clear difference",
+    "too few images": f"too few images (< {MIN_IMAGES})",
+}
 
 
 def topk_mask(m: np.ndarray, k_percent: float) -> np.ndarray:
@@ -66,7 +96,9 @@ def topk_mask(m: np.ndarray, k_percent: float) -> np.ndarray:
     pixel sits at ±ε) would otherwise put its top k % in the first rows of the image."""
     flat = m.ravel()
     n = max(1, int(round(flat.size * k_percent / 100)))
-    order = np.random.default_rng(flat.size).permutation(flat.size)  # the same order for every map of this size
+    order = np.random.default_rng(flat.size).permutation(
+        flat.size
+    )  # the same order for every map of this size
     mask = np.zeros(flat.size, bool)
     mask[np.lexsort((order, -flat))[:n]] = True
     return mask.reshape(m.shape)
@@ -75,7 +107,9 @@ def topk_mask(m: np.ndarray, k_percent: float) -> np.ndarray:
 # ---- maps of the perturbation and the grid diagnostic ---------------------------------------------
 
 
-def window_dissimilarity(x: torch.Tensor, adv: torch.Tensor, size: int, k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+def window_dissimilarity(
+    x: torch.Tensor, adv: torch.Tensor, size: int, k1: float = 0.01, k2: float = 0.03
+) -> np.ndarray:
     """1 − SSIM of every sliding ``size``×``size`` window of two C×H×W images (uniform window, skimage's
     sample covariance, data range 1, channels averaged): an (H−size+1)×(W−size+1) array whose entry
     [r, c] belongs to the window with top-left pixel (r, c). The same factors as the SSIM ball's."""
@@ -109,21 +143,32 @@ def grid_ratio(dissimilarity: np.ndarray, stride: int) -> float:
     return float(dissimilarity[aligned].mean()) / other if other > 0 else math.nan
 
 
-def constraint_window_map(x: torch.Tensor, adv: torch.Tensor, size: int, stride: int, k1: float = 0.01,
-                          k2: float = 0.03) -> np.ndarray:
+def constraint_window_map(
+    x: torch.Tensor, adv: torch.Tensor, size: int, stride: int, k1: float = 0.01, k2: float = 0.03
+) -> np.ndarray:
     """1 − SSIM on the SSIM ball's own windows (channels averaged), spread to the pixels: each pixel
     the mean over the windows that hold it (H×W)."""
     H, W = x.shape[-2:]
     idx = window_index(H, W, size, stride)
     lum, cs = window_factors(x.detach().cpu()[None], adv.detach().cpu()[None], size, stride, k1, k2)
     d = (1 - lum * cs).mean(1)[0]  # per window
-    acc = torch.zeros(H * W, dtype=torch.float64).index_add_(0, idx.flatten(), d.repeat_interleave(idx.shape[1]))
+    acc = torch.zeros(H * W, dtype=torch.float64).index_add_(
+        0, idx.flatten(), d.repeat_interleave(idx.shape[1])
+    )
     count = torch.bincount(idx.flatten(), minlength=H * W).double()
     return (acc / count).view(H, W).numpy()
 
 
-def budget_map(x: torch.Tensor, epsilon: float, size: int, stride: int, luminance: bool = True, k1: float = 0.01,
-               k2: float = 0.03, name: str = "energy") -> np.ndarray:
+def budget_map(
+    x: torch.Tensor,
+    epsilon: float,
+    size: int,
+    stride: int,
+    luminance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    name: str = "energy",
+) -> np.ndarray:
     """The SSIM ball's **budget map** (model-free; ours): where the constraint itself lets a perturbation put
     its energy, from the ball's own radii at ``epsilon`` and the window layout, with no model or gradient.
 
@@ -139,7 +184,9 @@ def budget_map(x: torch.Tensor, epsilon: float, size: int, stride: int, luminanc
     if name == "window_ssim":
         return np.full((H, W), 1 - (1 - epsilon) ** 2)
     if name != "energy":
-        raise ValueError(f"budget_map: no budget for map {name!r}; use one of {', '.join(BUDGET_MAPS)}")
+        raise ValueError(
+            f"budget_map: no budget for map {name!r}; use one of {', '.join(BUDGET_MAPS)}"
+        )
     e, n = float(epsilon), size * size
     idx = window_index(H, W, size, stride)
     xw = x.reshape(C, -1)[:, idx]  # C × windows × n
@@ -152,7 +199,9 @@ def budget_map(x: torch.Tensor, epsilon: float, size: int, stride: int, luminanc
         b = e / (1 - e) * mu.abs()
         s = torch.sqrt(mu * mu * (2 * e - e * e) / (1 - e) ** 2 + e * k1**2 / (1 - e))
         cap = cap + n * (b + s) ** 2
-    per_pixel = (cap.sum(0) / n).repeat_interleave(n)  # channels summed, spread evenly over the window
+    per_pixel = (cap.sum(0) / n).repeat_interleave(
+        n
+    )  # channels summed, spread evenly over the window
     acc = torch.zeros(H * W, dtype=torch.float64).index_add_(0, idx.flatten(), per_pixel)
     count = torch.bincount(idx.flatten(), minlength=H * W).double()
     return (acc / count).view(H, W).numpy()
@@ -169,13 +218,22 @@ def local_texture(x: torch.Tensor, size: int = TEXTURE_WINDOW) -> np.ndarray:
     return v.sqrt().mean(1)[0].numpy()
 
 
-def change_maps(x: torch.Tensor, adv: torch.Tensor, *, size: int, stride: int, k1: float = 0.01,
-                k2: float = 0.03) -> tuple[dict[str, np.ndarray], float]:
+def change_maps(
+    x: torch.Tensor,
+    adv: torch.Tensor,
+    *,
+    size: int,
+    stride: int,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> tuple[dict[str, np.ndarray], float]:
     """The three maps of :data:`MAPS` (H×W each) of the perturbation ``adv − x`` and its grid ratio."""
-    delta = (adv.detach().cpu().double() - x.detach().cpu().double())
-    maps = {"energy": (delta**2).sum(0).numpy(),
-            "window_ssim": constraint_window_map(x, adv, size, stride, k1, k2),
-            "sliding_ssim": 1 - mean_ssim(x, adv, full=True)[1]}
+    delta = adv.detach().cpu().double() - x.detach().cpu().double()
+    maps = {
+        "energy": (delta**2).sum(0).numpy(),
+        "window_ssim": constraint_window_map(x, adv, size, stride, k1, k2),
+        "sliding_ssim": 1 - mean_ssim(x, adv, full=True)[1],
+    }
     return maps, grid_ratio(window_dissimilarity(x, adv, size, k1, k2), stride)
 
 
@@ -183,7 +241,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return np.nan if np.ptp(a) == 0 or np.ptp(b) == 0 else float(stats.spearmanr(a, b)[0])
 
 
-def compare_one(change: np.ndarray, cam: np.ndarray, k_percent: float, texture: np.ndarray | None = None) -> dict:
+def compare_one(
+    change: np.ndarray, cam: np.ndarray, k_percent: float, texture: np.ndarray | None = None
+) -> dict:
     """Metrics between one change map (H×W, ≥ 0) and one CAM; with ``texture`` also the change map's
     Spearman with the local texture."""
     a, b = change.ravel().astype(np.float64), cam.ravel().astype(np.float64)
@@ -192,8 +252,13 @@ def compare_one(change: np.ndarray, cam: np.ndarray, k_percent: float, texture: 
     ma, mb = topk_mask(change, k_percent), topk_mask(cam, k_percent)
     mass = np.clip(change, 0, None)
     total = float(mass.sum())
-    out = {"pearson": pearson, "spearman": _spearman(a, b), "iou_topk": iou(ma, mb), "pointing_hit": bool(mb.ravel()[int(np.argmax(a))]),
-           "mass_in_topk": float(mass[mb].sum() / total) if total > 0 else np.nan}
+    out = {
+        "pearson": pearson,
+        "spearman": _spearman(a, b),
+        "iou_topk": iou(ma, mb),
+        "pointing_hit": bool(mb.ravel()[int(np.argmax(a))]),
+        "mass_in_topk": float(mass[mb].sum() / total) if total > 0 else np.nan,
+    }
     if texture is not None:
         out["texture_spearman"] = _spearman(a, texture.ravel().astype(np.float64))
     return out
@@ -209,13 +274,29 @@ def images_by_id(data_dir, start: int, stop: int, ids, what: str) -> torch.Tenso
     ids = [str(i) for i in ids]
     missing = [i for i in ids if i not in pos]
     if missing:
-        raise ValueError(f"{what} names images {missing[:3]} that are not in test images {start}..{stop}; rerun the rule "
-                         "that wrote it")
+        raise ValueError(
+            f"{what} names images {missing[:3]} that are not in test images {start}..{stop}; rerun the rule "
+            "that wrote it"
+        )
     return split.images[[pos[i] for i in ids]] if ids else split.images[:0]
 
 
-def run_cam(spec: dict, weights, data_dir, start: int, stop: int, attack_csv, attack_npz, matched_csv, out_npz, *, pgd: dict,
-            seed: int, batch_size: int, device) -> None:
+def run_cam(
+    spec: dict,
+    weights,
+    data_dir,
+    start: int,
+    stop: int,
+    attack_csv,
+    attack_npz,
+    matched_csv,
+    out_npz,
+    *,
+    pgd: dict,
+    seed: int,
+    batch_size: int,
+    device,
+) -> None:
     """Rule ``cam``: CAMs of the clean and adversarial images of one chunk."""
     from .evaluate import predict
     from .io import load_npz, save_npz
@@ -234,28 +315,57 @@ def run_cam(spec: dict, weights, data_dir, start: int, stop: int, attack_csv, at
     matched = pd.read_csv(matched_csv)
     advs = {"ssim_ball": torch.from_numpy(kept["ssim_ball"])}
     if len(advs["ssim_ball"]) != len(ids):
-        raise ValueError(f"{attack_npz}: {len(advs['ssim_ball'])} adversarial images for {len(ids)} ids; rerun attack_ssim")
+        raise ValueError(
+            f"{attack_npz}: {len(advs['ssim_ball'])} adversarial images for {len(ids)} ids; rerun attack_ssim"
+        )
     budgets = {"ssim_ball": float(matched.ssim_epsilon.iloc[0])}
     for row in matched.itertuples():
         budgets[row.attack] = float(row.epsilon)
         norm = row.attack.removeprefix("pgd_")
-        advs[row.attack] = run_pgd(model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size).cpu()
-    out = {"image_id": np.asarray(ids, dtype=str), "label": y.numpy(), "cam_clean": gradcam_pp(model, x, y, batch_size)}
+        advs[row.attack] = run_pgd(
+            model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size
+        ).cpu()
+    out = {
+        "image_id": np.asarray(ids, dtype=str),
+        "label": y.numpy(),
+        "cam_clean": gradcam_pp(model, x, y, batch_size),
+    }
     for attack, adv in advs.items():
-        pred = predict(model, adv, batch_size, dev).argmax(1) if len(adv) else torch.zeros(0, dtype=torch.long)
-        rec = table[(table.attack == attack) & np.isclose(table.epsilon, budgets[attack])].set_index("image_id")
+        pred = (
+            predict(model, adv, batch_size, dev).argmax(1)
+            if len(adv)
+            else torch.zeros(0, dtype=torch.long)
+        )
+        rec = table[
+            (table.attack == attack) & np.isclose(table.epsilon, budgets[attack])
+        ].set_index("image_id")
         if len(rec) and len(ids):
             differ = int((rec.loc[ids, "pred"].to_numpy() != pred.numpy()).sum())
             if differ:
-                log.warning("%s: %d of %d predictions differ from attack_ssim's (nondeterministic kernels?)", attack, differ, len(ids))
+                log.warning(
+                    "%s: %d of %d predictions differ from attack_ssim's (nondeterministic kernels?)",
+                    attack,
+                    differ,
+                    len(ids),
+                )
         out[f"adv_{attack}"] = adv.numpy().astype(np.float32)
         out[f"pred_{attack}"] = pred.numpy()
         out[f"cam_{attack}"] = gradcam_pp(model, adv, pred, batch_size)
     save_npz(out_npz, **out)
 
 
-def compare_chunk(npz: dict, images: torch.Tensor, k_percent: float, *, size: int, stride: int, epsilon: float,
-                  luminance: bool = True, k1: float = 0.01, k2: float = 0.03) -> list[dict]:
+def compare_chunk(
+    npz: dict,
+    images: torch.Tensor,
+    k_percent: float,
+    *,
+    size: int,
+    stride: int,
+    epsilon: float,
+    luminance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> list[dict]:
     """Per image, attack and map of one ``cam`` file: the metrics of :func:`compare_one` against the
     **clean** image's CAM, the grid ratio and whether the attack fooled the model (prediction ≠ label);
     per image also the budget map (:func:`budget_map` at the comparison ``epsilon``) as attack :data:`BUDGET`."""
@@ -268,26 +378,52 @@ def compare_chunk(npz: dict, images: torch.Tensor, k_percent: float, *, size: in
         for attack in attacks:
             adv = torch.from_numpy(npz[f"adv_{attack}"][n])
             maps, ratio = change_maps(x, adv, size=size, stride=stride, k1=k1, k2=k2)
-            fooled = bool(npz[f"pred_{attack}"][n] != npz["label"][n]) if f"pred_{attack}" in npz else np.nan
+            fooled = (
+                bool(npz[f"pred_{attack}"][n] != npz["label"][n])
+                if f"pred_{attack}" in npz
+                else np.nan
+            )
             for name in MAPS:
-                rows.append({"image_id": str(image_id), "attack": attack, "map": name,
-                             **compare_one(maps[name], cam, k_percent, texture), "grid_ratio": ratio, "success": fooled})
+                rows.append(
+                    {
+                        "image_id": str(image_id),
+                        "attack": attack,
+                        "map": name,
+                        **compare_one(maps[name], cam, k_percent, texture),
+                        "grid_ratio": ratio,
+                        "success": fooled,
+                    }
+                )
         for name in BUDGET_MAPS:
             m = budget_map(x, epsilon, size, stride, luminance, k1, k2, name)
-            rows.append({"image_id": str(image_id), "attack": BUDGET, "map": name, **compare_one(m, cam, k_percent, texture),
-                         "grid_ratio": np.nan, "success": np.nan})
+            rows.append(
+                {
+                    "image_id": str(image_id),
+                    "attack": BUDGET,
+                    "map": name,
+                    **compare_one(m, cam, k_percent, texture),
+                    "grid_ratio": np.nan,
+                    "success": np.nan,
+                }
+            )
     return rows
 
 
 def check_primary(primary: dict) -> dict:
     """``ssim.compare.primary``: the map and metric P2's verdict uses, and the PGD baselines it must beat."""
     if primary.get("map") not in MAPS:
-        raise ConfigError(f"ssim.compare.primary.map is {primary.get('map')!r}; use one of {', '.join(MAPS)}")
+        raise ConfigError(
+            f"ssim.compare.primary.map is {primary.get('map')!r}; use one of {', '.join(MAPS)}"
+        )
     if primary.get("metric") not in METRICS:
-        raise ConfigError(f"ssim.compare.primary.metric is {primary.get('metric')!r}; use one of {', '.join(METRICS)}")
+        raise ConfigError(
+            f"ssim.compare.primary.metric is {primary.get('metric')!r}; use one of {', '.join(METRICS)}"
+        )
     if not primary.get("baselines"):
-        raise ConfigError("ssim.compare.primary.baselines is empty; name the PGD baselines (pgd_linf, pgd_l2) the SSIM ball is "
-                          "compared with")
+        raise ConfigError(
+            "ssim.compare.primary.baselines is empty; name the PGD baselines (pgd_linf, pgd_l2) the SSIM ball is "
+            "compared with"
+        )
     return primary
 
 
@@ -298,8 +434,15 @@ def grid_verdict(mean: float, min_ratio: float) -> str:
     return GRID_ARTEFACT if mean < min_ratio else GRID_OK
 
 
-def summarise(comparison: pd.DataFrame, n_boot: int, seed: int, *, primary: dict, grid_min_ratio: float,
-              success_tolerance: float) -> pd.DataFrame:
+def summarise(
+    comparison: pd.DataFrame,
+    n_boot: int,
+    seed: int,
+    *,
+    primary: dict,
+    grid_min_ratio: float,
+    success_tolerance: float,
+) -> pd.DataFrame:
     """The summary table: per map, metric and attack the mean with a bootstrap 95 % CI; per map and
     metric the paired difference SSIM ball − each PGD baseline with its CI and verdict (:func:`stats.decide`);
     per attack the grid diagnostic (geometric mean of the per-image ratio, ``grid artefact`` below
@@ -314,42 +457,86 @@ def summarise(comparison: pd.DataFrame, n_boot: int, seed: int, *, primary: dict
     attacks = list(dict.fromkeys(data.attack))
     missing = [b for b in primary["baselines"] if b not in attacks]
     if missing or "ssim_ball" not in attacks:
-        raise ValueError(f"ssim.compare.primary.baselines lists {missing or ['ssim_ball']} but the comparison has no rows for "
-                         f"them (attacks: {', '.join(attacks)}); add them to ssim.pgd or remove them from "
-                         "ssim.compare.primary.baselines, then rerun ssim_tables, cam and compare_maps")
-    if primary["map"] in BUDGET_MAPS and not ((data.attack == BUDGET) & (data["map"] == primary["map"])).any():
-        raise ValueError(f"the comparison has no budget-map rows ({BUDGET}) for the primary map {primary['map']}; rerun "
-                         "compare_maps")
+        raise ValueError(
+            f"ssim.compare.primary.baselines lists {missing or ['ssim_ball']} but the comparison has no rows for "
+            f"them (attacks: {', '.join(attacks)}); add them to ssim.pgd or remove them from "
+            "ssim.compare.primary.baselines, then rerun ssim_tables, cam and compare_maps"
+        )
+    if (
+        primary["map"] in BUDGET_MAPS
+        and not ((data.attack == BUDGET) & (data["map"] == primary["map"])).any()
+    ):
+        raise ValueError(
+            f"the comparison has no budget-map rows ({BUDGET}) for the primary map {primary['map']}; rerun "
+            "compare_maps"
+        )
     maps = [m for m in MAPS if m in set(data["map"])]
     attacked = [a for a in attacks if a != BUDGET]
 
     def row(metric, name, attack, baseline, n, mean, lo, hi, verdict=""):
-        is_primary = name == primary["map"] and metric == primary["metric"] and (
-            not baseline or baseline in primary["baselines"] or baseline == BUDGET)
-        return {"metric": metric, "map": name, "attack": attack, "baseline": baseline, "n_images": int(n), "mean": mean,
-                "ci_low": lo, "ci_high": hi, "verdict": verdict, "primary": bool(is_primary)}
+        is_primary = (
+            name == primary["map"]
+            and metric == primary["metric"]
+            and (not baseline or baseline in primary["baselines"] or baseline == BUDGET)
+        )
+        return {
+            "metric": metric,
+            "map": name,
+            "attack": attack,
+            "baseline": baseline,
+            "n_images": int(n),
+            "mean": mean,
+            "ci_low": lo,
+            "ci_high": hi,
+            "verdict": verdict,
+            "primary": bool(is_primary),
+        }
 
     one = data[data["map"] == maps[0]]
-    for attack in attacked:  # the grid diagnostic: a property of the perturbation, the same for every map
+    for (
+        attack
+    ) in attacked:  # the grid diagnostic: a property of the perturbation, the same for every map
         r = one[one.attack == attack].grid_ratio.to_numpy(float)
-        r = np.where(np.isfinite(r), np.clip(r, GRID_FLOOR, None), r)  # a ratio of 0 (no change on the grid) stays in
-        m, lo, hi = boot_mean(np.log(r), n_boot, rng) if np.isfinite(r).any() else (np.nan, np.nan, np.nan)
-        rows.append(row("grid_ratio", "", attack, "", np.isfinite(r).sum(), math.exp(m) if np.isfinite(m) else np.nan,
-                        math.exp(lo) if np.isfinite(lo) else np.nan, math.exp(hi) if np.isfinite(hi) else np.nan,
-                        grid_verdict(math.exp(m) if np.isfinite(m) else np.nan, grid_min_ratio)))
+        r = np.where(
+            np.isfinite(r), np.clip(r, GRID_FLOOR, None), r
+        )  # a ratio of 0 (no change on the grid) stays in
+        m, lo, hi = (
+            boot_mean(np.log(r), n_boot, rng) if np.isfinite(r).any() else (np.nan, np.nan, np.nan)
+        )
+        rows.append(
+            row(
+                "grid_ratio",
+                "",
+                attack,
+                "",
+                np.isfinite(r).sum(),
+                math.exp(m) if np.isfinite(m) else np.nan,
+                math.exp(lo) if np.isfinite(lo) else np.nan,
+                math.exp(hi) if np.isfinite(hi) else np.nan,
+                grid_verdict(math.exp(m) if np.isfinite(m) else np.nan, grid_min_ratio),
+            )
+        )
     rates = {}
-    for attack in attacked:  # success rates on the compared images: the comparison assumes matched success
+    for (
+        attack
+    ) in attacked:  # success rates on the compared images: the comparison assumes matched success
         v = one[one.attack == attack].success.to_numpy(float) if "success" in one else np.array([])
         v = v[np.isfinite(v)]
         rates[attack] = float(v.mean()) if len(v) else np.nan
         lo, hi = wilson_ci(int(v.sum()), len(v))
         gap = abs(rates[attack] - rates.get("ssim_ball", np.nan))
-        verdict = "" if attack == "ssim_ball" else (SUCCESS_DIFFERS if not gap <= success_tolerance else SUCCESS_OK)
+        verdict = (
+            ""
+            if attack == "ssim_ball"
+            else (SUCCESS_DIFFERS if not gap <= success_tolerance else SUCCESS_OK)
+        )
         rows.append(row("success_rate", "", attack, "", len(v), rates[attack], lo, hi, verdict))
     for name in maps:
         d = data[data["map"] == name]
         for metric in [*METRICS, "texture_spearman"]:
-            wide = d.pivot_table(index="image_id", columns="attack", values=metric, aggfunc="first", dropna=False)
+            wide = d.pivot_table(
+                index="image_id", columns="attack", values=metric, aggfunc="first", dropna=False
+            )
             for attack in [a for a in attacks if a in wide or a != BUDGET]:
                 v = wide[attack].to_numpy(float) if attack in wide else np.array([])
                 m, lo, hi = boot_mean(v, n_boot, rng)
@@ -358,15 +545,31 @@ def summarise(comparison: pd.DataFrame, n_boot: int, seed: int, *, primary: dict
                 continue
             for base in [a for a in attacks if a != "ssim_ball" and a in wide]:
                 diff = (wide["ssim_ball"] - wide[base]).to_numpy(float)
-                m, lo, hi = paired_diff_ci(wide["ssim_ball"].to_numpy(float), wide[base].to_numpy(float), n_boot, rng)
+                m, lo, hi = paired_diff_ci(
+                    wide["ssim_ball"].to_numpy(float), wide[base].to_numpy(float), n_boot, rng
+                )
                 n = int(np.isfinite(diff).sum())
-                rows.append(row(metric, name, "ssim_ball", base, n, m, lo, hi, PAIRED[decide(lo, hi, n)]))
+                rows.append(
+                    row(metric, name, "ssim_ball", base, n, m, lo, hi, PAIRED[decide(lo, hi, n)])
+                )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def compare_maps(cam_npzs: list[str], bounds: list[tuple[int, int]], data_dir, out: dict, *, k_percent: float, n_boot: int,
-                 seed: int, ball: dict, primary: dict, grid_min_ratio: float, epsilon: float,
-                 success_tolerance: float) -> pd.DataFrame:
+def compare_maps(
+    cam_npzs: list[str],
+    bounds: list[tuple[int, int]],
+    data_dir,
+    out: dict,
+    *,
+    k_percent: float,
+    n_boot: int,
+    seed: int,
+    ball: dict,
+    primary: dict,
+    grid_min_ratio: float,
+    epsilon: float,
+    success_tolerance: float,
+) -> pd.DataFrame:
     """Rule ``compare_maps``: ``ssim_cam_comparison.csv`` and ``ssim_cam_summary.csv``/``.md``. ``ball``
     holds the SSIM ball's window geometry (``size``, ``stride``, ``luminance``, ``k1``, ``k2``); ``epsilon``
     is the comparison ε the ``cam`` files' SSIM-ball adversarials were made at (for the budget map)."""
@@ -374,23 +577,63 @@ def compare_maps(cam_npzs: list[str], bounds: list[tuple[int, int]], data_dir, o
 
     check_primary(primary)
     if not 0 <= float(success_tolerance) <= 1:
-        raise ConfigError(f"ssim.compare.success_tolerance is {success_tolerance!r}; use a rate difference in [0, 1] (e.g. 0.15)")
+        raise ConfigError(
+            f"ssim.compare.success_tolerance is {success_tolerance!r}; use a rate difference in [0, 1] (e.g. 0.15)"
+        )
     geom = {k: ball[k] for k in ("size", "stride", "luminance", "k1", "k2") if k in ball}
     rows = []
     for path, (start, stop) in zip(cam_npzs, bounds):
         npz = load_npz(path)
-        rows += compare_chunk(npz, images_by_id(data_dir, start, stop, npz["image_id"], path), k_percent, epsilon=epsilon, **geom)
+        rows += compare_chunk(
+            npz,
+            images_by_id(data_dir, start, stop, npz["image_id"], path),
+            k_percent,
+            epsilon=epsilon,
+            **geom,
+        )
     comparison = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     if comparison.empty:
         raise ValueError("no attacked image to compare; raise ssim.n_images")
     write_table(comparison, out["csv"], float_format="%.6g")
-    summary = summarise(comparison, n_boot, seed, primary=primary, grid_min_ratio=grid_min_ratio,
-                        success_tolerance=success_tolerance)
+    summary = summarise(
+        comparison,
+        n_boot,
+        seed,
+        primary=primary,
+        grid_min_ratio=grid_min_ratio,
+        success_tolerance=success_tolerance,
+    )
     write_table(summary, out["summary"], out["summary_md"], float_format="%.4g")
     return summary
 
 
-__all__ = ["BUDGET", "BUDGET_MAPS", "COMPARISON_COLUMNS", "GRID_ARTEFACT", "GRID_FLOOR", "GRID_NONE", "GRID_OK", "MAPS",
-           "MAP_LABELS", "METRICS", "SUCCESS_DIFFERS", "SUCCESS_OK", "SUMMARY_COLUMNS", "budget_map", "change_maps",
-           "check_primary", "compare_chunk", "compare_maps", "compare_one", "constraint_window_map", "grid_ratio",
-           "grid_verdict", "images_by_id", "local_texture", "run_cam", "summarise", "topk_mask", "window_dissimilarity"]
+__all__ = [
+    "BUDGET",
+    "BUDGET_MAPS",
+    "COMPARISON_COLUMNS",
+    "GRID_ARTEFACT",
+    "GRID_FLOOR",
+    "GRID_NONE",
+    "GRID_OK",
+    "MAPS",
+    "MAP_LABELS",
+    "METRICS",
+    "SUCCESS_DIFFERS",
+    "SUCCESS_OK",
+    "SUMMARY_COLUMNS",
+    "budget_map",
+    "change_maps",
+    "check_primary",
+    "compare_chunk",
+    "compare_maps",
+    "compare_one",
+    "constraint_window_map",
+    "grid_ratio",
+    "grid_verdict",
+    "images_by_id",
+    "local_texture",
+    "run_cam",
+    "summarise",
+    "topk_mask",
+    "window_dissimilarity",
+]

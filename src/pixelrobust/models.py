@@ -19,8 +19,8 @@ by tracing), the number of classes (one forward pass, checked against the datase
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -58,7 +58,9 @@ class BasicBlock(nn.Module):
             if shortcut == "A":
                 self.downsample = _PadShortcut(planes)
             else:
-                self.downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -72,7 +74,9 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int, shortcut: str = "A"):
         super().__init__()
         if (depth - 2) % 6 != 0 or depth < 8:
-            raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}")
+            raise ConfigError(
+                f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, 110, ...), got {depth}"
+            )
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -93,12 +97,14 @@ class CifarResNet(nn.Module):
 
 
 def _strip_prefix(sd: dict, prefix: str = "module.") -> dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
+    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in sd.items()}
 
 
 def _adapt_akamaster(sd: dict) -> dict:
     sd = _strip_prefix(sd.get("state_dict", sd))
-    return {("fc." + k[len("linear."):]) if k.startswith("linear.") else k: v for k, v in sd.items()}
+    return {
+        ("fc." + k[len("linear.") :]) if k.startswith("linear.") else k: v for k, v in sd.items()
+    }
 
 
 def _adapt_plain(sd: dict) -> dict:
@@ -123,34 +129,51 @@ ARCHITECTURES: dict[str, dict[str, Callable]] = {
     "mobilenet_v2": {"build": _build_mobilenet_v2, "adapt": _adapt_plain},
 }
 
-CIFAR10_MEAN_STD = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # akamaster uses ImageNet's
+CIFAR10_MEAN_STD = {
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}  # akamaster uses ImageNet's
 IMAGENET_MEAN_STD = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 _EHANW = "https://github.com/EhanW/advrob-cifar10/raw/4f92f1357a8a19cc687f856410cfa558dc94fd12/pretrained/"
 
 MODELS: dict[str, dict] = {
     "resnet20_cifar10": {
-        "arch": "cifar_resnet_a", "depth": 20, "dataset": "cifar10", **CIFAR10_MEAN_STD,
-        "url": _AKAMASTER + "resnet20-12fca82f.th", "file": "resnet20-12fca82f.th",
+        "arch": "cifar_resnet_a",
+        "depth": 20,
+        "dataset": "cifar10",
+        **CIFAR10_MEAN_STD,
+        "url": _AKAMASTER + "resnet20-12fca82f.th",
+        "file": "resnet20-12fca82f.th",
         "sha256": "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
     },
     "resnet56_cifar10": {
-        "arch": "cifar_resnet_a", "depth": 56, "dataset": "cifar10", **CIFAR10_MEAN_STD,
-        "url": _AKAMASTER + "resnet56-4bfd9763.th", "file": "resnet56-4bfd9763.th",
+        "arch": "cifar_resnet_a",
+        "depth": 56,
+        "dataset": "cifar10",
+        **CIFAR10_MEAN_STD,
+        "url": _AKAMASTER + "resnet56-4bfd9763.th",
+        "file": "resnet56-4bfd9763.th",
         "sha256": "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
     },
     "resnet56_cifar100": {
-        "arch": "cifar_resnet_b", "depth": 56, "dataset": "cifar100",
-        "mean": [0.507, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2761],
+        "arch": "cifar_resnet_b",
+        "depth": 56,
+        "dataset": "cifar100",
+        "mean": [0.507, 0.4865, 0.4409],
+        "std": [0.2673, 0.2564, 0.2761],
         "url": "https://github.com/chenyaofo/pytorch-cifar-models/releases/download/resnet/cifar100_resnet56-f2eff4c8.pt",
         "file": "cifar100_resnet56-f2eff4c8.pt",
         "sha256": "f2eff4c8461ca1e0d39af83a65f7243bf7d29ec421efee3064bcee93a3caaa73",
     },
     "mobilenet_v2_imagenet": {
-        "arch": "mobilenet_v2", "dataset": "imagenet", **IMAGENET_MEAN_STD,
+        "arch": "mobilenet_v2",
+        "dataset": "imagenet",
+        **IMAGENET_MEAN_STD,
         # torchvision's MobileNet_V2_Weights.IMAGENET1K_V1; torchvision publishes only the first 8
         # hex digits of its sha256 (in the file name), so only that prefix is checked.
-        "url": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth", "file": "mobilenet_v2-b0353104.pth",
+        "url": "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+        "file": "mobilenet_v2-b0353104.pth",
         "sha256": "b0353104",
         # Also accepted in a mirror: torchvision's quantized MobileNetV2 dequantized to float
         # (what ../shared/data holds; 84.2 % on the 500 sample images, see docs/data.md).
@@ -162,21 +185,49 @@ MODELS: dict[str, dict] = {
     # normally and with PGD adversarial training (mild: ε 8/255 on normalised inputs ≈ 1.8/255 in pixels).
     # Not among the default models; ../shared/data/README.md (robust/) and config/robust_pair.yaml.
     "resnet20_ehanw_standard": {
-        "arch": "python:pixelrobust.zoo.ehanw:resnet20", "dataset": "cifar10", **IMAGENET_MEAN_STD,
-        "url": _EHANW + "resnet20.pth", "file": "ehanw_resnet20_standard.pth",
+        "arch": "python:pixelrobust.zoo.ehanw:resnet20",
+        "dataset": "cifar10",
+        **IMAGENET_MEAN_STD,
+        "url": _EHANW + "resnet20.pth",
+        "file": "ehanw_resnet20_standard.pth",
         "sha256": "1a11083200835bf42ed0e415589c6c1d1c7e23f38ea186d8efd55bdaa9efccca",
-        "mirror_files": {"robust/ehanw_resnet20_standard.pth": "1a11083200835bf42ed0e415589c6c1d1c7e23f38ea186d8efd55bdaa9efccca"},
+        "mirror_files": {
+            "robust/ehanw_resnet20_standard.pth": "1a11083200835bf42ed0e415589c6c1d1c7e23f38ea186d8efd55bdaa9efccca"
+        },
     },
     "resnet20_ehanw_pgd": {
-        "arch": "python:pixelrobust.zoo.ehanw:resnet20", "dataset": "cifar10", **IMAGENET_MEAN_STD,
-        "url": _EHANW + "resnet20_pgd.pth", "file": "ehanw_resnet20_pgd.pth",
+        "arch": "python:pixelrobust.zoo.ehanw:resnet20",
+        "dataset": "cifar10",
+        **IMAGENET_MEAN_STD,
+        "url": _EHANW + "resnet20_pgd.pth",
+        "file": "ehanw_resnet20_pgd.pth",
         "sha256": "e82e8084fb081b846d669e84b10a58e49aaa8d8739d75f21e28ff5c2ed323ef2",
-        "mirror_files": {"robust/ehanw_resnet20_pgd.pth": "e82e8084fb081b846d669e84b10a58e49aaa8d8739d75f21e28ff5c2ed323ef2"},
+        "mirror_files": {
+            "robust/ehanw_resnet20_pgd.pth": "e82e8084fb081b846d669e84b10a58e49aaa8d8739d75f21e28ff5c2ed323ef2"
+        },
     },
 }
 
-SPEC_KEYS = ("arch", "depth", "dataset", "mean", "std", "url", "file", "sha256", "weights", "mirror_files", "num_classes",
-             "torchvision_weights", "threat_model", "model_dir", "builder", "kwargs", "cam_layer", "input_size")
+SPEC_KEYS = (
+    "arch",
+    "depth",
+    "dataset",
+    "mean",
+    "std",
+    "url",
+    "file",
+    "sha256",
+    "weights",
+    "mirror_files",
+    "num_classes",
+    "torchvision_weights",
+    "threat_model",
+    "model_dir",
+    "builder",
+    "kwargs",
+    "cam_layer",
+    "input_size",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,18 +282,26 @@ def _resolve_torchvision(name: str, arch: str, spec: dict, given: dict) -> None:
 
     names = torchvision_names()
     if arch not in names:
-        raise ConfigError(f"models.{name}.arch: torchvision {torchvision.__version__} has no classification model {arch!r}"
-                          f"{_close(arch, names)}; the {len(names)} it has: {', '.join(names)}")
+        raise ConfigError(
+            f"models.{name}.arch: torchvision {torchvision.__version__} has no classification model {arch!r}"
+            f"{_close(arch, names)}; the {len(names)} it has: {', '.join(names)}"
+        )
     enum = tvm.get_model_weights(arch)
     tag = spec.get("torchvision_weights", "DEFAULT")
     try:
         w = enum[tag]
     except KeyError:
-        raise ConfigError(f"models.{name}.torchvision_weights is {tag!r}; {enum.__name__} has "
-                          f"{', '.join(['DEFAULT'] + [m.name for m in enum])}") from None
-    if not imagenet_classes(spec["dataset"]):  # the enum's weights are ImageNet's: the user brings weights and normalisation
+        raise ConfigError(
+            f"models.{name}.torchvision_weights is {tag!r}; {enum.__name__} has "
+            f"{', '.join(['DEFAULT'] + [m.name for m in enum])}"
+        ) from None
+    if not imagenet_classes(
+        spec["dataset"]
+    ):  # the enum's weights are ImageNet's: the user brings weights and normalisation
         return
-    spec["weights_enum"] = f"{enum.__name__}.{w.name}"  # where mean/std, sizes and (unless given) the url come from
+    spec["weights_enum"] = (
+        f"{enum.__name__}.{w.name}"  # where mean/std, sizes and (unless given) the url come from
+    )
     t = w.transforms()
     spec.setdefault("mean", [float(v) for v in t.mean])
     spec.setdefault("std", [float(v) for v in t.std])
@@ -263,8 +322,10 @@ def _timm(name: str):
     try:
         import timm
     except ImportError:
-        raise ConfigError(f"models.{name}.arch names a timm model, but timm is not installed; install the optional "
-                          f"extra: pip install 'pixelrobust[timm]' ({TIMM_PIN})") from None
+        raise ConfigError(
+            f"models.{name}.arch names a timm model, but timm is not installed; install the optional "
+            f"extra: pip install 'pixelrobust[timm]' ({TIMM_PIN})"
+        ) from None
     return timm
 
 
@@ -272,12 +333,16 @@ def _resolve_timm(name: str, arch: str, spec: dict, given: dict) -> None:
     timm = _timm(name)
     if not timm.is_model(arch):
         near = timm.list_models(f"*{arch.split('.')[0]}*")[:10]
-        raise ConfigError(f"models.{name}.arch: timm {timm.__version__} has no model {arch!r}"
-                          f"{'; close: ' + ', '.join(near) if near else ''}; list them with "
-                          f"python -c \"import timm; print(timm.list_models())\"")
+        raise ConfigError(
+            f"models.{name}.arch: timm {timm.__version__} has no model {arch!r}"
+            f"{'; close: ' + ', '.join(near) if near else ''}; list them with "
+            f'python -c "import timm; print(timm.list_models())"'
+        )
     if "weights" not in spec and "url" not in spec:
-        raise ConfigError(f"models.{name}: a timm model needs its checkpoint as a local file: set models.{name}.weights "
-                          f"(or url + sha256); nothing is fetched from a hub")
+        raise ConfigError(
+            f"models.{name}: a timm model needs its checkpoint as a local file: set models.{name}.weights "
+            f"(or url + sha256); nothing is fetched from a hub"
+        )
     cfg = timm.models.get_pretrained_cfg(arch, allow_unregistered=True)
     if imagenet_classes(spec["dataset"]) and cfg is not None:
         spec.setdefault("mean", [float(v) for v in cfg.mean])
@@ -291,7 +356,12 @@ _RB_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "image
 
 def robustbench_path(spec: dict) -> Path:
     """Where RobustBench keeps an entry: ``<model_dir>/<dataset>/<threat_model>/<Name>.pt``."""
-    return Path(spec["model_dir"]).expanduser() / _RB_DATASETS[spec["dataset"]] / spec["threat_model"] / f"{arch_kind(spec['arch'])[1]}.pt"
+    return (
+        Path(spec["model_dir"]).expanduser()
+        / _RB_DATASETS[spec["dataset"]]
+        / spec["threat_model"]
+        / f"{arch_kind(spec['arch'])[1]}.pt"
+    )
 
 
 def _robustbench_builder(spec: dict):
@@ -300,45 +370,64 @@ def _robustbench_builder(spec: dict):
         import robustbench  # noqa: F401  (the package as a whole: its model_zoo alone may import half-way)
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-    except Exception:  # not installed, or its own dependencies missing (pkg_resources, geotorch, ...)
+    except (
+        Exception
+    ):  # not installed, or its own dependencies missing (pkg_resources, geotorch, ...)
         return None
-    entries = model_dicts[BenchmarkDataset(_RB_DATASETS[spec["dataset"]])][ThreatModel(spec["threat_model"])]
+    entries = model_dicts[BenchmarkDataset(_RB_DATASETS[spec["dataset"]])][
+        ThreatModel(spec["threat_model"])
+    ]
     rb_name = arch_kind(spec["arch"])[1]
     if rb_name not in entries:
-        raise ConfigError(f"models.{spec['name']}.arch: RobustBench has no {spec['dataset']}/{spec['threat_model']} entry "
-                          f"{rb_name!r}{_close(rb_name, entries)}")
+        raise ConfigError(
+            f"models.{spec['name']}.arch: RobustBench has no {spec['dataset']}/{spec['threat_model']} entry "
+            f"{rb_name!r}{_close(rb_name, entries)}"
+        )
     return lambda s: entries[rb_name]["model"]()
 
 
 def _resolve_robustbench(name: str, arch: str, spec: dict, given: dict) -> None:
     spec.setdefault("threat_model", "Linf")
     if spec["threat_model"] not in ROBUSTBENCH_THREAT_MODELS:
-        raise ConfigError(f"models.{name}.threat_model is {spec['threat_model']!r}; RobustBench's are "
-                          f"{', '.join(ROBUSTBENCH_THREAT_MODELS)}")
+        raise ConfigError(
+            f"models.{name}.threat_model is {spec['threat_model']!r}; RobustBench's are "
+            f"{', '.join(ROBUSTBENCH_THREAT_MODELS)}"
+        )
     if spec["dataset"] not in _RB_DATASETS:
-        raise ConfigError(f"models.{name}.dataset is {spec['dataset']!r}; RobustBench's model zoo covers {', '.join(_RB_DATASETS)}")
-    for key in ("mean", "std"):  # RobustBench networks normalise inside: ours must not normalise again
+        raise ConfigError(
+            f"models.{name}.dataset is {spec['dataset']!r}; RobustBench's model zoo covers {', '.join(_RB_DATASETS)}"
+        )
+    for key in (
+        "mean",
+        "std",
+    ):  # RobustBench networks normalise inside: ours must not normalise again
         if key in given and [float(v) for v in given[key]] != IDENTITY_MEAN_STD[key]:
-            raise ConfigError(f"models.{name}.{key} is {given[key]}, but RobustBench models take images in [0, 1] and "
-                              f"normalise them inside; a {key} here would normalise twice: remove models.{name}.{key}")
+            raise ConfigError(
+                f"models.{name}.{key} is {given[key]}, but RobustBench models take images in [0, 1] and "
+                f"normalise them inside; a {key} here would normalise twice: remove models.{name}.{key}"
+            )
     spec.update(IDENTITY_MEAN_STD)
     if "weights" not in spec:
         if "model_dir" not in spec:
-            raise ConfigError(f"models.{name}: a RobustBench model needs models.{name}.model_dir, the folder RobustBench keeps "
-                              f"its models in (<model_dir>/<dataset>/<threat_model>/<Name>.pt), or models.{name}.weights")
+            raise ConfigError(
+                f"models.{name}: a RobustBench model needs models.{name}.model_dir, the folder RobustBench keeps "
+                f"its models in (<model_dir>/<dataset>/<threat_model>/<Name>.pt), or models.{name}.weights"
+            )
         path = robustbench_path(spec)
         if not path.is_file():
             raise ConfigError(
                 f"models.{name}: {path} does not exist; put the checkpoint there (RobustBench's own layout: with robustbench "
                 f"installed, robustbench.utils.load_model({arch!r}, model_dir={str(spec['model_dir'])!r}, dataset="
                 f"{_RB_DATASETS[spec['dataset']]!r}, threat_model={spec['threat_model']!r}) downloads it there), or fix "
-                f"models.{name}.model_dir / threat_model")
+                f"models.{name}.model_dir / threat_model"
+            )
         spec["weights"] = str(path)
     if "builder" not in spec and _robustbench_builder(spec) is None:
         raise ConfigError(
             f"models.{name}: building RobustBench's architecture for {arch!r} needs the package robustbench "
             f"({ROBUSTBENCH_PIN}, pip install 'pixelrobust[robustbench]'), which cannot be imported here; or give "
-            f"models.{name}.builder: <package.module>:<function> returning the same network (with its normalisation inside)")
+            f"models.{name}.builder: <package.module>:<function> returning the same network (with its normalisation inside)"
+        )
     if "builder" in spec:
         _entry_point(name, spec["builder"], "builder")
 
@@ -352,8 +441,10 @@ def _entry_point(name: str, target: str, key: str = "arch") -> Callable:
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise ConfigError(f"models.{name}.{key}: cannot import {module!r} ({e}); make it importable (install it, or put "
-                          f"its folder on PYTHONPATH) or fix the name") from None
+        raise ConfigError(
+            f"models.{name}.{key}: cannot import {module!r} ({e}); make it importable (install it, or put "
+            f"its folder on PYTHONPATH) or fix the name"
+        ) from None
     fn = getattr(mod, func, None)
     if not callable(fn):
         raise ConfigError(f"models.{name}.{key}: module {module!r} has no function {func!r}")
@@ -371,7 +462,9 @@ def _call_entry_point(fn: Callable, spec: dict, key: str) -> nn.Module:
         pass
     net = fn(**kwargs)
     if not isinstance(net, nn.Module):
-        raise ModelError(f"model {spec['name']}: {spec[key]} returned a {type(net).__name__}, not a torch nn.Module")
+        raise ModelError(
+            f"model {spec['name']}: {spec[key]} returned a {type(net).__name__}, not a torch nn.Module"
+        )
     return net
 
 
@@ -379,8 +472,12 @@ def _resolve_python(name: str, target: str, spec: dict, given: dict) -> None:
     _entry_point(name, target)
 
 
-_RESOLVE = {"torchvision": _resolve_torchvision, "timm": _resolve_timm, "robustbench": _resolve_robustbench,
-            "python": _resolve_python}
+_RESOLVE = {
+    "torchvision": _resolve_torchvision,
+    "timm": _resolve_timm,
+    "robustbench": _resolve_robustbench,
+    "python": _resolve_python,
+}
 
 
 def imagenet_classes(dataset: str) -> bool:
@@ -405,10 +502,14 @@ def _build_by_name(spec: dict) -> nn.Module:
             extra = {"transform_input": True, "aux_logits": True, "init_weights": False}
         return tvm.get_model(rest, weights=None, num_classes=spec["num_classes"], **extra)
     if kind == "timm":
-        return _timm(spec["name"]).create_model(rest, pretrained=False, num_classes=spec["num_classes"])
+        return _timm(spec["name"]).create_model(
+            rest, pretrained=False, num_classes=spec["num_classes"]
+        )
     if kind == "robustbench":
         if spec.get("builder"):
-            return _call_entry_point(_entry_point(spec["name"], spec["builder"], "builder"), spec, "builder")
+            return _call_entry_point(
+                _entry_point(spec["name"], spec["builder"], "builder"), spec, "builder"
+            )
         return _robustbench_builder(spec)(spec)
     return _call_entry_point(_entry_point(spec["name"], rest), spec, "arch")
 
@@ -422,7 +523,12 @@ def _fit_keys(sd: dict, net: nn.Module) -> dict:
             break
     want = set(net.state_dict())
     plain = _strip_prefix(_strip_prefix(sd, "module."), "model.")
-    for candidate in (sd, _strip_prefix(sd, "module."), plain, {"model." + k: v for k, v in plain.items()}):
+    for candidate in (
+        sd,
+        _strip_prefix(sd, "module."),
+        plain,
+        {"model." + k: v for k, v in plain.items()},
+    ):
         if set(candidate) == want:
             return candidate
     return _strip_prefix(sd, "module.")  # the strict load names what does not fit
@@ -433,23 +539,33 @@ def resolve_spec(name: str, overrides: dict | None) -> dict:
     architecture's source tells (torchvision's / timm's normalisation and input size, RobustBench's file)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if name not in MODELS and "arch" not in overrides:
-        raise ConfigError(f"model {name!r} is not built in (built-in: {', '.join(MODELS)}); to add it, {how_to_add(name)}; "
-                          f"and give dataset, and mean, std and weights (or url + sha256) where the source does not")
+        raise ConfigError(
+            f"model {name!r} is not built in (built-in: {', '.join(MODELS)}); to add it, {how_to_add(name)}; "
+            f"and give dataset, and mean, std and weights (or url + sha256) where the source does not"
+        )
     spec = {"mirror_files": {}, **MODELS.get(name, {}), **overrides, "name": name}
     try:
         kind, rest = arch_kind(spec["arch"])
     except KeyError:
-        hint = f" (did you mean torchvision:{spec['arch']}?)" if spec["arch"] in torchvision_names() else ""
-        raise ConfigError(f"models.{name}.arch: unknown architecture {spec['arch']!r}{hint}; known: {', '.join(ARCHITECTURES)}, "
-                          f"or by name: {', '.join(k + ':...' for k in ARCH_KINDS)}; {how_to_add(name)}") from None
+        hint = (
+            f" (did you mean torchvision:{spec['arch']}?)"
+            if spec["arch"] in torchvision_names()
+            else ""
+        )
+        raise ConfigError(
+            f"models.{name}.arch: unknown architecture {spec['arch']!r}{hint}; known: {', '.join(ARCHITECTURES)}, "
+            f"or by name: {', '.join(k + ':...' for k in ARCH_KINDS)}; {how_to_add(name)}"
+        ) from None
     if "dataset" not in spec:
         raise ConfigError(f"models.{name}.dataset is required for a model that is not built in")
     if kind != "builtin":
         _RESOLVE[kind](name, rest, spec, overrides)
     for key in ("mean", "std"):
         if key not in spec:
-            raise ConfigError(f"models.{name}.{key} is required for a model that is not built in (found only for "
-                              f"torchvision and timm models on ImageNet, and RobustBench models)")
+            raise ConfigError(
+                f"models.{name}.{key} is required for a model that is not built in (found only for "
+                f"torchvision and timm models on ImageNet, and RobustBench models)"
+            )
     if "weights" not in spec and "url" not in spec:
         raise ConfigError(f"models.{name}: give either weights (a local file) or url (+ sha256)")
     _check_plausible(name, spec, overrides)
@@ -466,7 +582,9 @@ def _check_plausible(name: str, spec: dict, overrides: dict) -> None:
     for key, low in (("mean", 0.0), ("std", 0.0)):
         values = [float(v) for v in spec[key]]
         if len(values) != 3:
-            raise ConfigError(f"models.{name}.{key} has {len(values)} values; give one per RGB channel, e.g. [0.485, 0.456, 0.406]")
+            raise ConfigError(
+                f"models.{name}.{key} has {len(values)} values; give one per RGB channel, e.g. [0.485, 0.456, 0.406]"
+            )
         if any(v > 1.0 for v in values):
             scaled = [round(v / 255.0, 4) for v in values]
             raise ConfigError(
@@ -474,10 +592,16 @@ def _check_plausible(name: str, spec: dict, overrides: dict) -> None:
                 f"normalise them themselves, so give {key} on the [0, 1] scale (divided by 255: {scaled})"
             )
         if any(v < low for v in values) or (key == "std" and any(v <= 0 for v in values)):
-            raise ConfigError(f"models.{name}.{key} is {values}; {key} must be in {'(0, 1]' if key == 'std' else '[0, 1]'} per channel")
+            raise ConfigError(
+                f"models.{name}.{key} is {values}; {key} must be in {'(0, 1]' if key == 'std' else '[0, 1]'} per channel"
+            )
     builtin = MODELS.get(name)
-    if builtin and "dataset" in overrides and overrides["dataset"] != builtin["dataset"] \
-            and not ({"weights", "url"} & set(overrides)):
+    if (
+        builtin
+        and "dataset" in overrides
+        and overrides["dataset"] != builtin["dataset"]
+        and not ({"weights", "url"} & set(overrides))
+    ):
         raise ConfigError(
             f"models.{name}.dataset is {overrides['dataset']!r}, but {name}'s built-in weights were trained on "
             f"{builtin['dataset']!r} ({dataset_num_classes(builtin['dataset'])} classes); remove models.{name}.dataset, or add "
@@ -504,7 +628,9 @@ class Classifier(nn.Module):
         self.channels_last = False
         # the Grad-CAM++ layer's dotted name in ``net`` (models.<name>.cam_layer); None: found by cam.target_layer
         self.cam_layer: str | None = None
-        self.input_size: int | tuple[int, int] | None = None  # side (or (H, W)) it is run at (models.probe_side), for tracing
+        self.input_size: int | tuple[int, int] | None = (
+            None  # side (or (H, W)) it is run at (models.probe_side), for tracing
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.mean.shape[1]:
@@ -520,7 +646,9 @@ class Classifier(nn.Module):
 
 def _read_weights(path: Path, name: str) -> dict:
     if not path.is_file():
-        raise ModelError(f"model {name}: weights file {path} does not exist (config key models.{name}.weights or url)")
+        raise ModelError(
+            f"model {name}: weights file {path} does not exist (config key models.{name}.weights or url)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, pickle with code, ...
@@ -530,11 +658,15 @@ def _read_weights(path: Path, name: str) -> dict:
             f"it is corrupt, truncated or not a PyTorch state dict; delete it and rerun, or fix models.{name}.weights"
         ) from e
     if not isinstance(obj, dict):
-        raise ModelError(f"model {name}: weights file {path} holds a {type(obj).__name__}, expected a state dict")
+        raise ModelError(
+            f"model {name}: weights file {path} holds a {type(obj).__name__}, expected a state dict"
+        )
     return obj
 
 
-def build_model(spec: dict, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Classifier:
+def build_model(
+    spec: dict, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+) -> Classifier:
     """Instantiate ``spec``'s architecture, load ``weights`` strictly, wrap, move to ``device``, eval mode."""
     kind, _ = arch_kind(spec["arch"])
     net = ARCHITECTURES[spec["arch"]]["build"](spec) if kind == "builtin" else _build_by_name(spec)
@@ -548,7 +680,11 @@ def build_model(spec: dict, weights: str | os.PathLike | None = None, device: st
             _refuse_class_count(spec, path, sd, net)
             expected = set(net.state_dict())
             missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-            detail = f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}" if (missing or unexpected) else str(e).splitlines()[-1].strip()[:300]
+            detail = (
+                f"missing keys {missing[:4]}, unexpected keys {unexpected[:4]}"
+                if (missing or unexpected)
+                else str(e).splitlines()[-1].strip()[:300]
+            )
             raise ModelError(
                 f"model {spec['name']}: weights file {path} does not fit architecture {spec['arch']}"
                 f"{' depth ' + str(spec['depth']) if 'depth' in spec else ''} with {spec['num_classes']} classes "
@@ -570,22 +706,36 @@ def _refuse_class_count(spec: dict, path: Path, sd: dict, net: nn.Module) -> Non
     n = spec["num_classes"]
     want = net.state_dict()
     for key, t in reversed(list(sd.items())):  # the classifier is last
-        if key in want and torch.is_tensor(t) and t.ndim >= 1 and want[key].ndim == t.ndim and want[key].shape[0] == n \
-                and t.shape[0] != n and tuple(want[key].shape[1:]) == tuple(t.shape[1:]):
+        if (
+            key in want
+            and torch.is_tensor(t)
+            and t.ndim >= 1
+            and want[key].ndim == t.ndim
+            and want[key].shape[0] == n
+            and t.shape[0] != n
+            and tuple(want[key].shape[1:]) == tuple(t.shape[1:])
+        ):
             try:
                 n_data = dataset_num_classes(spec["dataset"])
             except Exception:
                 n_data = None
             if n_data == n:
-                what, fix = f"its dataset {spec['dataset']} has {n} classes", (
-                    f"use weights trained on {spec['dataset']}'s classes, or fix models.{spec['name']}.dataset (or "
-                    f"datasets.{spec['dataset']}: its classes in the model's output order)")
+                what, fix = (
+                    f"its dataset {spec['dataset']} has {n} classes",
+                    (
+                        f"use weights trained on {spec['dataset']}'s classes, or fix models.{spec['name']}.dataset (or "
+                        f"datasets.{spec['dataset']}: its classes in the model's output order)"
+                    ),
+                )
             else:
-                what, fix = f"the model is built for {n} classes (models.{spec['name']}.num_classes)", (
-                    f"remove models.{spec['name']}.num_classes or fix it")
+                what, fix = (
+                    f"the model is built for {n} classes (models.{spec['name']}.num_classes)",
+                    (f"remove models.{spec['name']}.num_classes or fix it"),
+                )
             raise ModelError(
                 f"model {spec['name']}: weights file {path} does not fit: it has {t.shape[0]} outputs ({key} is "
-                f"{'x'.join(map(str, t.shape))}), but {what}; label indices are the model's output indices: {fix}")
+                f"{'x'.join(map(str, t.shape))}), but {what}; label indices are the model's output indices: {fix}"
+            )
 
 
 def probe_side(spec: dict) -> int | tuple[int, int]:
@@ -620,15 +770,21 @@ def check_outputs(net: nn.Module, spec: dict) -> None:
         with torch.no_grad():
             out = net(torch.zeros(1, 3, h, w))
     except Exception as e:
-        raise ModelError(f"model {spec['name']} ({spec['arch']}) fails on a 1x3x{h}x{w} input ({type(e).__name__}: "
-                         f"{str(e)[:200]}); set models.{spec['name']}.input_size to the side it takes") from e
+        raise ModelError(
+            f"model {spec['name']} ({spec['arch']}) fails on a 1x3x{h}x{w} input ({type(e).__name__}: "
+            f"{str(e)[:200]}); set models.{spec['name']}.input_size to the side it takes"
+        ) from e
     if isinstance(out, (tuple, list)) or not torch.is_tensor(out) or out.ndim != 2:
-        raise ModelError(f"model {spec['name']} ({spec['arch']}) must return logits shaped (N, classes); it returns "
-                         f"{type(out).__name__}{tuple(out.shape) if torch.is_tensor(out) else ''}")
+        raise ModelError(
+            f"model {spec['name']} ({spec['arch']}) must return logits shaped (N, classes); it returns "
+            f"{type(out).__name__}{tuple(out.shape) if torch.is_tensor(out) else ''}"
+        )
     if out.shape[1] != spec["num_classes"]:
-        raise ModelError(f"model {spec['name']} ({spec['arch']}) outputs {out.shape[1]} classes, but its dataset "
-                         f"{spec['dataset']} has {spec['num_classes']}; use weights trained on {spec['dataset']} or fix "
-                         f"models.{spec['name']}.dataset")
+        raise ModelError(
+            f"model {spec['name']} ({spec['arch']}) outputs {out.shape[1]} classes, but its dataset "
+            f"{spec['dataset']} has {spec['num_classes']}; use weights trained on {spec['dataset']} or fix "
+            f"models.{spec['name']}.dataset"
+        )
 
 
 def set_channels_last(model: Classifier, on: bool = True) -> Classifier:
@@ -641,7 +797,11 @@ def set_channels_last(model: Classifier, on: bool = True) -> Classifier:
 def weights_source(spec: dict, mirror: Path | None) -> dict:
     """Where a model's weights come from: {'kind': 'local'|'mirror'|'download', 'path'|'url', 'sha256'}."""
     if spec.get("weights"):
-        return {"kind": "local", "path": str(Path(spec["weights"]).expanduser().resolve()), "sha256": spec.get("sha256")}
+        return {
+            "kind": "local",
+            "path": str(Path(spec["weights"]).expanduser().resolve()),
+            "sha256": spec.get("sha256"),
+        }
     if mirror is not None:
         candidates = {spec["file"]: spec.get("sha256"), **spec.get("mirror_files", {})}
         for fname, digest in candidates.items():
@@ -653,15 +813,24 @@ def weights_source(spec: dict, mirror: Path | None) -> dict:
             f"model {spec['name']}: none of {sorted(candidates)} is in the mirror's weights folder {mirror / 'weights'}; "
             f"add one, set models.{spec['name']}.weights to a local file, or unset data_mirror / PIXELROBUST_MIRROR to download"
         )
-    return {"kind": "download", "url": spec["url"], "file": spec["file"], "sha256": spec.get("sha256")}
+    return {
+        "kind": "download",
+        "url": spec["url"],
+        "file": spec["file"],
+        "sha256": spec.get("sha256"),
+    }
 
 
-def prepare_weights(spec: dict, source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None) -> Path:
+def prepare_weights(
+    spec: dict, source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None
+) -> Path:
     """Check a weights file's checksum and that it loads into the architecture; copy it to ``dest``."""
     from .io import copy_verified
 
     fix = f"replace the file or fix models.{spec['name']} (weights / sha256)"
-    out = copy_verified(source, dest, sha256, what=f"weights of model {spec['name']} ({source})", fix=fix)
+    out = copy_verified(
+        source, dest, sha256, what=f"weights of model {spec['name']} ({source})", fix=fix
+    )
     try:
         build_model(spec, out)
     except Exception:

@@ -31,12 +31,22 @@ class PGD:
     the global RNG.
     """
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
-                 norm: str = "linf", random_start: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float = 2 / 255,
+        steps: int = 10,
+        norm: str = "linf",
+        random_start: bool = True,
+        seed: int = 0,
+    ):
         if norm not in NORMS:
             raise ValueError(f"PGD norm must be one of {NORMS}, got {norm!r}")
         if eps < 0 or alpha <= 0 or steps < 0:
-            raise ValueError(f"PGD needs eps >= 0, alpha > 0, steps >= 0; got eps={eps}, alpha={alpha}, steps={steps}")
+            raise ValueError(
+                f"PGD needs eps >= 0, alpha > 0, steps >= 0; got eps={eps}, alpha={alpha}, steps={steps}"
+            )
         self.model, self.eps, self.alpha, self.steps = model, float(eps), float(alpha), int(steps)
         self.norm, self.random_start, self.seed = norm, random_start, seed
 
@@ -47,7 +57,9 @@ class PGD:
         if m.ndim == 2:
             m = m[None, None]
         if m.shape[-2:] != images.shape[-2:] or m.ndim != 4 or m.shape[1] != 1:
-            raise ValueError(f"PGD mask must be H×W or N×1×H×W matching images {tuple(images.shape)}, got {tuple(m.shape)}")
+            raise ValueError(
+                f"PGD mask must be H×W or N×1×H×W matching images {tuple(images.shape)}, got {tuple(m.shape)}"
+            )
         return m.expand(len(images), 1, *images.shape[-2:])
 
     def _project(self, delta: torch.Tensor) -> torch.Tensor:

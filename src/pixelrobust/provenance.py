@@ -16,8 +16,19 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("torch", "torchvision", "numpy", "scipy", "pandas", "scikit-image", "torchattacks", "grad-cam", "cvxpy",
-            "snakemake", "pixelrobust")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-image",
+    "torchattacks",
+    "grad-cam",
+    "cvxpy",
+    "snakemake",
+    "pixelrobust",
+)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -41,11 +52,20 @@ def packages() -> dict[str, str]:
 def git_commit() -> str:
     """HEAD of the repository the library lives in, '+dirty' when tracked files differ; 'unknown' outside git."""
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=20)
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         if head.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=20).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
         return head.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -60,9 +80,20 @@ def device_name(device) -> str:
     return str(device)
 
 
-def job_record(rule: str, wildcards: dict, params: dict, seed: int | None, device, threads: int | None,
-               inputs: list[str] | None = None) -> dict:
-    """The record of one job; ``inputs`` are provenance files of the jobs it consumed."""
+def job_record(
+    rule: str,
+    wildcards: dict,
+    params: dict,
+    seed: int | None,
+    device,
+    threads: int | None,
+    inputs: list[str] | None = None,
+    config: dict | None = None,
+) -> dict:
+    """The record of one job; ``inputs`` are provenance files of the jobs it consumed; ``config`` the whole
+    config the workflow ran with (recorded whole and by its sha256; the job's own settings are its ``params``).
+    An embedded input record made under the same config keeps only its ``config_sha256``: its ``config`` is
+    this record's; one made under another config (a job a config edit did not rerun) keeps its own."""
     record = {
         "rule": rule,
         "wildcards": dict(sorted(wildcards.items())),
@@ -74,13 +105,28 @@ def job_record(rule: str, wildcards: dict, params: dict, seed: int | None, devic
         "packages": packages(),
         "platform": f"{platform.system()} {platform.machine()}",
     }
-    if "config_sha256" in params:
+    if config is not None:
+        record["config_sha256"] = digest(config)
+        record["config"] = config
+    elif "config_sha256" in params:
         record["config_sha256"] = params["config_sha256"]
     if inputs:
         jobs = [json.loads(Path(p).read_text()) for p in inputs]
-        record["devices"] = sorted({j["device"] for j in jobs if j.get("device")} | {d for j in jobs for d in j.get("devices", [])})
+        _drop_config(jobs, record.get("config_sha256"))
+        record["devices"] = sorted(
+            {j["device"] for j in jobs if j.get("device")}
+            | {d for j in jobs for d in j.get("devices", [])}
+        )
         record["inputs"] = jobs
     return record
+
+
+def _drop_config(jobs: list[dict], sha256: str | None) -> None:
+    """Remove the ``config`` of every embedded record (nested ones too) whose config is ``sha256``'s."""
+    for job in jobs:
+        if sha256 is not None and job.get("config_sha256") == sha256:
+            job.pop("config", None)
+        _drop_config(job.get("inputs", []), sha256)
 
 
 def write(path: str | os.PathLike, record: dict) -> None:
@@ -91,14 +137,32 @@ def write(path: str | os.PathLike, record: dict) -> None:
 
 
 def from_snakemake(smk, seed=None, device=None, threads=None) -> None:
-    """Write the job's record to its ``prov`` output, embedding its ``prov`` inputs (if any)."""
+    """Write the job's record to its ``prov`` output, embedding its ``prov`` inputs (if any).
+
+    The record holds the whole config (``smk.config``, as validated, defaults filled in) and its sha256, so
+    a table a config edit did not rerun still says which config it came from; but the job is not a
+    function of it: its params carry only the keys it reads, so that a config change
+    reruns exactly the jobs it affects (docs/development.md, "Config keys")."""
     outputs = dict(smk.output.items())
     if "prov" not in outputs:
         return
     inputs = dict(smk.input.items()).get("prov")
     inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
     params = {k: v for k, v in smk.params.items()}
-    write(outputs["prov"], job_record(smk.rule, dict(smk.wildcards.items()), params, seed, device, threads, inputs))
+    config = getattr(smk, "config", None)
+    write(
+        outputs["prov"],
+        job_record(
+            smk.rule,
+            dict(smk.wildcards.items()),
+            params,
+            seed,
+            device,
+            threads,
+            inputs,
+            config=None if config is None else dict(config),
+        ),
+    )
 
 
 __all__ = ["digest", "from_snakemake", "git_commit", "job_record", "packages", "write"]

@@ -30,8 +30,10 @@ def read_report(html: str | os.PathLike) -> tuple[dict, dict]:
     text = Path(html).read_text(encoding="utf-8", errors="replace")
     blocks = {m.group(1): json.loads(m.group(2)) for m in _BLOCK.finditer(text)}
     if set(blocks) != {"results", "categories"}:
-        raise ValueError(f"{html} is not a Snakemake HTML report (no results/categories blocks); rebuild it with "
-                         "`snakemake results/report.html`")
+        raise ValueError(
+            f"{html} is not a Snakemake HTML report (no results/categories blocks); rebuild it with "
+            "`snakemake results/report.html`"
+        )
     return blocks["results"], blocks["categories"]
 
 
@@ -55,15 +57,26 @@ def check_report(html: str | os.PathLike, expected: list[str]) -> None:
     missing = [p for p in expected if p not in results]
     empty = [p for p in expected if p in results and not entry_bytes(results[p])]
     if missing or empty:
-        raise ValueError(f"the report {html} lacks {missing} and has no data for {empty}; check their report() annotations")
+        raise ValueError(
+            f"the report {html} lacks {missing} and has no data for {empty}; check their report() annotations"
+        )
     front = read_front_page(html)
     if FRONT_PAGE_HEADING not in front or "<table" not in front:
-        raise ValueError(f"the report {html} has no front page with the verdict table; workflow/Snakefile's `report:` "
-                         "must name workflow/report/workflow.rst, which includes results/report/front_page.rst")
+        raise ValueError(
+            f"the report {html} has no front page with the verdict table; workflow/Snakefile's `report:` "
+            "must name workflow/report/workflow.rst, which includes results/report/front_page.rst"
+        )
 
 
-def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, config: dict, out: str | os.PathLike,
-                 expected: list[str], log: str | os.PathLike, target: str = "all") -> None:
+def build_report(
+    snakefile: str | os.PathLike,
+    workdir: str | os.PathLike,
+    config: dict,
+    out: str | os.PathLike,
+    expected: list[str],
+    log: str | os.PathLike,
+    target: str = "all",
+) -> None:
     """Run ``snakemake --report`` for ``target`` with ``config`` and move the checked report to ``out``."""
     import yaml
 
@@ -73,13 +86,35 @@ def build_report(snakefile: str | os.PathLike, workdir: str | os.PathLike, confi
     with tempfile.TemporaryDirectory() as tmp, atomic_path(out, suffix=".html") as part:
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(yaml.safe_dump(config, sort_keys=False))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(workdir),
-               "--configfile", str(cfg), "--nolock", "--report", str(Path(part).resolve()), target]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(snakefile),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(cfg),
+            "--nolock",
+            "--report",
+            str(Path(part).resolve()),
+            target,
+        ]
         proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
         Path(log).write_text(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
         if proc.returncode != 0:
-            raise RuntimeError(f"snakemake --report failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(
+                f"snakemake --report failed ({proc.returncode}); see {log}:\n{proc.stderr[-3000:]}"
+            )
         check_report(part, expected)
 
 
-__all__ = ["FRONT_PAGE_HEADING", "build_report", "check_report", "entry_bytes", "read_front_page", "read_report"]
+__all__ = [
+    "FRONT_PAGE_HEADING",
+    "build_report",
+    "check_report",
+    "entry_bytes",
+    "read_front_page",
+    "read_report",
+]

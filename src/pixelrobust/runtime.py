@@ -10,8 +10,8 @@ import os
 import random
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -53,7 +53,9 @@ def resolve_device(preference: str = "auto") -> torch.device:
     try:
         dev = torch.device(preference)
     except RuntimeError as e:
-        raise ConfigError(f"config key device: {preference!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:N')") from e
+        raise ConfigError(
+            f"config key device: {preference!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:N')"
+        ) from e
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         n = torch.cuda.device_count()
         raise ConfigError(
@@ -81,8 +83,13 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None = None, device: str = "auto",
-        smk=None) -> Iterator[torch.device]:
+def job(
+    log_path: str | os.PathLike | None,
+    seed: int = 0,
+    threads: int | None = None,
+    device: str = "auto",
+    smk=None,
+) -> Iterator[torch.device]:
     """Set up a workflow job: log to ``log_path``, seed, set thread count, pick the device.
 
     Any exception is written to the log with its traceback and re-raised, so Snakemake marks the
@@ -94,22 +101,41 @@ def job(log_path: str | os.PathLike | None, seed: int = 0, threads: int | None =
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        handlers=handlers,
+        force=True,
+    )
     try:
         if threads:
             torch.set_num_threads(int(threads))
         seed_everything(seed)
         dev = resolve_device(device)
-        log.info("device %s, threads %d, seed %d, torch %s", dev, torch.get_num_threads(), seed, torch.__version__)
+        log.info(
+            "device %s, threads %d, seed %d, torch %s",
+            dev,
+            torch.get_num_threads(),
+            seed,
+            torch.__version__,
+        )
         if "SLURM_JOB_ID" in os.environ:  # provenance on a cluster (checked by tests/test_slurm.py)
-            log.info("SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s", os.environ["SLURM_JOB_ID"], os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+            log.info(
+                "SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s",
+                os.environ["SLURM_JOB_ID"],
+                os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            )
         yield dev
         if smk is not None:
             from .provenance import from_snakemake
 
             compute = bool(threads)  # table and figure jobs get no threads/seed/device
-            from_snakemake(smk, seed if compute else None, dev if compute else None,
-                           torch.get_num_threads() if compute else None)
+            from_snakemake(
+                smk,
+                seed if compute else None,
+                dev if compute else None,
+                torch.get_num_threads() if compute else None,
+            )
     except BaseException:
         log.error("job failed:\n%s", traceback.format_exc())
         raise

@@ -19,7 +19,9 @@ from .errors import ConfigError
 from .runtime import model_device
 
 
-def slic_segments(image: torch.Tensor, n_segments: int, compactness: float, sigma: float = 0.0) -> np.ndarray:
+def slic_segments(
+    image: torch.Tensor, n_segments: int, compactness: float, sigma: float = 0.0
+) -> np.ndarray:
     """SLIC superpixels of one image (3×H×W in [0, 1]) as an H×W int32 map of labels 0..R-1.
 
     Labels are renumbered consecutively, so every label in 0..R-1 has at least one pixel.
@@ -27,10 +29,18 @@ def slic_segments(image: torch.Tensor, n_segments: int, compactness: float, sigm
     from skimage.segmentation import slic
 
     if n_segments < 1 or compactness <= 0:
-        raise ConfigError(f"SLIC needs n_segments >= 1 and compactness > 0, got {n_segments}, {compactness}")
+        raise ConfigError(
+            f"SLIC needs n_segments >= 1 and compactness > 0, got {n_segments}, {compactness}"
+        )
     img = image.permute(1, 2, 0).double().numpy()
-    seg = slic(img, n_segments=int(n_segments), compactness=float(compactness), sigma=float(sigma),
-               start_label=0, channel_axis=-1)
+    seg = slic(
+        img,
+        n_segments=int(n_segments),
+        compactness=float(compactness),
+        sigma=float(sigma),
+        start_label=0,
+        channel_axis=-1,
+    )
     _, inverse = np.unique(seg, return_inverse=True)
     return inverse.reshape(seg.shape).astype(np.int32)
 
@@ -43,11 +53,15 @@ def check_segments(segments: np.ndarray, shape: tuple[int, int]) -> int:
     n = int(segments.max()) + 1 if segments.size else 0
     if labels.min() < 0 or len(labels) != n:
         missing = sorted(set(range(n)) - set(labels.tolist()))
-        raise ValueError(f"segmentation labels must be 0..R-1 with no empty region; empty regions: {missing[:10]}")
+        raise ValueError(
+            f"segmentation labels must be 0..R-1 with no empty region; empty regions: {missing[:10]}"
+        )
     return n
 
 
-def occlude(image: torch.Tensor, segments: np.ndarray, mode: str = "blur", sigma: float | None = None) -> torch.Tensor:
+def occlude(
+    image: torch.Tensor, segments: np.ndarray, mode: str = "blur", sigma: float | None = None
+) -> torch.Tensor:
     """R images, each with one region occluded (R×3×H×W)."""
     c, h, w = image.shape
     n = check_segments(segments, (h, w))
@@ -67,13 +81,25 @@ def occlude(image: torch.Tensor, segments: np.ndarray, mode: str = "blur", sigma
 
 
 @torch.no_grad()
-def occlusion_scores(model: torch.nn.Module, image: torch.Tensor, label: int, segments: np.ndarray,
-                     mode: str = "blur", sigma: float | None = None, batch_size: int = 256) -> np.ndarray:
+def occlusion_scores(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    label: int,
+    segments: np.ndarray,
+    mode: str = "blur",
+    sigma: float | None = None,
+    batch_size: int = 256,
+) -> np.ndarray:
     """Per region: p_true(clean) − p_true(region occluded)."""
     device = model_device(model)
     occluded = occlude(image, segments, mode, sigma)
     p_clean = model(image[None].to(device)).softmax(1)[0, label]
-    p = torch.cat([model(occluded[i : i + batch_size].to(device)).softmax(1)[:, label] for i in range(0, len(occluded), batch_size)])
+    p = torch.cat(
+        [
+            model(occluded[i : i + batch_size].to(device)).softmax(1)[:, label]
+            for i in range(0, len(occluded), batch_size)
+        ]
+    )
     return (p_clean - p).cpu().numpy()
 
 

@@ -31,7 +31,9 @@ VERDICTS = ("held", "not held", "inconclusive", "too few images")
 # ---- intervals ---------------------------------------------------------------------------------
 
 
-def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL) -> tuple[float, float]:
+def bootstrap_ci(
+    values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of ``values`` (NaNs dropped; NaN below two values)."""
     v = np.asarray(values, float)
     v = v[~np.isnan(v)]
@@ -41,15 +43,22 @@ def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator, leve
     return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
 
 
-def boot_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL) -> tuple[float, float, float]:
+def boot_mean(
+    values: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL
+) -> tuple[float, float, float]:
     """Mean with its percentile-bootstrap interval: ``(mean, low, high)``."""
     v = np.asarray(values, float)
     v = v[~np.isnan(v)]
     return (float(v.mean()) if len(v) else np.nan, *bootstrap_ci(v, n_boot, rng, level))
 
 
-def boot_stat(units: Sequence, stat: Callable[[Sequence], float], n_boot: int, rng: np.random.Generator,
-              level: float = LEVEL) -> tuple[float, float, float]:
+def boot_stat(
+    units: Sequence,
+    stat: Callable[[Sequence], float],
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = LEVEL,
+) -> tuple[float, float, float]:
     """Any statistic of a list of resampling units (images), with a percentile bootstrap over the units."""
     units = list(units)
     if not units:
@@ -57,11 +66,18 @@ def boot_stat(units: Sequence, stat: Callable[[Sequence], float], n_boot: int, r
     est = float(stat(units))
     if len(units) < 2:
         return (est, np.nan, np.nan)
-    boots = np.array([stat([units[i] for i in rng.integers(0, len(units), len(units))]) for _ in range(n_boot)], float)
+    boots = np.array(
+        [stat([units[i] for i in rng.integers(0, len(units), len(units))]) for _ in range(n_boot)],
+        float,
+    )
     boots = boots[~np.isnan(boots)]
     if not len(boots):
         return (est, np.nan, np.nan)
-    return est, float(np.quantile(boots, (1 - level) / 2)), float(np.quantile(boots, (1 + level) / 2))
+    return (
+        est,
+        float(np.quantile(boots, (1 - level) / 2)),
+        float(np.quantile(boots, (1 + level) / 2)),
+    )
 
 
 def wilson_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -78,7 +94,9 @@ def wilson_ci(k: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def newcombe_diff_ci(k1: int, n1: int, k2: int, n2: int, level: float = LEVEL) -> tuple[float, float, float]:
+def newcombe_diff_ci(
+    k1: int, n1: int, k2: int, n2: int, level: float = LEVEL
+) -> tuple[float, float, float]:
     """Difference of two independent proportions ``k1/n1 - k2/n2`` with Newcombe's hybrid score interval
     (method 10), built from the two Wilson intervals: ``(difference, low, high)``."""
     if n1 <= 0 or n2 <= 0:
@@ -102,7 +120,9 @@ def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     return lo, hi
 
 
-def paired_binary_ci(a: np.ndarray, b: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+def paired_binary_ci(
+    a: np.ndarray, b: np.ndarray, level: float = LEVEL
+) -> tuple[float, float, float]:
     """Difference of two paired 0/1 outcomes, mean(a) - mean(b), with an exact-conservative interval.
 
     Of n pairs, m are discordant and k of those have a = 1, b = 0; the difference is q(2π − 1) with q the share
@@ -136,8 +156,9 @@ def _binary(v: np.ndarray) -> bool:
     return bool(len(v)) and bool(np.isin(v, (0.0, 1.0)).all())
 
 
-def paired_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator,
-                   level: float = LEVEL) -> tuple[float, float, float]:
+def paired_diff_ci(
+    a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator, level: float = LEVEL
+) -> tuple[float, float, float]:
     """Mean of the paired differences ``a - b`` (same units, e.g. images) with a 95 % interval: exact
     (:func:`paired_binary_ci`) when both are 0/1 outcomes, else a percentile bootstrap over the pairs."""
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -145,8 +166,12 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Gen
         return paired_binary_ci(a, b, level)
     diff = a - b
     diff = diff[~np.isnan(diff)]
-    if len(diff) >= 2 and np.all(diff == diff[0]) and np.all((a[~np.isnan(a)] >= 0) & (a[~np.isnan(a)] <= 1)) \
-            and np.all((b[~np.isnan(b)] >= 0) & (b[~np.isnan(b)] <= 1)):
+    if (
+        len(diff) >= 2
+        and np.all(diff == diff[0])
+        and np.all((a[~np.isnan(a)] >= 0) & (a[~np.isnan(a)] <= 1))
+        and np.all((b[~np.isnan(b)] >= 0) & (b[~np.isnan(b)] <= 1))
+    ):
         # every pair differs by the same amount (e.g. identical rows): the bootstrap's zero-width interval says
         # nothing about the images not seen; bound the share of images that could differ as for 0/1 outcomes
         # (Clopper-Pearson upper end for none of n) and let each move the mean by at most 1 + |difference|
@@ -158,7 +183,9 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Gen
 # ---- the verdict rule --------------------------------------------------------------------------
 
 
-def decide(low: float, high: float, n: int, *, min_effect: float = 0.0, min_images: int = MIN_IMAGES) -> str:
+def decide(
+    low: float, high: float, n: int, *, min_effect: float = 0.0, min_images: int = MIN_IMAGES
+) -> str:
     """The one verdict rule for an effect oriented so that positive is what the claim says (module doc)."""
     if n < min_images:
         return "too few images"
@@ -206,5 +233,19 @@ def binding(tests: Sequence[tuple[str, float, float]]) -> int:
     return smallest(list(range(len(tests))), 1)
 
 
-__all__ = ["LEVEL", "MIN_IMAGES", "VERDICTS", "binding", "boot_mean", "boot_stat", "bootstrap_ci", "clopper_pearson", "decide",
-           "decide_all", "newcombe_diff_ci", "paired_binary_ci", "paired_diff_ci", "wilson_ci"]
+__all__ = [
+    "LEVEL",
+    "MIN_IMAGES",
+    "VERDICTS",
+    "binding",
+    "boot_mean",
+    "boot_stat",
+    "bootstrap_ci",
+    "clopper_pearson",
+    "decide",
+    "decide_all",
+    "newcombe_diff_ci",
+    "paired_binary_ci",
+    "paired_diff_ci",
+    "wilson_ci",
+]

@@ -33,23 +33,61 @@ import torch
 from scipy import stats
 
 from .cam import gradcam_pp
-from .gradients import chance_iou as mask_chance_iou, input_gradients, iou
-from .map_compare import MAPS as P2_MAPS, change_maps, topk_mask
-from .stats import boot_mean, bootstrap_ci
+from .gradients import chance_iou as mask_chance_iou
+from .gradients import input_gradients, iou
+from .map_compare import MAPS as P2_MAPS
+from .map_compare import change_maps, topk_mask
 from .ssim_ball import SSIMBall
+from .stats import boot_mean, bootstrap_ci
 
 log = logging.getLogger("pixelrobust")
 
 MAPS = ("onepixel", "ssim_ball", "gradcam_pp", "input_gradient")
-LABELS = {"onepixel": "P1 one-pixel drop", "ssim_ball": "P2 SSIM-ball δ map", "gradcam_pp": "Grad-CAM++",
-          "input_gradient": "P3 input gradient"}
+LABELS = {
+    "onepixel": "P1 one-pixel drop",
+    "ssim_ball": "P2 SSIM-ball δ map",
+    "gradcam_pp": "Grad-CAM++",
+    "input_gradient": "P3 input gradient",
+}
 PAIRS = list(itertools.combinations(MAPS, 2))
-TABLE_COLUMNS = ["dataset", "model", "map_a", "map_b", "spearman", "iou_topk", "ci_low", "ci_high",
-                 "iou_ci_low", "iou_ci_high", "chance_iou", "n_images", "n_pixels", "topk_percent",
-                 "spearman_null", "iou_null", "spearman_excess", "spearman_excess_ci_low", "spearman_excess_ci_high",
-                 "iou_excess", "iou_excess_ci_low", "iou_excess_ci_high", "null_pairs"]
-IMAGE_COLUMNS = ["dataset", "model", "image_id", "map_a", "map_b", "spearman", "iou_topk", "n_pixels", "spearman_null",
-                 "iou_null", "null_pairs"]
+TABLE_COLUMNS = [
+    "dataset",
+    "model",
+    "map_a",
+    "map_b",
+    "spearman",
+    "iou_topk",
+    "ci_low",
+    "ci_high",
+    "iou_ci_low",
+    "iou_ci_high",
+    "chance_iou",
+    "n_images",
+    "n_pixels",
+    "topk_percent",
+    "spearman_null",
+    "iou_null",
+    "spearman_excess",
+    "spearman_excess_ci_low",
+    "spearman_excess_ci_high",
+    "iou_excess",
+    "iou_excess_ci_low",
+    "iou_excess_ci_high",
+    "null_pairs",
+]
+IMAGE_COLUMNS = [
+    "dataset",
+    "model",
+    "image_id",
+    "map_a",
+    "map_b",
+    "spearman",
+    "iou_topk",
+    "n_pixels",
+    "spearman_null",
+    "iou_null",
+    "null_pairs",
+]
 
 
 def chance_iou(k_percent: float) -> float:
@@ -57,15 +95,30 @@ def chance_iou(k_percent: float) -> float:
     return mask_chance_iou(k_percent / 100, k_percent / 100)
 
 
-def image_maps(model, images: torch.Tensor, labels: torch.Tensor, *, epsilon: float, ball: dict,
-               batch_size: int, p2_map: str = "energy") -> dict[str, np.ndarray]:
+def image_maps(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epsilon: float,
+    ball: dict,
+    batch_size: int,
+    p2_map: str = "energy",
+) -> dict[str, np.ndarray]:
     """The SSIM-ball change map (``p2_map``, one of :data:`pixelrobust.map_compare.MAPS`), Grad-CAM++ and
     input-gradient maps (each N×H×W) of ``images`` in [0, 1]."""
     from .runtime import model_device
 
     if p2_map not in P2_MAPS:
-        raise ValueError(f"the P2 map must be one of {', '.join(P2_MAPS)}, got {p2_map!r} (ssim.compare.primary.map)")
-    geom = {"size": ball.get("size", 8), "stride": ball.get("stride", 8), "k1": ball.get("k1", 0.01), "k2": ball.get("k2", 0.03)}
+        raise ValueError(
+            f"the P2 map must be one of {', '.join(P2_MAPS)}, got {p2_map!r} (ssim.compare.primary.map)"
+        )
+    geom = {
+        "size": ball.get("size", 8),
+        "stride": ball.get("stride", 8),
+        "k1": ball.get("k1", 0.01),
+        "k2": ball.get("k2", 0.03),
+    }
     device = model_device(model)
     change, grads, success = [], [], []
     for s in range(0, len(images), batch_size):
@@ -76,10 +129,12 @@ def image_maps(model, images: torch.Tensor, labels: torch.Tensor, *, epsilon: fl
         success.append(res["success"].numpy())
         grads.append(input_gradients(model, x, y).abs().mean(1).detach().cpu().numpy())
     empty = np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
-    return {"ssim_ball": np.stack(change).astype(np.float32) if change else empty,
-            "gradcam_pp": gradcam_pp(model, images, labels, batch_size),
-            "input_gradient": np.concatenate(grads).astype(np.float32) if grads else empty,
-            "ssim_success": np.concatenate(success) if success else np.zeros(0, bool)}
+    return {
+        "ssim_ball": np.stack(change).astype(np.float32) if change else empty,
+        "gradcam_pp": gradcam_pp(model, images, labels, batch_size),
+        "input_gradient": np.concatenate(grads).astype(np.float32) if grads else empty,
+        "ssim_success": np.concatenate(success) if success else np.zeros(0, bool),
+    }
 
 
 def compare_pair(a: np.ndarray, b: np.ndarray, pixels: np.ndarray, k_percent: float) -> dict:
@@ -102,13 +157,17 @@ def _standard_ranks(v: np.ndarray) -> np.ndarray:
         return np.where(sd > 0, r / sd, np.nan)
 
 
-def agreement_matrices(a: np.ndarray, b: np.ndarray, k_percent: float) -> tuple[np.ndarray, np.ndarray]:
+def agreement_matrices(
+    a: np.ndarray, b: np.ndarray, k_percent: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Spearman and top-k IoU of every map of ``a`` (N×P, one row per image) with every map of ``b``:
     two N×N matrices whose diagonals are the same-image values (:func:`compare_pair`'s) and whose
     off-diagonal entries are the mismatched pairings of the permutation null."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"agreement_matrices needs two N×P arrays of one shape, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"agreement_matrices needs two N×P arrays of one shape, got {a.shape} and {b.shape}"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise FloatingPointError("a map holds NaN or inf on the compared pixels")
     za, zb = _standard_ranks(a), _standard_ranks(b)
@@ -120,7 +179,9 @@ def agreement_matrices(a: np.ndarray, b: np.ndarray, k_percent: float) -> tuple[
     return rho, np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def compare_images(maps: dict[str, np.ndarray], searched: np.ndarray, k_percent: float) -> pd.DataFrame:
+def compare_images(
+    maps: dict[str, np.ndarray], searched: np.ndarray, k_percent: float
+) -> pd.DataFrame:
     """Per image and pair of maps (all N×H×W; ``searched`` the pixels P1 searched): Spearman and top-k
     IoU of the image's own maps, and their means over the image's map ``a`` against the other images'
     maps ``b`` (``spearman_null``, ``iou_null``; among images P1 searched on the same pixels)."""
@@ -141,16 +202,31 @@ def compare_images(maps: dict[str, np.ndarray], searched: np.ndarray, k_percent:
             off = ~np.eye(m, dtype=bool)
             for j, i in enumerate(members):
                 null_rho = rho[j][off[j]]
-                rows.append({"image": i, "map_a": a, "map_b": b, "spearman": rho[j, j], "iou_topk": ov[j, j],
-                             "n_pixels": int(pixels.sum()),
-                             "spearman_null": float(np.nanmean(null_rho)) if np.isfinite(null_rho).any() else np.nan,
-                             "iou_null": float(ov[j][off[j]].mean()) if m > 1 else np.nan, "null_pairs": m - 1})
+                rows.append(
+                    {
+                        "image": i,
+                        "map_a": a,
+                        "map_b": b,
+                        "spearman": rho[j, j],
+                        "iou_topk": ov[j, j],
+                        "n_pixels": int(pixels.sum()),
+                        "spearman_null": float(np.nanmean(null_rho))
+                        if np.isfinite(null_rho).any()
+                        else np.nan,
+                        "iou_null": float(ov[j][off[j]].mean()) if m > 1 else np.nan,
+                        "null_pairs": m - 1,
+                    }
+                )
     order = {p: k for k, p in enumerate(PAIRS)}
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     out["_pair"] = [order[(a, b)] for a, b in zip(out.map_a, out.map_b)]
-    return out.sort_values(["image", "_pair"], kind="stable").drop(columns="_pair").reset_index(drop=True)
+    return (
+        out.sort_values(["image", "_pair"], kind="stable")
+        .drop(columns="_pair")
+        .reset_index(drop=True)
+    )
 
 
 def _nanmean(v: np.ndarray) -> float:
@@ -162,7 +238,9 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
     the permutation null's means, and the excess (observed − null, per image) with its interval."""
     rng = np.random.default_rng(seed)
     rows = []
-    for (ds, model, a, b), d in per_image.groupby(["dataset", "model", "map_a", "map_b"], sort=False):
+    for (ds, model, a, b), d in per_image.groupby(
+        ["dataset", "model", "map_a", "map_b"], sort=False
+    ):
         rho, ov = d.spearman.to_numpy(float), d.iou_topk.to_numpy(float)
         lo, hi = bootstrap_ci(rho, n_boot, rng)
         ilo, ihi = bootstrap_ci(ov, n_boot, rng)
@@ -176,13 +254,33 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
         # (a model with a single image has no null at all: then its observed means are over every image)
         mr, mi = (mr if mr.any() else np.ones_like(mr)), (mi if mi.any() else np.ones_like(mi))
         # observed and null means over the images the excess is computed on, so observed - null = excess
-        rows.append({"dataset": ds, "model": model, "map_a": a, "map_b": b, "spearman": _nanmean(rho[mr]),
-                     "iou_topk": _nanmean(ov[mi]), "ci_low": lo, "ci_high": hi, "iou_ci_low": ilo, "iou_ci_high": ihi,
-                     "chance_iou": chance_iou(k_percent), "n_images": n_used, "n_pixels": int(d.n_pixels.median()),
-                     "topk_percent": k_percent, "spearman_null": _nanmean(rho_null[mr]), "iou_null": _nanmean(iou_null[mi]),
-                     "spearman_excess": rex[0], "spearman_excess_ci_low": rex[1], "spearman_excess_ci_high": rex[2],
-                     "iou_excess": iex[0], "iou_excess_ci_low": iex[1], "iou_excess_ci_high": iex[2],
-                     "null_pairs": int(d.null_pairs.median())})
+        rows.append(
+            {
+                "dataset": ds,
+                "model": model,
+                "map_a": a,
+                "map_b": b,
+                "spearman": _nanmean(rho[mr]),
+                "iou_topk": _nanmean(ov[mi]),
+                "ci_low": lo,
+                "ci_high": hi,
+                "iou_ci_low": ilo,
+                "iou_ci_high": ihi,
+                "chance_iou": chance_iou(k_percent),
+                "n_images": n_used,
+                "n_pixels": int(d.n_pixels.median()),
+                "topk_percent": k_percent,
+                "spearman_null": _nanmean(rho_null[mr]),
+                "iou_null": _nanmean(iou_null[mi]),
+                "spearman_excess": rex[0],
+                "spearman_excess_ci_low": rex[1],
+                "spearman_excess_ci_high": rex[2],
+                "iou_excess": iex[0],
+                "iou_excess_ci_low": iex[1],
+                "iou_excess_ci_high": iex[2],
+                "null_pairs": int(d.null_pairs.median()),
+            }
+        )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -191,8 +289,21 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
 # ----------------------------------------------------------------------------------------------
 
 
-def run_maps(spec: dict, weights, data_dir, onepixel_npzs: list[str], bounds: list[tuple[int, int]], out_npz, *,
-             n_images: int | None, epsilon: float, ball: dict, batch_size: int, device, p2_map: str = "energy") -> None:
+def run_maps(
+    spec: dict,
+    weights,
+    data_dir,
+    onepixel_npzs: list[str],
+    bounds: list[tuple[int, int]],
+    out_npz,
+    *,
+    n_images: int | None,
+    epsilon: float,
+    ball: dict,
+    batch_size: int,
+    device,
+    p2_map: str = "energy",
+) -> None:
     """Rule ``four_maps``: the four maps of the first ``n_images`` images P1 searched for one model."""
     from .data import load_split
     from .io import load_npz, save_npz
@@ -205,8 +316,12 @@ def run_maps(spec: dict, weights, data_dir, onepixel_npzs: list[str], bounds: li
         z = load_npz(path)
         split = load_split(data_dir, "test", start, stop)
         if [str(i) for i in z["ids"]] != split.ids:
-            raise ValueError(f"{path} does not belong to test images {start}..{stop} of {data_dir}; rerun onepixel_search")
-        keep = np.flatnonzero(z["searched"].reshape(len(z["searched"]), -1).any(1))  # the correctly classified images
+            raise ValueError(
+                f"{path} does not belong to test images {start}..{stop} of {data_dir}; rerun onepixel_search"
+            )
+        keep = np.flatnonzero(
+            z["searched"].reshape(len(z["searched"]), -1).any(1)
+        )  # the correctly classified images
         if n_images is not None:
             keep = keep[: max(0, n_images - len(ids))]
         ids += [split.ids[i] for i in keep]
@@ -215,15 +330,24 @@ def run_maps(spec: dict, weights, data_dir, onepixel_npzs: list[str], bounds: li
         drop.append(np.where(z["searched"][keep], z["drop"][keep], np.nan).astype(np.float32))
         searched.append(z["searched"][keep])
     if not ids:
-        raise ValueError(f"no image with a one-pixel map for {spec['name']}: P1 found no correctly classified image; "
-                         "raise onepixel.n_images")
+        raise ValueError(
+            f"no image with a one-pixel map for {spec['name']}: P1 found no correctly classified image; "
+            "raise onepixel.n_images"
+        )
     x, y = torch.cat(imgs), torch.cat(labels)
     model = build_model(spec, weights, device)
     log.info("%s: four maps of %d images", spec["name"], len(ids))
     maps = image_maps(model, x, y, epsilon=epsilon, ball=ball, batch_size=batch_size, p2_map=p2_map)
-    save_npz(out_npz, image_id=np.asarray(ids, dtype=str), label=y.numpy(), image=x.numpy().astype(np.float32),
-             onepixel=np.concatenate(drop), p2_map=np.asarray(p2_map),
-             searched=np.concatenate(searched), **maps)
+    save_npz(
+        out_npz,
+        image_id=np.asarray(ids, dtype=str),
+        label=y.numpy(),
+        image=x.numpy().astype(np.float32),
+        onepixel=np.concatenate(drop),
+        p2_map=np.asarray(p2_map),
+        searched=np.concatenate(searched),
+        **maps,
+    )
 
 
 def load_maps(path) -> dict:
@@ -236,8 +360,15 @@ def load_maps(path) -> dict:
     return z
 
 
-def run_tables(npzs: dict[str, str], datasets: dict[str, str], out: dict, *, k_percent: float, n_boot: int,
-               seed: int) -> pd.DataFrame:
+def run_tables(
+    npzs: dict[str, str],
+    datasets: dict[str, str],
+    out: dict,
+    *,
+    k_percent: float,
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
     """Rule ``synthesis_tables``: ``synthesis.csv``/``.md`` and the per-image ``synthesis_images.csv``."""
     from .io import write_table
 
@@ -256,5 +387,19 @@ def run_tables(npzs: dict[str, str], datasets: dict[str, str], out: dict, *, k_p
     return table
 
 
-__all__ = ["IMAGE_COLUMNS", "LABELS", "MAPS", "PAIRS", "TABLE_COLUMNS", "agreement_matrices", "chance_iou", "compare_images",
-           "compare_pair", "image_maps", "load_maps", "run_maps", "run_tables", "summarise"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "LABELS",
+    "MAPS",
+    "PAIRS",
+    "TABLE_COLUMNS",
+    "agreement_matrices",
+    "chance_iou",
+    "compare_images",
+    "compare_pair",
+    "image_maps",
+    "load_maps",
+    "run_maps",
+    "run_tables",
+    "summarise",
+]

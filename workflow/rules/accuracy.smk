@@ -48,6 +48,5 @@ rule clean_accuracy:
         ENV
     params:
         datasets=lambda w: {m: dataset_of(m) for m in prconfig.clean_accuracy_models(config)},
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/clean_accuracy.py"

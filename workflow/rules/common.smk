@@ -14,6 +14,7 @@ from pixelrobust import config as prconfig
 from pixelrobust import data as prdata
 from pixelrobust import models as prmodels
 from pixelrobust import prm as prprm
+from pixelrobust import schema as prschema
 from pixelrobust import report as prreport
 from pixelrobust.provenance import digest
 from pixelrobust.runtime import derive_seed
@@ -22,11 +23,14 @@ from pixelrobust.runtime import derive_seed
 # error about a key the user never set then says that it is a default.
 GIVEN_CONFIG = copy.deepcopy(config)
 # Errors name each bad key in a few lines (Snakemake's validate prints the whole schema).
-prconfig.validate(config, Path(workflow.current_basedir) / "../schemas/config.schema.yaml")
+# The schema is package data (src/pixelrobust/config.schema.yaml): the library reads the same file.
+prconfig.validate(config, prschema.SCHEMA)
 MODELS = prconfig.check(config, given=GIVEN_CONFIG)
 MIRROR = prdata.resolve_mirror(config)
 ENV = "../../envs/pixelrobust.yaml"
-# Recorded in the provenance of every results table (only the table rules take it as a param).
+# Quoted by SUMMARY.md (the summary rule prints the whole config). Every job's provenance records the
+# same sha256 from its own snakemake.config (pixelrobust.provenance.from_snakemake); no other rule takes
+# it as a param, so a config change reruns only the jobs whose params read the changed keys.
 CONFIG_SHA256 = digest(config)
 
 
@@ -343,6 +347,55 @@ def synthesis_maps_files(wildcards=None):
     return {m: f"results/synthesis/{m}.npz" for m in config["synthesis"]["models"]}
 
 
+# ---- Robust vs standard (ours) ---------------------------------------------------------------
+
+
+def robust_compare_models():
+    pairs = config["robust_compare"]["pairs"]
+    return list(dict.fromkeys(m for p in pairs for m in (p["standard"], p["robust"])))
+
+
+def robust_compare_inputs(wildcards=None):
+    """The saved per-image outputs of every compared stage, and their provenance records."""
+    stages = config["robust_compare"]["stages"]
+    out, prov = {}, []
+    for m in robust_compare_models():
+        if "onepixel" in stages:
+            out[f"p1_{m}"] = onepixel_model_chunks(
+                "results/p1/onepixel/{model}/chunk-{chunk}.npz", m
+            )
+            prov += onepixel_model_chunks(
+                "results/p1/onepixel/{model}/chunk-{chunk}.provenance.json", m
+            )
+        if "gradients" in stages:
+            out[f"gradients_{m}"] = f"results/p3/gradients/{m}.npz"
+            prov.append(f"results/p3/gradients/{m}.provenance.json")
+        if "synthesis" in stages:
+            out[f"synthesis_{m}"] = f"results/synthesis/{m}.npz"
+            prov.append(f"results/synthesis/{m}.provenance.json")
+    if "masked_pgd" in stages:
+        out["masked_pgd_images"] = "results/tables/masked_pgd_images.csv"
+        prov.append("results/tables/masked_pgd.provenance.json")
+    return {**out, "prov": prov}
+
+
+def robust_compare_maps():
+    """One npz of mean maps per pair, in the order of robust_compare.pairs."""
+    return [
+        f"results/robust_compare/{p['standard']}__{p['robust']}.npz"
+        for p in config["robust_compare"]["pairs"]
+    ]
+
+
+def robust_compare_targets():
+    """The robust-vs-standard table and figure (the `robust` target); none when robust_compare.pairs is empty."""
+    if not config["robust_compare"]["pairs"]:
+        return []
+    return [f"results/tables/robust_compare.{ext}" for ext in ("csv", "md")] + [
+        f"results/figures/robust_compare.{ext}" for ext in ("png", "pdf")
+    ]
+
+
 # ---- SUMMARY.md ------------------------------------------------------------------------------
 
 
@@ -364,6 +417,8 @@ def summary_inputs(wildcards=None):
         names.append("defense")
     if config["synthesis"]["models"]:
         names.append("synthesis")
+    if config["robust_compare"]["pairs"]:
+        names.append("robust_compare")
     out = {n: f"results/tables/{n}.csv" for n in names}
     # each table's provenance record (the file is named after the table family)
     family = {
@@ -391,6 +446,7 @@ def report_inputs():
         + p2_targets()
         + p3_targets()
         + synthesis_targets()
+        + robust_compare_targets()
         + ["results/SUMMARY.md", "results/tables/claims.csv", "results/report/front_page.rst"]
     )
 

@@ -65,7 +65,6 @@ rule defense_tables:
         datasets={m: dataset_of(m) for m in config["defense_eval"]["models"]},
         n_boot=config["defense_eval"]["bootstrap"],
         seed=job_seed("defense_tables"),
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/defense_tables.py"
 

@@ -48,7 +48,6 @@ rule masked_pgd_tables:
         ENV
     params:
         datasets={m: dataset_of(m) for m in config["masked_pgd"]["models"]},
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/masked_pgd_tables.py"
 

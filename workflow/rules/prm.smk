@@ -96,8 +96,6 @@ rule prm_tables:
     localrule: True
     conda:
         ENV
-    params:
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/prm_tables.py"
 

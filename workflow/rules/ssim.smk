@@ -54,7 +54,6 @@ rule ssim_tables:
         ENV
     params:
         compare_epsilon=config["ssim"]["compare"]["epsilon"],
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/ssim_tables.py"
 
@@ -123,7 +122,6 @@ rule compare_maps:
         success_tolerance=config["ssim"]["compare"]["success_tolerance"],
         epsilon=config["ssim"]["compare"]["epsilon"],
         seed=job_seed("compare_maps"),
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/compare_maps.py"
 
@@ -158,7 +156,6 @@ rule ssim_solver_check:
         tol=config["ssim"]["tol"],
         device=config["device"],
         seed=job_seed("ssim_solver_check"),
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/ssim_solver_check.py"
 

@@ -64,7 +64,6 @@ rule synthesis_tables:
         topk_percent=config["synthesis"]["topk_percent"],
         n_boot=config["synthesis"]["bootstrap"],
         seed=job_seed("synthesis_tables"),
-        config_sha256=CONFIG_SHA256,
     script:
         "../scripts/synthesis_tables.py"
 

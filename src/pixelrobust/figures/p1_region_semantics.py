@@ -9,9 +9,11 @@ import pandas as pd
 from . import style
 
 SCORES = (("occlusion", "occlusion drop"), ("cam", "mean Grad-CAM++"))
-SHORT = {"searching only some pixels is enough": "only some pixels",
-         "vulnerable points are scattered over several regions": "scattered",
-         "a region's robustness varies with its semantic content": "semantic"}
+SHORT = {
+    "searching only some pixels is enough": "only some pixels",
+    "vulnerable points are scattered over several regions": "scattered",
+    "a region's robustness varies with its semantic content": "semantic",
+}
 
 
 def plot(claim_images: pd.DataFrame, claims: pd.DataFrame, png, pdf=None) -> None:
@@ -23,15 +25,27 @@ def plot(claim_images: pd.DataFrame, claims: pd.DataFrame, png, pdf=None) -> Non
 
     style.apply()
     models = list(dict.fromkeys(list(claims.model) + list(claim_images.model))) or ["(none)"]
-    fig, axes = plt.subplots(len(models), 2, figsize=(style.FULL_WIDTH, 2.4 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 2, figsize=(style.FULL_WIDTH, 2.4 * len(models)), squeeze=False
+    )
     for r, model in enumerate(models):
         ax = axes[r, 0]
-        d = claim_images[(claim_images.model == model) & claim_images.primary.astype(bool)
-                         & claim_images.whole_success.astype(bool)]
+        d = claim_images[
+            (claim_images.model == model)
+            & claim_images.primary.astype(bool)
+            & claim_images.whole_success.astype(bool)
+        ]
         for c, (score, label) in enumerate(SCORES):
             ok = d[[f"rho_{score}", f"rho_{score}_control"]].dropna()
-            ax.scatter(ok[f"rho_{score}_control"], ok[f"rho_{score}"], s=12, alpha=0.7, color=style.PALETTE[c],
-                       label=f"{label} ({len(ok)} images)", linewidths=0)
+            ax.scatter(
+                ok[f"rho_{score}_control"],
+                ok[f"rho_{score}"],
+                s=12,
+                alpha=0.7,
+                color=style.PALETTE[c],
+                label=f"{label} ({len(ok)} images)",
+                linewidths=0,
+            )
         ax.plot([-1, 1], [-1, 1], color="0.6", lw=0.8, ls="--")
         ax.set_xlim(-1.05, 1.05), ax.set_ylim(-1.05, 1.05)
         ax.set_xlabel("control: ρ with the vulnerable map flipped/rotated")
@@ -46,10 +60,19 @@ def plot(claim_images: pd.DataFrame, claims: pd.DataFrame, png, pdf=None) -> Non
             x = np.arange(len(counts)) + (c - 1) * 0.18
             y = e.effect.to_numpy(float)
             err = np.vstack([y - e.ci_low.to_numpy(float), e.ci_high.to_numpy(float) - y])
-            ax.errorbar(x, y, yerr=np.nan_to_num(err), fmt="none", ecolor=style.PALETTE[c + 2], lw=1)
+            ax.errorbar(
+                x, y, yerr=np.nan_to_num(err), fmt="none", ecolor=style.PALETTE[c + 2], lw=1
+            )
             prim = e.primary.fillna(False).astype(bool).to_numpy()
             ax.scatter(x[prim], y[prim], color=style.PALETTE[c + 2], s=22, label=short, zorder=3)
-            ax.scatter(x[~prim], y[~prim], facecolors="white", edgecolors=style.PALETTE[c + 2], s=22, zorder=3)
+            ax.scatter(
+                x[~prim],
+                y[~prim],
+                facecolors="white",
+                edgecolors=style.PALETTE[c + 2],
+                s=22,
+                zorder=3,
+            )
         ax.axhline(0, color="0.6", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(counts)), [str(n) for n in counts])
         ax.set_xlabel("SLIC segments (filled: the verdict's)")

@@ -11,8 +11,14 @@ import torch
 
 from . import style
 
-COLUMNS = ["image", "‖δ‖² (energy)", "1 − SSIM, constraint windows", "1 − SSIM, 7×7 sliding", "Grad-CAM++ (clean)",
-           "CAM + top-k ‖δ‖²"]
+COLUMNS = [
+    "image",
+    "‖δ‖² (energy)",
+    "1 − SSIM, constraint windows",
+    "1 − SSIM, 7×7 sliding",
+    "Grad-CAM++ (clean)",
+    "CAM + top-k ‖δ‖²",
+]
 
 
 def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
@@ -25,7 +31,9 @@ def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
     if isinstance(cam_npzs, (str, Path)):
         cam_npzs, bounds = [cam_npzs], [bounds]
     if len(cam_npzs) != len(bounds):
-        raise ValueError(f"{len(cam_npzs)} CAM chunk files but {len(bounds)} chunk bounds; they must pair up")
+        raise ValueError(
+            f"{len(cam_npzs)} CAM chunk files but {len(bounds)} chunk bounds; they must pair up"
+        )
     ids, images, cams, adv, attacks = [], [], [], {}, None
     for path, (start, stop) in zip(cam_npzs, bounds):
         if len(ids) >= examples:
@@ -43,10 +51,25 @@ def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
             adv.setdefault(a, []).append(np.asarray(npz[f"adv_{a}"])[: len(take)])
     if not ids:
         return [], torch.zeros(0), np.zeros(0), {a: np.zeros(0) for a in attacks or []}
-    return ids, torch.cat(images), np.concatenate(cams), {a: np.concatenate(v) for a, v in adv.items()}
+    return (
+        ids,
+        torch.cat(images),
+        np.concatenate(cams),
+        {a: np.concatenate(v) for a, v in adv.items()},
+    )
 
 
-def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=None, *, ball: dict | None = None) -> None:
+def plot(
+    cam_npz,
+    data_dir,
+    bounds,
+    examples: int,
+    k_percent: float,
+    png,
+    pdf=None,
+    *,
+    ball: dict | None = None,
+) -> None:
     """``cam_npz``: one CAM chunk file or the list of all of them (rule ``p2_cam_grid``), with its test-image
     ``bounds`` (start, stop) or the list of each chunk's; the first ``examples`` images are taken in chunk
     order. ``ball``: the SSIM ball's window geometry (``size``, ``stride``, ``k1``, ``k2``; default disjoint 8×8)."""
@@ -55,20 +78,37 @@ def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=No
     from ..map_compare import change_maps, topk_mask
 
     ball = ball or {}
-    geom = {"size": ball.get("size", 8), "stride": ball.get("stride", 8), "k1": ball.get("k1", 0.01), "k2": ball.get("k2", 0.03)}
+    geom = {
+        "size": ball.get("size", 8),
+        "stride": ball.get("stride", 8),
+        "k1": ball.get("k1", 0.01),
+        "k2": ball.get("k2", 0.03),
+    }
     style.apply()
     ids, images, cams, advs = examples_from_chunks(cam_npz, data_dir, bounds, examples)
     attacks = list(advs)
     rows = [(n, a) for n in range(len(ids)) for a in attacks]
-    fig, axes = plt.subplots(max(len(rows), 1), len(COLUMNS), figsize=(style.FULL_WIDTH, 1.2 * max(len(rows), 1) + 0.3),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        max(len(rows), 1),
+        len(COLUMNS),
+        figsize=(style.FULL_WIDTH, 1.2 * max(len(rows), 1) + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for r, (n, attack) in enumerate(rows):
         x = images[n]
         adv = torch.from_numpy(advs[attack][n])
         maps, ratio = change_maps(x, adv, **geom)
         cam = cams[n]
         top = topk_mask(maps["energy"], k_percent)
-        panels = [x.permute(1, 2, 0).numpy(), maps["energy"], maps["window_ssim"], maps["sliding_ssim"], cam, None]
+        panels = [
+            x.permute(1, 2, 0).numpy(),
+            maps["energy"],
+            maps["window_ssim"],
+            maps["sliding_ssim"],
+            cam,
+            None,
+        ]
         for c, img in enumerate(panels):
             ax = axes[r, c]
             if c == 5:
@@ -78,10 +118,23 @@ def plot(cam_npz, data_dir, bounds, examples: int, k_percent: float, png, pdf=No
             elif img.ndim == 3:
                 ax.imshow(img)
             else:
-                lo, hi = (0.0, 1.0) if c == 4 else (float(np.quantile(img, 0.01)), float(np.quantile(img, 0.99)))
-                if hi <= lo:  # a flat map (the SSIM ball meets its bound in every window): show its full range
-                    lo, hi = float(np.min(img)), float(np.max(img)) if np.max(img) > np.min(img) else float(np.min(img)) + 1.0
-                ax.imshow(img, cmap="magma" if c < 4 else "jet", interpolation="nearest", vmin=lo, vmax=hi)
+                lo, hi = (
+                    (0.0, 1.0)
+                    if c == 4
+                    else (float(np.quantile(img, 0.01)), float(np.quantile(img, 0.99)))
+                )
+                if (
+                    hi <= lo
+                ):  # a flat map (the SSIM ball meets its bound in every window): show its full range
+                    lo, hi = (
+                        float(np.min(img)),
+                        float(np.max(img))
+                        if np.max(img) > np.min(img)
+                        else float(np.min(img)) + 1.0,
+                    )
+                ax.imshow(
+                    img, cmap="magma" if c < 4 else "jet", interpolation="nearest", vmin=lo, vmax=hi
+                )
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(COLUMNS[c], fontsize=6)

@@ -14,12 +14,18 @@ def plot(table: pd.DataFrame, matched: pd.DataFrame, png, pdf=None) -> None:
 
     style.apply()
     attacks = [a for a in LABELS if a in set(table.attack)]
-    fig, axes = plt.subplots(1, len(attacks), figsize=(style.FULL_WIDTH, 2.2), squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(attacks), figsize=(style.FULL_WIDTH, 2.2), squeeze=False, constrained_layout=True
+    )
     for ax, attack in zip(axes[0], attacks):
         t = table[table.attack == attack].sort_values("epsilon")
         ax.plot(t.epsilon, t.success_rate, marker="o", label="success rate")
         ax.plot(t.epsilon, t.mean_ssim, marker="s", label="mean SSIM")
-        chosen = matched[matched.attack == attack].epsilon if attack != "ssim_ball" else matched.ssim_epsilon.iloc[:1]
+        chosen = (
+            matched[matched.attack == attack].epsilon
+            if attack != "ssim_ball"
+            else matched.ssim_epsilon.iloc[:1]
+        )
         for e in chosen:
             ax.axvline(e, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")

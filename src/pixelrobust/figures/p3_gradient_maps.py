@@ -11,11 +11,17 @@ def plot(maps: dict[str, dict], png, pdf=None) -> None:
 
     style.apply()
     models = list(maps)
-    fig, axes = plt.subplots(len(models), 2, figsize=(style.COLUMN_WIDTH * 1.3, 1.7 * max(1, len(models))), squeeze=False)
+    fig, axes = plt.subplots(
+        len(models), 2, figsize=(style.COLUMN_WIDTH * 1.3, 1.7 * max(1, len(models))), squeeze=False
+    )
     for r, model in enumerate(models):
         m = maps[model]
-        for c, (key, title) in enumerate((("dataset_map", f"mean |∂L/∂x| ({int(m['n_images'])} {m['split']})"),
-                                          ("architecture_map", "architecture-induced"))):
+        for c, (key, title) in enumerate(
+            (
+                ("dataset_map", f"mean |∂L/∂x| ({int(m['n_images'])} {m['split']})"),
+                ("architecture_map", "architecture-induced"),
+            )
+        ):
             ax = axes[r, c]
             im = ax.imshow(m[key], cmap="inferno", interpolation="nearest")
             ax.set_xticks([])

@@ -6,7 +6,13 @@ import pandas as pd
 
 from . import style
 
-MASK_STYLE = {"top": ("C3", "-"), "bottom": ("C0", "-"), "random": ("C7", "--"), "top_arch": ("C3", ":"), "bottom_arch": ("C0", ":")}
+MASK_STYLE = {
+    "top": ("C3", "-"),
+    "bottom": ("C0", "-"),
+    "random": ("C7", "--"),
+    "top_arch": ("C3", ":"),
+    "bottom_arch": ("C0", ":"),
+}
 
 
 def plot(table: pd.DataFrame, png, pdf=None, title: str = "") -> None:
@@ -16,8 +22,13 @@ def plot(table: pd.DataFrame, png, pdf=None, title: str = "") -> None:
     models = list(dict.fromkeys(table.model))
     ncol = min(2, len(models))
     nrow = -(-len(models) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(style.FULL_WIDTH if ncol > 1 else style.COLUMN_WIDTH, 2.2 * nrow), squeeze=False)
-    for ax in axes.flat[len(models):]:
+    fig, axes = plt.subplots(
+        nrow,
+        ncol,
+        figsize=(style.FULL_WIDTH if ncol > 1 else style.COLUMN_WIDTH, 2.2 * nrow),
+        squeeze=False,
+    )
+    for ax in axes.flat[len(models) :]:
         ax.set_visible(False)
     for ax, model in zip(axes.flat, models):
         d = table[table.model == model]
@@ -32,7 +43,10 @@ def plot(table: pd.DataFrame, png, pdf=None, title: str = "") -> None:
         ax.set_xlabel("perturbed pixels k (%)")
         ax.set_ylabel("top-1 under attack")
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{model} ({int(d.n_images.iloc[0])} images){' — ' + title if title else ''}", fontsize=7)
+        ax.set_title(
+            f"{model} ({int(d.n_images.iloc[0])} images){' — ' + title if title else ''}",
+            fontsize=7,
+        )
     axes.flat[0].legend(fontsize=6, frameon=False)
     fig.tight_layout()
     style.save(fig, png, pdf)

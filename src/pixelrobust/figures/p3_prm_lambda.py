@@ -7,8 +7,10 @@ import pandas as pd
 
 from . import style
 
-
-CONTROL_STYLE = {"untrained": (style.PALETTE[7 % len(style.PALETTE)], "--"), "fill_only": (style.PALETTE[4], ":")}
+CONTROL_STYLE = {
+    "untrained": (style.PALETTE[7 % len(style.PALETTE)], "--"),
+    "fill_only": (style.PALETTE[4], ":"),
+}
 
 
 def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> None:
@@ -29,13 +31,46 @@ def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> No
     ax = fig.add_subplot(grid[0, :])
     x = np.arange(n)
     ax.plot(x, sweep.top1, "o-", color=style.PALETTE[0], ms=3, label="top-1")
-    ax.plot(x, sweep.iou, "s-", color=style.PALETTE[3], ms=3, label="IoU(top-k grad, lattice), trained PRM")
-    ax.plot(x, sweep.lattice_share, "^--", color=style.PALETTE[2], ms=3, label="share of top-k on lattice")
-    ax.axhline(sweep.chance_share.iloc[0], color="0.5", lw=0.7, ls=":", label=f"chance share {sweep.chance_share.iloc[0]:.2f}")
-    ax.axhline(sweep.chance_iou.iloc[0], color="0.7", lw=0.7, ls="-.", label=f"chance IoU {sweep.chance_iou.iloc[0]:.3f}")
+    ax.plot(
+        x,
+        sweep.iou,
+        "s-",
+        color=style.PALETTE[3],
+        ms=3,
+        label="IoU(top-k grad, lattice), trained PRM",
+    )
+    ax.plot(
+        x,
+        sweep.lattice_share,
+        "^--",
+        color=style.PALETTE[2],
+        ms=3,
+        label="share of top-k on lattice",
+    )
+    ax.axhline(
+        sweep.chance_share.iloc[0],
+        color="0.5",
+        lw=0.7,
+        ls=":",
+        label=f"chance share {sweep.chance_share.iloc[0]:.2f}",
+    )
+    ax.axhline(
+        sweep.chance_iou.iloc[0],
+        color="0.7",
+        lw=0.7,
+        ls="-.",
+        label=f"chance IoU {sweep.chance_iou.iloc[0]:.3f}",
+    )
     for name, g in controls.items():
         colour, ls = CONTROL_STYLE.get(name, ("0.4", "--"))
-        ax.plot(x[: len(g)], g.iou.to_numpy(), ls, color=colour, lw=0.9, label=f"IoU, {name.replace('_', '-')} PRM")
+        ax.plot(
+            x[: len(g)],
+            g.iou.to_numpy(),
+            ls,
+            color=colour,
+            lw=0.9,
+            label=f"IoU, {name.replace('_', '-')} PRM",
+        )
     clean = sweep.clean_top1.iloc[:1] if "clean_top1" in sweep else sweep.top1[sweep["lambda"] == 0]
     if len(clean):
         ax.axhline(clean.iloc[0], color=style.PALETTE[0], lw=0.7, ls=":", label="clean top-1")

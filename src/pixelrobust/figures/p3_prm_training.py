@@ -14,7 +14,11 @@ def plot(history: pd.DataFrame, model: str, png, pdf=None) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.0))
     window = max(1, len(history) // 50)
     smooth = history.rolling(window, min_periods=1).mean()
-    for ax, cols, label in ((axes[0], ["loss"], "loss"), (axes[1], ["mse", "ce"], "terms"), (axes[2], ["top1"], "batch top-1")):
+    for ax, cols, label in (
+        (axes[0], ["loss"], "loss"),
+        (axes[1], ["mse", "ce"], "terms"),
+        (axes[2], ["top1"], "batch top-1"),
+    ):
         for i, c in enumerate(cols):
             ax.plot(history.step, history[c], color=style.PALETTE[i], alpha=0.25, lw=0.6)
             ax.plot(history.step, smooth[c], color=style.PALETTE[i], lw=1.2, label=c)

@@ -16,9 +16,20 @@ PALETTE = sns.color_palette("colorblind")
 
 
 def apply() -> None:
-    sns.set_theme(context="paper", style="ticks", palette=PALETTE, font_scale=0.9,
-                  rc={"figure.dpi": 150, "savefig.dpi": 300, "savefig.bbox": "tight", "axes.spines.top": False,
-                      "axes.spines.right": False, "image.cmap": "viridis"})
+    sns.set_theme(
+        context="paper",
+        style="ticks",
+        palette=PALETTE,
+        font_scale=0.9,
+        rc={
+            "figure.dpi": 150,
+            "savefig.dpi": 300,
+            "savefig.bbox": "tight",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "image.cmap": "viridis",
+        },
+    )
 
 
 def save(fig, png: str | Path, pdf: str | Path | None = None) -> None:

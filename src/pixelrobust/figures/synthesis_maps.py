@@ -27,8 +27,13 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
     for model, path in npzs.items():
         z = load_maps(path)
         rows += [(model, z, n) for n in range(min(examples, len(z["image_id"])))]
-    fig, axes = plt.subplots(max(len(rows), 1), len(COLUMNS), figsize=(style.FULL_WIDTH, 1.35 * max(len(rows), 1) + 0.3),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        max(len(rows), 1),
+        len(COLUMNS),
+        figsize=(style.FULL_WIDTH, 1.35 * max(len(rows), 1) + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for r, (model, z, n) in enumerate(rows):
         for c, key in enumerate(COLUMNS):
             ax = axes[r, c]
@@ -39,7 +44,13 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
                 m = z[key][n]
                 if key == "onepixel":
                     m = grid_view(m, z["searched"][n])
-                ax.imshow(m, cmap="magma", interpolation="nearest", vmin=float(np.nanmin(m)), vmax=float(np.nanmax(m)) or 1.0)
+                ax.imshow(
+                    m,
+                    cmap="magma",
+                    interpolation="nearest",
+                    vmin=float(np.nanmin(m)),
+                    vmax=float(np.nanmax(m)) or 1.0,
+                )
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 title = "image" if key == "image" else LABELS[key]

@@ -10,7 +10,9 @@ import pandas as pd
 from . import style
 
 
-def matrix(table: pd.DataFrame, spearman: str = "spearman_excess", iou: str = "iou_excess") -> np.ndarray:
+def matrix(
+    table: pd.DataFrame, spearman: str = "spearman_excess", iou: str = "iou_excess"
+) -> np.ndarray:
     """A 4×4 matrix of one model's rows: ``spearman`` in the lower triangle, ``iou`` in the upper, NaN diagonal."""
     from ..synthesis import MAPS
 
@@ -43,14 +45,35 @@ def plot(table_csv, png, pdf=None) -> None:
     style.apply()
     table = pd.read_csv(table_csv)
     models = list(dict.fromkeys(table.model))
-    fig, axes = plt.subplots(1, max(len(models), 1), figsize=(style.COLUMN_WIDTH * max(len(models), 1), 3.0),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        1,
+        max(len(models), 1),
+        figsize=(style.COLUMN_WIDTH * max(len(models), 1), 3.0),
+        squeeze=False,
+        constrained_layout=True,
+    )
     names = [LABELS[m].replace(" ", "\n", 1) for m in MAPS]
     for ax, model in zip(axes[0], models):
         rows = table[table.model == model]
-        sns.heatmap(matrix(rows), ax=ax, vmin=-0.2, vmax=0.2, center=0, cmap="vlag", annot=annotations(rows), fmt="",
-                    square=True, cbar=False, xticklabels=names, yticklabels=names, annot_kws={"fontsize": 6})
+        sns.heatmap(
+            matrix(rows),
+            ax=ax,
+            vmin=-0.2,
+            vmax=0.2,
+            center=0,
+            cmap="vlag",
+            annot=annotations(rows),
+            fmt="",
+            square=True,
+            cbar=False,
+            xticklabels=names,
+            yticklabels=names,
+            annot_kws={"fontsize": 6},
+        )
         ax.tick_params(labelsize=5)
-        ax.set_title(f"{model} ({rows.n_images.iloc[0]} images): excess over other images' maps\nbelow: Spearman, above: "
-                     f"top-{rows.topk_percent.iloc[0]:g} % IoU (* 95 % CI excludes 0)", fontsize=6)
+        ax.set_title(
+            f"{model} ({rows.n_images.iloc[0]} images): excess over other images' maps\nbelow: Spearman, above: "
+            f"top-{rows.topk_percent.iloc[0]:g} % IoU (* 95 % CI excludes 0)",
+            fontsize=6,
+        )
     style.save(fig, png, pdf)
