@@ -165,4 +165,34 @@ def from_snakemake(smk, seed=None, device=None, threads=None) -> None:
     )
 
 
-__all__ = ["digest", "from_snakemake", "git_commit", "job_record", "packages", "write"]
+# Snakemake's params trigger (--rerun-triggers params) compares the *set* of a job's param values: names
+# are dropped and equal values merge, so device='auto', incremental='auto' -> incremental=False would not
+# rerun. Each rule with params gets one more, `signature`: every other param by name with its value, so a
+# change of any one changes the set (docs/development.md, "Config keys"). Our params are values or
+# functions of the wildcards only (checked here). Called from workflow/Snakefile on every rule.
+def params_signature(rule):
+    from inspect import signature as arguments
+
+    items = list(rule.params._allitems())
+    for name, item in items:
+        if name is None or (callable(item) and len(arguments(item).parameters) != 1):
+            raise ValueError(
+                f"rule {rule.name}: param {name or item!r} must be named and be a value or a "
+                "function of the wildcards only (pixelrobust.provenance.params_signature)"
+            )
+
+    def signature(wildcards):
+        return repr(sorted((n, v(wildcards) if callable(v) else v) for n, v in items))
+
+    return signature
+
+
+__all__ = [
+    "digest",
+    "from_snakemake",
+    "git_commit",
+    "job_record",
+    "packages",
+    "params_signature",
+    "write",
+]
