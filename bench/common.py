@@ -50,7 +50,7 @@ def resources(
     if not w.is_file():
         spec = models.resolve_spec(model, {})
         src = models.weights_source(spec, mirror)
-        models.prepare_weights(spec, src["path"], w, src["sha256"])
+        models.get_weights(spec=spec, source=src["path"], out={"weights": w}, sha256=src["sha256"])
     return d, w
 
 

@@ -41,7 +41,12 @@ def prepared(mirror, tmp_path_factory) -> Path:
     for name in models.MODELS:
         spec = models.resolve_spec(name, {})
         src = models.weights_source(spec, mirror)
-        models.prepare_weights(spec, src["path"], root / "weights" / f"{name}.pt", src["sha256"])
+        models.get_weights(
+            spec=spec,
+            source=src["path"],
+            out={"weights": root / "weights" / f"{name}.pt"},
+            sha256=src["sha256"],
+        )
     return root
 
 
@@ -432,7 +437,7 @@ def check_robust_compare(fig, table, maps):
     label naming the row's section and comparison."""
     import numpy as np
 
-    from pixelrobust.figures.robust_compare import MAPS, forest_rows, interval_drawn
+    from pixelrobust.figures.robust_compare_figure import MAPS, forest_rows, interval_drawn
     from pixelrobust.robust_compare import pair_name
 
     pairs = list(dict.fromkeys(zip(table.standard, table.robust)))
@@ -535,7 +540,11 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 pd.read_csv(res / "p1" / "onepixel_claim_images.csv"),
                 pd.read_csv(tables / "onepixel_claims.csv"),
             )
-            p1_region_semantics.plot(ci, cl, png)
+            p1_region_semantics.plot(
+                claim_images=res / "p1" / "onepixel_claim_images.csv",
+                claims=tables / "onepixel_claims.csv",
+                out={"png": png},
+            )
             check_region_semantics(figs[0], ci, cl)
         elif name.startswith("p1_vulnerability_grid_"):
             from pixelrobust.figures import p1_vulnerability_grid
@@ -551,8 +560,12 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 .tolist()
             )
             data_dir = run / "resources" / "data" / dataset_of(model)
-            p1_vulnerability_grid.build(
-                [str(m) for m in maps], [str(s) for s in segs], data_dir, starts, png
+            p1_vulnerability_grid.plot(
+                data=data_dir,
+                maps=[str(m) for m in maps],
+                segments=[str(s) for s in segs],
+                out={"png": png},
+                starts=starts,
             )
             # the pick, from the maps: searched (correctly classified) images, attackable ones first, at most 12,
             # shown in test-set order
@@ -588,7 +601,11 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p2_ssim_sweep
 
             table = pd.read_csv(tables / "ssim_attack.csv")
-            p2_ssim_sweep.plot(table, pd.read_csv(tables / "ssim_matched.csv"), png)
+            p2_ssim_sweep.plot(
+                table=tables / "ssim_attack.csv",
+                matched=tables / "ssim_matched.csv",
+                out={"png": png},
+            )
             attacks = [a for a in p2_ssim_sweep.LABELS if a in set(table.attack)]
             assert len(_panels(figs[0])) == len(attacks)
             for ax, attack in zip(_panels(figs[0]), attacks):
@@ -614,12 +631,12 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             data_dir = run / "resources" / "data" / ds
             geom = {"size": ss["window"], "stride": ss["stride"], "k1": ss["k1"], "k2": ss["k2"]}
             p2_cam_grid.plot(
-                cams,
-                data_dir,
-                bounds,
-                ss["compare"]["examples"],
-                ss["compare"]["topk_percent"],
-                png,
+                data=data_dir,
+                cam=cams,
+                out={"png": png},
+                bounds=bounds,
+                examples=ss["compare"]["examples"],
+                topk_percent=ss["compare"]["topk_percent"],
                 ball=geom,
             )
             # the first `examples` images of all chunks, in order (each chunk's npz lists the images it kept)
@@ -652,7 +669,7 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p2_cam_distributions
 
             comparison = pd.read_csv(tables / "ssim_cam_comparison.csv", dtype={"image_id": str})
-            p2_cam_distributions.plot(comparison, png)
+            p2_cam_distributions.plot(csv=tables / "ssim_cam_comparison.csv", out={"png": png})
             check_cam_distributions(figs[0], comparison)
         elif name == "p3_gradient_maps":
             from pixelrobust.figures import p3_gradient_maps
@@ -662,7 +679,11 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 m: load_npz(res / "p3" / "gradients" / f"{m}.npz")
                 for m in cfg["gradients"]["models"]
             }
-            p3_gradient_maps.plot(maps, png)
+            p3_gradient_maps.plot(
+                npz=[res / "p3" / "gradients" / f"{m}.npz" for m in maps],
+                out={"png": png},
+                models=list(maps),
+            )
             axes = _panels(figs[0])
             assert len(axes) == 2 * len(maps)
             for r, m in enumerate(maps):
@@ -674,10 +695,9 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p3_masked_pgd
 
             norm = name.removeprefix("p3_masked_pgd_")
-            table = pd.read_csv(
-                tables / ("masked_pgd.csv" if norm == "linf" else f"masked_pgd_{norm}.csv")
-            )
-            p3_masked_pgd.plot(table, png, title=norm)
+            csv = tables / ("masked_pgd.csv" if norm == "linf" else f"masked_pgd_{norm}.csv")
+            table = pd.read_csv(csv)
+            p3_masked_pgd.plot(csv=csv, out={"png": png}, norm=norm)
             models = list(dict.fromkeys(table.model))
             axes = _panels(figs[0])
             assert len(axes) == len(models)
@@ -696,7 +716,7 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p3_prm_training
 
             model = name.removeprefix("p3_prm_training_")
-            history = pd.read_csv(
+            csv = (
                 res
                 / "p3"
                 / "prm"
@@ -704,7 +724,8 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
                 / prprm.variant_name(cfg["prm"]["lattice"], 0)
                 / "history.csv"
             )
-            p3_prm_training.plot(history, model, png)
+            history = pd.read_csv(csv)
+            p3_prm_training.plot(csv=csv, out={"png": png}, model=model)
             axes = _panels(figs[0])
             assert len(axes) == 3 and model in axes[0].get_title()
             for ax, cols in zip(axes, (["loss"], ["mse", "ce"], ["top1"])):
@@ -720,7 +741,12 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             model = name.removeprefix("p3_prm_lambda_")
             sweep = pd.read_csv(res / "p3" / "prm_sweep" / f"{model}.csv")
             maps = load_npz(res / "p3" / "prm_sweep" / f"{model}.npz")["maps"]
-            p3_prm_lambda.plot(sweep, maps, model, png=png)
+            p3_prm_lambda.plot(
+                table=res / "p3" / "prm_sweep" / f"{model}.csv",
+                maps=res / "p3" / "prm_sweep" / f"{model}.npz",
+                out={"png": png},
+                model=model,
+            )
             trained = sweep[sweep.prm == "trained"] if "prm" in sweep else sweep
             top, *map_axes = _panels(figs[0])
             ys = [tuple(np.round(ln.get_ydata(), 6)) for ln in _data_lines(top)]
@@ -736,7 +762,7 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.figures import p3_defense
 
             table = pd.read_csv(tables / "defense.csv")
-            p3_defense.plot(table, png)
+            p3_defense.plot(csv=tables / "defense.csv", out={"png": png})
             axes = _panels(figs[0])
             keys = list(dict.fromkeys(zip(table.protocol, table.model)))
             assert len(axes) == len(keys), f"{len(axes)} heatmaps for {len(keys)} (protocol, model)"
@@ -764,7 +790,7 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
             from pixelrobust.io import load_npz
 
             npzs = {m: str(res / "synthesis" / f"{m}.npz") for m in cfg["synthesis"]["models"]}
-            synthesis_maps.plot(npzs, cfg["synthesis"]["examples"], png)
+            synthesis_maps.plot(maps=npzs, out={"png": png}, examples=cfg["synthesis"]["examples"])
             rows = [
                 (m, load_npz(p), n)
                 for m, p in npzs.items()
@@ -784,20 +810,23 @@ def _redraw(run, name: str, config_files=None, mirror=None) -> dict:
         elif name == "synthesis_matrix":
             from pixelrobust.figures import synthesis_matrix
 
-            synthesis_matrix.plot(tables / "synthesis.csv", png)
+            synthesis_matrix.plot(table=tables / "synthesis.csv", out={"png": png})
             check_synthesis_matrix(figs[0], pd.read_csv(tables / "synthesis.csv"))
         elif name == "robust_compare":
-            from pixelrobust.figures import robust_compare
+            from pixelrobust.figures import robust_compare_figure
             from pixelrobust.io import load_npz
 
             table = pd.read_csv(tables / "robust_compare.csv")
-            maps = {
-                f"{p['standard']}__{p['robust']}": load_npz(
-                    res / "robust_compare" / f"{p['standard']}__{p['robust']}.npz"
-                )
+            files = {
+                f"{p['standard']}__{p['robust']}": res
+                / "robust_compare"
+                / f"{p['standard']}__{p['robust']}.npz"
                 for p in cfg["robust_compare"]["pairs"]
             }
-            robust_compare.plot(table, maps, png)
+            maps = {pair: load_npz(f) for pair, f in files.items()}
+            robust_compare_figure.plot(
+                table=tables / "robust_compare.csv", maps=list(files.values()), out={"png": png}
+            )
             check_robust_compare(figs[0], table, maps)
         else:
             raise AssertionError(f"no redraw check for figure {name}; add one to tests/conftest.py")

@@ -176,11 +176,23 @@ def _(request, tmp_path):
     prepared = request.getfixturevalue("prepared")
     spec = models.resolve_spec("resnet20_cifar10", {})
     wrong = {**spec, "mean": [v * 255 for v in spec["mean"]], "std": [v * 255 for v in spec["std"]]}
-    args = (prepared / "weights" / "resnet20_cifar10.pt", prepared / "data" / "cifar10", 0, 64)
-    msg = raised(ModelError, evaluate.clean_accuracy_chunk, wrong, *args, tmp_path / "bad.csv")
+    args = {
+        "data": prepared / "data" / "cifar10",
+        "weights": prepared / "weights" / "resnet20_cifar10.pt",
+        "bounds": (0, 64),
+        "batch_size": 256,
+        "device": "cpu",
+    }
+    msg = raised(
+        ModelError,
+        evaluate.clean_accuracy_chunk,
+        out={"csv": tmp_path / "bad.csv"},
+        spec=wrong,
+        **args,
+    )
     assert not (tmp_path / "bad.csv").exists()
     good = evaluate.clean_accuracy_chunk(
-        spec, *args, tmp_path / "good.csv"
+        out={"csv": tmp_path / "good.csv"}, spec=spec, **args
     )  # the right constants pass
     assert good.top1.mean() > 0.8
     return msg
@@ -643,7 +655,9 @@ def test_clean_accuracy_table_fails_near_chance_over_all_chunks(tmp_path):
     with pytest.raises(
         ModelError, match="all 64 test images is 8/64 = 0.125, no better than chance"
     ):
-        evaluate.summarise_clean_accuracy(
-            {"m": paths}, {"m": "cifar10"}, tmp_path / "t.csv", tmp_path / "t.md"
+        evaluate.clean_accuracy(
+            chunks={"m": paths},
+            out={"csv": tmp_path / "t.csv", "md": tmp_path / "t.md"},
+            datasets={"m": "cifar10"},
         )
     assert not (tmp_path / "t.csv").exists()

@@ -166,10 +166,11 @@ def test_download_verifies_checksum(tmp_path):
     src = tmp_path / "file.bin"
     src.write_bytes(b"pixelrobust" * 100)
     good = file_digest(src)
-    out = download(src.as_uri(), tmp_path / "dl" / "ok.bin", good)
+    source = {"url": src.as_uri(), "checksum": good, "algorithm": "sha256"}
+    out = download(out={"file": tmp_path / "dl" / "ok.bin"}, source=source)
     assert out.read_bytes() == src.read_bytes()
     with pytest.raises(ChecksumError, match="expected 0000"):
-        download(src.as_uri(), tmp_path / "dl" / "bad.bin", "0" * 64)
+        download(out={"file": tmp_path / "dl" / "bad.bin"}, source={**source, "checksum": "0" * 64})
     assert not (tmp_path / "dl" / "bad.bin").exists()
     assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["ok.bin"]
 

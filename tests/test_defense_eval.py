@@ -24,8 +24,9 @@ from pixelrobust.defense_eval import (
     saturation_table,
 )
 from pixelrobust.defenses import build_defense
+from pixelrobust.models import freeze
 from pixelrobust.pgd import PGD
-from pixelrobust.prm import PRM, freeze
+from pixelrobust.prm import PRM
 from pixelrobust.stats import clopper_pearson, wilson_ci
 from pixelrobust.summary import p3_defense
 

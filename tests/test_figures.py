@@ -96,7 +96,7 @@ def test_masked_pgd_draws_a_curve_per_mask_with_the_table_values(capture_figures
         for k in (25, 5, 100)
     ]
     table = pd.DataFrame(rows, columns=["model", "mask", "k_percent", "n_images", "top1"])
-    p3_masked_pgd.plot(table, "unused.png", title="L∞")
+    p3_masked_pgd.draw(table, "unused.png", title="L∞")
     (fig,) = capture_figures
     axes = panels(fig)
     assert len(axes) == 2
@@ -126,7 +126,7 @@ def test_prm_training_draws_every_loss_term(capture_figures, drawn):
             "top1": np.linspace(0.1, 0.9, 20),
         }
     )
-    p3_prm_training.plot(history, "m", "unused.png")
+    p3_prm_training.draw(history, "m", "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = panels(fig)
@@ -156,7 +156,7 @@ def test_prm_lambda_draws_the_sweep_and_a_map_per_lambda(capture_figures, drawn)
         [pd.DataFrame({**base, "prm": p}) for p in ("trained", "untrained")], ignore_index=True
     )
     maps = np.random.default_rng(1).uniform(size=(3, 8, 8))
-    p3_prm_lambda.plot(sweep, maps, "m", "unused.png")
+    p3_prm_lambda.draw(sweep, maps, "m", "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     top, *map_axes = panels(fig)
@@ -183,7 +183,7 @@ def test_gradient_maps_show_both_maps_of_every_model(capture_figures, drawn):
         }
         for m in ("a", "b")
     }
-    p3_gradient_maps.plot(maps, "unused.png")
+    p3_gradient_maps.draw(maps, "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = panels(fig)
@@ -218,7 +218,7 @@ def test_defense_heatmap_shows_each_cell(capture_figures, drawn):
                     }
                 )
     table = pd.DataFrame(rows)
-    p3_defense.plot(table, "unused.png")
+    p3_defense.draw(table, "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = panels(fig)
@@ -254,7 +254,7 @@ def test_ssim_sweep_draws_success_and_ssim_per_attack(capture_figures, drawn):
             "ssim_epsilon": [0.001, 0.001],
         }
     )
-    p2_ssim_sweep.plot(table, matched, "unused.png")
+    p2_ssim_sweep.draw(table, matched, "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = panels(fig)
@@ -288,7 +288,7 @@ def test_cam_distributions_draw_every_metric(capture_figures, drawn, figure_chec
                         "grid_ratio": ratio,
                     }
                 )
-    p2_cam_distributions.plot(pd.DataFrame(rows), "unused.png")
+    p2_cam_distributions.draw(pd.DataFrame(rows), "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = panels(fig)
@@ -332,7 +332,7 @@ def test_region_semantics_plots_each_finite_image_and_claim(capture_figures, dra
             for n in (8, 16)
         ]
     )
-    p1_region_semantics.plot(images, claims, "unused.png")
+    p1_region_semantics.draw(images, claims, "unused.png")
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     left, right = panels(fig)
@@ -372,7 +372,7 @@ def test_region_semantics_without_attackable_images_leaves_the_scatter_empty(
             "primary": [True],
         }
     )
-    p1_region_semantics.plot(images, claims, "unused.png")
+    p1_region_semantics.draw(images, claims, "unused.png")
     left, right = panels(capture_figures[0])
     assert drawn(left)["markers"] == 0 and drawn(right)["markers"] == 1
 
@@ -386,7 +386,7 @@ def test_vulnerability_grid_rings_every_vulnerable_pixel(capture_figures, drawn,
     segments = np.repeat(np.arange(4).reshape(2, 2), 4, 0).repeat(4, 1)[None].repeat(n, 0)
     vulnerable = rng.uniform(size=(n, 8, 8)) > 0.8
     searched = np.ones((n, 8, 8), bool)
-    p1_vulnerability_grid.plot(
+    p1_vulnerability_grid.draw(
         images, segments, vulnerable, searched, [f"img {i}" for i in range(n)], "unused.png"
     )
     (fig,) = capture_figures
@@ -425,7 +425,7 @@ def test_synthesis_matrix_fills_both_triangles(tmp_path, capture_figures, drawn,
     ]
     csv = tmp_path / "synthesis.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    synthesis_matrix.plot(csv, "unused.png")
+    synthesis_matrix.plot(table=csv, out={"png": "unused.png"})
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     (ax,) = panels(fig)
@@ -458,7 +458,7 @@ def test_synthesis_maps_show_the_image_and_its_four_maps(tmp_path, capture_figur
         image_id=np.array(["x0", "x1"]),
         image=rng.uniform(size=(2, 3, 8, 8)),
     )
-    synthesis_maps.plot({"m": str(path)}, 2, "unused.png")
+    synthesis_maps.plot(maps={"m": str(path)}, out={"png": "unused.png"}, examples=2)
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = np.array(panels(fig)).reshape(2, 5)
@@ -492,7 +492,14 @@ def test_cam_grid_shows_the_image_its_change_maps_and_cam(mirror, tmp_path, capt
         cam_clean=cams,
         **{f"adv_{a}": v.numpy() for a, v in advs.items()},
     )
-    p2_cam_grid.plot(npz, tmp_path / "cifar10", (0, 4), 2, 10, "unused.png")
+    p2_cam_grid.plot(
+        data=tmp_path / "cifar10",
+        cam=npz,
+        out={"png": "unused.png"},
+        bounds=(0, 4),
+        examples=2,
+        topk_percent=10,
+    )
     (fig,) = capture_figures
     assert_every_panel_drawn(fig, drawn)
     axes = np.array(panels(fig)).reshape(4, 6)  # rows: image x attack
@@ -532,7 +539,13 @@ def test_cam_grid_takes_its_examples_from_every_chunk(mirror, tmp_path, capture_
             .numpy(),
         )
         chunks.append(npz)
-    p2_cam_grid.plot(chunks, tmp_path / "cifar10", bounds, 2, 10, "unused.png")
+    args = {
+        "data": tmp_path / "cifar10",
+        "cam": chunks,
+        "out": {"png": "unused.png"},
+        "topk_percent": 10,
+    }
+    p2_cam_grid.plot(bounds=bounds, examples=2, **args)
     rows = np.array(panels(capture_figures[-1])).reshape(-1, len(p2_cam_grid.COLUMNS))
     assert len(rows) == 2  # two examples x one attack, from chunks 0 and 1
     for n, row in enumerate(rows):
@@ -541,12 +554,10 @@ def test_cam_grid_takes_its_examples_from_every_chunk(mirror, tmp_path, capture_
         )
         np.testing.assert_allclose(row[4].images[0].get_array(), np.full((32, 32), 0.1 * (n + 1)))
         assert split.ids[n][:18] in row[0].get_ylabel()
-    p2_cam_grid.plot(
-        chunks, tmp_path / "cifar10", bounds, 5, 10, "unused.png"
-    )  # more examples than images: all 3
+    p2_cam_grid.plot(bounds=bounds, examples=5, **args)  # more examples than images: all 3
     assert len(panels(capture_figures[-1])) == 3 * len(p2_cam_grid.COLUMNS)
     with pytest.raises(ValueError, match="3 CAM chunk files but 2 chunk bounds"):
-        p2_cam_grid.plot(chunks, tmp_path / "cifar10", bounds[:2], 2, 10, "unused.png")
+        p2_cam_grid.plot(bounds=bounds[:2], examples=2, **args)
 
 
 def test_prm_lambda_wraps_its_maps_after_seven_lambdas(capture_figures, drawn):
@@ -567,7 +578,7 @@ def test_prm_lambda_wraps_its_maps_after_seven_lambdas(capture_figures, drawn):
         }
     )
     maps = np.random.default_rng(7).uniform(size=(9, 8, 8))
-    p3_prm_lambda.plot(sweep, maps, "m", "unused.png")
+    p3_prm_lambda.draw(sweep, maps, "m", "unused.png")
     top, *map_axes = panels(capture_figures[0])
     assert len(map_axes) == 9
     rows = [ax.get_subplotspec().rowspan.start for ax in map_axes]
@@ -588,4 +599,4 @@ def test_every_figure_module_is_redrawn_by_the_workflow_test():
     source = inspect.getsource(conftest._redraw)
     modules = [m.name for m in pkgutil.iter_modules(figures.__path__) if m.name != "style"]
     assert len(modules) >= 12
-    assert [m for m in modules if f"{m}.plot(" not in source and f"{m}.build(" not in source] == []
+    assert [m for m in modules if f"{m}.plot(" not in source] == []

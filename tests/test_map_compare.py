@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelrobust import summary
+from pixelrobust import summary, synthesis
 from pixelrobust.errors import ConfigError
+from pixelrobust.gradients import loss_gradient
 from pixelrobust.map_compare import (
     BUDGET,
     GRID_ARTEFACT,
@@ -31,13 +32,12 @@ from pixelrobust.map_compare import (
     grid_verdict,
     local_texture,
     summarise,
-    topk_mask,
     window_dissimilarity,
 )
+from pixelrobust.maps import iou, top_k_mask
 from pixelrobust.ssim_ball import (
     SSIMBall,
     SSIMBallProblem,
-    loss_gradient,
     solve_admm,
     window_factors,
 )
@@ -118,8 +118,8 @@ def test_compare_metrics_on_known_maps():
         and same["texture_spearman"] == pytest.approx(1)
     )
     assert same["iou_topk"] == 1 and same["pointing_hit"]
-    assert topk_mask(cam, 10).sum() == 40
-    top = topk_mask(cam, 10)
+    top = top_k_mask(cam, 10, ties="shuffled", at_least_one=True)  # compare_one's rule
+    assert top.sum() == 40
     assert same["mass_in_topk"] == pytest.approx(cam[top].sum() / cam.sum())
     # a change map that lives outside the CAM's top region
     change = np.where(top, 0.0, 1.0)
@@ -135,7 +135,7 @@ def test_compare_metrics_on_known_maps():
     assert uniform["mass_in_topk"] == pytest.approx(0.1) and np.isnan(uniform["spearman"])
     # ties (‖δ‖² of L∞ PGD is nearly constant) are not broken by position: the top 10 % of a constant
     # 224×224 map spreads over the image instead of filling its first 22 rows
-    rows = np.nonzero(topk_mask(np.ones((224, 224)), 10))[0]
+    rows = np.nonzero(top_k_mask(np.ones((224, 224)), 10, ties="shuffled", at_least_one=True))[0]
     assert len(rows) == 5018 and rows.max() > 200 and 100 < rows.mean() < 124
 
 
@@ -579,23 +579,6 @@ def test_sliding_ssim_map_is_zero_for_no_change():
     assert 0 < maps["sliding_ssim"].mean() < 1  # 1 − SSIM of a small change: above 0, below 1
 
 
-def test_topk_mask_keeps_at_least_one_pixel_and_breaks_ties_the_same_way_every_time():
-    m = np.arange(10.0)
-    assert np.flatnonzero(topk_mask(m, 5)).tolist() == [
-        9
-    ]  # 5 % of 10 entries rounds to 0: still the largest one
-    assert np.flatnonzero(topk_mask(m, 20)).tolist() == [8, 9]
-    flat = np.ones((20, 20))
-    first = topk_mask(flat, 10)
-    assert first.sum() == 40
-    for other in (
-        flat,
-        2 * flat,
-        np.zeros((20, 20)),
-    ):  # ties: the same fixed order for every map of this size
-        assert (topk_mask(other, 10) == first).all()
-
-
 def test_compare_one_on_maps_whose_range_is_exactly_one():
     # a flat-map guard must test for a range of 0, not of 1: maps in [0, 1] often span exactly 1
     a = np.linspace(0, 1, 16).reshape(4, 4)
@@ -736,3 +719,26 @@ def test_p2_claim_without_grid_rows_says_the_diagnostic_is_missing():
     assert len(without) < len(s)
     (row,) = p2_claims(without, "m", "imagenet")
     assert "grid diagnostic missing" in row["evidence"]
+
+
+def test_callers_shuffle_ties_and_keep_at_least_one_pixel():
+    """compare_one, synthesis.compare_pair and synthesis.agreement_matrices take top-k sets with ties
+    in a shuffled order (not pixel order) and at least one pixel. A constant map against one that grows
+    row by row: shuffled ties spread the constant map's top 10 % over the image, so it meets the last
+    rows (the other top set) about as often as chance, q / (2 - q) = 0.053; pixel-order ties would take
+    the first rows and meet nothing (IoU 0)."""
+    flat, rows = np.ones((224, 224)), np.repeat(np.arange(224.0), 224).reshape(224, 224)
+    assert (
+        iou(top_k_mask(flat, 10, ties="pixel_order"), top_k_mask(rows, 10, ties="pixel_order")) == 0
+    )
+    one = compare_one(flat, rows, 10)["iou_topk"]
+    pair = synthesis.compare_pair(flat, rows, np.ones((224, 224), bool), 10)["iou_topk"]
+    _, matrix = synthesis.agreement_matrices(flat.reshape(1, -1), rows.reshape(1, -1), 10)
+    for value in (one, pair, matrix[0, 0]):
+        assert 0.03 < value < 0.08
+    # at least one pixel: 1 % of 4 pixels rounds to none; the maps' single top pixels differ, so IoU 0
+    # (two empty sets would give IoU 1)
+    a, b = np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 0.0]])
+    assert compare_one(a, b, 1)["iou_topk"] == 0.0
+    assert synthesis.compare_pair(a, b, np.ones((2, 2), bool), 1)["iou_topk"] == 0.0
+    assert synthesis.agreement_matrices(a.reshape(1, -1), b.reshape(1, -1), 1)[1][0, 0] == 0.0

@@ -111,9 +111,13 @@ def test_torchvision_model_from_a_local_checkpoint(tmp_path):
     x = torch.rand(3, 3, 32, 32)
     expected = net((x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
     torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
-    assert models.prepare_weights(spec, path, tmp_path / "out.pt", _sha256(path)).is_file()
+    assert models.get_weights(
+        spec=spec, source=path, out={"weights": tmp_path / "out.pt"}, sha256=_sha256(path)
+    ).is_file()
     with pytest.raises(ChecksumError):
-        models.prepare_weights(spec, path, tmp_path / "bad.pt", "0" * 64)
+        models.get_weights(
+            spec=spec, source=path, out={"weights": tmp_path / "bad.pt"}, sha256="0" * 64
+        )
     # off ImageNet, torchvision's enum says nothing about these weights: the normalisation must be given
     with pytest.raises(ConfigError, match=r"mean is required"):
         models.resolve_spec(

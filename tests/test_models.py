@@ -240,16 +240,20 @@ def test_corrupt_weights_file_is_named(prepared, tmp_path):
         models.build_model(models.resolve_spec("resnet20_cifar10", {}), bad)
 
 
-def test_prepare_weights_checks_sha256_and_keeps_nothing_on_failure(prepared, tmp_path):
+def test_get_weights_checks_sha256_and_keeps_nothing_on_failure(prepared, tmp_path):
     spec = models.resolve_spec("resnet20_cifar10", {})
     src = prepared / "weights" / "resnet20_cifar10.pt"
     with pytest.raises(ChecksumError, match=r"expected 0{64}"):
-        models.prepare_weights(spec, src, tmp_path / "w.pt", "0" * 64)
+        models.get_weights(
+            spec=spec, source=src, out={"weights": tmp_path / "w.pt"}, sha256="0" * 64
+        )
     wrong = models.resolve_spec("resnet56_cifar10", {})
     with pytest.raises(ModelError, match="does not fit"):
-        models.prepare_weights(wrong, src, tmp_path / "w.pt", None)
+        models.get_weights(spec=wrong, source=src, out={"weights": tmp_path / "w.pt"}, sha256=None)
     assert list(tmp_path.iterdir()) == []
-    out = models.prepare_weights(spec, src, tmp_path / "w.pt", spec["sha256"])
+    out = models.get_weights(
+        spec=spec, source=src, out={"weights": tmp_path / "w.pt"}, sha256=spec["sha256"]
+    )
     assert out.read_bytes() == src.read_bytes()
 
 
@@ -279,3 +283,16 @@ def test_nan_model_is_reported():
     model = models.Classifier(NaNNet(), [0, 0, 0], [1, 1, 1], name="nan_model")
     with pytest.raises(FloatingPointError, match="NaN"):
         evaluate.predict(model, torch.rand(4, 3, 32, 32))
+
+
+def test_freeze_puts_a_model_in_eval_mode_without_parameter_gradients():
+    net = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Dropout(0.5)
+    ).train()
+    assert models.freeze(net) is net
+    assert not any(m.training for m in net.modules())
+    assert not any(p.requires_grad for p in net.parameters())
+    x = torch.randn(3, 4, requires_grad=True)
+    assert torch.equal(net(x), net(x))  # no dropout, batch norm from its running statistics
+    (g,) = torch.autograd.grad(net(x).sum(), x)  # the input's gradient still flows
+    assert g.shape == x.shape and g.abs().sum() > 0

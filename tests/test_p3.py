@@ -13,10 +13,11 @@ from pixelrobust.gradients import (
     architecture_gradient_map,
     dataset_gradient_map,
     input_gradients,
-    iou,
+    loss_gradient,
     neutral_copy,
     pixel_mask,
 )
+from pixelrobust.maps import iou
 from pixelrobust.masked_pgd import accuracy_table, build_masks, masked_pgd_chunk
 from pixelrobust.pgd import PGD
 from pixelrobust.prm import (
@@ -30,10 +31,10 @@ from pixelrobust.prm import (
     max_depth,
     parse_variant,
     pool_variants,
-    run_train_prm,
     save_prm,
     sweep_prms,
     train,
+    train_prm,
     untrained_like,
 )
 
@@ -85,17 +86,28 @@ def test_bad_mask_arguments():
         pixel_mask(torch.zeros(3, 4, 4), 10)
 
 
-def test_iou_on_constructed_masks():
-    a = torch.zeros(4, 4, dtype=torch.bool)
-    b = torch.zeros(4, 4, dtype=torch.bool)
-    a[:, :2] = True  # left half
-    b[:2, :] = True  # top half
-    assert iou(a, b) == pytest.approx(4 / 12)
-    assert iou(a, a) == 1.0 and iou(a, ~a) == 0.0
-    lat = lattice_mask("s2", 32, 32)
+def test_top_quarter_of_the_lattice_map_is_the_lattice():
+    lat = lattice_mask("s2", 32, 32)  # a quarter of the pixels
     assert iou(lat, lat) == 1.0 and iou(pixel_mask(lat.double(), 25, "top"), lat) == 1.0
-    with pytest.raises(ValueError, match="differ in shape"):
-        iou(a, torch.zeros(3, 3, dtype=torch.bool))
+    assert iou(pixel_mask(lat.double(), 25, "bottom"), lat) == 0.0
+
+
+def test_loss_gradient_of_a_linear_model_from_first_principles():
+    # logits = W x: the margin loss (best other logit - true logit) has gradient W[best other] - W[true];
+    # the summed cross-entropy has gradient W^T (softmax - one-hot), per image
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 3.0, -1.0], [-2.0, 1.0, 0.5]], dtype=torch.float64)
+    model = torch.nn.Linear(3, 3, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(w)
+    x = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]], dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    logits = x @ w.T  # [[1, 0, -2], [4, 1, 2]]: the best other classes are 1 and 0
+    margin = loss_gradient(model, x, y, "margin")
+    torch.testing.assert_close(margin, torch.stack([w[1] - w[0], w[0] - w[2]]))
+    p = torch.softmax(logits, 1)
+    ce = loss_gradient(model, x, y, "ce")
+    torch.testing.assert_close(ce, (p - torch.nn.functional.one_hot(y, 3).double()) @ w)
+    assert torch.equal(x, torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]], dtype=torch.float64))
 
 
 # ---- gradient maps ----------------------------------------------------------------------------
@@ -113,24 +125,23 @@ def test_dataset_gradient_map_is_mean_abs_gradient(resnet20, cifar_test):
     assert gmap.min() >= 0 and gmap.max() > 0
 
 
-def test_run_gradient_map_averages_the_images_from_start(resnet20, prepared, cifar_test, tmp_path):
+def test_gradient_map_averages_the_images_from_start(resnet20, prepared, cifar_test, tmp_path):
     """gradients.start: the map is the mean over images start .. start + n - 1 of the split, not 0 .. n - 1."""
-    from pixelrobust.gradients import run_gradient_map
+    from pixelrobust.gradients import gradient_map
     from pixelrobust.io import load_npz
 
     spec = models.resolve_spec("resnet20_cifar10", {})
-    out = run_gradient_map(
-        spec,
-        prepared / "weights" / "resnet20_cifar10.pt",
-        prepared / "data" / "cifar10",
-        tmp_path / "m.npz",
-        split="test",
-        n_images=6,
-        constant=0.1,
-        batch_size=4,
-        device="cpu",
-        start=6,
-    )
+    args = {
+        "data": prepared / "data" / "cifar10",
+        "weights": prepared / "weights" / "resnet20_cifar10.pt",
+        "spec": spec,
+        "split": "test",
+        "n_images": 6,
+        "constant": 0.1,
+        "batch_size": 4,
+        "device": "cpu",
+    }
+    out = gradient_map(out={"npz": tmp_path / "m.npz"}, start=6, **args)
     x, y = cifar_test.images, cifar_test.labels
     torch.testing.assert_close(
         out["dataset_map"], dataset_gradient_map(resnet20, x[6:12], y[6:12]), rtol=1e-4, atol=1e-9
@@ -141,18 +152,7 @@ def test_run_gradient_map_averages_the_images_from_start(resnet20, prepared, cif
     saved = load_npz(tmp_path / "m.npz")
     assert int(saved["start"]) == 6 and int(saved["n_images"]) == 6
     with pytest.raises(ValueError, match="gradients.start for cifar10 is 99999"):
-        run_gradient_map(
-            spec,
-            prepared / "weights" / "resnet20_cifar10.pt",
-            prepared / "data" / "cifar10",
-            tmp_path / "x.npz",
-            split="test",
-            n_images=6,
-            constant=0.1,
-            batch_size=4,
-            device="cpu",
-            start=99999,
-        )
+        gradient_map(out={"npz": tmp_path / "x.npz"}, start=99999, **args)
 
 
 def test_architecture_map_leaves_the_model_alone_and_sees_the_stride(resnet20):
@@ -543,16 +543,17 @@ def test_train_prm_caps_the_depth_at_what_the_lattice_allows(prepared, tmp_path,
         "checkpoint_every": 1,
     }
     with caplog.at_level("WARNING", logger="pixelrobust"):
-        run_train_prm(
-            spec,
-            prepared / "weights" / "resnet20_cifar10.pt",
-            prepared / "data" / "cifar10",
-            out,
-            tmp_path / "resume.pt",
+        train_prm(
+            data=prepared / "data" / "cifar10",
+            weights=prepared / "weights" / "resnet20_cifar10.pt",
+            out=out,
+            spec=spec,
+            checkpoint=tmp_path / "resume.pt",
             lattice="k2_s4",
             depth=5,
             start_filters=2,
             residual=True,
+            first_conv="ours",
             train_cfg=train_cfg,
             images={"split": "train", "start": 0, "stop": 8},
             seed=0,

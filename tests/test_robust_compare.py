@@ -132,13 +132,6 @@ def test_flat_maps_count_for_neither_measure():
     assert agree(a, b)["n_images"] == 32
 
 
-def test_set_iou_matrix_from_counts():
-    a = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool)
-    b = np.array([[0, 1, 1, 0], [0, 0, 0, 0]], bool)
-    # {0,1} vs {1,2}: 1 shared of 3; {0,1} vs {}: 0 of 2; two empty sets: 1 by convention
-    np.testing.assert_allclose(rc.set_iou_matrix(a, b), [[1 / 3, 0], [0, 1]])
-
-
 # ---- P1 ----------------------------------------------------------------------------------------
 
 H = W = 8
@@ -548,7 +541,7 @@ def test_config_accepts_the_pair_and_refuses_bad_pairs():
 
 
 def test_figure_draws_the_mean_maps_and_every_effect(capture_figures, figure_checks):
-    from pixelrobust.figures import robust_compare as fig_rc
+    from pixelrobust.figures import robust_compare_figure as fig_rc
 
     n = 12
     std, rob = p1_maps(n, [4] * n, seed=1), p1_maps(n, [2] * 6 + [0] * 6, seed=2)
@@ -566,7 +559,7 @@ def test_figure_draws_the_mean_maps_and_every_effect(capture_figures, figure_che
         n_boot=200,
         seed=0,
     )
-    fig_rc.plot(table, {"s__r": maps}, "unused.png")
+    fig_rc.draw(table, {"s__r": maps}, "unused.png")
     (fig,) = capture_figures
     figure_checks.check_robust_compare(fig, table, {"s__r": maps})
     # four map panels and one effect panel; the P1 maps are the vulnerable shares (robust: 6 images x 2 of 12)
@@ -576,9 +569,9 @@ def test_figure_draws_the_mean_maps_and_every_effect(capture_figures, figure_che
 
 
 def test_figure_without_pairs_says_so(capture_figures):
-    from pixelrobust.figures import robust_compare as fig_rc
+    from pixelrobust.figures import robust_compare_figure as fig_rc
 
-    fig_rc.plot(pd.DataFrame(columns=rc.TABLE_COLUMNS), {}, "unused.png")
+    fig_rc.draw(pd.DataFrame(columns=rc.TABLE_COLUMNS), {}, "unused.png")
     (fig,) = capture_figures
     assert [t.get_text() for ax in fig.axes for t in ax.texts] == [
         "no robust-vs-standard pair configured"
@@ -656,8 +649,8 @@ def test_p1_with_no_image_both_models_break():
 
 def test_untrained_copy_is_seeded_and_its_maps_are_computed_per_image(tmp_path):
     """The untrained copy of the EhanW ResNet-20's architecture (an entry-point model: no weights read): the same
-    seed gives the same maps, another seed other maps, and the caller's random state is left alone; run_compare
-    then decides the gradient and Grad-CAM++ rows against it."""
+    seed gives the same maps, another seed other maps, and the caller's random state is left alone;
+    robust_compare then decides the gradient and Grad-CAM++ rows against it."""
     import torch
 
     from pixelrobust import models
@@ -684,13 +677,14 @@ def test_untrained_copy_is_seeded_and_its_maps_are_computed_per_image(tmp_path):
     out = {"csv": tmp_path / "t.csv", "md": tmp_path / "t.md", "maps": [tmp_path / "m.npz"]}
 
     def compare(**specs):
-        return rc.run_compare(
-            [{"standard": "s", "robust": "r"}],
-            {"s": "cifar10", "r": "cifar10"},
-            {"synthesis": {"s": tmp_path / "s.npz", "r": tmp_path / "r.npz"}},
-            out,
+        return rc.robust_compare(
+            inputs={"synthesis_s": tmp_path / "s.npz", "synthesis_r": tmp_path / "r.npz"},
+            out=out,
+            pairs=[{"standard": "s", "robust": "r"}],
+            models=["s", "r"],
+            datasets={"s": "cifar10", "r": "cifar10"},
             stages=["synthesis"],
-            k_percent=10,
+            topk_percent=10,
             border=0.25,
             max_k=25,
             n_boot=200,
@@ -704,7 +698,7 @@ def test_untrained_copy_is_seeded_and_its_maps_are_computed_per_image(tmp_path):
         "per-image input-gradient maps: agreement between the models",
         "Grad-CAM++ maps: agreement between the models",
     }
-    without = compare()
+    without = compare(specs=None)
     assert (without.verdict == "descriptive").all()
 
 
@@ -749,7 +743,7 @@ def test_the_pairs_robust_models_are_left_out_of_the_claim_tally(tmp_path):
 
 
 def test_figure_draws_only_differences_and_intervals_from_ten_images():
-    from pixelrobust.figures import robust_compare as fig_rc
+    from pixelrobust.figures import robust_compare_figure as fig_rc
 
     t = pd.DataFrame(
         [

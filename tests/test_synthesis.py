@@ -9,6 +9,7 @@ import torch
 
 from pixelrobust import data, summary, synthesis
 from pixelrobust.io import save_npz
+from pixelrobust.maps import chance_iou
 from pixelrobust.stats import newcombe_diff_ci
 
 
@@ -36,18 +37,6 @@ def test_compare_pair_on_known_maps():
         synthesis.compare_pair(sparse, a, everywhere, 25)
 
 
-def test_chance_iou_matches_random_sets():
-    rng = np.random.default_rng(1)
-    n, k = 1024, 10
-    ious = []
-    for _ in range(2000):
-        ma, mb = np.zeros(n, bool), np.zeros(n, bool)
-        ma[rng.choice(n, n * k // 100, replace=False)] = True
-        mb[rng.choice(n, n * k // 100, replace=False)] = True
-        ious.append((ma & mb).sum() / (ma | mb).sum())
-    assert np.mean(ious) == pytest.approx(synthesis.chance_iou(k), rel=0.05)
-
-
 def test_image_maps_on_real_images(cifar, resnet20):
     ok = []
     for i in range(len(cifar.images)):
@@ -72,7 +61,7 @@ def test_image_maps_on_real_images(cifar, resnet20):
     assert large["ssim_success"].sum() >= small["ssim_success"].sum()
 
 
-def test_run_maps_refuses_maps_of_other_images(prepared, tmp_path):
+def test_four_maps_refuses_maps_of_other_images(prepared, tmp_path):
     fake = tmp_path / "chunk-0.npz"
     save_npz(
         fake,
@@ -82,16 +71,17 @@ def test_run_maps_refuses_maps_of_other_images(prepared, tmp_path):
     )
     spec = {"name": "resnet20_cifar10", "dataset": "cifar10"}
     with pytest.raises(ValueError, match="rerun onepixel_search"):
-        synthesis.run_maps(
-            spec,
-            prepared / "weights" / "resnet20_cifar10.pt",
-            prepared / "data" / "cifar10",
-            [str(fake)],
-            [(0, 2)],
-            tmp_path / "out.npz",
+        synthesis.four_maps(
+            data=prepared / "data" / "cifar10",
+            weights=prepared / "weights" / "resnet20_cifar10.pt",
+            maps=[str(fake)],
+            out={"npz": tmp_path / "out.npz"},
+            spec=spec,
+            bounds=[(0, 2)],
             n_images=None,
             epsilon=1e-4,
             ball={},
+            p2_map="energy",
             batch_size=2,
             device="cpu",
         )
@@ -131,6 +121,8 @@ def test_summarise_gives_intervals_around_the_mean():
         r.spearman_excess_ci_low < r.spearman_excess < r.spearman_excess_ci_high
         and r.null_pairs == 29
     )
+    # chance IoU of two independent random top-10 % sets: q^2 / (2q - q^2) = q / (2 - q), q = 0.1
+    assert r.chance_iou == pytest.approx(0.1 / 1.9)
 
 
 def test_agreement_matrices_hold_every_pairing():
@@ -213,7 +205,7 @@ def test_real_maps_beat_the_permutation_null_and_shuffled_maps_do_not(cifar_maps
     pair = real[real.map_a == "gradcam_pp"]
     # Grad-CAM++ and the input gradient share a centre bias: other images' maps already agree well beyond
     # uniform random sets, and the same image's maps agree more than that
-    assert pair.iou_null.mean() > 1.5 * synthesis.chance_iou(10) and pair.spearman_null.mean() > 0.2
+    assert pair.iou_null.mean() > 1.5 * chance_iou(0.1, 0.1) and pair.spearman_null.mean() > 0.2
     same = finding(real)
     assert same["control_value"] == pytest.approx(pair.iou_null.mean())
     assert (

@@ -43,12 +43,12 @@ WORK = ROOT / "mutants"
 # pixelrobust.<module>.xǁ<Class>ǁ<method>).
 GROUPS = {
     "stats": (["stats"], ["pixelrobust.stats.*"], ["tests/test_stats.py"]),
+    "maps": (["maps"], ["pixelrobust.maps.*"], ["tests/test_maps.py"]),
     "map_compare": (
         ["map_compare"],
         [
             f"pixelrobust.map_compare.x_{f}__*"
             for f in (
-                "topk_mask",
                 "window_dissimilarity",
                 "grid_ratio",
                 "constraint_window_map",

@@ -34,8 +34,8 @@ import torch
 from pixelrobust import data, models
 from pixelrobust.attacks import CW, JSMA, DeepFool, OnePixel
 from pixelrobust.io import write_table
+from pixelrobust.models import freeze
 from pixelrobust.pgd import PGD
-from pixelrobust.prm import freeze
 from pixelrobust.runtime import resolve_device, seed_everything
 
 REPO = Path(__file__).resolve().parents[2]

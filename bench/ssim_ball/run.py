@@ -47,9 +47,10 @@ import pandas as pd
 import torch
 
 from pixelrobust import data, models
+from pixelrobust.gradients import loss_gradient
 from pixelrobust.io import write_table
 from pixelrobust.runtime import resolve_device
-from pixelrobust.ssim_ball import SSIMBallProblem, cvxpy_problem, loss_gradient, solve_admm
+from pixelrobust.ssim_ball import SSIMBallProblem, cvxpy_problem, solve_admm
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .models import Classifier
 from .onepixel import DifferentialEvolution
 from .pgd import PGD
 from .runtime import model_device
@@ -257,8 +258,6 @@ class JSMA:
 def normalisation_std(model: nn.Module, channels: int) -> torch.Tensor:
     """Per-channel std of the normalisation in front of ``model``'s network (its first
     :class:`pixelrobust.models.Classifier`, also inside a defence wrapper)."""
-    from .models import Classifier
-
     for m in model.modules():
         if isinstance(m, Classifier):
             std = m.std.detach().flatten()

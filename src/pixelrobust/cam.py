@@ -296,6 +296,7 @@ def gradcam_pp(
     model: Classifier, images: torch.Tensor, classes: torch.Tensor | list[int], batch_size: int = 64
 ) -> np.ndarray:
     """Grad-CAM++ maps (N×H×W, each scaled to [0, 1]) of ``classes`` on ``images`` in [0, 1]."""
+    # lazy: pytorch-grad-cam takes about 3 s to import; its importers need it only here
     from pytorch_grad_cam import GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

@@ -6,7 +6,18 @@ fit together, with errors that name the key and how to fix it.
 
 from __future__ import annotations
 
+import copy
+import difflib
+import math
+import re
+import sys
+import warnings
 from pathlib import Path
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate as smk_validate
 
 from . import data as prdata
 from . import schema as prschema
@@ -28,8 +39,6 @@ def load_yaml(path: str | Path) -> dict:
 
     (Snakemake's own loader says only "Config file is not valid JSON or YAML".)
     """
-    import yaml
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -68,9 +77,6 @@ def validate(config: dict, schema: str | Path) -> None:
     lines); this raises a :class:`ConfigError` that names each offending key, says what is wrong
     and, for an unknown key, the closest known one.
     """
-    from snakemake.exceptions import WorkflowError
-    from snakemake.utils import validate as smk_validate
-
     try:
         smk_validate(config, str(schema))
     except WorkflowError:
@@ -79,11 +85,6 @@ def validate(config: dict, schema: str | Path) -> None:
 
 def schema_errors(config: dict, schema: str | Path) -> str:
     """A short message naming every key of ``config`` that breaks ``schema`` (empty if none)."""
-    import difflib
-
-    import jsonschema
-    import yaml
-
     spec = yaml.safe_load(Path(schema).read_text())
     validator = jsonschema.validators.validator_for(spec)(spec)
     lines = []
@@ -113,8 +114,6 @@ def schema_errors(config: dict, schema: str | Path) -> str:
 
 def _default_note(message: str, config: dict, given: dict) -> str:
     """For each key a check names that the user did not set, say that it holds the schema's default."""
-    import re
-
     notes = []
     for path in dict.fromkeys(re.findall(r"\b[a-z_]+(?:\.[A-Za-z0-9_]+)+\b", message)):
         if path.split(".")[0] not in config:
@@ -303,8 +302,6 @@ def _warn_resize(config: dict, name: str, spec: dict) -> None:
     """A model whose weights were evaluated with another resize than its dataset's (found from torchvision's
     enum or timm's config): it runs, at the right crop, but its accuracy may differ from the published one,
     so warn (a resize is a choice of the study, not an error), naming both and the key to set."""
-    import warnings
-
     ds, want = spec["dataset"], spec.get("resize")
     if not want or ds in prdata.CIFAR:
         return
@@ -321,8 +318,6 @@ def _warn_resize(config: dict, name: str, spec: dict) -> None:
 
 def _suggest_keys(config: dict, missing: dict[str, list[str]]) -> str:
     """YAML for the missing per-dataset keys of user datasets, sized to their images."""
-    import yaml
-
     out: dict = {}
     for ds, keys in missing.items():
         n = prdata.available_images(ds, config["datasets"][ds], None)
@@ -461,8 +456,6 @@ def _check_defense_eval(config: dict, specs: dict) -> None:
 
 def _check_ssim(config: dict, specs: dict) -> None:
     """P2: models known, image counts, the comparison ε among the sweep's, windows that fit the images."""
-    import math
-
     ss = config["ssim"]
     name = ss["model"]
     if name is None:
@@ -550,8 +543,6 @@ def _check_robust_compare(config: dict, specs: dict) -> None:
             for m in (s, r)
         )
         if arch_s != arch_r:
-            import warnings
-
             warnings.warn(
                 f"{key}: {s} is a {arch_s} and {r} a {arch_r}; the study is meant for one architecture trained two ways "
                 "(a difference may then come from the architecture, not the training, and the untrained reference "
@@ -575,9 +566,6 @@ def main(argv: list[str] | None = None) -> int:
     Each file is read (YAML errors with line and column), merged in order over the defaults,
     validated against the schema and cross-checked. Prints what is wrong; exit status 1 if anything is.
     """
-    import copy
-    import sys
-
     files = list(sys.argv[1:] if argv is None else argv)
     if not files:
         print("usage: python -m pixelrobust.config CONFIG.yaml [MORE.yaml ...]", file=sys.stderr)

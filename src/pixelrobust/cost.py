@@ -22,6 +22,7 @@ Three parts (config key ``estimate`` in config/README.md):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -276,8 +277,6 @@ _FILLED: dict = {}  # the last config filled (an estimate asks for the same conf
 
 def filled(config: dict) -> dict:
     """``config`` with the schema's defaults where it leaves a key out (the workflow's is filled already)."""
-    import copy
-
     key = (id(schema.load()), json.dumps(config, default=str))
     if key not in _FILLED:
         _FILLED.clear()
@@ -391,6 +390,7 @@ def stage_of(rule: str) -> str:
 
 
 def machine_key(device, threads: int) -> str:
+    # lazy: cost imports fast (the workflow's main process estimates with it); torch ~1 s
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -451,6 +451,7 @@ def _timed(fn, device, repeats: int = 1, warmup: bool = True) -> float:
     """Seconds ``fn`` takes (the best of ``repeats``). On a GPU: wall time. On the CPU: the process's CPU
     time on one thread (:func:`calibrate`), so that other programs on a shared machine do not inflate
     the estimate; the run's extra threads are assumed to bring nothing (conservative)."""
+    # lazy: cost imports fast (the workflow's main process estimates with it); torch ~1 s
     import torch
 
     if warmup:
@@ -479,6 +480,7 @@ def calibration_batch(hw: tuple[int, int], batch_size: int) -> int:
 
 def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dict[str, float]:
     """Seconds per image of each of ``units`` for one model (untrained weights: the cost is the same)."""
+    # lazy: cost imports fast (the workflow's main process estimates with it); torch ~1 s
     import torch
 
     from .models import build_model, probe_side
@@ -507,6 +509,7 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
     )  # best of 3: single timings varied 1.5x
     out["grad"] = _timed(lambda: grad(model), device, repeats=3) / b
     if units & {"prm_fwd", "prm_grad"}:
+        # lazy: prm imports cost (a cycle) and torch
         from .prm import PRM, max_depth
 
         pc = config["prm"]
@@ -521,6 +524,7 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
         out["prm_fwd"] = _timed(lambda: fwd(prm), device) / b
         out["prm_grad"] = _timed(lambda: grad(prm), device) / b
     if "ssim_step" in units:
+        # lazy: ssim_ball imports torch (cost imports fast)
         from .ssim_ball import SSIMBall
 
         ss = config["ssim"]
@@ -545,6 +549,7 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
 def measure_job_start() -> float:
     """CPU seconds a job's interpreter takes to start and import the library and torch (CPU time: a
     busy machine does not inflate it)."""
+    # lazy: resource is Unix-only and only this measurement needs it
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -569,6 +574,7 @@ def calibrate(
     """Per-unit seconds ``{model: {unit: s}}`` plus ``{"job": s}`` for ``specs`` on the config's device,
     timed on one thread on the CPU (all of ``config["threads"]`` on a GPU); cached in ``cache_path`` (JSON) under :func:`machine_key` and
     :func:`model_key`, measured only when missing."""
+    # lazy: cost imports fast (the workflow's main process estimates with it); torch ~1 s
     import torch
 
     from .runtime import resolve_device
@@ -708,6 +714,7 @@ def snakemake_estimate(
 
 
 def _snakemake_estimate(workflow, config, models, available, out_path, cache_path) -> dict | None:
+    # lazy: models imports torch (cost imports fast)
     from .models import probe_side
 
     jobs = [(job.rule.name, dict(job.wildcards_dict)) for job in workflow.dag.needrun_jobs()]

@@ -31,6 +31,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import tarfile
 import zipfile
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .errors import DataError
 from .io import atomic_path, copy_verified, file_digest, verify_checksum
@@ -453,8 +455,6 @@ def check_user_config(name: str, cfg: dict | None) -> dict:
 
     ``resize`` alone means shorter side to ``resize``, then a centre crop of ``resize`` x ``resize``.
     """
-    import re
-
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", str(name)):
         raise DataError(
             f"dataset name {name!r} (under datasets:): use letters, digits and '_' only, starting with a letter"
@@ -734,8 +734,6 @@ def image_size(name: str, cfg: dict | None) -> tuple[int, int] | None:
     cfg = check_user_config(name, cfg)
     if cfg["crop"] is not None:
         return (cfg["crop"], cfg["crop"])
-    from PIL import Image
-
     files = _user_listing(name, cfg)
     if not files:
         return None
@@ -750,8 +748,6 @@ def image_size(name: str, cfg: dict | None) -> tuple[int, int] | None:
 
 
 def _prepare_user(name: str, cfg: dict, out: Path, mirror: Path | None, downloaded: dict) -> dict:
-    from PIL import Image
-
     cfg = check_user_config(name, cfg)
     folder = Path(cfg["folder"]).expanduser().resolve()
     n_classes = user_num_classes(name, cfg)
@@ -929,8 +925,6 @@ def source_fingerprint(name: str, cfg: dict, mirror: Path | None) -> str:
 
 def _pil_error(e: Exception) -> str:
     """PIL's error without the in-memory buffer's repr (``<_io.BytesIO object at 0x...>``)."""
-    import re
-
     return f"{type(e).__name__}: " + re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))
 
 
@@ -941,9 +935,6 @@ def _to_rgb(im, path, name: str, fix: str):
     """An image as 8-bit RGB. 16-bit greyscale (PNG's only deep greyscale, Pillow mode I;16 or I) is scaled
     to 8 bits by value * 255 / 65535 (rounded); PIL's own convert would clip it to 255, almost all white.
     Other 32-bit integer and float images (TIFF) have no agreed range: refused."""
-    import numpy as np
-    from PIL import Image
-
     if im.mode in _16BIT_MODES or (im.mode == "I" and im.format == "PNG"):
         a = np.asarray(im).astype(np.uint32)
         if a.size and (int(a.max()) > 65535 or int(a.min()) < 0):
@@ -962,8 +953,6 @@ def _to_rgb(im, path, name: str, fix: str):
 def _decode_check(path: Path, fix: str, name: str = "imagenet") -> str:
     """Decode an image fully (a 0-byte or truncated file fails here) and check its pixels can be read as
     RGB (_to_rgb); return its sha256."""
-    from PIL import Image
-
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -1305,7 +1294,7 @@ def _load_imagenet_image(
     The file's sha256 is compared with the one recorded at preparation (``sha256``), so an image
     edited or damaged afterwards is an error that names it, not a silently different input.
     """
-    from PIL import Image
+    # lazy: torchvision takes about 1 s to import; data is imported by the workflow's main process
     from torchvision.transforms import functional as TF
 
     own = Path(

@@ -56,7 +56,11 @@ from torch.nn import functional as F
 from . import schema
 from .attacks import build_attack
 from .cost import Progress
+from .data import load_split
 from .defenses import build_defense
+from .io import atomic_path, markdown_table, write_table
+from .models import build_model, freeze
+from .prm import load_prm
 from .runtime import derive_seed, model_device
 from .stats import paired_diff_ci, wilson_ci
 
@@ -485,42 +489,37 @@ def defense_chunk(
     return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 
 
-def run_defense_eval(
-    spec: dict,
-    weights,
-    data_dir,
-    prm_paths: list,
-    start: int,
-    stop: int,
-    out,
+def defense_eval(
     *,
+    data,
+    weights,
+    prms: list,
+    out: dict,
     attack: str,
+    spec: dict,
+    bounds: tuple[int, int],
     attack_settings: dict,
     defenses: dict,
     protocols: list[str],
     eot_samples: int,
-    seed: int,
+    draws: int,
+    adaptive_pgd: dict,
     batch_size: int,
+    seed: int,
     device,
-    draws: int = 1,
-    adaptive_pgd_settings: dict | None = None,
 ) -> None:
-    """Rule ``defense_eval``: one (model, attack, chunk) of the defence table.
+    """Rule ``defense_eval``: one (model, ``attack``, chunk: test images ``bounds``) of the defence table,
+    to ``out["csv"]``.
 
-    ``prm_paths``: the trained PRMs the stochastic-PRM defence draws from (its pool, in config
+    ``prms``: the trained PRMs' paths the stochastic-PRM defence draws from (its pool, in config
     order; the first is the deterministic gray-box model's). ``seed``: the model's, not the chunk's.
     """
-    from .data import load_split
-    from .io import write_table
-    from .models import build_model
-    from .prm import freeze, load_prm
-
-    split = load_split(data_dir, "test", start, stop)
+    split = load_split(data, "test", *bounds)
     classifier = freeze(build_model(spec, weights, device))
-    prms = None
+    pool = None
     if "stochastic_prm" in defenses:  # an empty pool is refused by build_defense
-        prms = [freeze(load_prm(path, device)[0]) for path in prm_paths]
-        log.info("stochastic PRM pool: %d PRMs (%s)", len(prms), ", ".join(map(str, prm_paths)))
+        pool = [freeze(load_prm(path, device)[0]) for path in prms]
+        log.info("stochastic PRM pool: %d PRMs (%s)", len(pool), ", ".join(map(str, prms)))
     table = defense_chunk(
         classifier,
         split.images,
@@ -534,10 +533,10 @@ def run_defense_eval(
         seed=seed,
         batch_size=batch_size,
         draws=draws,
-        adaptive_pgd_settings=adaptive_pgd_settings,
-        prms=prms,
+        adaptive_pgd_settings=adaptive_pgd,
+        prms=pool,
     )
-    write_table(table, out, float_format="%.6g")
+    write_table(table, out["csv"], float_format="%.6g")
 
 
 def defense_rate(clean: float, attacked: float, defended: float) -> float:
@@ -773,17 +772,17 @@ def _fmt(v: float, lo: float, hi: float, signed: bool = False) -> str:
     return f.format(v) + ("" if pd.isna(lo) else f" [{f.format(lo)}, {f.format(hi)}]")
 
 
-def write_defense_tables(
+def defense_tables(
+    *,
     chunks: dict[str, list[str]],
-    datasets: dict[str, str],
     out: dict,
-    n_boot: int = 2000,
-    seed: int = 0,
+    datasets: dict[str, str],
+    n_boot: int,
+    seed: int,
 ) -> pd.DataFrame:
-    """Rule ``defense_tables``: ``defense.csv``, its Markdown grids per protocol and model, and the
-    adaptive-PGD saturation table (``defense_saturation.csv`` + ``.md``)."""
-    from .io import atomic_path, markdown_table, write_table
-
+    """Rule ``defense_tables``: the defense_eval chunk tables (``chunks``: model -> files) into
+    ``defense.csv``, its Markdown grids per protocol and model, and the adaptive-PGD saturation table
+    (``defense_saturation.csv`` + ``.md``)."""
     table = defense_table(chunks, datasets, n_boot, seed)
     write_table(table, out["csv"], float_format="%.6g")
     parts = [
@@ -844,13 +843,13 @@ __all__ = [
     "check_adaptive_pgd",
     "craft",
     "defense_chunk",
+    "defense_eval",
     "defense_rate",
     "defense_table",
+    "defense_tables",
     "pivot",
     "reference_of",
-    "run_defense_eval",
     "same_images",
     "saturation_table",
     "shift_control",
-    "write_defense_tables",
 ]

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from skimage.restoration import denoise_wavelet
 from torch import nn
 from torch.nn import functional as F
 
@@ -486,8 +487,6 @@ class PixelDeflection(_Randomised):
             return (
                 x + (y - x).detach()
             )  # BPDA: the transformation's gradient is taken as the identity
-        from skimage.restoration import denoise_wavelet
-
         out = []
         for img, seed in zip(x.detach().cpu(), self.image_seeds(len(x))):
             rcam = None if self.rcam is None else np.asarray(self.rcam(img))

@@ -71,6 +71,7 @@ def chance_threshold(
     ``k`` with probability >= 1 - ``alpha`` (P(Binomial(n, working) < k) <= ``alpha``), so a
     working model fails it with probability at most ``alpha``; for fewer images it says nothing.
     """
+    # lazy: scipy.stats takes about 0.5 s to import; the workflow's main process imports evaluate (via prm)
     from scipy.stats import binom
 
     if n < 1:
@@ -114,17 +115,19 @@ def check_above_chance(
 
 
 def clean_accuracy_chunk(
-    spec: dict,
+    *,
+    data: str | os.PathLike,
     weights: str | os.PathLike,
-    data_dir: str | os.PathLike,
-    start: int,
-    stop: int,
-    out: str | os.PathLike,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
+    out: dict,
+    spec: dict,
+    bounds: tuple[int, int],
+    batch_size: int,
+    device: torch.device | str,
 ) -> pd.DataFrame:
-    """Predictions of one model on images ``start:stop`` of its dataset's test split, written to ``out``."""
-    split = load_split(data_dir, "test", start, stop)
+    """Predictions of one model on test images ``bounds`` (start, stop) of ``data``, written to ``out["csv"]``
+    (rule clean_accuracy_chunk)."""
+    start, stop = bounds
+    split = load_split(data, "test", start, stop)
     model = build_model(spec, weights, device)
     table = prediction_table(
         predict(model, split.images, batch_size, device), split.labels, split.ids
@@ -137,15 +140,16 @@ def clean_accuracy_chunk(
         f"test images {start}:{stop}",
         spec,
     )
-    write_table(table, out, float_format="%.6f")
+    write_table(table, out["csv"], float_format="%.6f")
     log.info("%s images %d:%d top1 %.4f", spec["name"], start, stop, table.top1.mean())
     return table
 
 
-def summarise_clean_accuracy(
-    chunks: dict[str, list[str]], datasets: dict[str, str], out_csv, out_md
+def clean_accuracy(
+    *, chunks: dict[str, list[str]], out: dict, datasets: dict[str, str]
 ) -> pd.DataFrame:
-    """Merge per-chunk predictions into ``model,dataset,n_images,top1,top5`` (fractions in [0, 1])."""
+    """Merge per-chunk predictions (``chunks``: model -> its chunk files) into ``out["csv"]``/``out["md"]``,
+    ``model,dataset,n_images,top1,top5`` (fractions in [0, 1]) (rule clean_accuracy)."""
     rows = []
     for model, paths in chunks.items():
         preds = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
@@ -168,5 +172,5 @@ def summarise_clean_accuracy(
             }
         )
     table = pd.DataFrame(rows, columns=["model", "dataset", "n_images", "top1", "top5"])
-    write_table(table, out_csv, out_md)
+    write_table(table, out["csv"], out["md"])
     return table

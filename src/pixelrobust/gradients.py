@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .data import load_split, read_manifest
+from .io import save_npz
+from .maps import n_selected, top_k_mask
+from .models import build_model
 from .runtime import model_device
 
 log = logging.getLogger("pixelrobust")
@@ -35,6 +40,24 @@ def input_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     """∂CE/∂x of each image (summed loss, so each image's gradient is its own), N×C×H×W."""
     x = images.detach().clone().requires_grad_(True)
     loss = F.cross_entropy(model(x), labels, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    return grad
+
+
+LOSSES = ("margin", "ce")
+
+
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str = "margin"
+) -> torch.Tensor:
+    """∂loss/∂x at ``x`` of the summed ``margin`` (best other logit − true logit) or ``ce`` loss
+    (:func:`input_gradients`): the objective of an attack step."""
+    if kind == "ce":
+        return input_gradients(model, x, labels)
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
+    true = logits.gather(1, labels[:, None])[:, 0]
+    loss = (logits.scatter(1, labels[:, None], -math.inf).amax(1) - true).sum()
     (grad,) = torch.autograd.grad(loss, x)
     return grad
 
@@ -91,73 +114,46 @@ def architecture_gradient_map(
     return m / m.max()
 
 
-def n_selected(n_pixels: int, k_percent: float) -> int:
-    if not 0 <= k_percent <= 100:
-        raise ValueError(f"k_percent must be in [0, 100], got {k_percent}")
-    return int(round(n_pixels * k_percent / 100.0))
-
-
 def pixel_mask(
     grad_map: torch.Tensor | np.ndarray, k_percent: float, kind: str = "top", seed: int = 0
 ) -> torch.Tensor:
     """Boolean H×W mask of exactly ``round(k % · H·W)`` pixels.
 
     ``top``: the largest values of ``grad_map``; ``bottom``: the smallest; ``random``: uniformly at
-    random (``seed``). Ties are broken by pixel order (row-major, stable sort), so masks are
-    deterministic.
+    random (``seed``). Ties are broken by pixel order (row-major: :func:`pixelrobust.maps.top_k_mask`'s
+    ``pixel_order`` rule), so masks are deterministic.
     """
     if kind not in MASK_KINDS:
         raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
-    gm = torch.as_tensor(np.asarray(grad_map), dtype=torch.float64)
+    gm = np.asarray(grad_map, dtype=np.float64)
     if gm.ndim != 2:
         raise ValueError(f"a gradient map is H×W, got shape {tuple(gm.shape)}")
-    flat = gm.flatten()
-    n = n_selected(flat.numel(), k_percent)
     if kind == "random":
-        order = torch.from_numpy(np.random.default_rng(seed).permutation(flat.numel()))
-    else:
-        order = torch.sort(flat, descending=(kind == "top"), stable=True).indices
-    mask = torch.zeros(flat.numel(), dtype=torch.bool)
-    mask[order[:n]] = True
-    return mask.view(gm.shape)
+        order = np.random.default_rng(seed).permutation(gm.size)
+        mask = np.zeros(gm.size, bool)
+        mask[order[: n_selected(gm.size, k_percent)]] = True
+        return torch.from_numpy(mask.reshape(gm.shape))
+    return torch.from_numpy(top_k_mask(gm if kind == "top" else -gm, k_percent, ties="pixel_order"))
 
 
-def chance_iou(d: float, t: float) -> float:
-    """Expected IoU of two independent random masks covering shares ``d`` and ``t`` of the pixels: dt / (d + t − dt)."""
-    return d * t / (d + t - d * t)
-
-
-def iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Intersection over union of two boolean masks (1.0 when both are empty)."""
-    a, b = torch.as_tensor(a, dtype=torch.bool), torch.as_tensor(b, dtype=torch.bool)
-    if a.shape != b.shape:
-        raise ValueError(f"masks differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
-    union = (a | b).sum().item()
-    return 1.0 if union == 0 else (a & b).sum().item() / union
-
-
-def run_gradient_map(
-    spec: dict,
-    weights,
-    data_dir,
-    out,
+def gradient_map(
     *,
+    data,
+    weights,
+    out: dict,
+    spec: dict,
     split: str,
     n_images: int | None,
+    start: int,
     constant: float,
     batch_size: int,
     device,
-    start: int = 0,
 ) -> dict:
-    """Rule ``gradient_map``: both maps of one model, saved to ``out`` (npz: dataset_map, architecture_map).
+    """Rule ``gradient_map``: both maps of one model, saved to ``out["npz"]`` (dataset_map, architecture_map).
 
     The dataset map averages images ``start`` .. ``start + n_images - 1`` of ``split`` (capped by what exists;
     ``gradients.start``, so that a test-split map need not use the images masked PGD attacks)."""
-    from .data import load_split, read_manifest
-    from .io import save_npz
-    from .models import build_model
-
-    counts = read_manifest(data_dir)["counts"]
+    counts = read_manifest(data)["counts"]
     if split not in counts:
         raise ValueError(
             f"gradients.split for {spec['dataset']} is {split!r}, but the prepared dataset has only {sorted(counts)}"
@@ -168,12 +164,12 @@ def run_gradient_map(
             f"{counts[split]} images; lower gradients.start.{spec['dataset']}"
         )
     stop = counts[split] if n_images is None else min(start + n_images, counts[split])
-    data = load_split(data_dir, split, start, stop)
+    images = load_split(data, split, start, stop)
     model = build_model(spec, weights, device)
-    dmap = dataset_gradient_map(model, data.images, data.labels, batch_size)
-    amap = architecture_gradient_map(model.net, tuple(data.images.shape[1:]), constant)
+    dmap = dataset_gradient_map(model, images.images, images.labels, batch_size)
+    amap = architecture_gradient_map(model.net, tuple(images.images.shape[1:]), constant)
     save_npz(
-        out,
+        out["npz"],
         dataset_map=dmap.numpy(),
         architecture_map=amap.numpy(),
         split=np.array(split),

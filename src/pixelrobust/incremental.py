@@ -51,6 +51,7 @@ class _Step:
 def _mobilenet_blocks(model) -> list | None:
     """The ``features`` blocks of a Classifier around torchvision's MobileNetV2, else None."""
     try:
+        # lazy: torchvision takes about 1 s to import; only a MobileNetV2 needs these
         from torchvision.models.mobilenetv2 import InvertedResidual, MobileNetV2
         from torchvision.ops.misc import Conv2dNormActivation
     except ImportError:  # pragma: no cover - torchvision is a dependency

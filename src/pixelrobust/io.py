@@ -13,10 +13,11 @@ import re
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import ChecksumError
+from .errors import ChecksumError, PixelrobustError
 
 CHUNK = 1 << 20
 
@@ -101,15 +102,12 @@ def remove_stale_temporaries(dest: str | os.PathLike, suffix: str = "") -> list[
     return removed
 
 
-def download(
-    url: str,
-    dest: str | os.PathLike,
-    checksum: str | None,
-    algorithm: str = "sha256",
-    what: str = "",
-) -> Path:
-    """Download ``url`` to ``dest`` and verify its checksum before the file appears under its name."""
-    dest = Path(dest)
+def download(*, out: dict, source: dict, what: str = "") -> Path:
+    """Rule ``download``: download ``source["url"]`` to ``out["file"]`` (returned) and verify its checksum
+    (``source["checksum"]``, None: none; hash ``source["algorithm"]``) before the file appears under its
+    name."""
+    url, checksum, algorithm = source["url"], source["checksum"], source["algorithm"]
+    dest = Path(out["file"])
     with atomic_path(dest) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=120) as r, open(tmp, "wb") as f:
@@ -148,6 +146,7 @@ def copy_verified(
 
 def save_npz(path: str | os.PathLike, **arrays) -> None:
     """Write arrays to a compressed ``.npz`` atomically (no half-written file under ``path``)."""
+    # lazy: io imports fast (provenance, report, the Snakefile); numpy only here
     import numpy as np
 
     with atomic_path(path, suffix=".npz") as tmp:
@@ -157,8 +156,7 @@ def save_npz(path: str | os.PathLike, **arrays) -> None:
 
 def load_npz(path: str | os.PathLike) -> dict:
     """All arrays of an ``.npz`` file (no pickles), with a clear error when it is corrupt or truncated."""
-    import zipfile
-
+    # lazy: io imports fast (provenance, report, the Snakefile); numpy only here
     import numpy as np
 
     try:
@@ -191,9 +189,8 @@ def read_table(path: str | os.PathLike):
     ``pandas.read_csv`` rejects (``EmptyDataError``); such a chunk is a finished, empty table.
     A missing or unparsable file is a ``PixelrobustError`` that names it.
     """
+    # lazy: io imports fast (provenance, report, the Snakefile); pandas only here
     import pandas as pd
-
-    from .errors import PixelrobustError
 
     path = Path(path)
     if not path.is_file():

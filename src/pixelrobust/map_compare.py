@@ -1,6 +1,6 @@
 """P2's question: do imperceptible perturbations change the regions that drive the decision?
 
-Rule ``cam`` (:func:`run_cam`): for the attacked images of a chunk, Grad-CAM++ of the true class on
+Rule ``cam`` (:func:`cam`): for the attacked images of a chunk, Grad-CAM++ of the true class on
 the clean image and of the predicted (adversarial) class on each attack's adversarial image —
 the SSIM ball at the comparison ε (kept by ``attack_ssim``) and L∞ / L2 PGD at their matched budgets
 (rerun with the seeds ``attack_ssim`` used; predictions are checked against its table).
@@ -35,8 +35,13 @@ import torch.nn.functional as F
 from scipy import stats
 
 from .cam import gradcam_pp
+from .data import load_split
 from .errors import ConfigError
-from .gradients import iou
+from .evaluate import predict
+from .io import load_npz, save_npz, write_table
+from .maps import iou, top_k_mask
+from .models import build_model, freeze
+from .runtime import model_device
 from .ssim_ball import window_factors, window_index
 from .ssim_study import mean_ssim, run_pgd
 from .stats import MIN_IMAGES, boot_mean, decide, paired_diff_ci, wilson_ci
@@ -88,20 +93,6 @@ PAIRED = {
     "inconclusive": "no clear difference",
     "too few images": f"too few images (< {MIN_IMAGES})",
 }
-
-
-def topk_mask(m: np.ndarray, k_percent: float) -> np.ndarray:
-    """The k % largest entries of a map (at least one pixel). Ties are broken in a fixed pseudo-random
-    order of the entries, not by position: a map with many equal values (‖δ‖² of L∞ PGD, whose every
-    pixel sits at ±ε) would otherwise put its top k % in the first rows of the image."""
-    flat = m.ravel()
-    n = max(1, int(round(flat.size * k_percent / 100)))
-    order = np.random.default_rng(flat.size).permutation(
-        flat.size
-    )  # the same order for every map of this size
-    mask = np.zeros(flat.size, bool)
-    mask[np.lexsort((order, -flat))[:n]] = True
-    return mask.reshape(m.shape)
 
 
 # ---- maps of the perturbation and the grid diagnostic ---------------------------------------------
@@ -249,7 +240,9 @@ def compare_one(
     a, b = change.ravel().astype(np.float64), cam.ravel().astype(np.float64)
     flat = np.ptp(a) == 0 or np.ptp(b) == 0
     pearson = np.nan if flat else float(stats.pearsonr(a, b)[0])
-    ma, mb = topk_mask(change, k_percent), topk_mask(cam, k_percent)
+    # top-k sets: at least one pixel, ties shuffled (‖δ‖² of L∞ PGD is nearly constant; maps.top_k_mask)
+    ma = top_k_mask(change, k_percent, ties="shuffled", at_least_one=True)
+    mb = top_k_mask(cam, k_percent, ties="shuffled", at_least_one=True)
     mass = np.clip(change, 0, None)
     total = float(mass.sum())
     out = {
@@ -267,8 +260,6 @@ def compare_one(
 def images_by_id(data_dir, start: int, stop: int, ids, what: str) -> torch.Tensor:
     """The test images ``start..stop`` named by ``ids``, in that order (``what`` names the file that
     listed them, for the error)."""
-    from .data import load_split
-
     split = load_split(data_dir, "test", start, stop)
     pos = {str(i): n for n, i in enumerate(split.ids)}
     ids = [str(i) for i in ids]
@@ -281,38 +272,31 @@ def images_by_id(data_dir, start: int, stop: int, ids, what: str) -> torch.Tenso
     return split.images[[pos[i] for i in ids]] if ids else split.images[:0]
 
 
-def run_cam(
-    spec: dict,
+def cam(
+    *,
+    data,
     weights,
-    data_dir,
-    start: int,
-    stop: int,
     attack_csv,
     attack_npz,
-    matched_csv,
-    out_npz,
-    *,
+    matched,
+    out: dict,
+    spec: dict,
+    bounds: tuple[int, int],
     pgd: dict,
-    seed: int,
     batch_size: int,
+    seed: int,
     device,
 ) -> None:
-    """Rule ``cam``: CAMs of the clean and adversarial images of one chunk."""
-    from .evaluate import predict
-    from .io import load_npz, save_npz
-    from .models import build_model
-    from .runtime import model_device
-
+    """Rule ``cam``: CAMs of the clean and adversarial images of test images ``bounds`` (start, stop),
+    to ``out["npz"]``."""
     kept = load_npz(attack_npz)
     ids = [str(i) for i in kept["image_id"]]
-    x = images_by_id(data_dir, start, stop, ids, attack_npz)
+    x = images_by_id(data, *bounds, ids, attack_npz)
     y = torch.as_tensor(kept["label"]).long()
-    model = build_model(spec, weights, device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = freeze(build_model(spec, weights, device))
     dev = model_device(model)
     table = pd.read_csv(attack_csv, dtype={"image_id": str})
-    matched = pd.read_csv(matched_csv)
+    matched = pd.read_csv(matched)
     advs = {"ssim_ball": torch.from_numpy(kept["ssim_ball"])}
     if len(advs["ssim_ball"]) != len(ids):
         raise ValueError(
@@ -325,7 +309,7 @@ def run_cam(
         advs[row.attack] = run_pgd(
             model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size
         ).cpu()
-    out = {
+    saved = {
         "image_id": np.asarray(ids, dtype=str),
         "label": y.numpy(),
         "cam_clean": gradcam_pp(model, x, y, batch_size),
@@ -348,10 +332,10 @@ def run_cam(
                     differ,
                     len(ids),
                 )
-        out[f"adv_{attack}"] = adv.numpy().astype(np.float32)
-        out[f"pred_{attack}"] = pred.numpy()
-        out[f"cam_{attack}"] = gradcam_pp(model, adv, pred, batch_size)
-    save_npz(out_npz, **out)
+        saved[f"adv_{attack}"] = adv.numpy().astype(np.float32)
+        saved[f"pred_{attack}"] = pred.numpy()
+        saved[f"cam_{attack}"] = gradcam_pp(model, adv, pred, batch_size)
+    save_npz(out["npz"], **saved)
 
 
 def compare_chunk(
@@ -556,25 +540,24 @@ def summarise(
 
 
 def compare_maps(
-    cam_npzs: list[str],
-    bounds: list[tuple[int, int]],
-    data_dir,
-    out: dict,
     *,
-    k_percent: float,
-    n_boot: int,
-    seed: int,
+    data,
+    cams: list[str],
+    out: dict,
+    bounds: list[tuple[int, int]],
+    topk_percent: float,
+    bootstrap: int,
     ball: dict,
     primary: dict,
     grid_min_ratio: float,
-    epsilon: float,
     success_tolerance: float,
+    epsilon: float,
+    seed: int,
 ) -> pd.DataFrame:
-    """Rule ``compare_maps``: ``ssim_cam_comparison.csv`` and ``ssim_cam_summary.csv``/``.md``. ``ball``
+    """Rule ``compare_maps``: the ``cam`` chunk files ``cams`` (of the chunks ``bounds``) into
+    ``ssim_cam_comparison.csv`` (``out["csv"]``) and ``ssim_cam_summary.csv``/``.md``. ``ball``
     holds the SSIM ball's window geometry (``size``, ``stride``, ``luminance``, ``k1``, ``k2``); ``epsilon``
     is the comparison ε the ``cam`` files' SSIM-ball adversarials were made at (for the budget map)."""
-    from .io import load_npz, write_table
-
     check_primary(primary)
     if not 0 <= float(success_tolerance) <= 1:
         raise ConfigError(
@@ -582,12 +565,12 @@ def compare_maps(
         )
     geom = {k: ball[k] for k in ("size", "stride", "luminance", "k1", "k2") if k in ball}
     rows = []
-    for path, (start, stop) in zip(cam_npzs, bounds):
+    for path, (start, stop) in zip(cams, bounds):
         npz = load_npz(path)
         rows += compare_chunk(
             npz,
-            images_by_id(data_dir, start, stop, npz["image_id"], path),
-            k_percent,
+            images_by_id(data, start, stop, npz["image_id"], path),
+            topk_percent,
             epsilon=epsilon,
             **geom,
         )
@@ -597,7 +580,7 @@ def compare_maps(
     write_table(comparison, out["csv"], float_format="%.6g")
     summary = summarise(
         comparison,
-        n_boot,
+        bootstrap,
         seed,
         primary=primary,
         grid_min_ratio=grid_min_ratio,
@@ -622,6 +605,7 @@ __all__ = [
     "SUCCESS_OK",
     "SUMMARY_COLUMNS",
     "budget_map",
+    "cam",
     "change_maps",
     "check_primary",
     "compare_chunk",
@@ -632,8 +616,6 @@ __all__ = [
     "grid_verdict",
     "images_by_id",
     "local_texture",
-    "run_cam",
     "summarise",
-    "topk_mask",
     "window_dissimilarity",
 ]

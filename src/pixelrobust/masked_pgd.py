@@ -17,8 +17,12 @@ import pandas as pd
 import torch
 
 from .cost import Progress
+from .data import load_split
 from .gradients import pixel_mask
+from .io import load_npz, write_table
+from .models import build_model, freeze
 from .pgd import PGD
+from .runtime import model_device
 
 log = logging.getLogger("pixelrobust")
 
@@ -70,8 +74,6 @@ def masked_pgd_chunk(
     Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
     default to 0..n−1.
     """
-    from .runtime import model_device
-
     device = model_device(model)
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
     frames = []
@@ -126,37 +128,32 @@ def accuracy_table(per_image: pd.DataFrame) -> pd.DataFrame:
     return g
 
 
-def run_masked_pgd(
-    spec: dict,
-    weights,
-    data_dir,
-    maps_path,
-    start: int,
-    stop: int,
-    out,
+def masked_pgd(
     *,
+    data,
+    weights,
+    maps,
+    out: dict,
+    spec: dict,
+    bounds: tuple[int, int],
     masks: list[str],
     k_percent: list[float],
     attacks: dict[str, dict],
     mask_seed: int,
-    seed: int,
     batch_size: int,
+    seed: int,
     device,
 ) -> None:
-    """Rule ``masked_pgd``: one chunk of test images of one model."""
-    from .data import load_split
-    from .io import load_npz, write_table
-    from .models import build_model
-
+    """Rule ``masked_pgd``: test images ``bounds`` (start, stop) of one model, attacked through the masks
+    of its gradient map ``maps``; the per-image table to ``out["csv"]``."""
+    maps_path = maps
     maps = load_npz(maps_path)
-    split = load_split(data_dir, "test", start, stop)
+    split = load_split(data, "test", *bounds)
     if maps["dataset_map"].shape != tuple(split.images.shape[-2:]):
         raise ValueError(
             f"{maps_path} holds a {maps['dataset_map'].shape} map for {tuple(split.images.shape[-2:])} images; rerun gradient_map"
         )
-    model = build_model(spec, weights, device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = freeze(build_model(spec, weights, device))
     table = masked_pgd_chunk(
         model,
         split.images,
@@ -167,16 +164,14 @@ def run_masked_pgd(
         batch_size,
         image_ids=split.ids,
     )
-    write_table(table, out, float_format="%.6g")
+    write_table(table, out["csv"], float_format="%.6g")
 
 
 def masked_pgd_tables(
-    chunks: dict[str, list[str]], datasets: dict[str, str], out: dict
+    *, chunks: dict[str, list[str]], out: dict, datasets: dict[str, str]
 ) -> dict[str, pd.DataFrame]:
-    """Rule ``masked_pgd_tables``: one table per norm (``dataset,model,mask,k_percent,n_images,top1``) and, in
+    """Rule ``masked_pgd_tables``: the masked_pgd chunk tables (``chunks``: model -> files), one table per norm (``dataset,model,mask,k_percent,n_images,top1``) and, in
     ``out["images"]``, every image's outcome (``dataset,model,norm,mask,k_percent,image_id,correct,loss``)."""
-    from .io import write_table
-
     frames, images = [], []
     for model, paths in chunks.items():
         per_image = pd.concat(
@@ -214,7 +209,7 @@ __all__ = [
     "MASKS",
     "accuracy_table",
     "build_masks",
+    "masked_pgd",
     "masked_pgd_chunk",
     "masked_pgd_tables",
-    "run_masked_pgd",
 ]

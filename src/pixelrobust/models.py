@@ -18,7 +18,11 @@ by tracing), the number of classes (one forward pass, checked against the datase
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import inspect
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +33,7 @@ from torch.nn import functional as F
 from .data import dataset_info
 from .data import num_classes as dataset_num_classes
 from .errors import ConfigError, ModelError
+from .io import copy_verified
 
 # ----------------------------------------------------------------------------------------------
 # CIFAR ResNets (He et al. 2016, section 4.2: 6n+2 layers, 16/32/64 channels)
@@ -112,6 +117,7 @@ def _adapt_plain(sd: dict) -> dict:
 
 
 def _build_mobilenet_v2(spec: dict) -> nn.Module:
+    # lazy: torchvision takes about 1 s to import; models is imported by the workflow's main process
     from torchvision.models import mobilenet_v2
 
     return mobilenet_v2(weights=None, num_classes=spec["num_classes"])
@@ -263,20 +269,20 @@ def arch_kind(arch: str) -> tuple[str, str]:
 
 
 def _close(word: str, names, n: int = 5) -> str:
-    import difflib
-
     near = difflib.get_close_matches(word, list(names), n=n, cutoff=0.6)
     return f"; close: {', '.join(near)}" if near else ""
 
 
 def torchvision_names() -> list[str]:
     """torchvision's classification models (not detection, segmentation, video or quantized ones)."""
+    # lazy: torchvision takes about 1 s to import; models is imported by the workflow's main process
     import torchvision.models as tvm
 
     return sorted(tvm.list_models(module=tvm))
 
 
 def _resolve_torchvision(name: str, arch: str, spec: dict, given: dict) -> None:
+    # lazy: torchvision takes about 1 s to import; models is imported by the workflow's main process
     import torchvision
     import torchvision.models as tvm
 
@@ -312,14 +318,13 @@ def _resolve_torchvision(name: str, arch: str, spec: dict, given: dict) -> None:
         spec["url"] = w.url
         spec["file"] = Path(w.url).name
         # torchvision checks the sha256 prefix in the file name (torch.hub's '-<hex>.' convention); so do we
-        import re
-
         m = re.search(r"-([a-f0-9]{8,})\.", Path(w.url).name)
         spec["sha256"] = m.group(1) if m else None
 
 
 def _timm(name: str):
     try:
+        # lazy: optional (the timm extra), about 1.3 s to import
         import timm
     except ImportError:
         raise ConfigError(
@@ -367,6 +372,7 @@ def robustbench_path(spec: dict) -> Path:
 def _robustbench_builder(spec: dict):
     """RobustBench's own architecture for an entry, or None when robustbench cannot be imported."""
     try:
+        # lazy: optional (the robustbench extra), about 1 s to import
         import robustbench  # noqa: F401  (the package as a whole: its model_zoo alone may import half-way)
         from robustbench.model_zoo import model_dicts
         from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -433,8 +439,6 @@ def _resolve_robustbench(name: str, arch: str, spec: dict, given: dict) -> None:
 
 
 def _entry_point(name: str, target: str, key: str = "arch") -> Callable:
-    import importlib
-
     module, sep, func = target.rpartition(":")
     if not sep or not module or not func:
         raise ConfigError(f"models.{name}.{key}: {target!r} is not <package.module>:<function>")
@@ -452,8 +456,6 @@ def _entry_point(name: str, target: str, key: str = "arch") -> Callable:
 
 
 def _call_entry_point(fn: Callable, spec: dict, key: str) -> nn.Module:
-    import inspect
-
     kwargs = dict(spec.get("kwargs") or {})
     try:
         if "num_classes" in inspect.signature(fn).parameters and "num_classes" not in kwargs:
@@ -494,6 +496,7 @@ def imagenet_classes(dataset: str) -> bool:
 def _build_by_name(spec: dict) -> nn.Module:
     kind, rest = arch_kind(spec["arch"])
     if kind == "torchvision":
+        # lazy: torchvision takes about 1 s to import; models is imported by the workflow's main process
         import torchvision.models as tvm
 
         extra = {}
@@ -794,6 +797,15 @@ def set_channels_last(model: Classifier, on: bool = True) -> Classifier:
     return model
 
 
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients (a model that is attacked or explained, not trained). Returns
+    ``model``."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def weights_source(spec: dict, mirror: Path | None) -> dict:
     """Where a model's weights come from: {'kind': 'local'|'mirror'|'download', 'path'|'url', 'sha256'}."""
     if spec.get("weights"):
@@ -821,19 +833,16 @@ def weights_source(spec: dict, mirror: Path | None) -> dict:
     }
 
 
-def prepare_weights(
-    spec: dict, source: str | os.PathLike, dest: str | os.PathLike, sha256: str | None
-) -> Path:
-    """Check a weights file's checksum and that it loads into the architecture; copy it to ``dest``."""
-    from .io import copy_verified
-
+def get_weights(*, source: str | os.PathLike, out: dict, spec: dict, sha256: str | None) -> Path:
+    """Rule ``get_weights``: check a weights file's checksum (``sha256``, None: none to check) and that it
+    loads into ``spec``'s architecture; copy ``source`` to ``out["weights"]`` (returned)."""
     fix = f"replace the file or fix models.{spec['name']} (weights / sha256)"
-    out = copy_verified(
-        source, dest, sha256, what=f"weights of model {spec['name']} ({source})", fix=fix
+    dest = copy_verified(
+        source, out["weights"], sha256, what=f"weights of model {spec['name']} ({source})", fix=fix
     )
     try:
-        build_model(spec, out)
+        build_model(spec, dest)
     except Exception:
-        Path(out).unlink(missing_ok=True)
+        Path(dest).unlink(missing_ok=True)
         raise
-    return out
+    return dest

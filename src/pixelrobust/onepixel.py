@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .gradients import loss_gradient
+from .incremental import IncrementalMobileNetV2, supports
 from .runtime import model_device
-from .ssim_ball import loss_gradient
 
 log = logging.getLogger("pixelrobust")
 
@@ -284,8 +285,6 @@ class ExhaustiveSearch:
         self.incremental = incremental
         self.inc = None
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
-            from .incremental import IncrementalMobileNetV2, supports
-
             if supports(model):
                 self.inc = IncrementalMobileNetV2(model, switch=incremental_switch)
                 self.low, self.path = None, "fp32_incremental"

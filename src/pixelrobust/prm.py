@@ -37,11 +37,16 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
+from .cost import Progress
+from .data import load_split, read_manifest
 from .errors import ConfigError
 from .evaluate import predict
-from .gradients import chance_iou, iou, n_selected, pixel_mask
-from .io import atomic_path
+from .gradients import pixel_mask
+from .io import atomic_path, save_npz, write_table
+from .maps import chance_iou, iou, n_selected
+from .models import build_model, freeze
 from .runtime import model_device
 
 log = logging.getLogger("pixelrobust")
@@ -304,13 +309,6 @@ class PRMClassifier(nn.Module):
         return self.classifier(self.mix(x))
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 # ----------------------------------------------------------------------------------------------
 # Training with resumable checkpoints
 # ----------------------------------------------------------------------------------------------
@@ -416,16 +414,7 @@ def train(
                 tmp,
             )
 
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=total, initial=step, desc="train PRM", disable=not progress, mininterval=5.0
-        )
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        bar = None
-    from .cost import Progress
-
+    bar = tqdm(total=total, initial=step, desc="train PRM", disable=not progress, mininterval=5.0)
     steps_left = Progress("PRM training, steps from here", total - step)
     while step < total:
         epoch, b = divmod(step, per_epoch)
@@ -463,9 +452,8 @@ def train(
                 "top1": top1,
             }
         )
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", top1=f"{top1:.3f}", refresh=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", top1=f"{top1:.3f}", refresh=False)
         if step % checkpoint_every == 0 or step % per_epoch == 0 or step == total:
             save()
             log.info(
@@ -478,8 +466,7 @@ def train(
                 ce.item(),
                 top1,
             )
-    if bar is not None:
-        bar.close()
+    bar.close()
     prm.eval()
     return pd.DataFrame(history, columns=HISTORY_COLUMNS)
 
@@ -541,7 +528,7 @@ def _gradient_pass(
         flat = per_image.flatten(1).double()
         order = torch.sort(flat, dim=1, descending=True, stable=True).indices[
             :, :n_top
-        ]  # ties: pixel order, as pixel_mask
+        ]  # ties: pixel order, as pixel_mask (maps.top_k_mask, pixel_order)
         top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, order, True)
         inter, union = (top & flat_lat).sum(1), (top | flat_lat).sum(1)
         ious.append(
@@ -641,8 +628,6 @@ def sweep_prms(prm: PRM, meta: dict, control_seed: int) -> dict[str, nn.Module]:
 
 
 def _load_range(data_dir, images: dict):
-    from .data import load_split, read_manifest
-
     counts = read_manifest(data_dir)["counts"]
     split = images["split"]
     if split not in counts:
@@ -658,29 +643,28 @@ def _load_range(data_dir, images: dict):
     return load_split(data_dir, split, start, stop)
 
 
-def run_train_prm(
-    spec: dict,
-    weights,
-    data_dir,
-    out: dict,
-    checkpoint,
+def train_prm(
     *,
+    data,
+    weights,
+    out: dict,
+    spec: dict,
+    checkpoint,
     lattice: str,
     depth: int,
     start_filters: int,
     residual: bool,
+    first_conv: str,
     train_cfg: dict,
     images: dict,
     seed: int,
     device,
     progress: bool = True,
-    first_conv: str = "ours",
 ) -> None:
-    """Rule ``train_prm``: train a PRM in front of one frozen classifier; resumable through ``checkpoint``."""
-    from .io import write_table
-    from .models import build_model
-
-    data = _load_range(data_dir, images)
+    """Rule ``train_prm``: train a PRM in front of one frozen classifier on the ``images`` range of
+    ``data``; resumable through ``checkpoint``; the PRM to ``out["prm"]``, its history to ``out["history"]``.
+    ``train_cfg`` is the rule's ``train`` param (under another name: :func:`train` is called here)."""
+    data = _load_range(data, images)
     classifier = build_model(spec, weights, device)
     fits = max_depth(lattice, *data.images.shape[-2:])
     if depth > fits:  # ours: cap instead of failing, so one prm.depth serves a pool of lattices
@@ -730,29 +714,26 @@ def run_train_prm(
     Path(checkpoint).unlink(missing_ok=True)  # the finished PRM supersedes it
 
 
-def run_prm_sweep(
-    spec: dict,
-    weights,
-    data_dir,
-    prm_path,
-    out: dict,
+def prm_sweep(
     *,
+    data,
+    weights,
+    prm,
+    out: dict,
+    spec: dict,
     lambdas,
     n_images: int,
     topk_percent: float,
     batch_size: int,
-    device,
     control_seed: int,
+    device,
 ) -> None:
     """Rule ``prm_sweep``: accuracy and lattice IoU over λ on the first ``n_images`` test images, for the
-    trained PRM and its controls (:func:`sweep_prms`) through the same code; ``out``: ``table``, ``images``, ``maps``."""
-    from .data import load_split
-    from .io import save_npz, write_table
-    from .models import build_model
-
-    data = load_split(data_dir, "test", 0, n_images)
+    trained PRM (its file ``prm``) and its controls (:func:`sweep_prms`) through the same code; ``out``:
+    ``table``, ``images``, ``maps``."""
+    data = load_split(data, "test", 0, n_images)
     classifier = build_model(spec, weights, device)
-    prm, meta = load_prm(prm_path, device)
+    prm, meta = load_prm(prm, device)
     clean = (
         (
             predict(classifier, data.images, batch_size, model_device(classifier)).argmax(1)
@@ -800,16 +781,15 @@ def run_prm_sweep(
 SWEEP_COLUMNS = ["dataset", "model", "prm", "lambda", "top1", "iou", "image_iou"]
 
 
-def prm_tables(paths: list[str], image_paths: list[str], out: dict) -> pd.DataFrame:
-    """Rule ``prm_tables``: ``prm_lambda_sweep.csv`` (fixed columns), a detail table with chance levels and clean
-    top-1, and the per-image table (``prm_lambda_sweep_images.csv``) the IoU verdict resamples."""
-    from .io import write_table
-
-    detail = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+def prm_tables(*, tables: list[str], images: list[str], out: dict) -> pd.DataFrame:
+    """Rule ``prm_tables``: the prm_sweep tables and per-image tables (``tables``, ``images``) into
+    ``prm_lambda_sweep.csv`` (fixed columns), a detail table with chance levels and clean top-1, and the
+    per-image table (``prm_lambda_sweep_images.csv``) the IoU verdict resamples."""
+    detail = pd.concat([pd.read_csv(p) for p in tables], ignore_index=True)
     write_table(detail[SWEEP_COLUMNS], out["csv"], out["md"])
     write_table(detail, out["detail"])
     write_table(
-        pd.concat([pd.read_csv(p) for p in image_paths], ignore_index=True),
+        pd.concat([pd.read_csv(p) for p in images], ignore_index=True),
         out["images"],
         float_format="%.6g",
     )

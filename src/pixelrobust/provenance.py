@@ -14,7 +14,10 @@ import os
 import platform
 import subprocess
 from importlib import metadata
+from inspect import signature as arguments
 from pathlib import Path
+
+from .io import atomic_path
 
 PACKAGES = (
     "torch",
@@ -72,6 +75,7 @@ def git_commit() -> str:
 
 
 def device_name(device) -> str:
+    # lazy: provenance imports fast (the Snakefile signs every rule's params with it); torch ~1 s
     import torch
 
     device = torch.device(device)
@@ -130,8 +134,6 @@ def _drop_config(jobs: list[dict], sha256: str | None) -> None:
 
 
 def write(path: str | os.PathLike, record: dict) -> None:
-    from .io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
 
@@ -171,8 +173,6 @@ def from_snakemake(smk, seed=None, device=None, threads=None) -> None:
 # change of any one changes the set (docs/development.md, "Config keys"). Our params are values or
 # functions of the wildcards only (checked here). Called from workflow/Snakefile on every rule.
 def params_signature(rule):
-    from inspect import signature as arguments
-
     items = list(rule.params._allitems())
     for name, item in items:
         if name is None or (callable(item) and len(arguments(item).parameters) != 1):

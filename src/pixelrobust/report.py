@@ -18,6 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
+from .io import atomic_path
+
 _BLOCK = re.compile(r"^\s*var (results|categories) = (\{.*\});\s*$", re.M)
 _FRONT = re.compile(r"^\s*var workflow_desc = (\".*\");\s*$", re.M)
 # The front page (workflow/report/workflow.rst including the summary rule's results/report/front_page.rst)
@@ -78,10 +82,6 @@ def build_report(
     target: str = "all",
 ) -> None:
     """Run ``snakemake --report`` for ``target`` with ``config`` and move the checked report to ``out``."""
-    import yaml
-
-    from .io import atomic_path
-
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(out, suffix=".html") as part:
         cfg = Path(tmp) / "config.yaml"

@@ -29,9 +29,15 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats as _st
 
-from .map_compare import topk_mask
+from .cam import gradcam_pp
+from .gradients import input_gradients
+from .io import load_npz, save_npz, write_table
+from .maps import iou, iou_matrix, top_k_mask
+from .models import build_model
+from .runtime import model_device
 from .stats import binding, boot_mean, boot_stat, decide, decide_all, paired_diff_ci
 from .synthesis import LABELS as MAP_LABELS
 from .synthesis import agreement_matrices
@@ -150,14 +156,6 @@ def per_image_agreement(a: np.ndarray, b: np.ndarray, k_percent: float) -> pd.Da
             }
         )
     return pd.DataFrame(rows, columns=["spearman", "iou_topk", "spearman_null", "iou_null"])
-
-
-def set_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every boolean set of ``a`` (N×P) with every set of ``b``: N×N (1 where both are empty)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def _excess(per_image: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -279,8 +277,6 @@ def agreement_row(
 
 def load_p1(npzs: list[str]) -> dict[str, np.ndarray]:
     """One model's P1 chunk maps concatenated: ids, vulnerable, drop, searched (every image of the chunks)."""
-    from .io import load_npz
-
     zs = [load_npz(p) for p in npzs]
     if not zs:
         raise ValueError("no P1 map files (results/p1/onepixel/<model>/chunk-*.npz) to compare")
@@ -395,7 +391,7 @@ def p1_rows(
     m = int(bb.sum())
     sets_a = (va & pix)[bb].reshape(m, H_W)
     sets_b = (vb & pix)[bb].reshape(m, H_W)
-    ov = set_iou_matrix(sets_a, sets_b) if m else np.zeros((0, 0))
+    ov = iou_matrix(sets_a, sets_b) if m else np.zeros((0, 0))
     own = np.diag(ov) if m else np.zeros(0)
     null = (
         np.array([ov[i][np.arange(m) != i].mean() for i in range(m)])
@@ -670,9 +666,9 @@ def mean_map_rows(
             np.asarray(grad_std["dataset_map"], float),
             np.asarray(grad_rob["dataset_map"], float),
         )
-        iou = float(
-            (topk_mask(a, k_percent) & topk_mask(b, k_percent)).sum()
-            / (topk_mask(a, k_percent) | topk_mask(b, k_percent)).sum()
+        top_iou = iou(
+            top_k_mask(a, k_percent, ties="shuffled", at_least_one=True),
+            top_k_mask(b, k_percent, ties="shuffled", at_least_one=True),
         )
         n = int(grad_std.get("n_images", 0))
         rows.append(
@@ -685,8 +681,8 @@ def mean_map_rows(
                 observed=_spearman(a, b),
                 control=ref_name if ref is not None else "",
                 control_value=ref[0] if ref is not None else np.nan,
-                evidence=f"top-{k_percent:g} % IoU of the two dataset maps {iou:.3f} (the top-k masks masked PGD would take at "
-                f"k {k_percent:g} %); {n} {str(grad_std.get('split', ''))} images; "
+                evidence=f"top-{k_percent:g} % IoU of the two dataset maps {top_iou:.3f} (top-k sets at k {k_percent:g} %, ties shuffled; masked PGD's "
+                f"own masks break ties in pixel order); {n} {str(grad_std.get('split', ''))} images; "
                 + (
                     ref_text
                     or "no untrained reference in this run: a Spearman of mean maps is high for any two "
@@ -793,10 +789,6 @@ def untrained_copy(spec: dict, seed: int, device="cpu"):
     """The standard model's architecture with a seeded random initialisation and no weights loaded, built the way
     :func:`pixelrobust.models.build_model` builds the trained one (same wrapper, normalisation, Grad-CAM++
     layer)."""
-    import torch
-
-    from .models import build_model
-
     state = torch.random.get_rng_state()
     torch.manual_seed(int(seed))
     try:
@@ -811,12 +803,6 @@ def reference_maps(
     """The maps of :data:`REFERENCE_MAPS` of ``model`` on ``images`` (N×C×H×W in [0, 1]) for ``labels``, as the
     synthesis computes them (:func:`pixelrobust.synthesis.image_maps`): |∂CE/∂x| averaged over channels, and
     Grad-CAM++ of the true class."""
-    import torch
-
-    from .cam import gradcam_pp
-    from .gradients import input_gradients
-    from .runtime import model_device
-
     x, y = (
         torch.as_tensor(np.asarray(images, np.float32)),
         torch.as_tensor(np.asarray(labels)).long(),
@@ -945,29 +931,34 @@ def pair_name(standard: str, robust: str) -> str:
     return f"{standard}__{robust}"
 
 
-def run_compare(
-    pairs: list[dict],
-    datasets: dict[str, str],
+def robust_compare(
+    *,
     inputs: dict,
     out: dict,
-    *,
+    pairs: list[dict],
+    models: list[str],
+    datasets: dict[str, str],
+    specs: dict[str, dict] | None,
     stages: list[str],
-    k_percent: float,
+    topk_percent: float,
     border: float,
     max_k: float,
     n_boot: int,
     seed: int,
-    specs: dict[str, dict] | None = None,
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Rule ``robust_compare``: ``robust_compare.csv``/``.md`` and one npz of mean maps per pair (``out["maps"]``,
-    a list of paths in the order of ``pairs``). ``inputs``: ``p1`` {model: [chunk npz]}, ``masked_pgd_images`` (csv), ``gradients`` {model: npz},
-    ``synthesis`` {model: npz}. With ``specs`` (the standard
-    models' specs) and their weights, the synthesis images' input-gradient and Grad-CAM++ maps of an untrained copy
-    of each standard model (seed ``seed + i``) are computed here (one backward pass per image) as the agreement
-    rows' same-run reference."""
-    from .io import load_npz, save_npz, write_table
-
+    a list of paths in the order of ``pairs``). ``inputs``: the rule's inputs by name, ``p1_<model>`` [chunk npz],
+    ``gradients_<model>`` (npz), ``synthesis_<model>`` (npz) for each of ``models`` and ``masked_pgd_images``
+    (csv), each where its stage is compared. With ``specs`` (the standard models' specs) and their weights, the
+    synthesis images' input-gradient and Grad-CAM++ maps of an untrained copy of each standard model (seed
+    ``seed + i``) are computed here (one backward pass per image) as the agreement rows' same-run reference."""
+    inputs = {
+        "onepixel": {m: list(inputs[f"p1_{m}"]) for m in models if f"p1_{m}" in inputs},
+        "gradients": {m: inputs[f"gradients_{m}"] for m in models if f"gradients_{m}" in inputs},
+        "synthesis": {m: inputs[f"synthesis_{m}"] for m in models if f"synthesis_{m}" in inputs},
+        "masked_pgd_images": inputs.get("masked_pgd_images"),
+    }
     masked = (
         pd.read_csv(inputs["masked_pgd_images"], dtype={"image_id": str})
         if "masked_pgd" in stages
@@ -998,7 +989,7 @@ def run_compare(
             gradients=get("gradients", load_npz, s, r),
             synthesis=synthesis,
             reference=reference,
-            k_percent=k_percent,
+            k_percent=topk_percent,
             border=border,
             max_k=max_k,
             n_boot=n_boot,
@@ -1029,8 +1020,7 @@ __all__ = [
     "normalised_ordering",
     "per_image_agreement",
     "reference_maps",
-    "run_compare",
-    "set_iou_matrix",
+    "robust_compare",
     "synthesis_rows",
     "untrained_copy",
 ]

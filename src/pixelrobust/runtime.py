@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .provenance import from_snakemake
 
 log = logging.getLogger("pixelrobust")
 
@@ -83,20 +84,39 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def job(
-    log_path: str | os.PathLike | None,
-    seed: int = 0,
-    threads: int | None = None,
-    device: str = "auto",
-    smk=None,
-) -> Iterator[torch.device]:
-    """Set up a workflow job: log to ``log_path``, seed, set thread count, pick the device.
+def job(smk) -> Iterator[torch.device]:
+    """Open a workflow job from its script's ``snakemake`` object; every script opens its job this way.
 
-    Any exception is written to the log with its traceback and re-raised, so Snakemake marks the
-    job failed and removes its outputs. With ``smk`` (the script's ``snakemake`` object) and a
-    ``prov`` output, a provenance record is written there when the job succeeds
-    (:mod:`pixelrobust.provenance`).
+    The convention (docs/development.md, "Layout"): rule ``X`` in ``workflow/rules/<stage>.smk`` runs
+    ``workflow/scripts/X.py``, which imports ``X`` from its library module (a figure: ``plot`` from
+    ``pixelrobust.figures.X``), opens ``with job(snakemake) as device:`` and makes one call::
+
+        p = snakemake.params
+        with job(snakemake) as device:
+            onepixel_search(data=..., weights=..., segments=..., out=dict(snakemake.output.items()),
+                            spec=p.spec, bounds=p.bounds, ..., seed=p.seed, device=device)
+
+    Every entry point takes keywords only: each of the rule's named inputs under its name (a path, or a
+    list of paths; inputs keyed by model as one mapping), its outputs as one
+    mapping ``out`` keyed like the rule's named outputs (an unnamed output under its file type, ``csv`` or
+    ``npz``; ``prov`` is this function's), each param it reads under its name, wildcards it needs under
+    theirs, and ``device``, the device this function picked, where the rule has a ``device`` param (the
+    details and the two exceptions: docs/development.md, "Layout"; checked by tests/test_scripts.py).
+
+    What it does: log to ``smk.log[0]`` (and stderr). A compute job, a rule with a ``device`` param (and
+    so ``seed`` and ``threads``), is seeded with ``params.seed``, runs ``smk.threads`` torch threads on
+    ``params.device`` (:func:`resolve_device`); any other job (downloads, tables, figures) is seeded with 0
+    on the default thread count and device 'auto'. Any exception is written to the log with its traceback
+    and re-raised, so Snakemake marks the job failed and removes its outputs. When the job succeeds and
+    the rule has a ``prov`` output, its provenance record is written there
+    (:func:`pixelrobust.provenance.from_snakemake`; seed, device and threads for a compute job only).
     """
+    params = dict(smk.params.items())
+    compute = "device" in params
+    log_path = smk.log[0] if len(smk.log) else None
+    seed = params["seed"] if compute else 0
+    threads = smk.threads if compute else None
+    device = params["device"] if compute else "auto"
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -126,16 +146,12 @@ def job(
                 os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             )
         yield dev
-        if smk is not None:
-            from .provenance import from_snakemake
-
-            compute = bool(threads)  # table and figure jobs get no threads/seed/device
-            from_snakemake(
-                smk,
-                seed if compute else None,
-                dev if compute else None,
-                torch.get_num_threads() if compute else None,
-            )
+        from_snakemake(
+            smk,
+            seed if compute else None,
+            dev if compute else None,
+            torch.get_num_threads() if compute else None,
+        )
     except BaseException:
         log.error("job failed:\n%s", traceback.format_exc())
         raise

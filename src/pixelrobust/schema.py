@@ -14,6 +14,7 @@ import functools
 from importlib import resources
 
 import yaml
+from jsonschema import Draft202012Validator, validators
 
 # A path in an ordinary install (a wheel unpacked into site-packages, an editable checkout): the workflow
 # gives it to Snakemake's validate.
@@ -59,8 +60,6 @@ def fill(node: dict, value, schema: dict):
     ``items``, each ``oneOf``/``anyOf`` branch tried up to the first that fits, ``allOf``, ``if``/``then``).
     What does not validate is left to the workflow's validation to report (a library caller may pass a
     partial config); a default is not filled into a value that is not a mapping."""
-    from jsonschema import Draft202012Validator, validators
-
     filler = validators.extend(
         Draft202012Validator,
         {"properties": _set_defaults(Draft202012Validator.VALIDATORS["properties"])},

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from skimage.segmentation import slic
 from torchvision.transforms import functional as TF
 
 from .errors import ConfigError
@@ -26,8 +27,6 @@ def slic_segments(
 
     Labels are renumbered consecutively, so every label in 0..R-1 has at least one pixel.
     """
-    from skimage.segmentation import slic
-
     if n_segments < 1 or compactness <= 0:
         raise ConfigError(
             f"SLIC needs n_segments >= 1 and compactness > 0, got {n_segments}, {compactness}"

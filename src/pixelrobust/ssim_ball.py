@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .gradients import LOSSES, loss_gradient
 
 log = logging.getLogger("pixelrobust")
 
@@ -516,6 +517,7 @@ def solve_admm(
 
 def cvxpy_problem(p: SSIMBallProblem, i: int):
     """Image ``i`` of a problem batch as a CVXPY problem (one vectorised cone constraint)."""
+    # lazy: only the CVXPY reference needs these (cvxpy takes about 1 s to import)
     import cvxpy as cp
     import scipy.sparse as sp
 
@@ -545,6 +547,7 @@ def cvxpy_problem(p: SSIMBallProblem, i: int):
 
 def solve_cvxpy(p: SSIMBallProblem, solver: str = "clarabel", **options) -> Solution:
     """The reference: every image of the batch solved by CVXPY with Clarabel or SCS."""
+    # lazy: only the CVXPY reference needs these (cvxpy takes about 1 s to import)
     import cvxpy as cp
 
     names = {"clarabel": cp.CLARABEL, "scs": cp.SCS}
@@ -577,24 +580,7 @@ def solve(p: SSIMBallProblem, solver: str = "admm", **options) -> Solution:
     raise ConfigError(f"ssim solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
 
 
-# --- the attack: sequential convex programming -------------------------------------------------
-LOSSES = ("margin", "ce")
-
-
-def loss_gradient(
-    model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, kind: str = "margin"
-) -> torch.Tensor:
-    """∂loss/∂x at ``x`` of the summed ``margin`` (best other logit − true logit) or ``ce`` loss:
-    the objective of an attack step."""
-    x = x.detach().clone().requires_grad_(True)
-    logits = model(x)
-    if kind == "ce":
-        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
-    else:
-        true = logits.gather(1, labels[:, None])[:, 0]
-        loss = (logits.scatter(1, labels[:, None], -math.inf).amax(1) - true).sum()
-    (grad,) = torch.autograd.grad(loss, x)
-    return grad
+# --- the attack: sequential convex programming (the loss's gradient: gradients.loss_gradient) ----
 
 
 class SSIMBall:
@@ -718,7 +704,6 @@ __all__ = [
     "check_epsilon",
     "check_windows",
     "cvxpy_problem",
-    "loss_gradient",
     "solve",
     "solve_admm",
     "solve_cvxpy",

@@ -1,6 +1,6 @@
 """P2's study: SSIM-ball attacks over an ε sweep beside L2 / L∞ PGD, on correctly classified images.
 
-Rule ``attack_ssim`` (:func:`run_attack_ssim`) attacks one chunk: the SSIM ball at every ε and PGD
+Rule ``attack_ssim`` (:func:`attack_ssim`) attacks one chunk: the SSIM ball at every ε and PGD
 at every budget of its grids; per image it records success, prediction, mean SSIM
 (``skimage.metrics.structural_similarity``, 7×7 windows, data range 1), L2 and L∞ of δ, steps and
 seconds; it keeps the SSIM-ball adversarial images at the comparison ε for the maps.
@@ -19,11 +19,17 @@ import time
 import numpy as np
 import pandas as pd
 import torch
+from skimage.metrics import structural_similarity
 
 from .cost import Progress
+from .data import load_split
 from .evaluate import predict
+from .gradients import loss_gradient
+from .io import save_npz, write_table
+from .models import build_model, freeze
 from .pgd import PGD
-from .ssim_ball import SSIMBall, SSIMBallProblem, loss_gradient, solve
+from .runtime import model_device
+from .ssim_ball import SSIMBall, SSIMBallProblem, solve
 
 log = logging.getLogger("pixelrobust")
 
@@ -65,8 +71,6 @@ ATTACKS = ("ssim_ball", "pgd_linf", "pgd_l2")
 
 def mean_ssim(x: torch.Tensor, adv: torch.Tensor, full: bool = False):
     """skimage SSIM of two C×H×W images in [0, 1] (channels averaged); with ``full`` also the H×W map."""
-    from skimage.metrics import structural_similarity
-
     a = x.detach().double().cpu().permute(1, 2, 0).numpy()
     b = adv.detach().double().cpu().permute(1, 2, 0).numpy()
     if full:
@@ -137,8 +141,6 @@ def attack_ssim_chunk(
     batch_size: int,
 ):
     """All attacks on the correctly classified images of one chunk: (per-image table, kept adversarials)."""
-    from .runtime import model_device
-
     device = model_device(model)
     pred = predict(model, images, batch_size, device).argmax(1)
     keep = (pred == labels).nonzero()[:, 0]
@@ -200,32 +202,25 @@ def attack_ssim_chunk(
     return table, {**kept, "image_id": np.asarray(kid, dtype=str), "label": y.cpu().numpy()}
 
 
-def run_attack_ssim(
-    spec: dict,
-    weights,
-    data_dir,
-    start: int,
-    stop: int,
-    out_csv,
-    out_npz,
+def attack_ssim(
     *,
+    data,
+    weights,
+    out: dict,
+    spec: dict,
+    bounds: tuple[int, int],
     epsilons,
     ball,
     pgd,
     compare_epsilon,
-    seed: int,
     batch_size: int,
+    seed: int,
     device,
 ) -> None:
-    """Rule ``attack_ssim``: one chunk of test images of one model."""
-    from .data import load_split
-    from .io import save_npz, write_table
-    from .models import build_model
-
-    split = load_split(data_dir, "test", start, stop)
-    model = build_model(spec, weights, device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    """Rule ``attack_ssim``: test images ``bounds`` (start, stop) of one model; the per-image table to
+    ``out["csv"]``, the adversarial images to ``out["npz"]``."""
+    split = load_split(data, "test", *bounds)
+    model = freeze(build_model(spec, weights, device))
     table, kept = attack_ssim_chunk(
         model,
         split.images,
@@ -238,8 +233,8 @@ def run_attack_ssim(
         seed=seed,
         batch_size=batch_size,
     )
-    save_npz(out_npz, **kept)
-    write_table(table, out_csv, float_format="%.8g")
+    save_npz(out["npz"], **kept)
+    write_table(table, out["csv"], float_format="%.8g")
 
 
 def summarise(per_image: pd.DataFrame) -> pd.DataFrame:
@@ -286,13 +281,10 @@ def match_pgd(table: pd.DataFrame, compare_epsilon: float) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
 
-def ssim_tables(chunks: list[str], out: dict, compare_epsilon: float) -> pd.DataFrame:
-    """Rule ``ssim_tables``: ``ssim_attack.csv``/``.md`` and ``ssim_matched.csv``/``.md``."""
-    from .io import write_table
-
-    per_image = pd.concat(
-        [pd.read_csv(p, dtype={"image_id": str}) for p in chunks], ignore_index=True
-    )
+def ssim_tables(*, csv: list[str], out: dict, compare_epsilon: float) -> pd.DataFrame:
+    """Rule ``ssim_tables``: the attack_ssim chunk tables ``csv`` merged into ``ssim_attack.csv``/``.md``
+    and ``ssim_matched.csv``/``.md``."""
+    per_image = pd.concat([pd.read_csv(p, dtype={"image_id": str}) for p in csv], ignore_index=True)
     if per_image.empty:
         raise ValueError("no correctly classified image was attacked; raise ssim.n_images")
     table = summarise(per_image)
@@ -319,8 +311,6 @@ def solver_check(
 ) -> pd.DataFrame:
     """The first attack step of each image (margin gradient at the clean image, centre ``crop``) solved by
     the fast solver and by each CVXPY solver; objective gap to the first CVXPY solver (the reference)."""
-    from .runtime import model_device
-
     device = model_device(model)
     x, y = images.to(device), labels.to(device)
     g = loss_gradient(model, x, y, ball["loss"])
@@ -354,30 +344,24 @@ def solver_check(
     return pd.DataFrame(rows, columns=CHECK_COLUMNS)
 
 
-def run_solver_check(
-    spec: dict,
-    weights,
-    data_dir,
-    n_images: int,
-    out,
+def ssim_solver_check(
     *,
+    data,
+    weights,
+    out: dict,
+    spec: dict,
+    n_images: int,
     epsilon,
     ball,
     crop,
     solvers,
     tol,
     device,
-    md=None,
 ) -> None:
-    """Rule ``ssim_solver_check``: fast solver against CVXPY on the first images' first step."""
-    from .data import load_split
-    from .io import write_table
-    from .models import build_model
-
-    split = load_split(data_dir, "test", 0, n_images)
-    model = build_model(spec, weights, device)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    """Rule ``ssim_solver_check``: fast solver against CVXPY on the first images' first step; the table
+    to ``out["csv"]`` and ``out["md"]``."""
+    split = load_split(data, "test", 0, n_images)
+    model = freeze(build_model(spec, weights, device))
     table = solver_check(
         model,
         split.images,
@@ -395,20 +379,20 @@ def run_solver_check(
         raise RuntimeError(
             f"the fast SSIM-ball solver disagrees with CVXPY beyond 1 % or violates a bound by > 1e-4:\n{table}"
         )
-    write_table(table, out, md, float_format="%.8g")
+    write_table(table, out["csv"], out["md"], float_format="%.8g")
 
 
 __all__ = [
     "ATTACKS",
     "IMAGE_COLUMNS",
     "TABLE_COLUMNS",
+    "attack_ssim",
     "attack_ssim_chunk",
     "match_pgd",
     "mean_ssim",
-    "run_attack_ssim",
     "run_pgd",
-    "run_solver_check",
     "solver_check",
+    "ssim_solver_check",
     "ssim_tables",
     "summarise",
 ]

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from .io import atomic_path, write_table
+from .provenance import git_commit
 from .report import FRONT_PAGE_HEADING
 from .stats import MIN_IMAGES, binding, decide, decide_all, paired_diff_ci
 
@@ -166,8 +169,8 @@ def p2_claims(ssim_summary: pd.DataFrame, model: str, dataset: str) -> list[dict
     ``ssim.compare.success_tolerance`` has its test counted as inconclusive (the model-free budget-map test,
     which no success rate affects, still decides). The headline effect is the test that decides
     (:func:`pixelrobust.stats.binding`); the sliding 7×7 1 − SSIM map is quoted as a sensitivity check."""
+    # lazy: map_compare imports torch and skimage (about 2.5 s); the rest of summary reads tables only
     from .map_compare import BUDGET, GRID_ARTEFACT, SUCCESS_DIFFERS
-    from .stats import binding, decide, decide_all
 
     s = ssim_summary.copy()
     s["baseline"] = s.baseline.fillna("")
@@ -611,8 +614,6 @@ def p3_defense(defense: pd.DataFrame, min_effect: float = 0.05) -> list[dict]:
     and the shift-only test still decides (so the claim is at best inconclusive, and not held if that test is). Adaptive, a top-1 above the gray-box one is flagged (the adaptive attack is weaker
     than transfer). Each row is its own claim at 95 % (no family-wise correction; read them one by one).
     """
-    from .stats import binding, decide, decide_all
-
     rows = []
     if defense is None or "effect" not in defense:
         return rows
@@ -741,8 +742,6 @@ def synthesis_findings(table: pd.DataFrame) -> list[dict]:
     of the model): held when the excess over the null is positive for both the top-k IoU and Spearman's
     rho (intersection-union), with bootstrap intervals over images. The row's effect is the test that
     decides (:func:`pixelrobust.stats.binding`)."""
-    from .stats import binding, decide, decide_all
-
     rows = []
     for r in table.itertuples():
         n = int(r.n_images)
@@ -1125,10 +1124,10 @@ def robust_models(config: dict) -> list[str]:
     return [p["robust"] for p in (config.get("robust_compare") or {}).get("pairs", [])]
 
 
-def run_summary(
+def summary(
+    *,
     inputs: dict,
     out: dict,
-    *,
     config: dict,
     config_sha256: str,
     configfiles: list[str],
@@ -1136,12 +1135,9 @@ def run_summary(
     n_boot: int,
     seed: int,
 ) -> pd.DataFrame:
-    """Rule ``summary``: ``results/SUMMARY.md`` and ``results/tables/claims.csv``."""
-    import yaml
-
-    from .io import atomic_path, write_table
-    from .provenance import git_commit
-
+    """Rule ``summary``: ``results/SUMMARY.md`` (``out["md"]``), ``results/tables/claims.csv``
+    (``out["claims"]``) and the report's front page (``out["front"]``) from the tables ``inputs`` (the rule's
+    inputs by name)."""
     claims = claims_table(
         inputs,
         ssim_model=config["ssim"]["model"],
@@ -1196,6 +1192,6 @@ __all__ = [
     "render",
     "robust_models",
     "robust_section",
-    "run_summary",
+    "summary",
     "synthesis_findings",
 ]

@@ -33,10 +33,14 @@ import torch
 from scipy import stats
 
 from .cam import gradcam_pp
-from .gradients import chance_iou as mask_chance_iou
-from .gradients import input_gradients, iou
+from .data import load_split
+from .gradients import input_gradients
+from .io import load_npz, save_npz, write_table
 from .map_compare import MAPS as P2_MAPS
-from .map_compare import change_maps, topk_mask
+from .map_compare import change_maps
+from .maps import chance_iou, iou, iou_matrix, top_k_mask
+from .models import build_model
+from .runtime import model_device
 from .ssim_ball import SSIMBall
 from .stats import boot_mean, bootstrap_ci
 
@@ -90,11 +94,6 @@ IMAGE_COLUMNS = [
 ]
 
 
-def chance_iou(k_percent: float) -> float:
-    """Expected IoU of two independent random top-k % sets (q / (2 − q) for q = k / 100)."""
-    return mask_chance_iou(k_percent / 100, k_percent / 100)
-
-
 def image_maps(
     model,
     images: torch.Tensor,
@@ -107,8 +106,6 @@ def image_maps(
 ) -> dict[str, np.ndarray]:
     """The SSIM-ball change map (``p2_map``, one of :data:`pixelrobust.map_compare.MAPS`), Grad-CAM++ and
     input-gradient maps (each N×H×W) of ``images`` in [0, 1]."""
-    from .runtime import model_device
-
     if p2_map not in P2_MAPS:
         raise ValueError(
             f"the P2 map must be one of {', '.join(P2_MAPS)}, got {p2_map!r} (ssim.compare.primary.map)"
@@ -144,7 +141,8 @@ def compare_pair(a: np.ndarray, b: np.ndarray, pixels: np.ndarray, k_percent: fl
         raise FloatingPointError("a map holds NaN or inf on the compared pixels")
     flat = np.ptp(va) == 0 or np.ptp(vb) == 0
     rho = np.nan if flat else float(stats.spearmanr(va, vb)[0])
-    ma, mb = topk_mask(va, k_percent), topk_mask(vb, k_percent)
+    ma = top_k_mask(va, k_percent, ties="shuffled", at_least_one=True)
+    mb = top_k_mask(vb, k_percent, ties="shuffled", at_least_one=True)
     return {"spearman": rho, "iou_topk": iou(ma, mb), "n_pixels": int(pixels.sum())}
 
 
@@ -172,11 +170,9 @@ def agreement_matrices(
         raise FloatingPointError("a map holds NaN or inf on the compared pixels")
     za, zb = _standard_ranks(a), _standard_ranks(b)
     rho = np.clip(za @ zb.T / a.shape[1], -1, 1)
-    ma = np.stack([topk_mask(v, k_percent) for v in a]).astype(np.float64)
-    mb = np.stack([topk_mask(v, k_percent) for v in b]).astype(np.float64)
-    inter = ma @ mb.T
-    union = ma.sum(1)[:, None] + mb.sum(1)[None, :] - inter
-    return rho, np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    ma = np.stack([top_k_mask(v, k_percent, ties="shuffled", at_least_one=True) for v in a])
+    mb = np.stack([top_k_mask(v, k_percent, ties="shuffled", at_least_one=True) for v in b])
+    return rho, iou_matrix(ma, mb)
 
 
 def compare_images(
@@ -266,7 +262,7 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
                 "ci_high": hi,
                 "iou_ci_low": ilo,
                 "iou_ci_high": ihi,
-                "chance_iou": chance_iou(k_percent),
+                "chance_iou": chance_iou(k_percent / 100, k_percent / 100),
                 "n_images": n_used,
                 "n_pixels": int(d.n_pixels.median()),
                 "topk_percent": k_percent,
@@ -289,35 +285,32 @@ def summarise(per_image: pd.DataFrame, k_percent: float, n_boot: int, seed: int)
 # ----------------------------------------------------------------------------------------------
 
 
-def run_maps(
-    spec: dict,
-    weights,
-    data_dir,
-    onepixel_npzs: list[str],
-    bounds: list[tuple[int, int]],
-    out_npz,
+def four_maps(
     *,
+    data,
+    weights,
+    maps: list[str],
+    out: dict,
+    spec: dict,
+    bounds: list[tuple[int, int]],
     n_images: int | None,
     epsilon: float,
     ball: dict,
+    p2_map: str,
     batch_size: int,
     device,
-    p2_map: str = "energy",
 ) -> None:
-    """Rule ``four_maps``: the four maps of the first ``n_images`` images P1 searched for one model."""
-    from .data import load_split
-    from .io import load_npz, save_npz
-    from .models import build_model
-
-    if len(onepixel_npzs) != len(bounds):
-        raise ValueError(f"{len(onepixel_npzs)} one-pixel map files for {len(bounds)} chunks")
+    """Rule ``four_maps``: the four maps of the first ``n_images`` images P1 searched for one model (its
+    one-pixel map files ``maps``, one per chunk of ``bounds``), to ``out["npz"]``."""
+    if len(maps) != len(bounds):
+        raise ValueError(f"{len(maps)} one-pixel map files for {len(bounds)} chunks")
     ids, imgs, labels, drop, searched = [], [], [], [], []
-    for path, (start, stop) in zip(onepixel_npzs, bounds):
+    for path, (start, stop) in zip(maps, bounds):
         z = load_npz(path)
-        split = load_split(data_dir, "test", start, stop)
+        split = load_split(data, "test", start, stop)
         if [str(i) for i in z["ids"]] != split.ids:
             raise ValueError(
-                f"{path} does not belong to test images {start}..{stop} of {data_dir}; rerun onepixel_search"
+                f"{path} does not belong to test images {start}..{stop} of {data}; rerun onepixel_search"
             )
         keep = np.flatnonzero(
             z["searched"].reshape(len(z["searched"]), -1).any(1)
@@ -337,22 +330,20 @@ def run_maps(
     x, y = torch.cat(imgs), torch.cat(labels)
     model = build_model(spec, weights, device)
     log.info("%s: four maps of %d images", spec["name"], len(ids))
-    maps = image_maps(model, x, y, epsilon=epsilon, ball=ball, batch_size=batch_size, p2_map=p2_map)
+    four = image_maps(model, x, y, epsilon=epsilon, ball=ball, batch_size=batch_size, p2_map=p2_map)
     save_npz(
-        out_npz,
+        out["npz"],
         image_id=np.asarray(ids, dtype=str),
         label=y.numpy(),
         image=x.numpy().astype(np.float32),
         onepixel=np.concatenate(drop),
         p2_map=np.asarray(p2_map),
         searched=np.concatenate(searched),
-        **maps,
+        **four,
     )
 
 
 def load_maps(path) -> dict:
-    from .io import load_npz
-
     z = load_npz(path)
     missing = [k for k in (*MAPS, "searched", "image_id") if k not in z]
     if missing:
@@ -360,28 +351,27 @@ def load_maps(path) -> dict:
     return z
 
 
-def run_tables(
-    npzs: dict[str, str],
-    datasets: dict[str, str],
-    out: dict,
+def synthesis_tables(
     *,
-    k_percent: float,
+    maps: dict[str, str],
+    out: dict,
+    datasets: dict[str, str],
+    topk_percent: float,
     n_boot: int,
     seed: int,
 ) -> pd.DataFrame:
-    """Rule ``synthesis_tables``: ``synthesis.csv``/``.md`` and the per-image ``synthesis_images.csv``."""
-    from .io import write_table
-
+    """Rule ``synthesis_tables``: the four_maps files (``maps``: model -> file) into ``synthesis.csv``/``.md``
+    and the per-image ``synthesis_images.csv``."""
     frames = []
-    for model, path in npzs.items():
+    for model, path in maps.items():
         z = load_maps(path)
-        d = compare_images(z, z["searched"], k_percent)
+        d = compare_images(z, z["searched"], topk_percent)
         d.insert(0, "image_id", z["image_id"][d.pop("image").to_numpy()])
         d.insert(0, "model", model)
         d.insert(0, "dataset", datasets[model])
         frames.append(d)
     per_image = pd.concat(frames, ignore_index=True)[IMAGE_COLUMNS]
-    table = summarise(per_image, k_percent, n_boot, seed)
+    table = summarise(per_image, topk_percent, n_boot, seed)
     write_table(per_image, out["images"], float_format="%.6g")
     write_table(table, out["csv"], out["md"])
     return table
@@ -394,12 +384,11 @@ __all__ = [
     "PAIRS",
     "TABLE_COLUMNS",
     "agreement_matrices",
-    "chance_iou",
     "compare_images",
     "compare_pair",
+    "four_maps",
     "image_maps",
     "load_maps",
-    "run_maps",
-    "run_tables",
     "summarise",
+    "synthesis_tables",
 ]

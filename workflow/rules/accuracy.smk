@@ -1,7 +1,7 @@
 rule clean_accuracy_chunk:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         "results/clean_accuracy/{model}/chunk-{chunk}.csv",
         prov="results/clean_accuracy/{model}/chunk-{chunk}.provenance.json",
@@ -15,8 +15,8 @@ rule clean_accuracy_chunk:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: clean_accuracy_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("clean_accuracy", w.model, w.chunk),
         batch_size=config["batch_size"],
         device=config["device"],
         seed=lambda w: job_seed("clean_accuracy", w.model, w.chunk),
@@ -24,9 +24,13 @@ rule clean_accuracy_chunk:
         "../scripts/clean_accuracy_chunk.py"
 
 
+CLEAN_ACCURACY_MODELS = prconfig.clean_accuracy_models(config)
+
+
 rule clean_accuracy:
     input:
-        unpack(clean_accuracy_chunks),
+        # every chunk's table by model, and every chunk's provenance record
+        **chunk_inputs("clean_accuracy", rules.clean_accuracy_chunk, CLEAN_ACCURACY_MODELS),
     output:
         csv=report(
             "results/tables/clean_accuracy.csv",
@@ -47,6 +51,6 @@ rule clean_accuracy:
     conda:
         ENV
     params:
-        datasets=lambda w: {m: dataset_of(m) for m in prconfig.clean_accuracy_models(config)},
+        datasets=lambda w: {m: dataset_of(m) for m in CLEAN_ACCURACY_MODELS},
     script:
         "../scripts/clean_accuracy.py"

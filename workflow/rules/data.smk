@@ -1,5 +1,9 @@
+# the built-in datasets and those described under datasets: (a user's own images)
+DATASET_NAMES = sorted(set(prdata.DATASETS) | set(config["datasets"]))
+
+
 wildcard_constraints:
-    dataset="|".join(dataset_names()),
+    dataset="|".join(DATASET_NAMES),
 
 
 rule download:

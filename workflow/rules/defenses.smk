@@ -1,8 +1,20 @@
+DEFENSE_EVAL = config["defense_eval"]
+USES_PRM = "stochastic_prm" in DEFENSE_EVAL["defenses"]
+# the PRM variants the stochastic-PRM defence draws from (defense_settings.stochastic_prm.pool)
+DEFENSE_POOL = prprm.pool_variants(DEFENSE_EVAL["defense_settings"]["stochastic_prm"]["pool"])
+# a defended model's trained PRMs of that pool (none without the stochastic-PRM defence)
+DEFENSE_PRMS = (
+    {"prms": expand(rules.train_prm.output.prm, variant=DEFENSE_POOL, allow_missing=True)}
+    if USES_PRM
+    else {}
+)
+
+
 rule defense_eval:
     input:
-        unpack(defense_prm),
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        **DEFENSE_PRMS,
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         "results/p3/defense/{model}/{attack}/chunk-{chunk}.csv",
         prov="results/p3/defense/{model}/{attack}/chunk-{chunk}.provenance.json",
@@ -11,15 +23,15 @@ rule defense_eval:
     benchmark:
         "results/benchmarks/rules/defense_eval/{model}/{attack}/{chunk}.tsv"
     wildcard_constraints:
-        attack="clean|onepixel|jsma|deepfool|cw|pgd",
+        attack="|".join(["clean", *prdefense_eval.ATTACKS]),
     conda:
         ENV
     threads: config["threads"]
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: defense_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("defense_eval", w.model, w.chunk),
         attack_settings=lambda w: config["defense_eval"]["attack_settings"].get(w.attack, {}),
         defenses={
             d: config["defense_eval"]["defense_settings"][d]
@@ -37,9 +49,23 @@ rule defense_eval:
         "../scripts/defense_eval.py"
 
 
+# every defense_eval chunk by model (clean + each attack), and their provenance records (with the
+# pool's PRMs')
+DEFENSE_INPUTS = chunk_inputs(
+    "defense_eval",
+    rules.defense_eval,
+    DEFENSE_EVAL["models"],
+    attack=["clean", *DEFENSE_EVAL["attacks"]],
+)
+if USES_PRM:
+    DEFENSE_INPUTS["prov"] += expand(
+        rules.train_prm.output.prov, model=DEFENSE_EVAL["models"], variant=DEFENSE_POOL
+    )
+
+
 rule defense_tables:
     input:
-        unpack(defense_chunks),
+        **DEFENSE_INPUTS,
     output:
         csv=report(
             "results/tables/defense.csv",
@@ -71,7 +97,7 @@ rule defense_tables:
 
 rule p3_defense:
     input:
-        "results/tables/defense.csv",
+        rules.defense_tables.output.csv,
     output:
         png=report(
             "results/figures/p3_defense.png",

@@ -1,7 +1,7 @@
 rule gradient_map:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         "results/p3/gradients/{model}.npz",
         prov="results/p3/gradients/{model}.provenance.json",
@@ -15,7 +15,7 @@ rule gradient_map:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
+        spec=model_spec,
         split=lambda w: config["gradients"]["split"][dataset_of(w.model)],
         n_images=lambda w: config["gradients"]["n_images"][dataset_of(w.model)],
         start=lambda w: config["gradients"]["start"].get(dataset_of(w.model), 0),
@@ -29,7 +29,7 @@ rule gradient_map:
 
 rule p3_gradient_maps:
     input:
-        expand("results/p3/gradients/{model}.npz", model=config["gradients"]["models"]),
+        expand(rules.gradient_map.output[0], model=config["gradients"]["models"]),
     output:
         png=report(
             "results/figures/p3_gradient_maps.png",

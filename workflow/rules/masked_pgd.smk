@@ -1,8 +1,13 @@
+MASKED_PGD = config["masked_pgd"]
+# the configured PGD variants by norm (L2 only when masked_pgd.l2 is set)
+PGD_ATTACKS = {norm: MASKED_PGD[norm] for norm in ("linf", "l2") if MASKED_PGD.get(norm)}
+
+
 rule masked_pgd:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        maps="results/p3/gradients/{model}.npz",
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        maps=rules.gradient_map.output[0],
     output:
         "results/p3/masked_pgd/{model}/chunk-{chunk}.csv",
         prov="results/p3/masked_pgd/{model}/chunk-{chunk}.provenance.json",
@@ -16,11 +21,11 @@ rule masked_pgd:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: masked_pgd_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("masked_pgd", w.model, w.chunk),
         masks=config["masked_pgd"]["masks"],
         k_percent=config["masked_pgd"]["k_percent"],
-        attacks=pgd_attacks(),
+        attacks=PGD_ATTACKS,
         mask_seed=lambda w: job_seed("masked_pgd_mask", w.model),
         batch_size=config["batch_size"],
         device=config["device"],
@@ -29,11 +34,22 @@ rule masked_pgd:
         "../scripts/masked_pgd.py"
 
 
+# every chunk's table by model; the chunks' and the gradient maps' provenance records
+MASKED_PGD_INPUTS = chunk_inputs("masked_pgd", rules.masked_pgd, MASKED_PGD["models"])
+MASKED_PGD_INPUTS["prov"] += expand(rules.gradient_map.output.prov, model=MASKED_PGD["models"])
+# the table of each configured norm and its markdown, named linf, linf_md, l2, l2_md
+MASKED_PGD_TABLES = {
+    name: f"results/tables/{'masked_pgd' if norm == 'linf' else 'masked_pgd_l2'}.{ext}"
+    for norm in PGD_ATTACKS
+    for name, ext in ((norm, "csv"), (f"{norm}_md", "md"))
+}
+
+
 rule masked_pgd_tables:
     input:
-        unpack(masked_pgd_chunks),
+        **MASKED_PGD_INPUTS,
     output:
-        **masked_pgd_table_outputs(),
+        **MASKED_PGD_TABLES,
         images="results/tables/masked_pgd_images.csv",
         prov=report(
             "results/tables/masked_pgd.provenance.json",
@@ -47,14 +63,14 @@ rule masked_pgd_tables:
     conda:
         ENV
     params:
-        datasets={m: dataset_of(m) for m in config["masked_pgd"]["models"]},
+        datasets={m: dataset_of(m) for m in MASKED_PGD["models"]},
     script:
         "../scripts/masked_pgd_tables.py"
 
 
 rule p3_masked_pgd:
     input:
-        lambda w: masked_pgd_table_outputs()[w.norm],
+        lambda w: rules.masked_pgd_tables.output[w.norm],
     output:
         png=report(
             "results/figures/p3_masked_pgd_{norm}.png",

@@ -9,7 +9,7 @@ rule get_weights:
     conda:
         ENV
     params:
-        spec=lambda w: MODELS[w.model],
+        spec=model_spec,
         sha256=lambda w: WEIGHTS[w.model]["sha256"],
     script:
         "../scripts/get_weights.py"

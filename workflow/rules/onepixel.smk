@@ -1,7 +1,7 @@
 rule segment:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         "results/p1/segments/{model}/chunk-{chunk}.npz",
         prov="results/p1/segments/{model}/chunk-{chunk}.provenance.json",
@@ -15,8 +15,8 @@ rule segment:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: onepixel_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("onepixel", w.model, w.chunk),
         slic=lambda w: config["onepixel"]["segmentation"][dataset_of(w.model)],
         occlusion=config["onepixel"]["occlusion"],
         batch_size=config["batch_size"],
@@ -28,9 +28,9 @@ rule segment:
 
 rule onepixel_search:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        segments="results/p1/segments/{model}/chunk-{chunk}.npz",
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        segments=rules.segment.output[0],
     output:
         maps="results/p1/onepixel/{model}/chunk-{chunk}.npz",
         images="results/p1/onepixel/{model}/chunk-{chunk}-images.csv",
@@ -47,8 +47,8 @@ rule onepixel_search:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: onepixel_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("onepixel", w.model, w.chunk),
         palette=config["onepixel"]["palette"],
         grid_stride=lambda w: config["onepixel"]["grid_stride"][dataset_of(w.model)],
         de=config["onepixel"]["de"],
@@ -66,10 +66,10 @@ rule onepixel_search:
 
 rule onepixel_claim_images:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        segments="results/p1/segments/{model}/chunk-{chunk}.npz",
-        maps="results/p1/onepixel/{model}/chunk-{chunk}.npz",
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        segments=rules.segment.output[0],
+        maps=rules.onepixel_search.output.maps,
     output:
         table="results/p1/claims/{model}/chunk-{chunk}.csv",
         prov="results/p1/claims/{model}/chunk-{chunk}.provenance.json",
@@ -83,8 +83,8 @@ rule onepixel_claim_images:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: onepixel_bounds(w.model)[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("onepixel", w.model, w.chunk),
         slic=lambda w: config["onepixel"]["segmentation"][dataset_of(w.model)],
         sensitivity=config["onepixel"]["sensitivity_segments"],
         occlusion=config["onepixel"]["occlusion"],
@@ -97,15 +97,34 @@ rule onepixel_claim_images:
         "../scripts/onepixel_claim_images.py"
 
 
+ONEPIXEL_MODELS = config["onepixel"]["models"]
+
+
+# what the search ran for each model (written into the success table)
+ONEPIXEL_NOTES = {}
+_op, _de = config["onepixel"], config["onepixel"]["de"]
+_mode = "targeted (most likely wrong class)" if _op["targeted"] else "untargeted"
+_palette = _op["palette"] if isinstance(_op["palette"], str) else f"{len(_op['palette'])} colours"
+for _model in ONEPIXEL_MODELS:
+    _stride = _op["grid_stride"][dataset_of(_model)]
+    _grid = "every pixel" if _stride == 1 else f"a grid of every {_stride}th pixel"
+    ONEPIXEL_NOTES[_model] = (
+        f"{_mode}; exhaustive: {_grid} x palette {_palette}; DE pop {_de['popsize']}, {_de['maxiter']} generations, "
+        f"F {_de['F']}, CR {_de['CR']}, {_op['de_regions']} regions + equal random subsets"
+    )
+
+
 rule onepixel_tables:
     input:
-        images=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-images.csv"),
-        regions=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-regions.csv"),
-        de_runs=onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}-de.csv"),
-        claim_images=onepixel_chunks("results/p1/claims/{model}/chunk-{chunk}.csv"),
-        prov=onepixel_chunks("results/p1/segments/{model}/chunk-{chunk}.provenance.json")
-        + onepixel_chunks("results/p1/onepixel/{model}/chunk-{chunk}.provenance.json")
-        + onepixel_chunks("results/p1/claims/{model}/chunk-{chunk}.provenance.json"),
+        images=chunk_files("onepixel", rules.onepixel_search.output.images, *ONEPIXEL_MODELS),
+        regions=chunk_files("onepixel", rules.onepixel_search.output.regions, *ONEPIXEL_MODELS),
+        de_runs=chunk_files("onepixel", rules.onepixel_search.output.de_runs, *ONEPIXEL_MODELS),
+        claim_images=chunk_files(
+            "onepixel", rules.onepixel_claim_images.output.table, *ONEPIXEL_MODELS
+        ),
+        prov=chunk_files("onepixel", rules.segment.output.prov, *ONEPIXEL_MODELS)
+        + chunk_files("onepixel", rules.onepixel_search.output.prov, *ONEPIXEL_MODELS)
+        + chunk_files("onepixel", rules.onepixel_claim_images.output.prov, *ONEPIXEL_MODELS),
     output:
         success=report(
             "results/tables/onepixel_success.csv",
@@ -144,7 +163,7 @@ rule onepixel_tables:
     conda:
         ENV
     params:
-        notes={m: onepixel_note(m) for m in config["onepixel"]["models"]},
+        notes=ONEPIXEL_NOTES,
         semantic=config["onepixel"]["semantic"],
         restricted=config["onepixel"]["restricted"],
         n_boot=config["onepixel"]["bootstrap"],
@@ -155,13 +174,9 @@ rule onepixel_tables:
 
 rule p1_vulnerability_grid:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        maps=lambda w: onepixel_model_chunks(
-            "results/p1/onepixel/{model}/chunk-{chunk}.npz", w.model
-        ),
-        segments=lambda w: onepixel_model_chunks(
-            "results/p1/segments/{model}/chunk-{chunk}.npz", w.model
-        ),
+        data=model_data,
+        maps=lambda w: chunk_files("onepixel", rules.onepixel_search.output.maps, w.model),
+        segments=lambda w: chunk_files("onepixel", rules.segment.output[0], w.model),
     output:
         png=report(
             "results/figures/p1_vulnerability_grid_{model}.png",
@@ -176,15 +191,15 @@ rule p1_vulnerability_grid:
     conda:
         ENV
     params:
-        starts=lambda w: [b[0] for b in onepixel_bounds(w.model)],
+        starts=lambda w: [start for start, _ in chunk_bounds("onepixel", w.model)],
     script:
         "../scripts/p1_vulnerability_grid.py"
 
 
 rule p1_region_semantics:
     input:
-        claim_images="results/p1/onepixel_claim_images.csv",
-        claims="results/tables/onepixel_claims.csv",
+        claim_images=rules.onepixel_tables.output.claim_images,
+        claims=rules.onepixel_tables.output.claims,
     output:
         png=report(
             "results/figures/p1_region_semantics.png",
@@ -200,8 +215,3 @@ rule p1_region_semantics:
         ENV
     script:
         "../scripts/p1_region_semantics.py"
-
-
-rule p1:
-    input:
-        p1_targets(),

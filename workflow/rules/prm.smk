@@ -1,7 +1,11 @@
+# One trained PRM per model and variant, ``<lattice>-r<replicate>``: results/p3/prm/<model>/<variant>/.
+PRM_VARIANT_PATTERN = "(" + "|".join(prprm.LATTICES) + r")-r\d+"
+
+
 rule train_prm:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         prm="results/p3/prm/{model}/{variant}/prm.pt",
         history="results/p3/prm/{model}/{variant}/history.csv",
@@ -18,7 +22,7 @@ rule train_prm:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
+        spec=model_spec,
         checkpoint=lambda w: f"results/p3/prm/{w.model}/{w.variant}/resume.pt",
         lattice=lambda w: prprm.parse_variant(w.variant)[0],
         depth=config["prm"]["depth"],
@@ -33,11 +37,20 @@ rule train_prm:
         "../scripts/train_prm.py"
 
 
+SWEEP_PRM = prprm.variant_name(config["prm"]["lattice"], 0)  # the λ sweep's PRM
+PRM_MODELS = config["prm"]["models"]
+# train_prm's outputs for the λ sweep's PRM (of the job's {model})
+SWEEP_PRM_FILES = {
+    name: expand(pattern, variant=SWEEP_PRM, allow_missing=True)[0]
+    for name, pattern in rules.train_prm.output.items()
+}
+
+
 rule prm_sweep:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        prm=f"results/p3/prm/{{model}}/{SWEEP_PRM}/prm.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        prm=SWEEP_PRM_FILES["prm"],
     output:
         table="results/p3/prm_sweep/{model}.csv",
         images="results/p3/prm_sweep/{model}.images.csv",
@@ -53,9 +66,11 @@ rule prm_sweep:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
+        spec=model_spec,
         lambdas=config["prm"]["sweep"]["lambdas"],
-        n_images=lambda w: prm_sweep_n(w.model),
+        n_images=lambda w: n_images(
+            dataset_of(w.model), config["prm"]["sweep"]["n_images"][dataset_of(w.model)]
+        ),
         topk_percent=config["prm"]["sweep"]["topk_percent"],
         batch_size=config["batch_size"],
         device=config["device"],
@@ -67,14 +82,10 @@ rule prm_sweep:
 
 rule prm_tables:
     input:
-        tables=expand("results/p3/prm_sweep/{model}.csv", model=config["prm"]["models"]),
-        images=expand("results/p3/prm_sweep/{model}.images.csv", model=config["prm"]["models"]),
-        prov=expand("results/p3/prm_sweep/{model}.provenance.json", model=config["prm"]["models"])
-        + expand(
-            "results/p3/prm/{model}/{variant}/prm.provenance.json",
-            model=config["prm"]["models"],
-            variant=SWEEP_PRM,
-        ),
+        tables=expand(rules.prm_sweep.output.table, model=PRM_MODELS),
+        images=expand(rules.prm_sweep.output.images, model=PRM_MODELS),
+        prov=expand(rules.prm_sweep.output.prov, model=PRM_MODELS)
+        + expand(rules.train_prm.output.prov, model=PRM_MODELS, variant=SWEEP_PRM),
     output:
         csv=report(
             "results/tables/prm_lambda_sweep.csv",
@@ -102,7 +113,7 @@ rule prm_tables:
 
 rule p3_prm_training:
     input:
-        f"results/p3/prm/{{model}}/{SWEEP_PRM}/history.csv",
+        SWEEP_PRM_FILES["history"],
     output:
         png=report(
             "results/figures/p3_prm_training_{model}.png",
@@ -122,9 +133,9 @@ rule p3_prm_training:
 
 rule p3_prm_lambda:
     input:
-        table="results/p3/prm_sweep/{model}.csv",
-        images="results/p3/prm_sweep/{model}.images.csv",
-        maps="results/p3/prm_sweep/{model}.npz",
+        table=rules.prm_sweep.output.table,
+        images=rules.prm_sweep.output.images,
+        maps=rules.prm_sweep.output.maps,
     output:
         png=report(
             "results/figures/p3_prm_lambda_{model}.png",
@@ -140,8 +151,3 @@ rule p3_prm_lambda:
         ENV
     script:
         "../scripts/p3_prm_lambda.py"
-
-
-rule p3:
-    input:
-        p3_targets(),

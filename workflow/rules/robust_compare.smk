@@ -4,9 +4,32 @@
 # images (seconds on the CPU), the agreement rows' same-run reference.
 
 
+ROBUST_PAIRS = config["robust_compare"]["pairs"]
+ROBUST_MODELS = list(dict.fromkeys(m for p in ROBUST_PAIRS for m in (p["standard"], p["robust"])))
+# one npz of mean maps per pair, in the order of robust_compare.pairs
+ROBUST_MAPS = [f"results/robust_compare/{p['standard']}__{p['robust']}.npz" for p in ROBUST_PAIRS]
+# the saved per-image outputs of every compared stage, and their provenance records
+ROBUST_INPUTS, _prov = {}, []
+_stages = config["robust_compare"]["stages"]
+for _m in ROBUST_MODELS:
+    if "onepixel" in _stages:
+        ROBUST_INPUTS[f"p1_{_m}"] = chunk_files("onepixel", rules.onepixel_search.output.maps, _m)
+        _prov += chunk_files("onepixel", rules.onepixel_search.output.prov, _m)
+    if "gradients" in _stages:
+        ROBUST_INPUTS[f"gradients_{_m}"] = rules.gradient_map.output[0].format(model=_m)
+        _prov.append(rules.gradient_map.output.prov.format(model=_m))
+    if "synthesis" in _stages:
+        ROBUST_INPUTS[f"synthesis_{_m}"] = rules.four_maps.output.npz.format(model=_m)
+        _prov.append(rules.four_maps.output.prov.format(model=_m))
+if "masked_pgd" in _stages:
+    ROBUST_INPUTS["masked_pgd_images"] = rules.masked_pgd_tables.output.images
+    _prov.append(rules.masked_pgd_tables.output.prov)
+ROBUST_INPUTS["prov"] = _prov
+
+
 rule robust_compare:
     input:
-        unpack(robust_compare_inputs),
+        **ROBUST_INPUTS,
     output:
         csv=report(
             "results/tables/robust_compare.csv",
@@ -15,7 +38,7 @@ rule robust_compare:
             labels={"table": "robust vs standard"},
         ),
         md="results/tables/robust_compare.md",
-        maps=robust_compare_maps(),
+        maps=ROBUST_MAPS,
         prov=report(
             "results/tables/robust_compare.provenance.json",
             caption="../report/provenance.rst",
@@ -28,10 +51,10 @@ rule robust_compare:
     conda:
         ENV
     params:
-        pairs=config["robust_compare"]["pairs"],
-        models=robust_compare_models(),
-        datasets={m: dataset_of(m) for m in robust_compare_models()},
-        specs={p["standard"]: MODELS[p["standard"]] for p in config["robust_compare"]["pairs"]},
+        pairs=ROBUST_PAIRS,
+        models=ROBUST_MODELS,
+        datasets={m: dataset_of(m) for m in ROBUST_MODELS},
+        specs={p["standard"]: MODELS[p["standard"]] for p in ROBUST_PAIRS},
         stages=config["robust_compare"]["stages"],
         topk_percent=config["robust_compare"]["topk_percent"],
         border=config["robust_compare"]["border"],
@@ -44,8 +67,8 @@ rule robust_compare:
 
 rule robust_compare_figure:
     input:
-        table="results/tables/robust_compare.csv",
-        maps=robust_compare_maps(),
+        table=rules.robust_compare.output.csv,
+        maps=rules.robust_compare.output.maps,
     output:
         png=report(
             "results/figures/robust_compare.png",
@@ -61,8 +84,3 @@ rule robust_compare_figure:
         ENV
     script:
         "../scripts/robust_compare_figure.py"
-
-
-rule robust:
-    input:
-        robust_compare_targets(),

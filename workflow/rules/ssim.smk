@@ -1,10 +1,21 @@
 # P2: SSIM-ball attacks, Grad-CAM++ and the comparison of their maps (docs/p2.md).
 
+SSIM_MODEL = config["ssim"]["model"]  # P2's one model; null: no P2
+
+
+# the SSIM-ball attack's settings (keyword arguments of pixelrobust.ssim_ball.SSIMBall)
+_ball = ("steps", "loss", "step_size", "solver", "tol", "max_iter", "luminance", "k1", "k2")
+SSIM_BALL = {
+    "size": config["ssim"]["window"],
+    "stride": config["ssim"]["stride"],
+    **{k: config["ssim"][k] for k in _ball},
+}
+
 
 rule attack_ssim:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
+        data=model_data,
+        weights=rules.get_weights.output[0],
     output:
         csv="results/p2/{model}/attack/chunk-{chunk}.csv",
         npz="results/p2/{model}/attack/chunk-{chunk}.npz",
@@ -19,10 +30,10 @@ rule attack_ssim:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: ssim_bounds()[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("ssim", w.model, w.chunk),
         epsilons=config["ssim"]["epsilons"],
-        ball=ssim_ball_settings(),
+        ball=SSIM_BALL,
         pgd=config["ssim"]["pgd"],
         compare_epsilon=config["ssim"]["compare"]["epsilon"],
         batch_size=config["ssim"]["batch_size"],
@@ -34,8 +45,8 @@ rule attack_ssim:
 
 rule ssim_tables:
     input:
-        csv=ssim_chunks("results/p2/{model}/attack/chunk-{chunk}.csv"),
-        prov=ssim_chunks("results/p2/{model}/attack/chunk-{chunk}.provenance.json"),
+        csv=chunk_files("ssim", rules.attack_ssim.output.csv, SSIM_MODEL),
+        prov=chunk_files("ssim", rules.attack_ssim.output.prov, SSIM_MODEL),
     output:
         csv=report(
             "results/tables/ssim_attack.csv",
@@ -60,12 +71,12 @@ rule ssim_tables:
 
 rule cam:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        attack_csv="results/p2/{model}/attack/chunk-{chunk}.csv",
-        attack_npz="results/p2/{model}/attack/chunk-{chunk}.npz",
-        matched="results/tables/ssim_matched.csv",
-        prov="results/p2/{model}/attack/chunk-{chunk}.provenance.json",
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        attack_csv=rules.attack_ssim.output.csv,
+        attack_npz=rules.attack_ssim.output.npz,
+        matched=rules.ssim_tables.output.matched,
+        prov=rules.attack_ssim.output.prov,
     output:
         npz="results/p2/{model}/cam/chunk-{chunk}.npz",
         prov="results/p2/{model}/cam/chunk-{chunk}.provenance.json",
@@ -79,8 +90,8 @@ rule cam:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: ssim_bounds()[int(w.chunk)],
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("ssim", w.model, w.chunk),
         pgd=config["ssim"]["pgd"],
         batch_size=config["ssim"]["batch_size"],
         device=config["device"],
@@ -92,9 +103,9 @@ rule cam:
 
 rule compare_maps:
     input:
-        data=lambda w: f"resources/data/{dataset_of(config['ssim']['model'])}",
-        cams=ssim_chunks("results/p2/{model}/cam/chunk-{chunk}.npz"),
-        prov=ssim_chunks("results/p2/{model}/cam/chunk-{chunk}.provenance.json"),
+        data=lambda w: dataset_folder(SSIM_MODEL),
+        cams=chunk_files("ssim", rules.cam.output.npz, SSIM_MODEL),
+        prov=chunk_files("ssim", rules.cam.output.prov, SSIM_MODEL),
     output:
         csv="results/tables/ssim_cam_comparison.csv",
         summary=report(
@@ -113,10 +124,10 @@ rule compare_maps:
     conda:
         ENV
     params:
-        bounds=ssim_bounds(),
+        bounds=chunk_bounds("ssim", SSIM_MODEL),
         topk_percent=config["ssim"]["compare"]["topk_percent"],
         bootstrap=config["ssim"]["compare"]["bootstrap"],
-        ball=ssim_ball_settings(),
+        ball=SSIM_BALL,
         primary=config["ssim"]["compare"]["primary"],
         grid_min_ratio=config["ssim"]["compare"]["grid_min_ratio"],
         success_tolerance=config["ssim"]["compare"]["success_tolerance"],
@@ -128,8 +139,8 @@ rule compare_maps:
 
 rule ssim_solver_check:
     input:
-        data=lambda w: f"resources/data/{dataset_of(config['ssim']['model'])}",
-        weights=lambda w: f"resources/weights/{config['ssim']['model']}.pt",
+        data=lambda w: dataset_folder(SSIM_MODEL),
+        weights=lambda w: rules.get_weights.output[0].format(model=SSIM_MODEL),
     output:
         csv=report(
             "results/tables/ssim_solver_check.csv",
@@ -147,10 +158,10 @@ rule ssim_solver_check:
         ENV
     threads: config["threads"]
     params:
-        spec=MODELS.get(config["ssim"]["model"]),
+        spec=MODELS.get(SSIM_MODEL),
         n_images=config["ssim"]["cross_check"]["n_images"],
         epsilon=config["ssim"]["compare"]["epsilon"],
-        ball=ssim_ball_settings(),
+        ball=SSIM_BALL,
         crop=config["ssim"]["cross_check"]["crop"],
         solvers=config["ssim"]["cross_check"]["solvers"],
         tol=config["ssim"]["tol"],
@@ -162,8 +173,8 @@ rule ssim_solver_check:
 
 rule p2_ssim_sweep:
     input:
-        table="results/tables/ssim_attack.csv",
-        matched="results/tables/ssim_matched.csv",
+        table=rules.ssim_tables.output.csv,
+        matched=rules.ssim_tables.output.matched,
     output:
         png=report(
             "results/figures/p2_ssim_sweep.png",
@@ -183,8 +194,8 @@ rule p2_ssim_sweep:
 
 rule p2_cam_grid:
     input:
-        data=lambda w: f"resources/data/{dataset_of(config['ssim']['model'])}",
-        cam=lambda w: ssim_chunks("results/p2/{model}/cam/chunk-{chunk}.npz"),
+        data=lambda w: dataset_folder(SSIM_MODEL),
+        cam=lambda w: chunk_files("ssim", rules.cam.output.npz, SSIM_MODEL),
     output:
         png=report(
             "results/figures/p2_cam_grid.png",
@@ -199,17 +210,17 @@ rule p2_cam_grid:
     conda:
         ENV
     params:
-        bounds=lambda w: ssim_bounds(),
+        bounds=lambda w: chunk_bounds("ssim", SSIM_MODEL),
         examples=config["ssim"]["compare"]["examples"],
         topk_percent=config["ssim"]["compare"]["topk_percent"],
-        ball=ssim_ball_settings(),
+        ball=SSIM_BALL,
     script:
         "../scripts/p2_cam_grid.py"
 
 
 rule p2_cam_distributions:
     input:
-        "results/tables/ssim_cam_comparison.csv",
+        rules.compare_maps.output.csv,
     output:
         png=report(
             "results/figures/p2_cam_distributions.png",
@@ -225,8 +236,3 @@ rule p2_cam_distributions:
         ENV
     script:
         "../scripts/p2_cam_distributions.py"
-
-
-rule p2:
-    input:
-        p2_targets(),

@@ -1,6 +1,33 @@
+# The tables the claims are read from, for the stages this config runs (input name: the rule and
+# its output's name), and each table rule's provenance record.
+_tables = [(rules.clean_accuracy, {"clean_accuracy": "csv"})]
+if config["onepixel"]["models"]:
+    _claims = {"onepixel_summary": "summary", "onepixel_claims": "claims"}
+    _tables.append((rules.onepixel_tables, _claims))
+if config["ssim"]["model"] is not None:
+    _tables.append((rules.compare_maps, {"ssim_cam_summary": "summary"}))
+if config["masked_pgd"]["models"]:
+    _norms = {"masked_pgd": "linf", "masked_pgd_l2": "l2"}
+    _by_norm = {table: norm for table, norm in _norms.items() if norm in PGD_ATTACKS}
+    _tables.append((rules.masked_pgd_tables, {**_by_norm, "masked_pgd_images": "images"}))
+if config["prm"]["models"]:
+    _sweep = {"prm_lambda_sweep": "csv", "prm_lambda_sweep_detail": "detail"}
+    _tables.append((rules.prm_tables, {**_sweep, "prm_lambda_sweep_images": "images"}))
+if config["defense_eval"]["models"]:
+    _tables.append((rules.defense_tables, {"defense": "csv"}))
+if config["synthesis"]["models"]:
+    _tables.append((rules.synthesis_tables, {"synthesis": "csv"}))
+if config["robust_compare"]["pairs"]:
+    _tables.append((rules.robust_compare, {"robust_compare": "csv"}))
+SUMMARY_INPUTS = {
+    **{name: rule.output[out] for rule, names in _tables for name, out in names.items()},
+    "prov": sorted(rule.output.prov for rule, _ in _tables),
+}
+
+
 rule summary:
     input:
-        unpack(summary_inputs),
+        **SUMMARY_INPUTS,
     output:
         md=report(
             "results/SUMMARY.md",
@@ -35,25 +62,3 @@ rule summary:
         seed=job_seed("summary"),
     script:
         "../scripts/summary.py"
-
-
-rule html_report:
-    input:
-        report_inputs(),
-    output:
-        "results/report.html",
-    log:
-        "results/logs/html_report.log",
-    localrule: True
-    params:
-        config=config,
-        expected=report_expected(),
-    run:
-        prreport.build_report(
-            workflow.main_snakefile,
-            Path.cwd(),
-            params.config,
-            output[0],
-            params.expected,
-            log[0],
-        )

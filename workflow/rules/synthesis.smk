@@ -1,10 +1,8 @@
 rule four_maps:
     input:
-        data=lambda w: f"resources/data/{dataset_of(w.model)}",
-        weights="resources/weights/{model}.pt",
-        maps=lambda w: onepixel_model_chunks(
-            "results/p1/onepixel/{model}/chunk-{chunk}.npz", w.model
-        ),
+        data=model_data,
+        weights=rules.get_weights.output[0],
+        maps=lambda w: chunk_files("onepixel", rules.onepixel_search.output.maps, w.model),
     output:
         npz="results/synthesis/{model}.npz",
         prov="results/synthesis/{model}.provenance.json",
@@ -18,11 +16,11 @@ rule four_maps:
     resources:
         gpu=1,
     params:
-        spec=lambda w: MODELS[w.model],
-        bounds=lambda w: onepixel_bounds(w.model),
+        spec=model_spec,
+        bounds=lambda w: chunk_bounds("onepixel", w.model),
         n_images=lambda w: config["synthesis"]["n_images"].get(dataset_of(w.model)),
         epsilon=config["synthesis"]["epsilon"],
-        ball=ssim_ball_settings(),
+        ball=SSIM_BALL,
         p2_map=config["ssim"]["compare"]["primary"]["map"],
         batch_size=config["ssim"]["batch_size"],
         device=config["device"],
@@ -31,13 +29,19 @@ rule four_maps:
         "../scripts/four_maps.py"
 
 
+SYNTHESIS_MODELS = config["synthesis"]["models"]
+
+
+# each synthesis model's four maps, by model
+SYNTHESIS_MAPS = dict(
+    zip(SYNTHESIS_MODELS, expand(rules.four_maps.output.npz, model=SYNTHESIS_MODELS))
+)
+
+
 rule synthesis_tables:
     input:
-        unpack(synthesis_maps_files),
-        prov=expand(
-            "results/synthesis/{model}.provenance.json",
-            model=config["synthesis"]["models"],
-        ),
+        **SYNTHESIS_MAPS,
+        prov=expand(rules.four_maps.output.prov, model=SYNTHESIS_MODELS),
     output:
         csv=report(
             "results/tables/synthesis.csv",
@@ -59,8 +63,8 @@ rule synthesis_tables:
     conda:
         ENV
     params:
-        models=config["synthesis"]["models"],
-        datasets={m: dataset_of(m) for m in config["synthesis"]["models"]},
+        models=SYNTHESIS_MODELS,
+        datasets={m: dataset_of(m) for m in SYNTHESIS_MODELS},
         topk_percent=config["synthesis"]["topk_percent"],
         n_boot=config["synthesis"]["bootstrap"],
         seed=job_seed("synthesis_tables"),
@@ -70,7 +74,7 @@ rule synthesis_tables:
 
 rule synthesis_maps:
     input:
-        unpack(synthesis_maps_files),
+        **SYNTHESIS_MAPS,
     output:
         png=report(
             "results/figures/synthesis_maps.png",
@@ -85,7 +89,7 @@ rule synthesis_maps:
     conda:
         ENV
     params:
-        models=config["synthesis"]["models"],
+        models=SYNTHESIS_MODELS,
         examples=config["synthesis"]["examples"],
     script:
         "../scripts/synthesis_maps.py"
@@ -93,7 +97,7 @@ rule synthesis_maps:
 
 rule synthesis_matrix:
     input:
-        table="results/tables/synthesis.csv",
+        table=rules.synthesis_tables.output.csv,
     output:
         png=report(
             "results/figures/synthesis_matrix.png",
@@ -109,8 +113,3 @@ rule synthesis_matrix:
         ENV
     script:
         "../scripts/synthesis_matrix.py"
-
-
-rule synthesis:
-    input:
-        synthesis_targets(),

@@ -1,10 +1,10 @@
 """Grad-CAM++ of clean and adversarial images of one chunk (rule cam)."""
 
-from pixelrobust.map_compare import run_cam
+from pixelrobust.map_compare import cam
 from pixelrobust.runtime import job
 
-p = snakemake.params
-i = snakemake.input
-with job(snakemake.log[0], p.seed, snakemake.threads, p.device, smk=snakemake) as device:
-    run_cam(p.spec, i.weights, i.data, *p.bounds, i.attack_csv, i.attack_npz, i.matched, snakemake.output.npz, pgd=p.pgd,
-            seed=p.seed, batch_size=p.batch_size, device=device)
+i, p = snakemake.input, snakemake.params
+with job(snakemake) as device:
+    cam(data=i.data, weights=i.weights, attack_csv=i.attack_csv, attack_npz=i.attack_npz, matched=i.matched,
+        out=dict(snakemake.output.items()), spec=p.spec, bounds=p.bounds, pgd=p.pgd, batch_size=p.batch_size,
+        seed=p.seed, device=device)

@@ -1,9 +1,9 @@
 """Merge per-chunk predictions into results/tables/clean_accuracy.csv (rule clean_accuracy)."""
 
-from pixelrobust.evaluate import summarise_clean_accuracy
+from pixelrobust.evaluate import clean_accuracy
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0], smk=snakemake):
-    datasets = snakemake.params.datasets
-    chunks = {model: list(snakemake.input[model]) for model in datasets}
-    summarise_clean_accuracy(chunks, datasets, snakemake.output.csv, snakemake.output.md)
+p = snakemake.params
+with job(snakemake):
+    clean_accuracy(chunks={m: list(snakemake.input[m]) for m in p.datasets}, out=dict(snakemake.output.items()),
+                   datasets=p.datasets)

@@ -3,8 +3,7 @@
 from pixelrobust.evaluate import clean_accuracy_chunk
 from pixelrobust.runtime import job
 
-p = snakemake.params
-with job(snakemake.log[0], p.seed, snakemake.threads, p.device, smk=snakemake) as device:
-    start, stop = p.bounds
-    clean_accuracy_chunk(p.spec, snakemake.input.weights, snakemake.input.data, start, stop,
-                         snakemake.output[0], p.batch_size, device)
+i, p = snakemake.input, snakemake.params
+with job(snakemake) as device:
+    clean_accuracy_chunk(data=i.data, weights=i.weights, out={"csv": snakemake.output[0]}, spec=p.spec,
+                         bounds=p.bounds, batch_size=p.batch_size, device=device)

@@ -4,8 +4,9 @@ summary (rule compare_maps)."""
 from pixelrobust.map_compare import compare_maps
 from pixelrobust.runtime import job
 
-p = snakemake.params
-with job(snakemake.log[0], smk=snakemake):
-    compare_maps(list(snakemake.input.cams), p.bounds, snakemake.input.data, dict(snakemake.output.items()),
-                 k_percent=p.topk_percent, n_boot=p.bootstrap, seed=p.seed, ball=p.ball, primary=p.primary,
-                 grid_min_ratio=p.grid_min_ratio, epsilon=p.epsilon, success_tolerance=p.success_tolerance)
+i, p = snakemake.input, snakemake.params
+with job(snakemake):
+    compare_maps(data=i.data, cams=list(i.cams), out=dict(snakemake.output.items()), bounds=p.bounds,
+                 topk_percent=p.topk_percent, bootstrap=p.bootstrap, ball=p.ball, primary=p.primary,
+                 grid_min_ratio=p.grid_min_ratio, success_tolerance=p.success_tolerance, epsilon=p.epsilon,
+                 seed=p.seed)

@@ -3,6 +3,5 @@
 from pixelrobust.io import download
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0]):
-    src = snakemake.params.source
-    download(src["url"], snakemake.output[0], src["checksum"], src["algorithm"])
+with job(snakemake):
+    download(out={"file": snakemake.output[0]}, source=snakemake.params.source)

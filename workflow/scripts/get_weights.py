@@ -1,7 +1,8 @@
 """Check a model's weights (checksum, loads into the architecture) and store them (rule get_weights)."""
 
-from pixelrobust.models import prepare_weights
+from pixelrobust.models import get_weights
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0]):
-    prepare_weights(snakemake.params.spec, snakemake.input[0], snakemake.output[0], snakemake.params.sha256)
+p = snakemake.params
+with job(snakemake):
+    get_weights(source=snakemake.input[0], out={"weights": snakemake.output[0]}, spec=p.spec, sha256=p.sha256)

@@ -3,6 +3,7 @@
 from pixelrobust.masked_pgd import masked_pgd_tables
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0], smk=snakemake):
-    chunks = {m: list(snakemake.input[m]) for m in snakemake.params.datasets}
-    masked_pgd_tables(chunks, snakemake.params.datasets, dict(snakemake.output.items()))
+p = snakemake.params
+with job(snakemake):
+    masked_pgd_tables(chunks={m: list(snakemake.input[m]) for m in p.datasets}, out=dict(snakemake.output.items()),
+                      datasets=p.datasets)

@@ -1,12 +1,11 @@
 """Exhaustive one-pixel maps and DE runs of one chunk (rule onepixel_search)."""
 
 from pixelrobust.runtime import job
-from pixelrobust.vulnerability import run_search
+from pixelrobust.vulnerability import onepixel_search
 
-p = snakemake.params
-with job(snakemake.log[0], p.seed, snakemake.threads, p.device, smk=snakemake) as device:
-    run_search(p.spec, snakemake.input.weights, snakemake.input.data, snakemake.input.segments, *p.bounds,
-               dict(snakemake.output.items()), palette=p.palette, grid_stride=p.grid_stride, de=p.de,
-               de_regions=p.de_regions, seed=p.seed, batch_size=p.batch_size, device=device,
-               targeted=p.targeted, precision=p.precision, screening=p.screening,
-               incremental=p.incremental)
+i, p = snakemake.input, snakemake.params
+with job(snakemake) as device:
+    onepixel_search(data=i.data, weights=i.weights, segments=i.segments, out=dict(snakemake.output.items()),
+                    spec=p.spec, bounds=p.bounds, palette=p.palette, grid_stride=p.grid_stride, de=p.de,
+                    de_regions=p.de_regions, targeted=p.targeted, precision=p.precision, screening=p.screening,
+                    incremental=p.incremental, batch_size=p.batch_size, seed=p.seed, device=device)

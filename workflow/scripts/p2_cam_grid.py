@@ -5,6 +5,6 @@ from pixelrobust.figures import p2_cam_grid
 from pixelrobust.runtime import job
 
 p = snakemake.params
-with job(snakemake.log[0]):
-    p2_cam_grid.plot(list(snakemake.input.cam), snakemake.input.data, list(p.bounds), p.examples, p.topk_percent,
-                     snakemake.output.png, snakemake.output.pdf, ball=p.ball)
+with job(snakemake):
+    p2_cam_grid.plot(data=snakemake.input.data, cam=list(snakemake.input.cam), out=dict(snakemake.output.items()),
+                     bounds=list(p.bounds), examples=p.examples, topk_percent=p.topk_percent, ball=p.ball)

@@ -3,5 +3,6 @@
 from pixelrobust.prm import prm_tables
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0], smk=snakemake):
-    prm_tables(list(snakemake.input.tables), list(snakemake.input.images), dict(snakemake.output.items()))
+with job(snakemake):
+    prm_tables(tables=list(snakemake.input.tables), images=list(snakemake.input.images),
+               out=dict(snakemake.output.items()))

@@ -3,5 +3,6 @@
 from pixelrobust.runtime import job
 from pixelrobust.ssim_study import ssim_tables
 
-with job(snakemake.log[0], smk=snakemake):
-    ssim_tables(list(snakemake.input.csv), dict(snakemake.output.items()), snakemake.params.compare_epsilon)
+with job(snakemake):
+    ssim_tables(csv=list(snakemake.input.csv), out=dict(snakemake.output.items()),
+                compare_epsilon=snakemake.params.compare_epsilon)

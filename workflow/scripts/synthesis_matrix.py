@@ -3,5 +3,5 @@
 from pixelrobust.figures import synthesis_matrix
 from pixelrobust.runtime import job
 
-with job(snakemake.log[0]):
-    synthesis_matrix.plot(snakemake.input.table, snakemake.output.png, snakemake.output.pdf)
+with job(snakemake):
+    synthesis_matrix.plot(table=snakemake.input.table, out=dict(snakemake.output.items()))

@@ -3,6 +3,7 @@ across SLIC segment counts, per model."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -16,13 +17,17 @@ SHORT = {
 }
 
 
-def plot(claim_images: pd.DataFrame, claims: pd.DataFrame, png, pdf=None) -> None:
+def plot(*, claim_images, claims, out: dict) -> None:
+    """Rule ``p1_region_semantics``: :func:`draw` from the per-image claims table and the claims table (CSV)
+    to ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(claim_images), pd.read_csv(claims), out["png"], out.get("pdf"))
+
+
+def draw(claim_images: pd.DataFrame, claims: pd.DataFrame, png, pdf=None) -> None:
     """Left: per attackable image (primary segmentation), Spearman rho(score, vulnerable share) of its
     regions against the same for its vulnerable pattern flipped and rotated about the centre (the control); points above
     the diagonal are images where the score tracks vulnerability more than chance placement would.
     Right: each claim's effect with its 95 % interval at every SLIC segment count (filled: primary)."""
-    import matplotlib.pyplot as plt
-
     style.apply()
     models = list(dict.fromkeys(list(claims.model) + list(claim_images.model))) or ["(none)"]
     fig, axes = plt.subplots(

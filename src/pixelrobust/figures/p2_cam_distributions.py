@@ -3,17 +3,22 @@ Grad-CAM++ (one panel per metric; the maps as hues), and the per-image grid diag
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from ..map_compare import METRICS
 from . import style
 
 
-def plot(comparison: pd.DataFrame, png, pdf=None) -> None:
-    import matplotlib.pyplot as plt
-    import numpy as np
-    import seaborn as sns
+def plot(*, csv, out: dict) -> None:
+    """Rule ``p2_cam_distributions``: :func:`draw` from ``ssim_cam_comparison.csv`` to ``out["png"]`` (and
+    ``out["pdf"]``)."""
+    draw(pd.read_csv(csv, dtype={"image_id": str}), out["png"], out.get("pdf"))
 
+
+def draw(comparison: pd.DataFrame, png, pdf=None) -> None:
     style.apply()
     data = comparison.astype({"pointing_hit": float})
     panels = [*METRICS, "texture_spearman", "grid_ratio"]

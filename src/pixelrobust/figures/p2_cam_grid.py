@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..io import load_npz
+from ..map_compare import change_maps, images_by_id
+from ..maps import top_k_mask
 from . import style
 
 COLUMNS = [
@@ -25,9 +29,6 @@ def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
     """The first ``examples`` images of the CAM chunks, in chunk order, wherever they are (a chunk may hold
     fewer images than ``examples``, e.g. one with a chunk size of 1): their ids, the clean images, the clean
     CAMs and each attack's adversarial images (attacks: those of the first chunk)."""
-    from ..io import load_npz
-    from ..map_compare import images_by_id
-
     if isinstance(cam_npzs, (str, Path)):
         cam_npzs, bounds = [cam_npzs], [bounds]
     if len(cam_npzs) != len(bounds):
@@ -60,23 +61,18 @@ def examples_from_chunks(cam_npzs, data_dir, bounds, examples: int):
 
 
 def plot(
-    cam_npz,
-    data_dir,
+    *,
+    data,
+    cam,
+    out: dict,
     bounds,
     examples: int,
-    k_percent: float,
-    png,
-    pdf=None,
-    *,
+    topk_percent: float,
     ball: dict | None = None,
 ) -> None:
-    """``cam_npz``: one CAM chunk file or the list of all of them (rule ``p2_cam_grid``), with its test-image
-    ``bounds`` (start, stop) or the list of each chunk's; the first ``examples`` images are taken in chunk
+    """Rule ``p2_cam_grid``, to ``out["png"]`` (and ``out["pdf"]``). ``cam``: one CAM chunk file or the list
+    of all of them (the rule's), with its test-image ``bounds`` (start, stop) or the list of each chunk's; the first ``examples`` images are taken in chunk
     order. ``ball``: the SSIM ball's window geometry (``size``, ``stride``, ``k1``, ``k2``; default disjoint 8×8)."""
-    import matplotlib.pyplot as plt
-
-    from ..map_compare import change_maps, topk_mask
-
     ball = ball or {}
     geom = {
         "size": ball.get("size", 8),
@@ -85,7 +81,7 @@ def plot(
         "k2": ball.get("k2", 0.03),
     }
     style.apply()
-    ids, images, cams, advs = examples_from_chunks(cam_npz, data_dir, bounds, examples)
+    ids, images, cams, advs = examples_from_chunks(cam, data, bounds, examples)
     attacks = list(advs)
     rows = [(n, a) for n in range(len(ids)) for a in attacks]
     fig, axes = plt.subplots(
@@ -100,7 +96,7 @@ def plot(
         adv = torch.from_numpy(advs[attack][n])
         maps, ratio = change_maps(x, adv, **geom)
         cam = cams[n]
-        top = topk_mask(maps["energy"], k_percent)
+        top = top_k_mask(maps["energy"], topk_percent, ties="shuffled", at_least_one=True)
         panels = [
             x.permute(1, 2, 0).numpy(),
             maps["energy"],
@@ -139,4 +135,4 @@ def plot(
             if r == 0:
                 ax.set_title(COLUMNS[c], fontsize=6)
         axes[r, 0].set_ylabel(f"{ids[n][:18]}\n{attack}\ngrid ratio {ratio:.2f}", fontsize=5)
-    style.save(fig, png, pdf)
+    style.save(fig, out["png"], out.get("pdf"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import style
@@ -9,9 +10,13 @@ from . import style
 LABELS = {"ssim_ball": "SSIM ball (ε)", "pgd_linf": "PGD L∞ (eps)", "pgd_l2": "PGD L2 (eps)"}
 
 
-def plot(table: pd.DataFrame, matched: pd.DataFrame, png, pdf=None) -> None:
-    import matplotlib.pyplot as plt
+def plot(*, table, matched, out: dict) -> None:
+    """Rule ``p2_ssim_sweep``: :func:`draw` from ``ssim_attack.csv`` and ``ssim_matched.csv`` to
+    ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(table), pd.read_csv(matched), out["png"], out.get("pdf"))
 
+
+def draw(table: pd.DataFrame, matched: pd.DataFrame, png, pdf=None) -> None:
     style.apply()
     attacks = [a for a in LABELS if a in set(table.attack)]
     fig, axes = plt.subplots(

@@ -8,6 +8,7 @@ PRM-crafted images, ``transfer_none``), starred where its 95 % interval excludes
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -15,9 +16,12 @@ from ..defense_eval import pivot
 from . import style
 
 
-def plot(table: pd.DataFrame, png, pdf=None) -> None:
-    import matplotlib.pyplot as plt
+def plot(*, csv, out: dict) -> None:
+    """Rule ``p3_defense``: :func:`draw` from ``defense.csv`` to ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(csv), out["png"], out.get("pdf"))
 
+
+def draw(table: pd.DataFrame, png, pdf=None) -> None:
     style.apply()
     top = pivot(table, "top1")
     effect = pivot(table, "effect")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
+
+from ..io import load_npz
 from . import style
 
 
-def plot(maps: dict[str, dict], png, pdf=None) -> None:
-    """``maps``: {model: {'dataset_map', 'architecture_map', 'split', 'n_images'}} — one row per model."""
-    import matplotlib.pyplot as plt
+def plot(*, npz: list, out: dict, models: list[str]) -> None:
+    """Rule ``p3_gradient_maps``: :func:`draw` from the ``gradient_map`` files ``npz`` of ``models`` (in that
+    order) to ``out["png"]`` (and ``out["pdf"]``)."""
+    draw({m: load_npz(f) for m, f in zip(models, npz)}, out["png"], out.get("pdf"))
 
+
+def draw(maps: dict[str, dict], png, pdf=None) -> None:
+    """``maps``: {model: {'dataset_map', 'architecture_map', 'split', 'n_images'}} — one row per model."""
     style.apply()
     models = list(maps)
     fig, axes = plt.subplots(

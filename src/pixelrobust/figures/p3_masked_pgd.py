@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import style
@@ -15,9 +16,16 @@ MASK_STYLE = {
 }
 
 
-def plot(table: pd.DataFrame, png, pdf=None, title: str = "") -> None:
-    import matplotlib.pyplot as plt
+TITLES = {"linf": "L∞ PGD", "l2": "L2 PGD"}
 
+
+def plot(*, csv, out: dict, norm: str) -> None:
+    """Rule ``p3_masked_pgd``: :func:`draw` from the masked-PGD table of ``norm`` (``linf``, ``l2``) to
+    ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(csv), out["png"], out.get("pdf"), TITLES[norm])
+
+
+def draw(table: pd.DataFrame, png, pdf=None, title: str = "") -> None:
     style.apply()
     models = list(dict.fromkeys(table.model))
     ncol = min(2, len(models))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..io import load_npz
 from . import style
 
 CONTROL_STYLE = {
@@ -13,11 +15,15 @@ CONTROL_STYLE = {
 }
 
 
-def plot(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> None:
+def plot(*, table, maps, out: dict, model: str) -> None:
+    """Rule ``p3_prm_lambda``: :func:`draw` from the model's λ-sweep table (CSV) and maps (npz) to
+    ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(table), load_npz(maps)["maps"], model, out["png"], out.get("pdf"))
+
+
+def draw(sweep: pd.DataFrame, maps: np.ndarray, model: str, png, pdf=None) -> None:
     """The trained PRM's curves and maps; the IoU of its same-run controls (``prm`` column: ``untrained``,
     ``fill_only``) as thin lines. The clean level is ``clean_top1`` (else the λ = 0 row)."""
-    import matplotlib.pyplot as plt
-
     style.apply()
     controls = {}
     if "prm" in sweep:

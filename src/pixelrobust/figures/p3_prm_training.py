@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import style
 
 
-def plot(history: pd.DataFrame, model: str, png, pdf=None) -> None:
-    import matplotlib.pyplot as plt
+def plot(*, csv, out: dict, model: str) -> None:
+    """Rule ``p3_prm_training``: :func:`draw` from the PRM's ``history.csv`` to ``out["png"]`` (and
+    ``out["pdf"]``)."""
+    draw(pd.read_csv(csv), model, out["png"], out.get("pdf"))
 
+
+def draw(history: pd.DataFrame, model: str, png, pdf=None) -> None:
     style.apply()
     fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.0))
     window = max(1, len(history) // 50)

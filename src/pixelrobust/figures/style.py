@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..io import atomic_path
+
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
 FULL_WIDTH = 7.0
 PALETTE = sns.color_palette("colorblind")
@@ -34,8 +36,6 @@ def apply() -> None:
 
 def save(fig, png: str | Path, pdf: str | Path | None = None) -> None:
     """Save as PNG (and PDF), atomically; close the figure."""
-    from ..io import atomic_path
-
     for path in [p for p in (png, pdf) if p]:
         with atomic_path(path, suffix=Path(path).suffix) as tmp:
             fig.savefig(tmp, format=Path(path).suffix.lstrip("."))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from ..map_compare import MAP_LABELS
+from ..synthesis import LABELS, load_maps
 from . import style
 
 COLUMNS = ["image", "onepixel", "ssim_ball", "gradcam_pp", "input_gradient"]
@@ -15,16 +18,12 @@ def grid_view(values: np.ndarray, searched: np.ndarray) -> np.ndarray:
     return values[np.ix_(rows, cols)]
 
 
-def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
-    """``npzs``: model name → its ``four_maps`` file; ``examples`` images per model."""
-    import matplotlib.pyplot as plt
-
-    from ..map_compare import MAP_LABELS
-    from ..synthesis import LABELS, load_maps
-
+def plot(*, maps: dict[str, str], out: dict, examples: int) -> None:
+    """Rule ``synthesis_maps``, to ``out["png"]`` (and ``out["pdf"]``). ``maps``: model name → its
+    ``four_maps`` file; ``examples`` images per model."""
     style.apply()
     rows = []
-    for model, path in npzs.items():
+    for model, path in maps.items():
         z = load_maps(path)
         rows += [(model, z, n) for n in range(min(examples, len(z["image_id"])))]
     fig, axes = plt.subplots(
@@ -57,4 +56,4 @@ def plot(npzs: dict[str, str], examples: int, png, pdf=None) -> None:
                 if key == "ssim_ball" and "p2_map" in z:
                     title = f"P2 SSIM ball: {MAP_LABELS.get(str(z['p2_map']), str(z['p2_map']))}"
                 ax.set_title(title, fontsize=6)
-    style.save(fig, png, pdf)
+    style.save(fig, out["png"], out.get("pdf"))

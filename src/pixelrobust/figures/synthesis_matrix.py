@@ -4,9 +4,12 @@ IoU above it), built from ``synthesis.csv``. Cells whose interval excludes 0 are
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
+from ..synthesis import LABELS, MAPS
 from . import style
 
 
@@ -14,8 +17,6 @@ def matrix(
     table: pd.DataFrame, spearman: str = "spearman_excess", iou: str = "iou_excess"
 ) -> np.ndarray:
     """A 4×4 matrix of one model's rows: ``spearman`` in the lower triangle, ``iou`` in the upper, NaN diagonal."""
-    from ..synthesis import MAPS
-
     pos = {m: i for i, m in enumerate(MAPS)}
     out = np.full((len(MAPS), len(MAPS)), np.nan)
     for r in table.itertuples():
@@ -36,14 +37,11 @@ def annotations(table: pd.DataFrame) -> np.ndarray:
     return text
 
 
-def plot(table_csv, png, pdf=None) -> None:
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    from ..synthesis import LABELS, MAPS
-
+def plot(*, table, out: dict) -> None:
+    """Rule ``synthesis_matrix``: the agreement matrices of ``synthesis.csv`` (``table``), to ``out["png"]``
+    (and ``out["pdf"]``)."""
     style.apply()
-    table = pd.read_csv(table_csv)
+    table = pd.read_csv(table)
     models = list(dict.fromkeys(table.model))
     fig, axes = plt.subplots(
         1,
@@ -76,4 +74,4 @@ def plot(table_csv, png, pdf=None) -> None:
             f"top-{rows.topk_percent.iloc[0]:g} % IoU (* 95 % CI excludes 0)",
             fontsize=6,
         )
-    style.save(fig, png, pdf)
+    style.save(fig, out["png"], out.get("pdf"))

@@ -4,9 +4,16 @@ intervals, built from ``robust_compare.csv`` and the rule's npz of mean maps."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.gridspec import GridSpec
 
+from ..io import load_npz
+from ..robust_compare import pair_name
+from ..stats import MIN_IMAGES
 from . import style
 
 MAPS = (
@@ -36,19 +43,18 @@ def forest_rows(table: pd.DataFrame) -> pd.DataFrame:
 def interval_drawn(rows: pd.DataFrame) -> np.ndarray:
     """Which rows get their interval drawn: finite bounds on at least :data:`~pixelrobust.stats.MIN_IMAGES`
     images (below that a bootstrap interval says little; the point is still drawn)."""
-    from ..stats import MIN_IMAGES
-
     lo, hi = rows.ci_low.to_numpy(float), rows.ci_high.to_numpy(float)
     return np.isfinite(lo) & np.isfinite(hi) & (rows.n_images.to_numpy(int) >= MIN_IMAGES)
 
 
-def plot(table: pd.DataFrame, maps: dict[str, dict], png, pdf=None) -> None:
+def plot(*, table, maps: list, out: dict) -> None:
+    """Rule ``robust_compare_figure``: :func:`draw` from ``robust_compare.csv`` and the pairs' mean-map files
+    (``<standard>__<robust>.npz``) to ``out["png"]`` (and ``out["pdf"]``)."""
+    draw(pd.read_csv(table), {Path(p).stem: load_npz(p) for p in maps}, out["png"], out.get("pdf"))
+
+
+def draw(table: pd.DataFrame, maps: dict[str, dict], png, pdf=None) -> None:
     """``maps``: {"<standard>__<robust>": npz contents} in the table's pair order."""
-    import matplotlib.pyplot as plt
-    from matplotlib.gridspec import GridSpec
-
-    from ..robust_compare import pair_name
-
     style.apply()
     pairs = list(dict.fromkeys(zip(table.standard, table.robust)))
     heights = [
