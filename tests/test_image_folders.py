@@ -8,9 +8,9 @@ from the mirror's files themselves (the Keras class index, the CIFAR pickles), n
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -45,23 +45,16 @@ def wnid_folder(mirror: Path, root: Path, n: int = 20) -> tuple[Path, list[Path]
     return root, files
 
 
-def cifar_rows(mirror: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    folder = mirror / "cifar-10-batches-py"
-    raw = pickle.load(open(folder / "test_batch", "rb"), encoding="latin1")
-    names = pickle.load(open(folder / "batches.meta", "rb"), encoding="latin1")["label_names"]
-    return np.asarray(raw["data"]), np.asarray(raw["labels"]), list(names)
-
-
-def png_folder(mirror: Path, root: Path, rows) -> Path:
-    """CIFAR-10 test rows as 32x32 PNGs in root/<class name>/<row>.png."""
-    from PIL import Image
-
-    pixels, labels, names = cifar_rows(mirror)
-    for i in rows:
-        d = root / names[labels[i]]
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels[i].reshape(3, 32, 32).transpose(1, 2, 0)).save(d / f"{i:04d}.png")
-    return root
+# The mirror's CIFAR-10 pickle read with pickle alone (cifar_rows), and its test rows written as 32x32 PNGs in
+# root/<class name>/<row>.png (png_folder): the functions tools/demo_checkpoints.py writes config/own_models.yaml's
+# ImageFolder with, so the folder these tests check is the one that demo runs on.
+_tool = importlib.util.spec_from_file_location(
+    "demo_checkpoints", REPO / "tools" / "demo_checkpoints.py"
+)
+_demo = importlib.util.module_from_spec(_tool)
+_tool.loader.exec_module(_demo)
+cifar_rows = _demo.cifar_rows
+png_folder = _demo.write_cifar_folder
 
 
 def row_of(image_id: str) -> int:

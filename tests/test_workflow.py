@@ -748,7 +748,7 @@ def test_ruff_is_clean(command):
     """ruff (pinned in the test extra and requirements.lock; [tool.ruff] in pyproject.toml) finds nothing to
     lint or reformat."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", *command, "src", "tests", "bench", "tools"],
+        [sys.executable, "-m", "ruff", *command, "src", "tests", "bench", "tools", "examples"],
         cwd=REPO,
         capture_output=True,
         text=True,
