@@ -133,11 +133,12 @@ def job(smk) -> Iterator[torch.device]:
         seed_everything(seed)
         dev = resolve_device(device)
         log.info(
-            "device %s, threads %d, seed %d, torch %s",
+            "device %s, threads %d, seed %d, torch %s, OMP_WAIT_POLICY %s",
             dev,
             torch.get_num_threads(),
             seed,
             torch.__version__,
+            os.environ.get("OMP_WAIT_POLICY", "unset"),  # workflow/Snakefile: PASSIVE by default
         )
         if "SLURM_JOB_ID" in os.environ:  # provenance on a cluster (checked by tests/test_slurm.py)
             log.info(
