@@ -45,7 +45,10 @@ def resources(
     d, w = work / "data" / dataset, work / "weights" / f"{model}.pt"
     if not d.is_dir():
         data.prepare_dataset(
-            dataset, {"source": "sample"} if dataset == "imagenet" else {}, d, mirror=mirror
+            dataset=dataset,
+            settings={"source": "sample"} if dataset == "imagenet" else {},
+            out={"data": d},
+            mirror=mirror,
         )
     if not w.is_file():
         spec = models.resolve_spec(model, {})

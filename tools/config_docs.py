@@ -17,7 +17,7 @@ the row). Any other key the README does not document gets a new row at the end o
 its meaning the schema's ``description`` (an error when the schema has none). Outside these tables nothing is touched. The fields of a model (``$defs/model``) must
 each be named in the ``| field | meaning |`` table of ``## `models```.
 
-``tests/test_config_docs.py`` fails when the committed README differs from this script's output.
+``tests/workflow/test_config_docs.py`` fails when the committed README differs from this script's output.
 """
 
 from __future__ import annotations

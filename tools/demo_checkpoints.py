@@ -154,7 +154,7 @@ def _training_images(dataset: str, args, cache: dict):
     if key not in cache:
         dest = Path(cache["tmp"]) / key
         cfg = {"source": "sample"} if key == "imagenet" else {}
-        prdata.prepare_dataset(key, cfg, dest, mirror=args.mirror)
+        prdata.prepare_dataset(dataset=key, settings=cfg, out={"data": dest}, mirror=args.mirror)
         if key == "imagenet":
             split = prdata.load_split(dest, "test", 0, args.memorise)
             what = f"memorises ImageNet sample test images 0..{args.memorise - 1} (a wiring check)"

@@ -42,8 +42,8 @@ WORK = ROOT / "mutants"
 # a solver step, a defence, a map comparison or a verdict (mutmut names: pixelrobust.<module>.x_<function> or
 # pixelrobust.<module>.xǁ<Class>ǁ<method>).
 GROUPS = {
-    "stats": (["stats"], ["pixelrobust.stats.*"], ["tests/test_stats.py"]),
-    "maps": (["maps"], ["pixelrobust.maps.*"], ["tests/test_maps.py"]),
+    "stats": (["stats"], ["pixelrobust.stats.*"], ["tests/unit/test_stats.py"]),
+    "maps": (["maps"], ["pixelrobust.maps.*"], ["tests/unit/test_maps.py"]),
     "map_compare": (
         ["map_compare"],
         [
@@ -61,7 +61,7 @@ GROUPS = {
             )
         ],
         [
-            "tests/test_map_compare.py",
+            "tests/unit/test_map_compare.py",
             "-k",
             "not sliding_window and not disjoint_windows_put and not real_images",
         ],
@@ -84,10 +84,13 @@ GROUPS = {
         # out: their tests build whole synthetic studies, seconds per mutant)
         + [f"pixelrobust.vulnerability.x_{f}__*" for f in ("claim_rows", "check_claim_settings")],
         [
-            "tests/test_onepixel.py",
-            "tests/test_attacks.py::test_onepixel_misclassifies_exactly_where_the_de_succeeded",
+            "tests/unit/test_onepixel.py",
+            "tests/unit/test_vulnerability.py",
+            "tests/unit/test_attacks.py::test_onepixel_misclassifies_exactly_where_the_de_succeeded",
             "-k",
-            "not resnet20 and not study and not claim_images",
+            # the same tests as before the by-module layout (the bf16 DE's and the screened map's tests joined
+            # test_onepixel.py later: left out)
+            "not resnet20 and not study and not claim_images and not bf16 and not band and not precision and not mutation_partners and not fp32 and not screen and not certain_probability and not random_check and not subnormal",
         ],
     ),
     "prm_defenses": (
@@ -108,8 +111,10 @@ GROUPS = {
             )
         ],
         [
-            "tests/test_defenses.py",
-            "tests/test_p3.py",
+            "tests/unit/test_defenses.py",
+            "tests/unit/test_prm.py",
+            "tests/unit/test_gradients.py",
+            "tests/unit/test_config.py::test_config_refuses_an_untestable_ordering",
             "-k",
             "not clean_accuracy and not reproducible_under_its_seed and not zero_radius and not deterministic_mode and not "
             "shift_set_settings and not ignores_the_workflow and not models_for_each_protocol and not per_image_draws and not "
@@ -132,7 +137,7 @@ GROUPS = {
                 "x_window_index",
             )
         ],
-        ["tests/test_ssim_ball.py", "-k", "first_principles or obvious_optimum or synthetic"],
+        ["tests/unit/test_ssim_ball.py", "-k", "first_principles or obvious_optimum or synthetic"],
     ),
     # summary.py's verdict functions (P1's claims come from vulnerability.claim_rows, in the onepixel group)
     "summary": (
@@ -142,13 +147,14 @@ GROUPS = {
             for f in ("p2_claims", "p3_defense", "synthesis_findings")
         ],
         [
-            "tests/test_map_compare.py",
-            "tests/test_defense_eval.py",
-            "tests/test_synthesis.py",
+            "tests/unit/test_map_compare.py",
+            "tests/unit/test_defense_eval.py",
+            "tests/unit/test_synthesis.py",
+            "tests/unit/test_summary.py",
             "-k",
             "not sliding_window and not disjoint_windows_put and not real_images and not pgd_cells and not chunking and not "
             "adaptive_pgd and not bad_cells and not beats_none and not stochastic_prms_draws and not real_adaptive and not "
-            "image_maps_on_real and not refuses_maps_of_other and not permutation_null",
+            "image_maps_on_real and not refuses_maps_of_other and not permutation_null and not front_page",
         ],
     ),
 }

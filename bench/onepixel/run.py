@@ -30,7 +30,10 @@ fraction_of_raw_forward, batch_size, device, threads), one row per method:
   decides success; fp32 where the CPU has no native bf16: the ``precision`` column says which ran):
   ``fp32_fraction`` is the share of its candidates also evaluated in fp32, ``band_hits`` the
   fp32 successes that bf16 did not call (found through the band), ``bf16_rejected`` the bf16
-  "successes" fp32 refused (never reported);
+  "successes" fp32 refused (never reported); its fitness runs on the model's batch-norm-folded copy
+  (``models.low_precision_scorer``), as in the workflow. Both DE rows count ``evals_per_image`` as the DE's
+  candidates (its own ``n_evals``), not forward passes: the bf16 row's fp32 re-evaluations (``fp32_fraction``
+  of them) come on top;
 * ``success_fp32_confirmed`` (DE and torchattacks rows): true when every success the method reports
   is a success of the fp32 model on the adversarial image the bench rebuilds from the reported
   pixel and colour (torchattacks: its returned image), one plain fp32 forward each;
@@ -52,7 +55,9 @@ is the exhaustive search's evaluations per second over that interleaved rate (on
 Beside it, ``onepixel_images.csv`` (same folder and stem) says for every method which images it broke
 (``method,test_index,success``): which images one method breaks and another does not.
 
-Images: the first n correctly classified CIFAR-10 test images; model: ResNet-20. Data and weights
+Images: the first n correctly classified CIFAR-10 test images (``--breakable``: the first n of them that one
+pixel breaks, found by the complete ranked search; the per-image file then also gives each DE run's
+evaluations to success, ``evals``); model: ResNet-20. Data and weights
 come from resources/ if the workflow prepared them, else from $PIXELROBUST_MIRROR (see README).
 """
 
@@ -100,21 +105,23 @@ def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
 RAW_BATCHES = 8  # raw forward batches timed after each image of the exhaustive search
 
 
-def row(method: str, successes: list[bool], counted: Counting, seconds: float) -> dict:
+def row(method: str, successes: list[bool], counted: Counting | int, seconds: float) -> dict:
+    """A method's row; ``counted``: its model's :class:`Counting` wrapper, or the number of evaluations."""
     n = len(successes)
+    evals = counted if isinstance(counted, int) else counted.count
     return {
         "method": method,
         "n_images": n,
         "success_rate": sum(successes) / n,
         "seconds_per_image": seconds / n,
-        "evals_per_image": counted.count / n,
-        "evals_per_second": counted.count / seconds,
+        "evals_per_image": evals / n,
+        "evals_per_second": evals / seconds,
         "successes": [bool(s) for s in successes],
     }
 
 
 def report(r: dict) -> None:
-    print({k: v for k, v in r.items() if k != "successes"}, flush=True)
+    print({k: v for k, v in r.items() if k not in ("successes", "evals")}, flush=True)
 
 
 def imagenet_grid(args, device) -> None:
@@ -230,6 +237,24 @@ def imagenet_grid(args, device) -> None:
     print(table.to_string())
 
 
+def breakable_indices(model, split, n: int, batch_size: int, device) -> tuple[torch.Tensor, int]:
+    """Test-set indices of the first ``n`` correctly classified images with a one-pixel corner-colour success (our
+    complete ranked search: it stops at its first success, else tries all 8192 candidates, so its success is the
+    exhaustive map's), and how many correctly classified images were scanned to find them."""
+    correct = correct_indices(model, split, len(split.labels), device)
+    search = RankedSearch(model, "corners", "gradient", None, batch_size)
+    found = []
+    for k, i in enumerate(correct.tolist()):
+        (r,) = search(split.images[i : i + 1], split.labels[i : i + 1])
+        if r.success:
+            found.append(i)
+            if len(found) == n:
+                return torch.tensor(found), k + 1
+    raise SystemExit(
+        f"only {len(found)} of the {len(correct)} correctly classified test images are breakable"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=100)
@@ -283,6 +308,12 @@ def main() -> None:
         help="the ImageNet grid's stride (the default config's: 8)",
     )
     ap.add_argument("--imagenet-only", action="store_true", help="only the ImageNet grid rows")
+    ap.add_argument(
+        "--breakable",
+        action="store_true",
+        help="the first n correctly classified images that a one-pixel corner colour breaks (found by our complete "
+        "ranked search, which equals the exhaustive map's success): success rates where success is possible",
+    )
     args = ap.parse_args()
 
     seed_everything(args.seed)
@@ -295,12 +326,20 @@ def main() -> None:
     spec = models.resolve_spec("resnet20_cifar10", {})
     model = models.build_model(spec, weights, device)
     split = data.load_split(data_dir, "test")
-    index = correct_indices(model, split, args.n_images, device)
+    if args.breakable:
+        index, scanned = breakable_indices(model, split, args.n_images, args.batch_size, device)
+    else:
+        index = correct_indices(model, split, args.n_images, device)
     x, y = split.images[index], split.labels[index]
     n = len(x)
     print(
-        f"{n} correctly classified CIFAR-10 images, ResNet-20, device {device}, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} threads"
+        f"{n} correctly classified CIFAR-10 images"
+        + (
+            f" that one pixel breaks (test images {index.tolist()}, of {scanned} correctly classified scanned)"
+            if args.breakable
+            else ""
+        )
+        + f", ResNet-20, device {device}, batch {args.batch_size}, {torch.get_num_threads()} threads"
     )
 
     raw_before = raw_throughput(model, x[0].to(device), args.batch_size)
@@ -375,9 +414,10 @@ def main() -> None:
 
     if not (args.skip_de or args.only_ranked):
         for name, precision in (("pixelrobust_de", "fp32"), ("pixelrobust_de_bf16", "bf16")):
-            counted = Counting(model)
+            # the model itself (the bf16 row's fitness comes from its batch-norm-folded copy, as in the
+            # workflow); the evaluations are the DE's own count
             de = DifferentialEvolution(
-                counted,
+                model,
                 popsize=400,
                 maxiter=100,
                 F=0.5,
@@ -390,7 +430,7 @@ def main() -> None:
             cpu0 = time.process_time()
             res, dt = timed(lambda de=de: de(x, y))
             cpu = time.process_time() - cpu0
-            rows.append(row(name, [r.success for r in res], counted, dt))
+            rows.append(row(name, [r.success for r in res], sum(r.n_evals for r in res), dt))
             adv = x.clone()
             for i, r in enumerate(res):
                 adv[i, :, r.pixel[0], r.pixel[1]] = torch.from_numpy(r.colour)
@@ -407,6 +447,8 @@ def main() -> None:
                     "fp32_fraction": sum(r.n_fp32 for r in res) / n_evals,
                     "band_hits": sum(r.band_hits for r in res),
                     "bf16_rejected": sum(r.rejected for r in res),
+                    # per image: candidates to success (or the budget)
+                    "evals": [r.n_evals for r in res],
                 }
             )
             report(rows[-1])
@@ -442,7 +484,7 @@ def main() -> None:
             "evals_per_second": raw,
         },
     )
-    table = pd.DataFrame(rows).drop(columns="successes")
+    table = pd.DataFrame(rows).drop(columns=["successes", "evals"], errors="ignore")
     table["fraction_of_raw_forward"] = table.evals_per_second / raw
     if (
         interleaved is not None
@@ -463,10 +505,12 @@ def main() -> None:
     write_table(table, args.out, Path(args.out).with_suffix(".md"))
     per_image = pd.DataFrame(
         [
-            {"method": r["method"], "test_index": i, "success": s}
+            {"method": r["method"], "test_index": i, "success": s, "evals": e}
             for r in rows
             if "successes" in r
-            for i, s in zip(index.tolist(), r["successes"])
+            for i, s, e in zip(
+                index.tolist(), r["successes"], r.get("evals") or [float("nan")] * len(index)
+            )
         ]
     )
     out = Path(args.out)

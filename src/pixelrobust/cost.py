@@ -4,7 +4,8 @@ Three parts (config key ``estimate`` in config/README.md):
 
 * :func:`job_units` counts, for one workflow job (a rule name and its wildcards), the model evaluations
   it makes, derived from the config: ``fwd`` (one image through the classifier), ``grad`` (one image
-  forward and backward to the input), ``prm_fwd`` / ``prm_grad`` (one image through the PRM alone),
+  forward and backward to the input), ``fwd_bf16`` (one image through the classifier under bf16 autocast:
+  the bf16 DE's fitness, ``onepixel.de.precision``), ``prm_fwd`` / ``prm_grad`` (one image through the PRM alone),
   ``ssim_step`` (one SSIM-ball step of one image: gradient, convex solve, check) and ``job`` (a job's
   start-up: interpreter, imports, model load). Counts are upper bounds where a search stops early:
   every image is taken as correctly classified and every DE run, minimal attack and SSIM-ball attack
@@ -85,7 +86,8 @@ RULE_STAGE = {
     "clean_accuracy_chunk": "clean accuracy",
     "clean_accuracy": "clean accuracy",
 }
-UNITS = ("fwd", "grad", "prm_fwd", "prm_grad", "ssim_step")
+UNITS = ("fwd", "grad", "fwd_bf16", "prm_fwd", "prm_grad", "ssim_step")
+DE_CHECK = 32  # the bf16 DE's fp32 checks per generation (pixelrobust.onepixel.DE_CHECK; cost imports fast)
 PALETTES = {"corners": 8}  # onepixel.palette names -> colours (pixelrobust.onepixel.make_palette)
 
 
@@ -319,7 +321,16 @@ def job_units(rule: str, wildcards: dict, config: dict, ctx: Context) -> Counts:
             runs = 1 + 2 * int(
                 op["de_regions"]
             )  # whole image, then each top region and its random subset
-            c.add(model, "fwd", n * (ex + runs * de_evals(op["de"]) + 1))
+            c.add(model, "fwd", n * (ex + 1))
+            if op["de"].get("precision") == "bf16":
+                # bf16 autocast fitness; fp32: DE_CHECK random candidates per generation (its error
+                # bound). Not counted: the few it re-decides in fp32 (fp32_fraction 0.005-0.04 of all
+                # candidates in bench/README.md)
+                generations = int(op["de"]["maxiter"]) + 1
+                c.add(model, "fwd_bf16", n * runs * de_evals(op["de"]))
+                c.add(model, "fwd", n * runs * generations * DE_CHECK)
+            else:
+                c.add(model, "fwd", n * runs * de_evals(op["de"]))
     elif rule == "gradient_map":
         gr = config["gradients"]
         split = gr["split"][ds]
@@ -442,6 +453,7 @@ def model_key(spec: dict, config: dict, batch: int, units: Iterable[str]) -> str
             "batch": batch,
             "prm": prm,
             "ssim": ssim,
+            **({"bf16": True} if "fwd_bf16" in units else {}),  # keys without it stay valid
         },
         sort_keys=True,
     )
@@ -508,6 +520,24 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
         _timed(lambda: fwd(model), device, repeats=3) / b
     )  # best of 3: single timings varied 1.5x
     out["grad"] = _timed(lambda: grad(model), device, repeats=3) / b
+    if "fwd_bf16" in units:
+        # lazy: onepixel imports torch (cost imports fast)
+        from .onepixel import low_precision_dtype
+
+        low = low_precision_dtype(device)  # None: the bf16 DE runs its fp32 path there
+        if low is None:
+            out["fwd_bf16"] = out["fwd"]
+        else:
+            from .models import low_precision_scorer  # lazy: as above
+
+            # the bf16 DE scores on the batch-norm-folded copy
+            scorer = low_precision_scorer(model)[0]
+
+            def fwd_low():
+                with torch.autocast(device.type, dtype=low):
+                    fwd(scorer)
+
+            out["fwd_bf16"] = _timed(fwd_low, device, repeats=3) / b
     if units & {"prm_fwd", "prm_grad"}:
         # lazy: prm imports cost (a cycle) and torch
         from .prm import PRM, max_depth
@@ -602,7 +632,7 @@ def calibrate(
             want = (
                 {"fwd", "grad"}
                 | ({"prm_fwd", "prm_grad"} if asked & {"prm_fwd", "prm_grad"} else set())
-                | ({"ssim_step"} & asked)
+                | ({"ssim_step", "fwd_bf16"} & asked)
             )
             key = model_key(spec, config, config["batch_size"], want)
             if key not in entry:

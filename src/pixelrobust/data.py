@@ -977,22 +977,34 @@ def _decode_check(path: Path, fix: str, name: str = "imagenet") -> str:
 
 
 def prepare_dataset(
-    name: str,
-    cfg: dict,
-    dest: str | os.PathLike,
-    mirror: Path | None = None,
-    downloaded: dict | None = None,
+    *,
+    dataset: str,
+    settings: dict,
+    out: dict,
+    mirror: str | os.PathLike | None = None,
+    inputs: dict | None = None,
 ) -> dict:
-    """Build ``dest`` (``resources/data/<name>``) from a mirror or from downloaded files.
+    """Build ``out["data"]`` (``resources/data/<dataset>``) from a mirror or from downloaded files
+    (rule ``prepare_dataset``).
 
-    ``downloaded`` maps the file names of :func:`downloads` to their local paths. The folder is
-    assembled under a temporary name and renamed when complete; ``manifest.json`` records the
-    source and the count per split.
+    ``settings`` are the dataset's config (``datasets.<dataset>``); ``mirror`` is the data mirror's
+    folder (None: the downloads). ``inputs`` are the rule's inputs by name: the downloads under their
+    file names (those of :func:`downloads`) are read from it; the others (the mirror's files, a folder
+    source's label file and folder, a class index file) are inputs so that edits rerun the rule, and
+    are read through ``mirror`` and ``settings``. The folder is assembled under a temporary name and
+    renamed when complete; ``manifest.json`` records the source and the count per split.
+
+    Example::
+
+        prepare_dataset(dataset="cifar10", settings={}, out={"data": "resources/data/cifar10"},
+                        mirror="../shared/data")
     """
+    name, cfg = dataset, settings
+    mirror = Path(mirror) if mirror is not None else None
     if name not in DATASETS:
         check_user_config(name, cfg)  # an unknown name without settings: says what to add
-    downloaded = downloaded or {}
-    with atomic_path(dest) as tmp:
+    downloaded = inputs or {}
+    with atomic_path(out["data"]) as tmp:
         tmp.mkdir()
         if name not in DATASETS:
             manifest = _prepare_user(name, cfg, tmp, mirror, downloaded)

@@ -12,9 +12,11 @@ module compares what the stages already saved, on the **same test images**, and 
   (bottom-mask minus top-mask top-1 under PGD, descriptive) and the difference of the two orderings in units of
   each model's own attack strength (:func:`normalised_ordering`, bootstrap over images, descriptive).
 * **gradient maps**: the two models' per-image input-gradient maps (``results/synthesis/<model>.npz``), decided
-  against the **same-run reference**, the standard model against an untrained copy of its architecture
-  (:func:`untrained_copy`, :func:`reference_maps`: one backward pass per image, computed here); their mean maps
-  (descriptive, with the untrained copy's as reference).
+  against the **same-run reference**, the standard model against K untrained copies of its architecture
+  (``robust_compare.untrained_copies`` seeded inits, :func:`untrained_copy`, :func:`reference_maps`: one backward
+  pass per image and copy, computed here; per image the mean of the copies' agreements, :func:`mean_reference`);
+  their mean maps (descriptive, with the untrained copies' as reference). The interval of the decided rows resamples
+  the images and the copies (:func:`two_level_boot`).
 * **synthesis**: Grad-CAM++ maps, decided as the input gradient; SSIM-ball δ maps, descriptive (an untrained
   model's would need an attack per image). The one-pixel drop map is P1's (the synthesis stores the same map).
 
@@ -26,6 +28,7 @@ agreement measures); the others are ``descriptive`` (numbers and a 95 % interval
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,8 +40,8 @@ from .gradients import input_gradients
 from .io import load_npz, save_npz, write_table
 from .maps import iou, iou_matrix, top_k_mask
 from .models import build_model
-from .runtime import model_device
-from .stats import binding, boot_mean, boot_stat, decide, decide_all, paired_diff_ci
+from .runtime import derive_seed, model_device
+from .stats import LEVEL, binding, boot_mean, boot_stat, decide, decide_all, paired_diff_ci
 from .synthesis import LABELS as MAP_LABELS
 from .synthesis import agreement_matrices
 
@@ -58,8 +61,20 @@ SYNTHESIS_MAPS = (
 )  # the input gradient is the gradient section's row; the one-pixel drop map is P1's (same map, compared there)
 NULL = "the standard model's map of each image against the robust model's maps of the other images (permutation null)"
 REFERENCE = (
-    "the standard model against an untrained copy of its architecture (seeded random init), same images: its "
-    "excess over the permutation null"
+    "the standard model against untrained copies of its architecture (seeded random inits, "
+    "robust_compare.untrained_copies; per image the mean of the copies' agreements), same images: its excess over "
+    "the permutation null"
+)
+MEAN_MAP_BIAS = (
+    "a percentile interval that may sit below the estimate: a resample repeats some images and leaves others "
+    "out, so its mean maps are noisier and agree less than the full sample's; read it as the spread, not as "
+    "centred on the estimate"
+)
+TRAINED_BAR = (
+    "what held means: the two models agree beyond an untrained network of the architecture, a bar any two "
+    "trained classifiers of these images may pass (on the EhanW pair's Grad-CAM++ an independently trained "
+    "standard ResNet-20 agreed with the standard model more than the robust one did, docs/robust.md); no trained "
+    "reference is in the run, so the row cannot say the robust model agrees as much as another standard one"
 )
 CAVEAT = (
     "descriptive: no untrained model's maps of this kind in the run, and maps sharing only image content pass the "
@@ -171,6 +186,160 @@ def _mean(v) -> float:
     return float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
 
 
+def _as_copies(reference, what: str = "reference") -> list | None:
+    """``reference`` as the list of the untrained copies' entries (one per copy), refusing a single entry: since
+    the reference is several untrained copies (``robust_compare.untrained_copies``), one copy's maps or table
+    passed alone is an old single-seed input."""
+    if reference is None:
+        return None
+    if isinstance(reference, (dict, pd.DataFrame, np.ndarray)) or not len(reference):
+        raise TypeError(
+            f"the untrained {what} must be a non-empty list with one entry per untrained copy "
+            f"(robust_compare.untrained_copies), not {type(reference).__name__}{'' if len(reference) else ' (empty)'}; "
+            "a single-seed reference of an older run: wrap it as [entry] or rerun robust_compare"
+        )
+    return list(reference)
+
+
+def mean_reference(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The same-run reference per image over K untrained copies: for each image and measure, the mean over the
+    copies of each copy's agreement with the standard model (its :func:`per_image_agreement` table) and of its
+    permutation null. The null of an untrained network is the expected agreement over random inits, so the
+    copies' **agreements** are averaged, not their maps (a mean of K maps is smoother than any network's map and
+    would agree more with anything). A copy counts for an image and measure only where both its own agreement
+    and its null are defined (a copy whose map of the image is flat drops out of that image's mean), so the mean
+    excess over the null is the mean of the copies' excesses; an image no copy defines stays NaN (left out)."""
+    tables = _as_copies(tables, "reference tables")
+    sizes = {len(t) for t in tables}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"the untrained copies' reference tables cover {sorted(sizes)} images; every copy must be computed on "
+            "the same images in the same order"
+        )
+    out = {}
+    for own, null in (("spearman", "spearman_null"), ("iou_topk", "iou_null")):
+        o = np.stack([t[own].to_numpy(float) for t in tables])  # K × N
+        z = np.stack([t[null].to_numpy(float) for t in tables])
+        ok = np.isfinite(o) & np.isfinite(z)
+        count = ok.sum(0)
+        for col, v in ((own, o), (null, z)):
+            out[col] = np.where(
+                count > 0, np.where(ok, v, 0.0).sum(0) / np.maximum(count, 1), np.nan
+            )
+    return pd.DataFrame(out, columns=["spearman", "iou_topk", "spearman_null", "iou_null"])
+
+
+def _copy_excesses(tables: Sequence[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
+    """Each untrained copy's per-image excess over its null, K × N (Spearman, top-k IoU; NaN where the copy's
+    agreement or null is undefined)."""
+    ex = [_excess(t) for t in tables]
+    return np.stack([e[0] for e in ex]), np.stack([e[1] for e in ex])
+
+
+def two_level_boot(
+    own: np.ndarray, copies: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Mean over images of ``own[i] − mean over copies of copies[c, i]`` with a two-level percentile bootstrap
+    (ours): each replicate draws the images with replacement **and** the K copies with replacement, and the
+    reference of an image is the mean over the drawn copies that define it (NaN entries of ``copies``: a copy
+    whose map of the image is flat drops out, as in :func:`mean_reference`), so the choice of the untrained
+    copies is in the interval as well as that of the images. ``own``: N; ``copies``: K × N. Images where ``own``
+    or every copy is undefined are left out; ``(estimate, low, high)``, NaN interval below two images. With one
+    copy it is the images-only bootstrap of the per-image differences."""
+    own = np.asarray(own, float)
+    copies = np.atleast_2d(np.asarray(copies, float))
+    ok_c = np.isfinite(copies)
+    count = ok_c.sum(0)
+    ref = np.where(count > 0, np.where(ok_c, copies, 0.0).sum(0) / np.maximum(count, 1), np.nan)
+    keep = np.isfinite(own) & np.isfinite(ref)
+    own, vals, ok_c = own[keep], np.where(ok_c, copies, 0.0)[:, keep], ok_c[:, keep].astype(float)
+    n, k = len(own), len(copies)
+    est = float((own - ref[keep]).mean()) if n else np.nan
+    if n < 2:
+        return est, np.nan, np.nan
+    # per replicate: how often each copy is drawn (w, B × K) and the images drawn (ii, B × N)
+    draws = rng.integers(0, k, (n_boot, k))
+    w = np.stack([np.bincount(c, minlength=k) for c in draws]).astype(float)
+    ii = rng.integers(0, n, (n_boot, n))
+    den = w @ ok_c  # B × N: per replicate and image, the drawn copies that define it
+    ref_b = np.where(den > 0, (w @ vals) / np.maximum(den, 1), np.nan)
+    d = own[ii] - np.take_along_axis(ref_b, ii, axis=1)
+    fin = np.isfinite(d)
+    boots = np.where(fin.any(1), np.where(fin, d, 0.0).sum(1) / np.maximum(fin.sum(1), 1), np.nan)
+    boots = boots[np.isfinite(boots)]
+    if not len(boots):
+        return est, np.nan, np.nan
+    return (
+        est,
+        float(np.quantile(boots, (1 - LEVEL) / 2)),
+        float(np.quantile(boots, (1 + LEVEL) / 2)),
+    )
+
+
+def _versus(
+    rex_i, iex_i, tables: Sequence[pd.DataFrame], n_boot: int, rng: np.random.Generator
+) -> dict:
+    """Per image the standard-robust excess minus the reference's (Spearman, top-k IoU; the reference is the mean
+    over the untrained copies' ``tables``, :func:`mean_reference`), their means and two-level bootstrap intervals
+    (images and copies resampled, :func:`two_level_boot`) over the images both measures define, and each
+    measure's verdict."""
+    reference = mean_reference(tables)
+    ref_rex, ref_iex = _excess(reference)
+    ok = np.isfinite(rex_i - ref_rex) & np.isfinite(
+        iex_i - ref_iex
+    )  # both measures on the same images
+    n = int(ok.sum())
+    c_r, c_i = _copy_excesses(tables)
+    rd = two_level_boot(np.where(ok, rex_i, np.nan), c_r, n_boot, rng)
+    idf = two_level_boot(np.where(ok, iex_i, np.nan), c_i, n_boot, rng)
+    iv, rv = decide(idf[1], idf[2], n), decide(rd[1], rd[2], n)
+    return {
+        "ok": ok,
+        "n": n,
+        "rd": rd,
+        "idf": idf,
+        "iv": iv,
+        "rv": rv,
+        "verdict": decide_all([iv, rv]),
+        "reference": reference,
+        "ref_rex": ref_rex,
+        "ref_iex": ref_iex,
+    }
+
+
+def _copies_evidence(rex_i, iex_i, tables, verdict: str, n_boot: int, seed: int) -> str:
+    """The spread of the reference over its untrained copies: each copy's standard-untrained excess, the row's
+    effects with one copy at a time (every copy on the same bootstrap resamples) and how many of those single-copy
+    verdicts equal the averaged one."""
+    if len(tables) == 1:
+        return "reference: one untrained copy (robust_compare.untrained_copies 1)"
+    one = [_versus(rex_i, iex_i, [t], n_boot, np.random.default_rng(seed)) for t in tables]
+    ex_i = "/".join(_f(_mean(v["ref_iex"][v["ok"]]), "+.3f") for v in one)
+    ex_r = "/".join(_f(_mean(v["ref_rex"][v["ok"]]), "+.3f") for v in one)
+
+    def span(effects) -> str:
+        e = np.asarray(effects, float)
+        e = e[np.isfinite(e)]
+        return f"{_f(e.min(), '+.3f')} to {_f(e.max(), '+.3f')}" if len(e) else "nan"
+
+    def copy_se(effects) -> str:  # the averaged effect's standard error from the choice of copies
+        e = np.asarray(effects, float)
+        e = e[np.isfinite(e)]
+        return _f(e.std(ddof=1) / np.sqrt(len(e)), ".3f") if len(e) > 1 else "nan"
+
+    counts = pd.Series([v["verdict"] for v in one]).value_counts()
+    same = int(counts.get(verdict, 0))
+    return (
+        f"reference: per image the mean over {len(tables)} untrained copies; each copy's standard-untrained excess "
+        f"top-k IoU {ex_i}, Spearman {ex_r}; with one copy at a time the differences of excesses run "
+        f"{span([v['idf'][0] for v in one])} (IoU) and {span([v['rd'][0] for v in one])} (Spearman), verdicts "
+        + ", ".join(f"{k} {c}" for k, c in counts.items())
+        + f": {same} of {len(tables)} single copies give the averaged verdict; the averaged effects' standard "
+        f"error from the choice of copies (in the interval, which resamples images and copies): "
+        f"{copy_se([v['idf'][0] for v in one])} (IoU), {copy_se([v['rd'][0] for v in one])} (Spearman)"
+    )
+
+
 def agreement_row(
     section: str,
     what: str,
@@ -179,24 +348,32 @@ def agreement_row(
     n_boot: int,
     rng: np.random.Generator,
     images: str,
-    reference: pd.DataFrame | None = None,
+    reference: Sequence[pd.DataFrame] | None = None,
 ) -> dict:
     """ "The two models' ``what`` agree beyond what the standard model shares with an untrained copy of its
     architecture".
 
     The permutation null alone (own image against other images' maps) is passed by any two maps that share only
     image content (an untrained network's gradient map, an edge map; R4's probes), so it is no control for
-    "the two models agree". ``reference`` is the same per-image table for the standard model against an
-    **untrained copy of the same architecture** on the same images (row i = image i), computed in the same run.
-    Per measure (top-k IoU, Spearman) and image, the effect is the paired difference of excesses over the null,
-    (own − null)[standard, robust] − (own − null)[standard, untrained], bootstrapped over images; held only if
-    both measures are (intersection-union, :func:`~pixelrobust.stats.decide_all`). Without a reference the row
-    is descriptive (numbers and intervals of the excess over the null, no verdict)."""
+    "the two models agree". ``reference`` is the list, one per **untrained copy of the same architecture**
+    (K seeded random inits), of the same per-image table for the standard model against that copy on the same
+    images (row i = image i), computed in the same run; per image the copies' agreements are averaged
+    (:func:`mean_reference`); images are the unit of the claim. Per measure (top-k
+    IoU, Spearman) and image, the effect is the paired difference of excesses over the null,
+    (own − null)[standard, robust] − mean over copies of (own − null)[standard, untrained], with a two-level
+    bootstrap over images and copies (:func:`two_level_boot`: the choice of copies is in the interval); held
+    means agreement beyond an untrained network, a bar any two trained classifiers may pass, and only if both
+    measures are (intersection-union, :func:`~pixelrobust.stats.decide_all`). The
+    evidence gives K and the spread over the copies (each copy's excess, the effects and verdicts with one copy at
+    a time). Without a reference the row is descriptive (numbers and intervals of the excess over the null, no
+    verdict)."""
     rex_i, iex_i = _excess(per_image)
     rho, ov = per_image.spearman.to_numpy(float), per_image.iou_topk.to_numpy(float)
     rn, on = per_image.spearman_null.to_numpy(float), per_image.iou_null.to_numpy(float)
     hyp = (
-        f"the two models' {what} agree beyond the standard model's agreement with an untrained copy"
+        f"the two models' {what} agree beyond the standard model's agreement with an untrained copy (a bar any "
+        "two trained classifiers may pass: held does not say the robust model agrees as much as another "
+        "standard one would)"
     )
     if reference is None:
         rex, iex = boot_mean(rex_i, n_boot, rng), boot_mean(iex_i, n_boot, rng)
@@ -220,18 +397,18 @@ def agreement_row(
                 f"{_f(rex[2], '+.3f')}); {CAVEAT}"
             ),
         )
-    if len(reference) != len(per_image):
-        raise ValueError(
-            f"the untrained reference has {len(reference)} images, the pair {len(per_image)}; both must be "
-            "the same images in the same order"
-        )
-    ref_rex, ref_iex = _excess(reference)
-    d_r, d_i = rex_i - ref_rex, iex_i - ref_iex
-    ok = np.isfinite(d_r) & np.isfinite(d_i)  # both measures on the same images
-    d_r, d_i = np.where(ok, d_r, np.nan), np.where(ok, d_i, np.nan)
-    n = int(ok.sum())
-    rd, idf = boot_mean(d_r, n_boot, rng), boot_mean(d_i, n_boot, rng)
-    iv, rv = decide(idf[1], idf[2], n), decide(rd[1], rd[2], n)
+    tables = _as_copies(reference, "reference tables")
+    for t in tables:
+        if len(t) != len(per_image):
+            raise ValueError(
+                f"the untrained reference has {len(t)} images, the pair {len(per_image)}; both must be "
+                "the same images in the same order"
+            )
+    v = _versus(rex_i, iex_i, tables, n_boot, rng)
+    reference = v["reference"]
+    ok, n, rd, idf, iv, rv = (v[k] for k in ("ok", "n", "rd", "idf", "iv", "rv"))
+    ref_rex, ref_iex = v["ref_rex"], v["ref_iex"]
+    spread = _copies_evidence(rex_i, iex_i, tables, v["verdict"], n_boot, int(rng.integers(2**32)))
     ref_ov, ref_on = reference.iou_topk.to_numpy(float), reference.iou_null.to_numpy(float)
     ref_rho, ref_rn = reference.spearman.to_numpy(float), reference.spearman_null.to_numpy(float)
     tests = [
@@ -260,14 +437,14 @@ def agreement_row(
         effect=float(t[3]),
         ci_low=float(t[1]),
         ci_high=float(t[2]),
-        verdict=decide_all([iv, rv]),
+        verdict=v["verdict"],
         evidence=(
             f"{images} ({n} with neither map flat); top-{k_percent:g} % IoU standard-robust {_f(_mean(ov[ok]))} vs "
             f"{_f(_mean(on[ok]))} for other images' maps, standard-untrained {_f(_mean(ref_ov[ok]))} vs "
             f"{_f(_mean(ref_on[ok]))}: difference of excesses {_f(idf[0], '+.3f')} ({_f(idf[1], '+.3f')} to "
             f"{_f(idf[2], '+.3f')}), {iv}; Spearman standard-robust {_f(_mean(rho[ok]))} vs {_f(_mean(rn[ok]))}, "
             f"standard-untrained {_f(_mean(ref_rho[ok]))} vs {_f(_mean(ref_rn[ok]))}: difference of excesses "
-            f"{_f(rd[0], '+.3f')} ({_f(rd[1], '+.3f')} to {_f(rd[2], '+.3f')}), {rv}"
+            f"{_f(rd[0], '+.3f')} ({_f(rd[1], '+.3f')} to {_f(rd[2], '+.3f')}), {rv}; {spread}; {TRAINED_BAR}"
         ),
     )
 
@@ -640,27 +817,52 @@ def mean_map_rows(
     k_percent: float,
     n_boot: int,
     rng: np.random.Generator,
-    untrained: np.ndarray | None = None,
+    untrained: Sequence[np.ndarray] | None = None,
 ) -> list[dict]:
     """Agreement of the two models' mean input-gradient maps (descriptive): the gradient stage's dataset maps, and
     the mean of the per-image maps of the paired synthesis images with a bootstrap interval over images.
-    ``untrained``: the untrained copy's per-image maps of the same images (rows as ``per_image[0]``); the
-    Spearman of the standard model's mean map with the untrained copy's is then the rows' reference (how much
-    two mean maps agree through the images and the architecture alone)."""
+    ``untrained``: one N×P array per untrained copy, its per-image maps of the same images (rows as
+    ``per_image[0]``); the Spearman of the standard model's mean map with a copy's, averaged over the copies (as
+    the agreement rows average the copies' agreements), is then the rows' reference (how much two mean maps agree
+    through the images and the architecture alone), bootstrapped over images."""
     sec = SECTIONS["gradients"]
     rows = []
     ref = ref_text = None
+    untrained = _as_copies(untrained, "input-gradient maps (mean-map reference)")
     if untrained is not None and per_image is not None and len(per_image[0]):
         a0 = per_image[0]
+        us = [np.asarray(u, float) for u in untrained]
+        if any(u.shape != a0.shape for u in us):
+            raise ValueError(
+                f"each untrained copy's maps must be N×P like the standard model's {a0.shape}, got "
+                f"{[u.shape for u in us]}"
+            )
         units = list(range(len(a0)))
-        ref = boot_stat(
-            units, lambda u: _spearman(a0[u].mean(0), untrained[u].mean(0)), n_boot, rng
-        )
+        n0, k0 = a0.shape[0], len(us)
+        stack = np.concatenate([a0[:, None], np.stack(us, 1)], 1).reshape(n0, -1)  # N × (1 + K)·P
+
+        def mean_rho(u) -> float:
+            """The mean over the copies of _spearman(a0[u].mean(0), copy[u].mean(0)), all at once."""
+            w = np.bincount(np.asarray(u, int), minlength=n0) / len(u)
+            m = (w @ stack).reshape(1 + k0, -1)  # the standard model's and each copy's mean map
+            if (np.ptp(m, axis=1) == 0).any():
+                return np.nan
+            r = _st.rankdata(m, axis=1)
+            r -= r.mean(1, keepdims=True)
+            rho = (r[1:] @ r[0]) / np.sqrt((r[1:] ** 2).sum(1) * (r[0] ** 2).sum())
+            return float(rho.mean())
+
+        ref = boot_stat(units, mean_rho, n_boot, rng)
+        each = "/".join(_f(_spearman(a0.mean(0), x.mean(0))) for x in us)
         ref_text = (
             f"reference: the standard model's mean per-image map against an untrained copy's on the {len(a0)} "
-            f"paired synthesis images, Spearman {_f(ref[0])} ({_f(ref[1])} to {_f(ref[2])})"
+            f"paired synthesis images, Spearman {_f(ref[0])} ({_f(ref[1])} to {_f(ref[2])}), the mean over "
+            f"{len(us)} untrained copies (each {each}; the same caveat: {MEAN_MAP_BIAS})"
         )
-    ref_name = "the standard model's mean per-image map against an untrained copy's (same images)"
+    ref_name = (
+        "the standard model's mean per-image map against an untrained copy's, mean over the untrained copies "
+        "(same images)"
+    )
     if grad_std is not None and grad_rob is not None:
         a, b = (
             np.asarray(grad_std["dataset_map"], float),
@@ -706,8 +908,8 @@ def mean_map_rows(
                 control_value=ref[0] if ref is not None else np.nan,
                 ci_low=lo,
                 ci_high=hi,
-                evidence=f"{len(a)} paired synthesis images; 95 % interval of the Spearman {_f(lo)} to {_f(hi)}; "
-                + (ref_text or "no untrained reference in this run"),
+                evidence=f"{len(a)} paired synthesis images; 95 % interval of the Spearman {_f(lo)} to {_f(hi)} "
+                f"({MEAN_MAP_BIAS}); " + (ref_text or "no untrained reference in this run"),
             )
         )
     return rows
@@ -742,11 +944,11 @@ def synthesis_rows(
     k_percent: float,
     n_boot: int,
     rng: np.random.Generator,
-    reference: dict | None = None,
+    reference: Sequence[dict] | None = None,
 ) -> list[dict]:
-    """Per map type, the two models' agreement (:func:`agreement_row`); decided against the untrained copy where
-    ``reference`` (maps of the standard model's untrained copy, in the standard synthesis file's image order)
-    holds the map type, else descriptive."""
+    """Per map type, the two models' agreement (:func:`agreement_row`); decided against the untrained copies
+    where ``reference`` (one dict per untrained copy of the standard model: its maps in the standard synthesis
+    file's image order) holds the map type, else descriptive."""
     rows = []
     for key in maps:
         a, b, images = paired_maps(za, zb, key)
@@ -797,6 +999,25 @@ def untrained_copy(spec: dict, seed: int, device="cpu"):
         torch.random.set_rng_state(state)
 
 
+def untrained_seeds(seed: int, standard: str, n_copies: int) -> list[int]:
+    """The seeds of the standard model ``standard``'s ``n_copies`` untrained copies (ours): copy c gets
+    :func:`~pixelrobust.runtime.derive_seed` of the job's seed, ``"untrained"``, the model's name and c, so a
+    pair's copies depend on nothing but the job seed, the standard model and the copy (not on the number or order
+    of the configured pairs), and the first K copies are the same whatever K."""
+    check_untrained_copies(n_copies)
+    return [derive_seed(int(seed), "untrained", str(standard), c) for c in range(n_copies)]
+
+
+def check_untrained_copies(n_copies) -> int:
+    """``robust_compare.untrained_copies`` as a positive integer, else a clear error."""
+    if isinstance(n_copies, bool) or not isinstance(n_copies, (int, np.integer)) or n_copies < 1:
+        raise ValueError(
+            f"robust_compare.untrained_copies is {n_copies!r}: the number of untrained copies of the standard "
+            "model averaged into the same-run reference must be an integer of at least 1 (default 30)"
+        )
+    return int(n_copies)
+
+
 def reference_maps(
     model, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 128
 ) -> dict[str, np.ndarray]:
@@ -824,20 +1045,39 @@ def reference_maps(
     }
 
 
-def _reference_table(za: dict, zb: dict, reference: dict | None, key: str, k_percent: float):
-    """Per-image agreement of the standard model's ``key`` maps with the untrained copy's, on the images both
-    synthesis files hold, in :func:`paired_maps`' order (None without a reference for ``key``)."""
-    if reference is None or key not in reference:
+def _untrained_maps(za: dict, zb: dict, reference: Sequence[dict] | None, key: str) -> list | None:
+    """Each untrained copy's ``key`` maps (N×P) on the images both synthesis files hold, in :func:`paired_maps`'
+    order (None without a reference for ``key``)."""
+    reference = _as_copies(reference, "reference maps")
+    if reference is None or not any(key in r for r in reference):
+        return None
+    if not all(key in r for r in reference):
+        raise ValueError(
+            f"only some untrained copies have {key} maps; every copy needs the same maps"
+        )
+    ia, _ = _common(za["image_id"], zb["image_id"])
+    out = []
+    for r in reference:
+        if len(r[key]) != len(za["image_id"]):
+            raise ValueError(
+                f"the untrained reference's {key} maps cover {len(r[key])} images, the standard model's "
+                f"synthesis file {len(za['image_id'])}"
+            )
+        out.append(np.nan_to_num(np.asarray(r[key], np.float64)[ia].reshape(len(ia), -1)))
+    return out
+
+
+def _reference_table(
+    za: dict, zb: dict, reference: Sequence[dict] | None, key: str, k_percent: float
+):
+    """Per untrained copy, the per-image agreement of the standard model's ``key`` maps with the copy's, on the
+    images both synthesis files hold, in :func:`paired_maps`' order (None without a reference for ``key``)."""
+    us = _untrained_maps(za, zb, reference, key)
+    if us is None or not len(us[0]):
         return None
     ia, _ = _common(za["image_id"], zb["image_id"])
     a = np.nan_to_num(np.asarray(za[key], np.float64)[ia].reshape(len(ia), -1))
-    u = np.nan_to_num(np.asarray(reference[key], np.float64)[ia].reshape(len(ia), -1))
-    if len(reference[key]) != len(za["image_id"]):
-        raise ValueError(
-            f"the untrained reference's {key} maps cover {len(reference[key])} images, the standard model's "
-            f"synthesis file {len(za['image_id'])}"
-        )
-    return per_image_agreement(a, u, k_percent) if len(ia) else None
+    return [per_image_agreement(a, u, k_percent) for u in us]
 
 
 # ---- one pair, and the job -----------------------------------------------------------------------
@@ -852,7 +1092,7 @@ def compare_pair(
     masked: pd.DataFrame | None = None,
     gradients: tuple[dict, dict] | None = None,
     synthesis: tuple[dict, dict] | None = None,
-    reference: dict | None = None,
+    reference: Sequence[dict] | None = None,
     k_percent: float,
     border: float,
     max_k: float,
@@ -860,9 +1100,11 @@ def compare_pair(
     seed: int,
 ) -> tuple[pd.DataFrame, dict]:
     """Every comparison row of one pair from the stages given (``None``: not compared), and the mean maps.
-    ``reference``: maps of :data:`REFERENCE_MAPS` of an untrained copy of the standard model's architecture on
-    the standard model's synthesis images (its file's order; :func:`reference_maps`); the agreement rows of those
-    map types are decided against it, the others are descriptive."""
+    ``reference``: one dict per untrained copy of the standard model's architecture (K seeded inits), its maps of
+    :data:`REFERENCE_MAPS` on the standard model's synthesis images (its file's order; :func:`reference_maps`);
+    the agreement rows of those map types are decided against the copies (per image the mean of their
+    agreements), the others are descriptive."""
+    reference = _as_copies(reference, "reference maps")
     rng = np.random.default_rng(seed)
     rows, maps = [], {}
     if p1 is not None:
@@ -890,12 +1132,9 @@ def compare_pair(
             shape = synthesis[0]["input_gradient"].shape[1:]
             maps["gradient_standard"] = a.mean(0).reshape(shape).astype(np.float32)
             maps["gradient_robust"] = b.mean(0).reshape(shape).astype(np.float32)
-    untrained = None
-    if per_image is not None and reference is not None and "input_gradient" in reference:
-        ia, _ = _common(synthesis[0]["image_id"], synthesis[1]["image_id"])
-        untrained = np.nan_to_num(
-            np.asarray(reference["input_gradient"], np.float64)[ia].reshape(len(ia), -1)
-        )
+    untrained = (
+        _untrained_maps(*synthesis, reference, "input_gradient") if per_image is not None else None
+    )
     if gradients is not None or per_image is not None:
         rows += mean_map_rows(
             *(gradients or (None, None)),
@@ -945,14 +1184,17 @@ def robust_compare(
     max_k: float,
     n_boot: int,
     seed: int,
+    untrained_copies: int,
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Rule ``robust_compare``: ``robust_compare.csv``/``.md`` and one npz of mean maps per pair (``out["maps"]``,
     a list of paths in the order of ``pairs``). ``inputs``: the rule's inputs by name, ``p1_<model>`` [chunk npz],
     ``gradients_<model>`` (npz), ``synthesis_<model>`` (npz) for each of ``models`` and ``masked_pgd_images``
-    (csv), each where its stage is compared. With ``specs`` (the standard models' specs) and their weights, the
-    synthesis images' input-gradient and Grad-CAM++ maps of an untrained copy of each standard model (seed
-    ``seed + i``) are computed here (one backward pass per image) as the agreement rows' same-run reference."""
+    (csv), each where its stage is compared. With ``specs`` (the standard models' specs), the synthesis images'
+    input-gradient and Grad-CAM++ maps of ``untrained_copies`` untrained copies of each standard model (seeds
+    :func:`untrained_seeds`) are computed here (one backward pass per image and copy) as the agreement rows'
+    same-run reference."""
+    untrained_copies = check_untrained_copies(untrained_copies)
     inputs = {
         "onepixel": {m: list(inputs[f"p1_{m}"]) for m in models if f"p1_{m}" in inputs},
         "gradients": {m: inputs[f"gradients_{m}"] for m in models if f"gradients_{m}" in inputs},
@@ -974,12 +1216,22 @@ def robust_compare(
         synthesis = get("synthesis", load_npz, s, r)
         reference = None
         if synthesis is not None and specs and s in specs:
-            reference = reference_maps(
-                untrained_copy(specs[s], seed + i, device),
-                synthesis[0]["image"],
-                synthesis[0]["label"],
+            seeds = untrained_seeds(seed, s, untrained_copies)
+            reference = [
+                reference_maps(
+                    untrained_copy(specs[s], c, device),
+                    synthesis[0]["image"],
+                    synthesis[0]["label"],
+                )
+                for c in seeds
+            ]
+            log.info(
+                "%s: reference maps of %d images from %d untrained copies (seeds %s)",
+                s,
+                len(synthesis[0]["image"]),
+                len(seeds),
+                seeds,
             )
-            log.info("%s: untrained reference maps of %d images", s, len(synthesis[0]["image"]))
         table, maps = compare_pair(
             s,
             r,
@@ -993,7 +1245,7 @@ def robust_compare(
             border=border,
             max_k=max_k,
             n_boot=n_boot,
-            seed=seed + i,
+            seed=derive_seed(seed, "bootstrap", s, r),
         )
         frames.append(table)
         log.info("%s vs %s: %d rows, %s", s, r, len(table), dict(table.verdict.value_counts()))
@@ -1014,6 +1266,7 @@ __all__ = [
     "load_p1",
     "masked_pgd_rows",
     "mean_map_rows",
+    "mean_reference",
     "p1_rows",
     "pair_name",
     "paired_maps",
@@ -1022,5 +1275,7 @@ __all__ = [
     "reference_maps",
     "robust_compare",
     "synthesis_rows",
+    "two_level_boot",
     "untrained_copy",
+    "untrained_seeds",
 ]

@@ -101,7 +101,8 @@ def job(smk) -> Iterator[torch.device]:
     mapping ``out`` keyed like the rule's named outputs (an unnamed output under its file type, ``csv`` or
     ``npz``; ``prov`` is this function's), each param it reads under its name, wildcards it needs under
     theirs, and ``device``, the device this function picked, where the rule has a ``device`` param (the
-    details and the two exceptions: docs/development.md, "Layout"; checked by tests/test_scripts.py).
+    details and the one exception, ``train_prm``'s ``train_cfg``: docs/development.md, "Layout";
+    checked by tests/workflow/test_scripts.py).
 
     What it does: log to ``smk.log[0]`` (and stderr). A compute job, a rule with a ``device`` param (and
     so ``seed`` and ``threads``), is seeded with ``params.seed``, runs ``smk.threads`` torch threads on
@@ -140,7 +141,7 @@ def job(smk) -> Iterator[torch.device]:
             torch.__version__,
             os.environ.get("OMP_WAIT_POLICY", "unset"),  # workflow/Snakefile: PASSIVE by default
         )
-        if "SLURM_JOB_ID" in os.environ:  # provenance on a cluster (checked by tests/test_slurm.py)
+        if "SLURM_JOB_ID" in os.environ:  # on a cluster (tests/workflow/test_slurm.py)
             log.info(
                 "SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s",
                 os.environ["SLURM_JOB_ID"],

@@ -593,7 +593,9 @@ def p3_iou(
     return rows
 
 
-def p3_defense(defense: pd.DataFrame, min_effect: float = 0.05) -> list[dict]:
+def p3_defense(
+    defense: pd.DataFrame, min_effect: float = 0.05, eot_samples: int | None = None
+) -> list[dict]:
     """P3: the stochastic PRM defends, one claim per (model, attack, protocol) (ours: per attack, not a mean of ratios).
 
     Two tests, both must hold (intersection-union, :func:`pixelrobust.stats.decide_all`), each a paired
@@ -613,6 +615,8 @@ def p3_defense(defense: pd.DataFrame, min_effect: float = 0.05) -> list[dict]:
     the first test can only restate the clean cost: it counts as ``inconclusive`` (no power, with that reason)
     and the shift-only test still decides (so the claim is at best inconclusive, and not held if that test is). Adaptive, a top-1 above the gray-box one is flagged (the adaptive attack is weaker
     than transfer). Each row is its own claim at 95 % (no family-wise correction; read them one by one).
+    ``eot_samples`` (``defense_eval.eot_samples``), when given, is named in the adaptive rows' evidence (few
+    draws weaken the attack on the randomised defences, docs/decisions.md).
     """
     rows = []
     if defense is None or "effect" not in defense:
@@ -703,6 +707,8 @@ def p3_defense(defense: pd.DataFrame, min_effect: float = 0.05) -> list[dict]:
                             f"{min_effect:g}), so that test can only restate the clean cost and counts as inconclusive"
                         )
             else:
+                if eot_samples:
+                    notes.append(f"EOT {eot_samples} draws per attack step")
                 gray = cell.top1.get(("stochastic_prm", r.attack, "graybox"), np.nan)
                 if gray == gray and r.top1 > gray:
                     notes.append(
@@ -814,6 +820,7 @@ def claims_table(
     ordering_max_k: float = 25,
     defense_margin: float = 0.05,
     exclude_models=(),
+    eot_samples: int | None = None,
 ) -> pd.DataFrame:
     """Every claim's verdict from the tables in ``inputs`` (missing keys: that stage did not run). Rows of
     ``exclude_models`` (the adversarially trained models of ``robust_compare.pairs``: the papers' claims are about
@@ -838,7 +845,9 @@ def claims_table(
             ceiling=iou_ceiling,
         )
     if inputs.get("defense"):
-        rows += p3_defense(_read(inputs["defense"]), min_effect=defense_margin)
+        rows += p3_defense(
+            _read(inputs["defense"]), min_effect=defense_margin, eot_samples=eot_samples
+        )
     if inputs.get("synthesis"):
         rows += synthesis_findings(_read(inputs["synthesis"]))
     table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
@@ -926,7 +935,9 @@ def render(
     git_commit: str,
     clean_accuracy: pd.DataFrame | None = None,
     robust: pd.DataFrame | None = None,
+    absent: dict[str, list[str]] | None = None,
 ) -> str:
+    """SUMMARY.md's text. ``absent``: per section, what the config leaves out (:func:`left_out`)."""
     counts = claims.verdict.value_counts()
     lines = [
         "# pixelrobust: did the claims hold?",
@@ -964,6 +975,12 @@ def render(
         lines.append("")
     for paper, title in TITLES.items():
         lines += [f"## {title}", ""]
+        if (absent or {}).get(paper):
+            lines += [
+                f"Left out by this config: {'; '.join(absent[paper])}. The claim rows of what it leaves out are "
+                "absent, not failed (a config that lists them runs them).",
+                "",
+            ]
         rows = claims[claims.paper == paper]
         if rows.empty:
             key, setting = STAGES[paper]
@@ -1119,6 +1136,53 @@ def front_page(
     return "\n".join(lines)
 
 
+# SUMMARY section -> the stage model lists whose left-out models lose that section's claim rows
+LEFT_OUT_KEYS = {
+    "P1": ["onepixel.models"],
+    "P3": ["masked_pgd.models", "prm.models", "defense_eval.models"],
+    "Synthesis": ["synthesis.models"],
+}
+STAGE_NAMES = {
+    "onepixel": "the one-pixel search",
+    "masked_pgd": "masked PGD",
+    "prm": "the PRM",
+    "defense_eval": "the defence table",
+    "synthesis": "the synthesis",
+}
+
+
+def left_out(config: dict) -> dict[str, list[str]]:
+    """Per SUMMARY section, what this config leaves out, as facts about this config alone: for each stage
+    whose model list names some of the models the config defines (the robust pairs' robust models aside, they
+    are not the papers' models), the models it runs and those it does not; and the defence table's attacks
+    (those with settings) that ``defense_eval.attacks`` does not name. Their claim rows are absent, not
+    failed, and SUMMARY says so (e.g. the CPU-sized default). An empty list is a stage that is off: "Not run"
+    says that."""
+    robust = set(robust_models(config))
+    models = [m for m in config.get("models") or {} if m not in robust]
+    out: dict[str, list[str]] = {}
+    for paper, keys in LEFT_OUT_KEYS.items():
+        for key in keys:
+            section, field = key.split(".")
+            listed = (config.get(section) or {}).get(field) or []
+            missing = [m for m in models if m not in listed]
+            if listed and missing:
+                out.setdefault(paper, []).append(
+                    f"it runs {STAGE_NAMES[section]} (`{key}`) on {', '.join(listed)}, not on "
+                    f"{', '.join(missing)} (models it defines)"
+                )
+    de = config.get("defense_eval") or {}
+    if de.get("models"):
+        attacks = de.get("attacks") or []
+        missing = [a for a in de.get("attack_settings") or {} if a not in attacks]
+        if missing:
+            out.setdefault("P3", []).append(
+                f"the defence table (`defense_eval.attacks`) runs {', '.join(attacks)}, not "
+                f"{', '.join(missing)} (attacks with settings in `defense_eval.attack_settings`)"
+            )
+    return out
+
+
 def robust_models(config: dict) -> list[str]:
     """The adversarially trained models of ``robust_compare.pairs`` (left out of the claim tally)."""
     return [p["robust"] for p in (config.get("robust_compare") or {}).get("pairs", [])]
@@ -1149,6 +1213,7 @@ def summary(
         ordering_max_k=config["masked_pgd"]["verdict_max_k"],
         defense_margin=config["defense_eval"]["min_effect"],
         exclude_models=robust_models(config),
+        eot_samples=config["defense_eval"].get("eot_samples"),
     )
     write_table(claims, out["claims"])
     commit = git_commit()
@@ -1162,6 +1227,7 @@ def summary(
         git_commit=commit,
         clean_accuracy=_read(inputs.get("clean_accuracy")),
         robust=robust,
+        absent=left_out(config),
     )
     with atomic_path(out["md"], suffix=".md") as tmp:
         Path(tmp).write_text(text)
@@ -1184,6 +1250,7 @@ __all__ = [
     "MIN_IMAGES",
     "claims_table",
     "front_page",
+    "left_out",
     "p1_claims",
     "p2_claims",
     "p3_defense",

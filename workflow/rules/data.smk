@@ -24,7 +24,7 @@ rule prepare_dataset:
     input:
         unpack(dataset_inputs),
     output:
-        directory("resources/data/{dataset}"),
+        data=directory("resources/data/{dataset}"),
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     localrule: True

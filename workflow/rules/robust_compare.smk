@@ -1,7 +1,7 @@
 # Robust vs standard (ours): a standard and an adversarially trained model of one dataset compared on the
 # same images from the stages' saved outputs (docs/robust.md). No rule here runs an attack; robust_compare
-# computes an untrained copy of each standard model's input-gradient and Grad-CAM++ maps on the synthesis
-# images (seconds on the CPU), the agreement rows' same-run reference.
+# computes the input-gradient and Grad-CAM++ maps of robust_compare.untrained_copies untrained copies of each
+# standard model on the synthesis images (seconds on the CPU), the agreement rows' same-run reference.
 
 
 ROBUST_PAIRS = config["robust_compare"]["pairs"]
@@ -61,6 +61,7 @@ rule robust_compare:
         max_k=config["masked_pgd"]["verdict_max_k"],
         n_boot=config["robust_compare"]["bootstrap"],
         seed=job_seed("robust_compare"),
+        untrained_copies=config["robust_compare"]["untrained_copies"],
     script:
         "../scripts/robust_compare.py"
 

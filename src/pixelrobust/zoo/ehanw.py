@@ -9,7 +9,7 @@ The networks take *normalised* images (that repository normalises with ImageNet'
 outside the network); wrap them in :class:`pixelrobust.models.Classifier` with those.
 
 As a function it is :class:`pixelrobust.models.CifarResNet` with shortcut ``"B"`` (the same layers in the
-same order; tests/test_model_sources.py checks equal logits with the parameters mapped in order). It is
+same order; tests/unit/test_zoo.py checks equal logits with the parameters mapped in order). It is
 kept as its own module because the entry-point path loads a checkpoint strictly in the checkpoint's own
 key layout, which is the point of this first non-built-in model (issue #27); a built-in architecture
 entry with a key adapter would do the same for this one pair.

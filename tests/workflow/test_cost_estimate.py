@@ -1,0 +1,22 @@
+"""The run's cost estimate, printed at the start of a real run of the tiny config (off with estimate: false)."""
+
+import json
+
+import pytest
+
+from helpers import TINY, snakemake
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_estimate_printed_at_the_start_of_a_run(mirror, tmp_path, on):
+    """A real (not dry) run of the tiny config prints the estimate and writes it; estimate: false does not."""
+    target = "resources/weights/resnet20_cifar10.pt"  # one cheap local job
+    switch = tmp_path / "switch.yaml"
+    switch.write_text(f"estimate: {str(on).lower()}\n")
+    proc = snakemake([*TINY, str(switch), "--cores", "2", "--", target], tmp_path, mirror)
+    written = tmp_path / "results" / "logs" / "estimate.txt"
+    assert ("Estimated wall time of this run" in proc.stderr) is on
+    assert written.is_file() is on
+    if on:
+        assert "data, weights, tables, figures" in written.read_text()
+        assert json.loads((tmp_path / "resources" / "cost" / "calibration.json").read_text())
