@@ -484,3 +484,77 @@ def test_gpu_config_is_a_valid_config():
     assert (
         "--configfile config/gpu.yaml" in text.split("\nseed:")[0]
     )  # the header says how to run it
+
+
+# ---- robust_compare's settings (robust-vs-standard pairs, untrained copies) ----------------------------------
+
+
+def _config(pairs, **lists):
+    from helpers import REPO, SCHEMA
+    from pixelrobust import config as prconfig
+
+    cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
+    prconfig._merge(cfg, prconfig.load_yaml(REPO / "config" / "robust_pair.yaml"))
+    for k, v in lists.items():
+        cfg[k]["models"] = v
+    cfg["robust_compare"] = {"pairs": pairs}
+    prconfig.validate(cfg, SCHEMA)
+    return cfg
+
+
+PAIR = {"standard": "resnet20_ehanw_standard", "robust": "resnet20_ehanw_pgd"}
+
+
+def test_config_accepts_the_pair_and_refuses_bad_pairs():
+    from pixelrobust import config as prconfig
+
+    prconfig.check(_config([PAIR]))
+    with pytest.raises(
+        ConfigError, match=r"robust_compare.pairs\[0\].*resnet20_ehanw_pgd.*synthesis.models"
+    ):
+        prconfig.check(_config([PAIR], synthesis=["resnet20_ehanw_standard"]))
+    cfg = _config([{"standard": "resnet20_ehanw_standard", "robust": "mobilenet_v2_imagenet"}])
+    cfg["models"]["mobilenet_v2_imagenet"] = {}
+    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*cifar10.*imagenet"):
+        prconfig.check(cfg)
+    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*not under models"):
+        prconfig.check(
+            _config([{"standard": "resnet20_ehanw_standard", "robust": "no_such_model"}])
+        )
+    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*the same model"):
+        prconfig.check(
+            _config([{"standard": "resnet20_ehanw_pgd", "robust": "resnet20_ehanw_pgd"}])
+        )
+
+
+def test_config_warns_on_a_pair_of_two_architectures():
+    import warnings
+
+    from pixelrobust import config as prconfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prconfig.check(_config([PAIR]))  # one architecture: no warning
+    cfg = _config(
+        [{"standard": "resnet20_cifar10", "robust": "resnet20_ehanw_pgd"}],
+        onepixel=["resnet20_cifar10", "resnet20_ehanw_pgd"],
+        gradients=["resnet20_cifar10", "resnet20_ehanw_pgd"],
+        masked_pgd=["resnet20_cifar10", "resnet20_ehanw_pgd"],
+        synthesis=["resnet20_cifar10", "resnet20_ehanw_pgd"],
+    )
+    with pytest.warns(UserWarning, match=r"robust_compare.pairs\[0\].*one architecture"):
+        prconfig.check(cfg)
+
+
+def test_config_refuses_a_non_positive_number_of_untrained_copies():
+    from helpers import REPO, SCHEMA
+    from pixelrobust import config as prconfig
+
+    cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
+    prconfig.validate(cfg, SCHEMA)
+    assert cfg["robust_compare"]["untrained_copies"] == 30
+    for bad in (0, -1):
+        cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
+        cfg["robust_compare"]["untrained_copies"] = bad
+        with pytest.raises(ConfigError, match=r"robust_compare\.untrained_copies"):
+            prconfig.validate(cfg, SCHEMA)

@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.robust import p1_maps, synth
+from pixelrobust import robust_compare as rc
+
 
 def panels(fig):
     """The figure's visible data axes (colour bars left out)."""
@@ -604,3 +607,84 @@ def test_every_figure_module_is_redrawn_by_the_workflow_test():
     modules = [m.name for m in pkgutil.iter_modules(figures.__path__) if m.name != "style"]
     assert len(modules) >= 12
     assert [m for m in modules if f"{m}.plot(" not in source] == []
+
+
+# ---- the robust-vs-standard figure (figures.robust_compare_figure; planted maps: helpers.robust) ------------
+
+
+def test_figure_draws_the_mean_maps_and_every_effect(capture_figures, figure_checks):
+    from pixelrobust.figures import robust_compare_figure as fig_rc
+
+    n = 12
+    std, rob = p1_maps(n, [4] * n, seed=1), p1_maps(n, [2] * 6 + [0] * 6, seed=2)
+    ids = [str(i) for i in range(n)]
+    za, zb = synth(ids, {}, seed=1), synth(ids, {}, seed=30)
+    table, maps = rc.compare_pair(
+        "s",
+        "r",
+        "cifar10",
+        p1=(std, rob),
+        synthesis=(za, zb),
+        k_percent=10,
+        border=0.25,
+        max_k=25,
+        n_boot=200,
+        seed=0,
+    )
+    fig_rc.draw(table, {"s__r": maps}, "unused.png")
+    (fig,) = capture_figures
+    figure_checks.check_robust_compare(fig, table, {"s__r": maps})
+    # four map panels and one effect panel; the P1 maps are the vulnerable shares (robust: 6 images x 2 of 12)
+    assert len(figure_checks.panels(fig)) == 5
+    assert figure_checks.panels(fig)[1].images[0].get_array().sum() == pytest.approx(12 / 12)
+    assert len(fig_rc.forest_rows(table)) == int(np.isfinite(table.effect).sum()) >= 8
+
+
+def test_figure_without_pairs_says_so(capture_figures):
+    from pixelrobust.figures import robust_compare_figure as fig_rc
+
+    fig_rc.draw(pd.DataFrame(columns=rc.TABLE_COLUMNS), {}, "unused.png")
+    (fig,) = capture_figures
+    assert [t.get_text() for ax in fig.axes for t in ax.texts] == [
+        "no robust-vs-standard pair configured"
+    ]
+
+
+def test_figure_draws_only_differences_and_intervals_from_ten_images():
+    from pixelrobust.figures import robust_compare_figure as fig_rc
+
+    t = pd.DataFrame(
+        [
+            {
+                "statistic": "share, standard minus robust",
+                "effect": 0.2,
+                "ci_low": 0.1,
+                "ci_high": 0.3,
+                "n_images": 20,
+            },
+            {
+                "statistic": "Spearman's rho of the two mean maps",
+                "effect": 0.3,
+                "ci_low": 0.1,
+                "ci_high": 0.5,
+                "n_images": 20,
+            },
+            {
+                "statistic": "IoU, same image minus other images'",
+                "effect": 0.1,
+                "ci_low": 0.0,
+                "ci_high": 0.2,
+                "n_images": 2,
+            },
+            {
+                "statistic": "x minus y",
+                "effect": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "n_images": 20,
+            },
+        ]
+    )
+    rows = fig_rc.forest_rows(t)
+    assert list(rows.effect) == [0.2, 0.1]
+    assert list(fig_rc.interval_drawn(rows)) == [True, False]

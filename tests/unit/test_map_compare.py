@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pixelrobust import summary, synthesis
+from helpers.p2 import PRIMARY, comparison_frame, summ
+from pixelrobust import synthesis
 from pixelrobust.errors import ConfigError
 from pixelrobust.gradients import loss_gradient
 from pixelrobust.map_compare import (
@@ -20,7 +20,6 @@ from pixelrobust.map_compare import (
     GRID_NONE,
     GRID_OK,
     MAPS,
-    SUCCESS_DIFFERS,
     SUCCESS_OK,
     budget_map,
     change_maps,
@@ -42,8 +41,6 @@ from pixelrobust.ssim_ball import (
     window_factors,
 )
 from pixelrobust.ssim_study import run_pgd
-
-PRIMARY = {"map": "energy", "metric": "mass_in_topk", "baselines": ["pgd_linf", "pgd_l2"]}
 
 
 def test_window_dissimilarity_is_ssim_on_every_sliding_window(imagenet):
@@ -192,47 +189,6 @@ def test_grid_diagnostic_flags_the_disjoint_ssim_ball_on_real_images_not_pgd(ima
         assert maps["energy"].sum() == pytest.approx(float(((adv[i] - x[i]).double() ** 2).sum()))
 
 
-def comparison_frame(
-    n: int, ssim_ratio: float, seed: int = 0, success: dict | None = None
-) -> pd.DataFrame:
-    """``n`` images: energy share SSIM ball = base + 0.2, L∞ PGD base, L2 PGD base + 0.1, budget map base + 0.02;
-    every attack fools every image unless ``success`` gives an attack's number of fooled images."""
-    rng = np.random.default_rng(seed)
-    success = success or {}
-    rows = []
-    for i in range(n):
-        base = rng.normal(0.1, 0.05)
-        for attack, mass, ratio in (
-            ("ssim_ball", base + 0.2, ssim_ratio),
-            ("pgd_linf", base, 1.0),
-            ("pgd_l2", base + 0.1, 1.0),
-            (BUDGET, base + 0.02, np.nan),
-        ):
-            for name in MAPS if attack != BUDGET else ("energy", "window_ssim"):
-                rows.append(
-                    {
-                        "image_id": f"i{i}",
-                        "attack": attack,
-                        "map": name,
-                        "pearson": base,
-                        "spearman": base + rng.normal(0, 0.01),
-                        "iou_topk": 0.2,
-                        "pointing_hit": attack == "ssim_ball",
-                        "mass_in_topk": mass,
-                        "texture_spearman": 0.3,
-                        "grid_ratio": ratio * math.exp(rng.normal(0, 0.05)),
-                        "success": np.nan if attack == BUDGET else i < success.get(attack, n),
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def summ(frame, n_boot=500, tol=0.15, **primary):
-    return summarise(
-        frame, n_boot, 0, primary={**PRIMARY, **primary}, grid_min_ratio=0.5, success_tolerance=tol
-    )
-
-
 def test_summary_verdicts_grid_rows_and_the_primary_rows():
     s = summ(comparison_frame(30, 1.0))
     paired = s[s.baseline != ""].set_index(["map", "metric", "baseline"])
@@ -288,57 +244,6 @@ def test_summary_verdicts_grid_rows_and_the_primary_rows():
         )
 
 
-def test_p2_verdict_needs_the_grid_diagnostic_to_pass():
-    ok = summary.p2_claims(summ(comparison_frame(30, 1.0)), "m", "imagenet")[0]
-    # SSIM ball beats both baselines on the energy share; the binding (smaller) effect is against PGD L2: 0.1
-    assert ok["verdict"] == "held" and ok["effect"] == pytest.approx(0.1) and ok["ci_low"] > 0
-    assert ok["control"].startswith("pgd_l2") and ok["observed"] > ok["control_value"]
-    artefact = summary.p2_claims(summ(comparison_frame(30, 0.02)), "m", "imagenet")[0]
-    assert artefact["verdict"] == "inconclusive" and "grid artefact" in artefact["evidence"]
-    worse = comparison_frame(30, 1.0)
-    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= 0.5
-    lost = summary.p2_claims(summ(worse), "m", "imagenet")[0]
-    assert lost["verdict"] == "not held"
-    mixed = comparison_frame(30, 1.0)
-    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
-        0.15  # beats L∞ PGD (+0.05), loses to L2 (-0.05)
-    )
-    assert summary.p2_claims(summ(mixed), "m", "imagenet")[0]["verdict"] == "not held"
-    only_linf = summary.p2_claims(summ(mixed, baselines=["pgd_linf"]), "m", "imagenet")[0]
-    # L2 PGD not listed: held (L∞ +0.05, budget map +0.03, the weaker one headlines), L2 not quoted
-    assert only_linf["verdict"] == "held" and only_linf["effect"] == pytest.approx(0.03)
-    assert "vs pgd_l2" not in only_linf["evidence"]
-
-
-def test_p2_headline_is_the_test_that_decides():
-    mixed = comparison_frame(30, 1.0)
-    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
-        0.15  # L∞ +0.05 held (lowest ci_low), L2 −0.05 not held
-    )
-    row = summary.p2_claims(summ(mixed), "m", "imagenet")[0]
-    assert row["verdict"] == "not held" and row["control"].startswith("pgd_l2")
-    assert row["effect"] == pytest.approx(-0.05) and row["ci_high"] < 0
-    # the referee's case: a noisy baseline gives an inconclusive test with the lowest ci_low; the not-held test decides
-    noisy = mixed.copy()
-    linf = noisy.attack == "pgd_linf"
-    noisy.loc[linf, "mass_in_topk"] += np.random.default_rng(1).normal(0, 1, linf.sum())
-    s = summ(noisy)
-    p = s[s.primary & (s.baseline != "")].set_index("baseline")
-    assert p.loc["pgd_linf", "verdict"] == "no clear difference" and p.ci_low.idxmin() == "pgd_linf"
-    row = summary.p2_claims(s, "m", "imagenet")[0]
-    assert (
-        row["verdict"] == "not held" and row["control"].startswith("pgd_l2") and row["ci_high"] < 0
-    )
-    worse = comparison_frame(30, 1.0)
-    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= (
-        0.5  # all three not held (L∞ −0.3, L2 −0.4, budget −0.32)
-    )
-    row = summary.p2_claims(summ(worse), "m", "imagenet")[0]
-    assert row["control"].startswith("pgd_l2") and row["effect"] == pytest.approx(
-        -0.4
-    )  # the clearest: smallest ci_high
-
-
 def test_budget_map_from_first_principles():
     """One 2×2 window (n = 4), one channel: the largest-energy point of the window's SSIM set sits on both
     bounds (luminance and structure factor exactly 1 − ε, computed here from SSIM's formula) and its
@@ -389,60 +294,6 @@ def test_budget_map_from_first_principles():
         and b[1, 1] == pytest.approx((left + right) / 2)
     )
     assert np.allclose(budget_map(x, eps, 2, 2, name="window_ssim"), 1 - (1 - eps) ** 2)
-
-
-def test_p2_verdict_is_not_held_when_the_ssim_ball_equals_its_budget_map():
-    frame = comparison_frame(30, 1.0)
-    ball = frame[frame.attack == "ssim_ball"].set_index(["image_id", "map"]).mass_in_topk
-    budget = frame.attack == BUDGET
-    frame.loc[budget, "mass_in_topk"] = [
-        ball[(i, m)] for i, m in zip(frame[budget].image_id, frame[budget]["map"])
-    ]
-    row = summary.p2_claims(summ(frame), "m", "imagenet")[
-        0
-    ]  # beats both PGD baselines, ties its budget map
-    assert (
-        row["verdict"] == "inconclusive"
-        and row["control"].startswith("its budget map")
-        and row["effect"] == 0
-    )
-    assert (
-        "budget map 0." in row["evidence"]
-        and "sensitivity (sliding 7x7 1 - SSIM map)" in row["evidence"]
-    )
-    frame.loc[budget, "mass_in_topk"] += (
-        0.05  # the budget map alone is more aligned with the CAM: not held
-    )
-    assert summary.p2_claims(summ(frame), "m", "imagenet")[0]["verdict"] == "not held"
-    with pytest.raises(ValueError, match="budget-map rows"):
-        summ(frame[~budget])
-
-
-def test_p2_verdict_is_withheld_when_success_rates_differ():
-    row = summary.p2_claims(
-        summ(comparison_frame(30, 1.0, success={"pgd_l2": 27})), "m", "imagenet"
-    )[0]
-    assert row["verdict"] == "held"  # 1.00 vs 0.90: within the tolerance 0.15
-    assert "pgd_l2 0.90" in row["evidence"] and "ssim_ball 1.00" in row["evidence"]
-    frame = comparison_frame(30, 1.0, success={"pgd_l2": 20})  # 1.00 vs 0.67: more than 0.15 apart
-    s = summ(frame)
-    assert (
-        s[(s.metric == "success_rate") & (s.attack == "pgd_l2")].verdict.iloc[0] == SUCCESS_DIFFERS
-    )
-    row = summary.p2_claims(s, "m", "imagenet")[0]
-    assert row["verdict"] == "inconclusive" and "success rate of pgd_l2 differs" in row["evidence"]
-    assert summary.p2_claims(summ(frame, tol=0.4), "m", "imagenet")[0]["verdict"] == "held"
-    # a differing success rate takes out only that PGD baseline's test: the model-free budget-map test still
-    # decides, so an SSIM ball below its own budget map is not held, not hidden as inconclusive
-    below = frame.copy()
-    ball = (below.attack == "ssim_ball") & (below["map"] == "energy")
-    below.loc[ball, "mass_in_topk"] -= (
-        0.3  # now base - 0.1: below the budget map (base + 0.02) on every image
-    )
-    row = summary.p2_claims(summ(below), "m", "imagenet")[0]
-    assert row["verdict"] == "not held" and row["control"].startswith("its budget map"), row[
-        "control"
-    ]
 
 
 def test_a_listed_baseline_that_is_missing_is_an_error():
@@ -622,103 +473,6 @@ def test_grid_verdict_and_primary_settings():
         r"the SSIM ball is compared with",
     ):
         check_primary({**good, "baselines": []})
-
-
-def _segment(evidence: str, start: str, end: str = "; sensitivity") -> str:
-    return evidence.split(start, 1)[1].split(end, 1)[0]
-
-
-def test_p2_evidence_reads_the_grid_and_sensitivity_rows_it_names():
-    """The planted frame: L∞ PGD's grid ratio ~1, L2's ~1, the SSIM ball's 0.02 (an artefact); on the sliding
-    map the energy shares differ by +0.2 (L∞) and +0.1 (L2) on every image. The evidence quotes exactly those
-    rows, whatever the row order of the summary."""
-    s = summ(comparison_frame(30, 0.02))
-    for table in (s, s.iloc[::-1].reset_index(drop=True)):
-        row = summary.p2_claims(table, "m", "imagenet")[0]
-        assert (
-            row["verdict"] == "inconclusive"
-            and "verdict withheld: grid artefact" in row["evidence"]
-        )
-        ball, controls = _segment(
-            row["evidence"], "grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio "
-        ).split("; ")
-        assert float(ball.split()[0]) == pytest.approx(0.02, rel=0.1) and ball.endswith(
-            f", {GRID_ARTEFACT}"
-        )
-        names = [c.split()[0] for c in controls.split(", ")]
-        assert sorted(names) == ["pgd_l2", "pgd_linf"]
-        assert all(abs(float(c.split()[1]) - 1) < 0.1 for c in controls.split(", "))
-        sens = _segment(row["evidence"], "; sensitivity (sliding 7x7 1 - SSIM map): ", "; ")
-        assert sorted(re.findall(r"vs (\S+) ([+-][\d.]+) \(", sens)) == [
-            ("pgd_l2", "+0.1"),
-            ("pgd_linf", "+0.2"),
-        ]
-        # the grid artefact makes every test inconclusive, and each is quoted so
-        assert (
-            _segment(
-                row["evidence"], "SSIM ball minus control paired over images: ", "; shares"
-            ).count("), inconclusive")
-            == 3
-        )
-    ok = summary.p2_claims(
-        summ(comparison_frame(30, 1.0)).iloc[::-1].reset_index(drop=True), "m", "imagenet"
-    )[0]
-    assert (
-        ok["verdict"] == "held"
-        and "withheld" not in ok["evidence"]
-        and "1 - SSIM ratio 1" in ok["evidence"]
-    )
-
-
-def test_p2_too_few_images_is_not_turned_into_inconclusive():
-    """6 images: too few for any test; a grid artefact or a differing success rate cannot make that inconclusive."""
-    for frame in (comparison_frame(6, 0.02), comparison_frame(6, 1.0, success={"pgd_l2": 2})):
-        row = summary.p2_claims(summ(frame, 200), "m", "imagenet")[0]
-        assert row["verdict"] == "too few images" and "withheld" not in row["evidence"]
-
-
-def test_p2_success_withheld_test_is_quoted_as_inconclusive():
-    row = summary.p2_claims(
-        summ(comparison_frame(30, 1.0, success={"pgd_l2": 20})), "m", "imagenet"
-    )[0]
-    assert row["verdict"] == "inconclusive"
-    detail = _segment(row["evidence"], "paired over images: ", "; shares")
-    assert [x.rsplit(", ", 1)[1] for x in detail.split("; ")] == [
-        "held",
-        "inconclusive",
-        "held",
-    ]  # L∞, L2, budget
-
-
-def test_p2_on_the_sliding_map_quotes_no_sensitivity_check_of_itself():
-    row = summary.p2_claims(summ(comparison_frame(30, 1.0), map="sliding_ssim"), "m", "imagenet")[0]
-    assert row["verdict"] == "held" and "sliding_ssim map" in row["statistic"]
-    assert "sensitivity" not in row["evidence"]
-
-
-def test_p2_without_a_paired_comparison_is_too_few_images():
-    s = summ(comparison_frame(30, 1.0))
-    (row,) = summary.p2_claims(s[s.baseline == ""], "m", "cifar10")
-    assert (row["paper"], row["dataset"], row["model"], row["verdict"], row["n_images"]) == (
-        "P2",
-        "cifar10",
-        "m",
-        "too few images",
-        0,
-    )
-    assert row["claim"] == summary.P2_CLAIM and "no paired comparison" in row["evidence"]
-
-
-def test_p2_claim_without_grid_rows_says_the_diagnostic_is_missing():
-    """A summary from an older or edited table without the grid-diagnostic rows still gives the claim, saying so
-    (not an IndexError): the diagnostic is what withholds a window-grid artefact, so its absence is stated."""
-    from pixelrobust.summary import p2_claims
-
-    s = summ(comparison_frame(30, 1.0))
-    without = s[s.metric != "grid_ratio"]
-    assert len(without) < len(s)
-    (row,) = p2_claims(without, "m", "imagenet")
-    assert "grid diagnostic missing" in row["evidence"]
 
 
 def test_callers_shuffle_ties_and_keep_at_least_one_pixel():

@@ -8,15 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.robust import H, W, p1_maps, rng, synth
 from pixelrobust import robust_compare as rc
-from pixelrobust.errors import ConfigError
 from pixelrobust.stats import boot_mean
 
 N_BOOT = 500
-
-
-def rng(seed=0):
-    return np.random.default_rng(seed)
 
 
 # ---- agreement against the permutation null ----------------------------------------------------
@@ -134,29 +130,6 @@ def test_flat_maps_count_for_neither_measure():
 
 
 # ---- P1 ----------------------------------------------------------------------------------------
-
-H = W = 8
-
-
-def p1_maps(n, n_vulnerable, *, where="centre", correct=None, seed=0):
-    """A planted P1 map set: ``n`` images, the first ``n_vulnerable[i]`` pixels of a fixed order per image."""
-    g = rng(seed)
-    centre = rc.centre_mask(H, W, 0.25)
-    pool = np.flatnonzero(centre.ravel() if where == "centre" else ~centre.ravel())
-    vul = np.zeros((n, H, W), bool)
-    for i, k in enumerate(n_vulnerable):
-        vul[i].ravel()[g.permutation(pool)[:k]] = True
-    searched = np.ones((n, H, W), bool)
-    if correct is not None:
-        searched[~np.asarray(correct)] = False
-        vul[~np.asarray(correct)] = False
-    drop = np.where(vul, 1.0, g.random((n, H, W)) * 0.5).astype(np.float32)
-    return {
-        "ids": np.array([str(i) for i in range(n)]),
-        "vulnerable": vul,
-        "drop": drop,
-        "searched": searched,
-    }
 
 
 def by_comparison(rows):
@@ -401,18 +374,6 @@ def test_masked_pgd_needs_both_models():
 # ---- synthesis files and the whole pair --------------------------------------------------------------
 
 
-def synth(ids, maps, seed=0):
-    n = len(ids)
-    return {
-        "image_id": np.array(ids),
-        "searched": np.ones((n, H, W), bool),
-        **{
-            k: maps.get(k, rng(seed + j).random((n, H, W)))
-            for j, k in enumerate(("onepixel", "ssim_ball", "gradcam_pp", "input_gradient"))
-        },
-    }
-
-
 def test_synthesis_rows_pair_images_by_id():
     g = rng(7).random((20, H, W))
     za = synth([str(i) for i in range(20)], {"gradcam_pp": g}, seed=10)
@@ -497,128 +458,6 @@ def test_compare_pair_writes_every_section(tmp_path):
         "s", "r", "cifar10", p1=(std, rob), k_percent=10, border=0.25, max_k=25, n_boot=200, seed=0
     )
     assert set(only_p1.section) == {rc.SECTIONS["onepixel"]}
-
-
-# ---- the config check ------------------------------------------------------------------------------
-
-
-def _config(pairs, **lists):
-    from helpers import REPO, SCHEMA
-    from pixelrobust import config as prconfig
-
-    cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
-    prconfig._merge(cfg, prconfig.load_yaml(REPO / "config" / "robust_pair.yaml"))
-    for k, v in lists.items():
-        cfg[k]["models"] = v
-    cfg["robust_compare"] = {"pairs": pairs}
-    prconfig.validate(cfg, SCHEMA)
-    return cfg
-
-
-PAIR = {"standard": "resnet20_ehanw_standard", "robust": "resnet20_ehanw_pgd"}
-
-
-def test_config_accepts_the_pair_and_refuses_bad_pairs():
-    from pixelrobust import config as prconfig
-
-    prconfig.check(_config([PAIR]))
-    with pytest.raises(
-        ConfigError, match=r"robust_compare.pairs\[0\].*resnet20_ehanw_pgd.*synthesis.models"
-    ):
-        prconfig.check(_config([PAIR], synthesis=["resnet20_ehanw_standard"]))
-    cfg = _config([{"standard": "resnet20_ehanw_standard", "robust": "mobilenet_v2_imagenet"}])
-    cfg["models"]["mobilenet_v2_imagenet"] = {}
-    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*cifar10.*imagenet"):
-        prconfig.check(cfg)
-    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*not under models"):
-        prconfig.check(
-            _config([{"standard": "resnet20_ehanw_standard", "robust": "no_such_model"}])
-        )
-    with pytest.raises(ConfigError, match=r"robust_compare.pairs\[0\].*the same model"):
-        prconfig.check(
-            _config([{"standard": "resnet20_ehanw_pgd", "robust": "resnet20_ehanw_pgd"}])
-        )
-
-
-# ---- the figure --------------------------------------------------------------------------------------
-
-
-def test_figure_draws_the_mean_maps_and_every_effect(capture_figures, figure_checks):
-    from pixelrobust.figures import robust_compare_figure as fig_rc
-
-    n = 12
-    std, rob = p1_maps(n, [4] * n, seed=1), p1_maps(n, [2] * 6 + [0] * 6, seed=2)
-    ids = [str(i) for i in range(n)]
-    za, zb = synth(ids, {}, seed=1), synth(ids, {}, seed=30)
-    table, maps = rc.compare_pair(
-        "s",
-        "r",
-        "cifar10",
-        p1=(std, rob),
-        synthesis=(za, zb),
-        k_percent=10,
-        border=0.25,
-        max_k=25,
-        n_boot=200,
-        seed=0,
-    )
-    fig_rc.draw(table, {"s__r": maps}, "unused.png")
-    (fig,) = capture_figures
-    figure_checks.check_robust_compare(fig, table, {"s__r": maps})
-    # four map panels and one effect panel; the P1 maps are the vulnerable shares (robust: 6 images x 2 of 12)
-    assert len(figure_checks.panels(fig)) == 5
-    assert figure_checks.panels(fig)[1].images[0].get_array().sum() == pytest.approx(12 / 12)
-    assert len(fig_rc.forest_rows(table)) == int(np.isfinite(table.effect).sum()) >= 8
-
-
-def test_figure_without_pairs_says_so(capture_figures):
-    from pixelrobust.figures import robust_compare_figure as fig_rc
-
-    fig_rc.draw(pd.DataFrame(columns=rc.TABLE_COLUMNS), {}, "unused.png")
-    (fig,) = capture_figures
-    assert [t.get_text() for ax in fig.axes for t in ax.texts] == [
-        "no robust-vs-standard pair configured"
-    ]
-
-
-# ---- SUMMARY.md and the report's front page ------------------------------------------------------------
-
-
-def test_summary_and_front_page_show_the_study_apart_from_the_claims():
-    from pixelrobust import summary
-
-    std, rob = p1_maps(20, [6] * 20, seed=1), p1_maps(20, [1] * 4 + [0] * 16, seed=2)
-    table, _ = rc.compare_pair(
-        "s", "r", "cifar10", p1=(std, rob), k_percent=10, border=0.25, max_k=25, n_boot=200, seed=0
-    )
-    claims = pd.DataFrame(columns=summary.CLAIM_COLUMNS)
-    text = summary.render(
-        claims,
-        {},
-        config_sha256="x",
-        configfiles=[],
-        config_yaml="a: 1",
-        git_commit="c",
-        robust=table,
-    )
-    section = text[text.index("## Robust vs standard (ours)") : text.index("## Config")]
-    assert (
-        "not a claim of any of the three papers" in section
-        and "### s (standard) vs r (robust), cifar10" in section
-    )
-    # one Markdown row per comparison, each with its verdict in bold
-    assert section.count("\n| P1 one-pixel |") == len(table)
-    assert (
-        "| breakable by one pixel | the robust model can be broken by one pixel on fewer images | **held** |"
-        in section
-    )
-    assert "Robust vs standard" not in summary.render(
-        claims, {}, config_sha256="x", configfiles=[], config_yaml="a: 1", git_commit="c"
-    )
-    page = summary.front_page(
-        claims, config_sha256="x", configfiles=[], git_commit="c", robust=table
-    )
-    assert "Robust vs standard (ours)" in page and page.count("breakable by one pixel") == 1
 
 
 def test_the_null_is_the_mean_over_the_other_images_only():
@@ -750,65 +589,6 @@ def test_the_pairs_robust_models_are_left_out_of_the_claim_tally(tmp_path):
         assert list(
             summary.claims_table({"synthesis": path}, exclude_models=["rob"], **kw).model
         ) == ["std"]
-
-
-def test_figure_draws_only_differences_and_intervals_from_ten_images():
-    from pixelrobust.figures import robust_compare_figure as fig_rc
-
-    t = pd.DataFrame(
-        [
-            {
-                "statistic": "share, standard minus robust",
-                "effect": 0.2,
-                "ci_low": 0.1,
-                "ci_high": 0.3,
-                "n_images": 20,
-            },
-            {
-                "statistic": "Spearman's rho of the two mean maps",
-                "effect": 0.3,
-                "ci_low": 0.1,
-                "ci_high": 0.5,
-                "n_images": 20,
-            },
-            {
-                "statistic": "IoU, same image minus other images'",
-                "effect": 0.1,
-                "ci_low": 0.0,
-                "ci_high": 0.2,
-                "n_images": 2,
-            },
-            {
-                "statistic": "x minus y",
-                "effect": np.nan,
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-                "n_images": 20,
-            },
-        ]
-    )
-    rows = fig_rc.forest_rows(t)
-    assert list(rows.effect) == [0.2, 0.1]
-    assert list(fig_rc.interval_drawn(rows)) == [True, False]
-
-
-def test_config_warns_on_a_pair_of_two_architectures():
-    import warnings
-
-    from pixelrobust import config as prconfig
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        prconfig.check(_config([PAIR]))  # one architecture: no warning
-    cfg = _config(
-        [{"standard": "resnet20_cifar10", "robust": "resnet20_ehanw_pgd"}],
-        onepixel=["resnet20_cifar10", "resnet20_ehanw_pgd"],
-        gradients=["resnet20_cifar10", "resnet20_ehanw_pgd"],
-        masked_pgd=["resnet20_cifar10", "resnet20_ehanw_pgd"],
-        synthesis=["resnet20_cifar10", "resnet20_ehanw_pgd"],
-    )
-    with pytest.warns(UserWarning, match=r"robust_compare.pairs\[0\].*one architecture"):
-        prconfig.check(cfg)
 
 
 # ---- several untrained copies: the reference must not hang on one seed ------------------------------------
@@ -989,20 +769,6 @@ def test_robust_compare_builds_and_averages_every_untrained_copy(tmp_path):
     )
     with pytest.raises(ValueError, match="robust_compare.untrained_copies"):
         rc.robust_compare(**kw, untrained_copies=0)
-
-
-def test_config_refuses_a_non_positive_number_of_untrained_copies():
-    from helpers import REPO, SCHEMA
-    from pixelrobust import config as prconfig
-
-    cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
-    prconfig.validate(cfg, SCHEMA)
-    assert cfg["robust_compare"]["untrained_copies"] == 30
-    for bad in (0, -1):
-        cfg = prconfig.load_yaml(REPO / "config" / "config.yaml")
-        cfg["robust_compare"]["untrained_copies"] = bad
-        with pytest.raises(ConfigError, match=r"robust_compare\.untrained_copies"):
-            prconfig.validate(cfg, SCHEMA)
 
 
 def test_the_interval_resamples_the_copies_as_well_as_the_images():

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from docutils.core import publish_parts
 
+from helpers.p2 import comparison_frame, summ
+from helpers.robust import p1_maps
+from pixelrobust import robust_compare as rc
 from pixelrobust import summary
+from pixelrobust.defense_eval import TABLE_COLUMNS
+from pixelrobust.map_compare import BUDGET, GRID_ARTEFACT, SUCCESS_DIFFERS
 from pixelrobust.report import FRONT_PAGE_HEADING
 from pixelrobust.stats import newcombe_diff_ci
-from pixelrobust.summary import CLAIM_COLUMNS, front_page
+from pixelrobust.summary import CLAIM_COLUMNS, front_page, p3_defense
 
 # ----------------------------------------------------------------------------------------------
 # The report's front page (summary.front_page): the verdict table, rendered as reStructuredText.
@@ -845,7 +852,6 @@ def test_claims_table_reads_every_stage_and_passes_its_settings(tmp_path):
     """summary.claims_table on planted tables of every stage, written to CSV as the rules write them: each stage's
     verdict comes out with its sign (a claim whose data say the opposite is not held), the P2 model and dataset
     are the ones given, and the verdict settings (ordering_max_k, iou_ceiling, defense_margin) reach their claims."""
-    from test_map_compare import comparison_frame, summ  # the P2 summary of planted comparisons
 
     from pixelrobust.vulnerability import claims_table as p1_table
 
@@ -969,3 +975,696 @@ def test_claims_table_reads_every_stage_and_passes_its_settings(tmp_path):
         summary.claims_table({k: v for k, v in inputs(+1).items() if k != "synthesis"}, **kw).paper
         == "Synthesis"
     ).any()
+
+
+# ---- P2: the SSIM-ball claim (summary.p2_claims) on planted comparisons (helpers.p2) ----------------
+
+
+def test_p2_verdict_needs_the_grid_diagnostic_to_pass():
+    ok = summary.p2_claims(summ(comparison_frame(30, 1.0)), "m", "imagenet")[0]
+    # SSIM ball beats both baselines on the energy share; the binding (smaller) effect is against PGD L2: 0.1
+    assert ok["verdict"] == "held" and ok["effect"] == pytest.approx(0.1) and ok["ci_low"] > 0
+    assert ok["control"].startswith("pgd_l2") and ok["observed"] > ok["control_value"]
+    artefact = summary.p2_claims(summ(comparison_frame(30, 0.02)), "m", "imagenet")[0]
+    assert artefact["verdict"] == "inconclusive" and "grid artefact" in artefact["evidence"]
+    worse = comparison_frame(30, 1.0)
+    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= 0.5
+    lost = summary.p2_claims(summ(worse), "m", "imagenet")[0]
+    assert lost["verdict"] == "not held"
+    mixed = comparison_frame(30, 1.0)
+    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.15  # beats L∞ PGD (+0.05), loses to L2 (-0.05)
+    )
+    assert summary.p2_claims(summ(mixed), "m", "imagenet")[0]["verdict"] == "not held"
+    only_linf = summary.p2_claims(summ(mixed, baselines=["pgd_linf"]), "m", "imagenet")[0]
+    # L2 PGD not listed: held (L∞ +0.05, budget map +0.03, the weaker one headlines), L2 not quoted
+    assert only_linf["verdict"] == "held" and only_linf["effect"] == pytest.approx(0.03)
+    assert "vs pgd_l2" not in only_linf["evidence"]
+
+
+def test_p2_headline_is_the_test_that_decides():
+    mixed = comparison_frame(30, 1.0)
+    mixed.loc[mixed.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.15  # L∞ +0.05 held (lowest ci_low), L2 −0.05 not held
+    )
+    row = summary.p2_claims(summ(mixed), "m", "imagenet")[0]
+    assert row["verdict"] == "not held" and row["control"].startswith("pgd_l2")
+    assert row["effect"] == pytest.approx(-0.05) and row["ci_high"] < 0
+    # the referee's case: a noisy baseline gives an inconclusive test with the lowest ci_low; the not-held test decides
+    noisy = mixed.copy()
+    linf = noisy.attack == "pgd_linf"
+    noisy.loc[linf, "mass_in_topk"] += np.random.default_rng(1).normal(0, 1, linf.sum())
+    s = summ(noisy)
+    p = s[s.primary & (s.baseline != "")].set_index("baseline")
+    assert p.loc["pgd_linf", "verdict"] == "no clear difference" and p.ci_low.idxmin() == "pgd_linf"
+    row = summary.p2_claims(s, "m", "imagenet")[0]
+    assert (
+        row["verdict"] == "not held" and row["control"].startswith("pgd_l2") and row["ci_high"] < 0
+    )
+    worse = comparison_frame(30, 1.0)
+    worse.loc[worse.attack == "ssim_ball", "mass_in_topk"] -= (
+        0.5  # all three not held (L∞ −0.3, L2 −0.4, budget −0.32)
+    )
+    row = summary.p2_claims(summ(worse), "m", "imagenet")[0]
+    assert row["control"].startswith("pgd_l2") and row["effect"] == pytest.approx(
+        -0.4
+    )  # the clearest: smallest ci_high
+
+
+def test_p2_verdict_is_not_held_when_the_ssim_ball_equals_its_budget_map():
+    frame = comparison_frame(30, 1.0)
+    ball = frame[frame.attack == "ssim_ball"].set_index(["image_id", "map"]).mass_in_topk
+    budget = frame.attack == BUDGET
+    frame.loc[budget, "mass_in_topk"] = [
+        ball[(i, m)] for i, m in zip(frame[budget].image_id, frame[budget]["map"])
+    ]
+    row = summary.p2_claims(summ(frame), "m", "imagenet")[
+        0
+    ]  # beats both PGD baselines, ties its budget map
+    assert (
+        row["verdict"] == "inconclusive"
+        and row["control"].startswith("its budget map")
+        and row["effect"] == 0
+    )
+    assert (
+        "budget map 0." in row["evidence"]
+        and "sensitivity (sliding 7x7 1 - SSIM map)" in row["evidence"]
+    )
+    frame.loc[budget, "mass_in_topk"] += (
+        0.05  # the budget map alone is more aligned with the CAM: not held
+    )
+    assert summary.p2_claims(summ(frame), "m", "imagenet")[0]["verdict"] == "not held"
+    with pytest.raises(ValueError, match="budget-map rows"):
+        summ(frame[~budget])
+
+
+def test_p2_verdict_is_withheld_when_success_rates_differ():
+    row = summary.p2_claims(
+        summ(comparison_frame(30, 1.0, success={"pgd_l2": 27})), "m", "imagenet"
+    )[0]
+    assert row["verdict"] == "held"  # 1.00 vs 0.90: within the tolerance 0.15
+    assert "pgd_l2 0.90" in row["evidence"] and "ssim_ball 1.00" in row["evidence"]
+    frame = comparison_frame(30, 1.0, success={"pgd_l2": 20})  # 1.00 vs 0.67: more than 0.15 apart
+    s = summ(frame)
+    assert (
+        s[(s.metric == "success_rate") & (s.attack == "pgd_l2")].verdict.iloc[0] == SUCCESS_DIFFERS
+    )
+    row = summary.p2_claims(s, "m", "imagenet")[0]
+    assert row["verdict"] == "inconclusive" and "success rate of pgd_l2 differs" in row["evidence"]
+    assert summary.p2_claims(summ(frame, tol=0.4), "m", "imagenet")[0]["verdict"] == "held"
+    # a differing success rate takes out only that PGD baseline's test: the model-free budget-map test still
+    # decides, so an SSIM ball below its own budget map is not held, not hidden as inconclusive
+    below = frame.copy()
+    ball = (below.attack == "ssim_ball") & (below["map"] == "energy")
+    below.loc[ball, "mass_in_topk"] -= (
+        0.3  # now base - 0.1: below the budget map (base + 0.02) on every image
+    )
+    row = summary.p2_claims(summ(below), "m", "imagenet")[0]
+    assert row["verdict"] == "not held" and row["control"].startswith("its budget map"), row[
+        "control"
+    ]
+
+
+def _segment(evidence: str, start: str, end: str = "; sensitivity") -> str:
+    return evidence.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_p2_evidence_reads_the_grid_and_sensitivity_rows_it_names():
+    """The planted frame: L∞ PGD's grid ratio ~1, L2's ~1, the SSIM ball's 0.02 (an artefact); on the sliding
+    map the energy shares differ by +0.2 (L∞) and +0.1 (L2) on every image. The evidence quotes exactly those
+    rows, whatever the row order of the summary."""
+    s = summ(comparison_frame(30, 0.02))
+    for table in (s, s.iloc[::-1].reset_index(drop=True)):
+        row = summary.p2_claims(table, "m", "imagenet")[0]
+        assert (
+            row["verdict"] == "inconclusive"
+            and "verdict withheld: grid artefact" in row["evidence"]
+        )
+        ball, controls = _segment(
+            row["evidence"], "grid diagnostic: SSIM-ball aligned/straddling 1 - SSIM ratio "
+        ).split("; ")
+        assert float(ball.split()[0]) == pytest.approx(0.02, rel=0.1) and ball.endswith(
+            f", {GRID_ARTEFACT}"
+        )
+        names = [c.split()[0] for c in controls.split(", ")]
+        assert sorted(names) == ["pgd_l2", "pgd_linf"]
+        assert all(abs(float(c.split()[1]) - 1) < 0.1 for c in controls.split(", "))
+        sens = _segment(row["evidence"], "; sensitivity (sliding 7x7 1 - SSIM map): ", "; ")
+        assert sorted(re.findall(r"vs (\S+) ([+-][\d.]+) \(", sens)) == [
+            ("pgd_l2", "+0.1"),
+            ("pgd_linf", "+0.2"),
+        ]
+        # the grid artefact makes every test inconclusive, and each is quoted so
+        assert (
+            _segment(
+                row["evidence"], "SSIM ball minus control paired over images: ", "; shares"
+            ).count("), inconclusive")
+            == 3
+        )
+    ok = summary.p2_claims(
+        summ(comparison_frame(30, 1.0)).iloc[::-1].reset_index(drop=True), "m", "imagenet"
+    )[0]
+    assert (
+        ok["verdict"] == "held"
+        and "withheld" not in ok["evidence"]
+        and "1 - SSIM ratio 1" in ok["evidence"]
+    )
+
+
+def test_p2_too_few_images_is_not_turned_into_inconclusive():
+    """6 images: too few for any test; a grid artefact or a differing success rate cannot make that inconclusive."""
+    for frame in (comparison_frame(6, 0.02), comparison_frame(6, 1.0, success={"pgd_l2": 2})):
+        row = summary.p2_claims(summ(frame, 200), "m", "imagenet")[0]
+        assert row["verdict"] == "too few images" and "withheld" not in row["evidence"]
+
+
+def test_p2_success_withheld_test_is_quoted_as_inconclusive():
+    row = summary.p2_claims(
+        summ(comparison_frame(30, 1.0, success={"pgd_l2": 20})), "m", "imagenet"
+    )[0]
+    assert row["verdict"] == "inconclusive"
+    detail = _segment(row["evidence"], "paired over images: ", "; shares")
+    assert [x.rsplit(", ", 1)[1] for x in detail.split("; ")] == [
+        "held",
+        "inconclusive",
+        "held",
+    ]  # L∞, L2, budget
+
+
+def test_p2_on_the_sliding_map_quotes_no_sensitivity_check_of_itself():
+    row = summary.p2_claims(summ(comparison_frame(30, 1.0), map="sliding_ssim"), "m", "imagenet")[0]
+    assert row["verdict"] == "held" and "sliding_ssim map" in row["statistic"]
+    assert "sensitivity" not in row["evidence"]
+
+
+def test_p2_without_a_paired_comparison_is_too_few_images():
+    s = summ(comparison_frame(30, 1.0))
+    (row,) = summary.p2_claims(s[s.baseline == ""], "m", "cifar10")
+    assert (row["paper"], row["dataset"], row["model"], row["verdict"], row["n_images"]) == (
+        "P2",
+        "cifar10",
+        "m",
+        "too few images",
+        0,
+    )
+    assert row["claim"] == summary.P2_CLAIM and "no paired comparison" in row["evidence"]
+
+
+def test_p2_claim_without_grid_rows_says_the_diagnostic_is_missing():
+    """A summary from an older or edited table without the grid-diagnostic rows still gives the claim, saying so
+    (not an IndexError): the diagnostic is what withholds a window-grid artefact, so its absence is stated."""
+    from pixelrobust.summary import p2_claims
+
+    s = summ(comparison_frame(30, 1.0))
+    without = s[s.metric != "grid_ratio"]
+    assert len(without) < len(s)
+    (row,) = p2_claims(without, "m", "imagenet")
+    assert "grid diagnostic missing" in row["evidence"]
+
+
+# ---- P3: p3_defense's decisions, each against a planted table whose right answer is known (mutation testing) ----
+
+
+def _claim_table(
+    effect,
+    low,
+    high,
+    n=20,
+    shift=(0.2, 0.1, 0.3),
+    protocol="graybox",
+    transfer_high=0.6,
+    top1=0.5,
+    gray_top1=0.9,
+    transfer_top1=0.3,
+):
+    """One stochastic-PRM claim: its effect against the reference (``effect, low, high``) and against
+    prm_shift_only (``shift``); transfer_none at 0.3 (Wilson up to ``transfer_high``) against a clean 0.9."""
+    ref = "transfer_none" if protocol == "graybox" else "none"
+    cells = [
+        ("stochastic_prm", "clean", protocol, 0.9, "none", (-0.1, -0.2, 0.0), (np.nan,) * 3, 0.9),
+        ("stochastic_prm", "pgd", protocol, top1, ref, (effect, low, high), shift, top1 + 0.1),
+        ("prm_shift_only", "pgd", protocol, 0.4, ref, (0.1, 0.0, 0.2), (np.nan,) * 3, 0.6),
+        ("none", "pgd", protocol, 0.0, "", (np.nan,) * 3, (np.nan,) * 3, 0.1),
+    ]
+    if protocol == "graybox":
+        cells.append(
+            (
+                "transfer_none",
+                "pgd",
+                "graybox",
+                transfer_top1,
+                "none",
+                (0.3, 0.1, 0.5),
+                (np.nan,) * 3,
+                transfer_high,
+            )
+        )
+    else:
+        cells.append(
+            (
+                "stochastic_prm",
+                "pgd",
+                "graybox",
+                gray_top1,
+                "transfer_none",
+                (0.5, 0.3, 0.7),
+                (0.5, 0.3, 0.7),
+                1.0,
+            )
+        )
+    rows = []
+    for d, a, p, t1, r, (e, el, eh), (s_, sl, sh), hi in cells:
+        rows.append(
+            {
+                "dataset": "cifar10",
+                "model": "m",
+                "defense": d,
+                "attack": a,
+                "protocol": p,
+                "n_images": n,
+                "draws": 2,
+                "n": 2 * n,
+                "k": int(t1 * 2 * n),
+                "top1": t1,
+                "ci_low": max(t1 - 0.2, 0),
+                "ci_high": hi,
+                "clean_top1": 0.9,
+                "reference": r,
+                "reference_top1": 0.3 if r == "transfer_none" else 0.0,
+                "effect": e,
+                "effect_low": el,
+                "effect_high": eh,
+                "shift_effect": s_,
+                "shift_effect_low": sl,
+                "shift_effect_high": sh,
+                "defense_rate": np.nan,
+                "seconds": 1.0,
+            }
+        )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+# headline: which test's (effect, low, high) the row carries (stats.binding): the clearest failure, else the
+# weakest inconclusive or held test (smallest lower bound)
+@pytest.mark.parametrize(
+    "effect, low, high, shift, n, verdict, headline",
+    [
+        (
+            0.2,
+            0.1,
+            0.35,
+            (0.2, 0.12, 0.3),
+            20,
+            "held",
+            "transfer",
+        ),  # beats the transfer control and the shift-only one
+        (
+            0.2,
+            0.12,
+            0.35,
+            (0.2, 0.1, 0.3),
+            20,
+            "held",
+            "shift",
+        ),  # the same, the shift-only test the weaker
+        (
+            0.2,
+            0.1,
+            0.35,
+            (0.0, -0.04, 0.04),
+            20,
+            "not held",
+            "shift",
+        ),  # no better than a random shift: below the margin
+        (
+            -0.2,
+            -0.35,
+            -0.1,
+            (0.2, 0.1, 0.3),
+            20,
+            "not held",
+            "transfer",
+        ),  # worse than the undefended classifier
+        (
+            0.05,
+            -0.1,
+            0.2,
+            (0.2, 0.1, 0.3),
+            20,
+            "inconclusive",
+            "transfer",
+        ),  # no clear difference is never "not held"
+        (0.2, 0.1, 0.35, (0.2, 0.12, 0.3), 8, "too few images", "transfer"),
+        (0.2, 0.12, 0.35, (0.2, 0.1, 0.3), 8, "too few images", "shift"),
+    ],
+)
+def test_defence_verdict_per_attack(effect, low, high, shift, n, verdict, headline):
+    rows = p3_defense(_claim_table(effect, low, high, n, shift), min_effect=0.05)
+    assert (
+        len(rows) == 1
+    )  # one claim per (model, attack, protocol); none, controls and clean are not claims
+    r = rows[0]
+    assert (
+        r["verdict"] == verdict and r["claim"] == "the stochastic PRM defends against pgd (graybox)"
+    )
+    assert (
+        "clean top-1 0.90" in r["evidence"]
+        and "prm_shift_only" in r["evidence"]
+        and "margin 0.05" in r["evidence"]
+    )
+    # the headline is the test that decides, with its sign (positive = the PRM keeps more images right)
+    assert (r["effect"], r["ci_low"], r["ci_high"]) == (
+        (effect, low, high) if headline == "transfer" else shift
+    )
+    assert r["observed"] == 0.5 and (verdict != "held" or r["ci_low"] > 0.05)
+    if shift[2] < 0.05:
+        assert (r["control"], r["ci_low"], r["ci_high"]) == ("prm_shift_only", shift[1], shift[2])
+    elif n >= 10 and verdict != "held":
+        assert (r["control"], r["control_value"], r["ci_low"], r["ci_high"]) == (
+            "transfer_none",
+            0.3,
+            low,
+            high,
+        )
+
+
+def test_graybox_claim_without_transfer_has_no_power():
+    """transfer_none's interval covers the clean top-1 (0.9): the stand-in's images did not transfer, so a
+    negative effect against transfer_none restates the clean cost: inconclusive, with the reason."""
+    r = p3_defense(_claim_table(-0.2, -0.35, -0.1, transfer_high=0.95), min_effect=0.05)[0]
+    assert r["verdict"] == "inconclusive" and "no power" in r["evidence"]
+    assert (
+        p3_defense(_claim_table(-0.2, -0.35, -0.1, transfer_high=0.85), min_effect=0.05)[0][
+            "verdict"
+        ]
+        == "not held"
+    )
+    # transferred, but to 0.86 against the PRM's clean 0.9: at most +0.04 to gain, under the 0.05 margin: no power
+    r = p3_defense(
+        _claim_table(-0.2, -0.35, -0.1, transfer_top1=0.86, transfer_high=0.88), min_effect=0.05
+    )[0]
+    assert r["verdict"] == "inconclusive" and "no power" in r["evidence"]
+    # no power against transfer_none does not hide the shift-only test, which has its power on the same images:
+    # the PRM clearly below its own random-shift component is not held
+    r = p3_defense(
+        _claim_table(-0.2, -0.35, -0.1, shift=(-0.2, -0.32, -0.09), transfer_high=0.95),
+        min_effect=0.05,
+    )[0]
+    assert (
+        r["verdict"] == "not held"
+        and "no power" in r["evidence"]
+        and r["control"] == "prm_shift_only"
+    )
+
+
+def test_adaptive_claim_at_the_undefended_level_is_not_held():
+    """Adaptive PGD drives none to 0.00: a defence also at 0.00 has effect 0 [0, 0]; with the margin that is
+    "not held" (without it the claim could never fail)."""
+    table = _claim_table(
+        0.0, 0.0, 0.0, shift=(0.0, 0.0, 0.0), protocol="adaptive", top1=0.0
+    )  # shift-only at 0.00 too
+    r = p3_defense(table, min_effect=0.05)[0]
+    assert (
+        r["verdict"] == "not held"
+        and r["claim"] == "the stochastic PRM defends against pgd (adaptive, EOT)"
+    )
+    assert (
+        p3_defense(
+            _claim_table(0.0, 0.0, 0.0, shift=(0.0, 0.0, 0.0), protocol="adaptive", top1=0.0),
+            min_effect=0.0,
+        )[0]["verdict"]
+        == "inconclusive"
+    )
+
+
+def test_adaptive_rows_name_the_eot_draws():
+    """The adaptive rows say how many EOT draws the attack averaged (few draws weaken it on the randomised
+    defences: a known bias of the CPU default, docs/decisions.md); gray-box rows have no EOT."""
+    adaptive = _claim_table(0.2, 0.1, 0.3, protocol="adaptive", top1=0.3, gray_top1=0.4)
+    assert "EOT 4 draws per attack step" in p3_defense(adaptive, eot_samples=4)[0]["evidence"]
+    assert "EOT" not in p3_defense(_claim_table(0.2, 0.1, 0.3), eot_samples=4)[0]["evidence"]
+
+
+def test_adaptive_weaker_than_graybox_is_flagged():
+    weak = p3_defense(
+        _claim_table(0.2, 0.1, 0.3, protocol="adaptive", top1=0.6, gray_top1=0.4), min_effect=0.05
+    )[0]
+    assert "weaker than transfer" in weak["evidence"]
+    strong = p3_defense(
+        _claim_table(0.2, 0.1, 0.3, protocol="adaptive", top1=0.3, gray_top1=0.4), min_effect=0.05
+    )[0]
+    assert "weaker than transfer" not in strong["evidence"]
+
+
+def test_defence_claim_names_its_controls_and_their_values():
+    """Both tests held; the shift-only one (lower bound 0.10 < 0.12) decides the headline, so the row's
+    control is prm_shift_only at its own top-1 (0.4 in the table), and no "control missing" note."""
+    r = p3_defense(_claim_table(0.2, 0.12, 0.35, shift=(0.2, 0.1, 0.3)), min_effect=0.05)[0]
+    assert r["verdict"] == "held" and (r["dataset"], r["model"]) == ("cifar10", "m")
+    assert (r["control"], r["control_value"], r["effect"], r["ci_low"], r["ci_high"]) == (
+        "prm_shift_only",
+        0.4,
+        0.2,
+        0.1,
+        0.3,
+    )
+    assert r["statistic"].startswith("top-1 minus the shift-only randomisation's")
+    assert "shift-only control missing" not in r["evidence"]
+    assert "undefended on images crafted on it 0.00" in r["evidence"]  # the none row of the table
+    # the reference test decides: transfer_none at its top-1 (0.3)
+    r = p3_defense(_claim_table(0.2, 0.1, 0.35, shift=(0.2, 0.12, 0.3)), min_effect=0.05)[0]
+    assert (r["control"], r["control_value"], r["effect"]) == ("transfer_none", 0.3, 0.2)
+    assert r["statistic"].startswith("top-1 minus transfer_none's")
+
+
+def test_defence_claim_without_the_shift_only_control_is_undecided():
+    """A table from before prm_shift_only was run: without that test the claim cannot be held."""
+    table = _claim_table(0.2, 0.12, 0.35)
+    no_row = table[table.defense != "prm_shift_only"].assign(
+        shift_effect=np.nan, shift_effect_low=np.nan, shift_effect_high=np.nan
+    )
+    no_cols = no_row.drop(columns=["shift_effect", "shift_effect_low", "shift_effect_high"])
+    nan_effect = table.assign(
+        shift_effect=np.nan, shift_effect_low=np.nan, shift_effect_high=np.nan
+    )  # row kept
+    for t in (no_row, no_cols, nan_effect):
+        r = p3_defense(t, min_effect=0.05)[0]
+        assert r["verdict"] == "inconclusive" and "shift-only control missing" in r["evidence"]
+    assert p3_defense(None) == [] and p3_defense(table.drop(columns=["effect"])) == []
+
+
+def test_defence_reference_test_uses_the_margin():
+    """Against transfer_none +0.10 (+0.02 to +0.20): above 0 but not above the 0.05 margin: inconclusive,
+    although the shift-only test holds; with margin 0 both hold."""
+    table = _claim_table(0.1, 0.02, 0.2, shift=(0.2, 0.1, 0.3))
+    r = p3_defense(table, min_effect=0.05)[0]
+    assert r["verdict"] == "inconclusive" and (r["control"], r["ci_low"]) == ("transfer_none", 0.02)
+    assert p3_defense(table, min_effect=0.0)[0]["verdict"] == "held"
+
+
+def test_defence_without_power_keeps_each_tests_own_numbers():
+    """No power against transfer_none (its interval reaches the clean 0.9), the shift-only test held: the claim
+    is inconclusive, and its headline is the transfer_none test (the inconclusive one) with its own numbers."""
+    r = p3_defense(
+        _claim_table(-0.2, -0.35, -0.1, shift=(0.2, 0.1, 0.3), transfer_high=0.9), min_effect=0.05
+    )[0]
+    assert (
+        r["verdict"] == "inconclusive" and "no power" in r["evidence"]
+    )  # the interval touching 0.9 counts
+    assert (r["control"], r["control_value"], r["effect"], r["ci_low"], r["ci_high"]) == (
+        "transfer_none",
+        0.3,
+        -0.2,
+        -0.35,
+        -0.1,
+    )
+    # room exactly at the margin (0.9 - transfer_top1 == min_effect) is no power either
+    margin = 0.9 - 0.65
+    r = p3_defense(
+        _claim_table(-0.5, -0.6, -0.4, shift=(0.3, 0.26, 0.35), transfer_top1=0.65),
+        min_effect=margin,
+    )[0]
+    assert r["verdict"] == "inconclusive" and "no power" in r["evidence"]
+    r = p3_defense(
+        _claim_table(-0.5, -0.6, -0.4, shift=(0.3, 0.26, 0.35), transfer_top1=0.64),
+        min_effect=margin,
+    )[0]
+    assert r["verdict"] == "not held" and "no power" not in r["evidence"]
+    # the evidence quotes each test with its own numbers and verdict, and the clean cost with its sign
+    ev = p3_defense(
+        _claim_table(-0.2, -0.35, -0.1, shift=(0.2, 0.1, 0.3), transfer_high=0.9), min_effect=0.05
+    )[0]["evidence"]
+    assert "against transfer_none 0.30: -0.20 (-0.35 to -0.10), inconclusive;" in ev
+    assert "against prm_shift_only 0.40: +0.20 (+0.10 to +0.30), held;" in ev
+    assert ev.endswith(
+        "clean top-1 0.90 against 0.00 undefended (cost +0.10, -0.00 to +0.20)"
+    )  # clean effect -0.1 (-0.2, 0)
+    assert "the stochastic PRM on those images" not in ev  # no prm_on_classifier row in this table
+    # too few images stays too few images, with or without power
+    assert (
+        p3_defense(_claim_table(-0.2, -0.35, -0.1, n=8, transfer_high=0.95), min_effect=0.05)[0][
+            "verdict"
+        ]
+        == "too few images"
+    )
+
+
+def test_graybox_claim_quotes_the_prm_on_the_classifiers_images():
+    table = _claim_table(0.2, 0.1, 0.35)
+    extra = table[table.defense == "none"].assign(defense="prm_on_classifier", top1=0.7)
+    r = p3_defense(pd.concat([table, extra], ignore_index=True), min_effect=0.05)[0]
+    assert (
+        "undefended on images crafted on it 0.00; the stochastic PRM on those images 0.70"
+        in r["evidence"]
+    )
+
+
+def test_adaptive_equal_to_graybox_is_not_flagged():
+    same = p3_defense(
+        _claim_table(0.2, 0.1, 0.3, protocol="adaptive", top1=0.4, gray_top1=0.4), min_effect=0.05
+    )[0]
+    assert "weaker than transfer" not in same["evidence"]
+
+
+def test_defence_claims_keep_the_tables_model_order():
+    a, b = _claim_table(0.2, 0.1, 0.35), _claim_table(-0.2, -0.35, -0.1)
+    rows = p3_defense(
+        pd.concat([a.assign(model="z"), b.assign(model="a")], ignore_index=True), min_effect=0.05
+    )
+    assert [(r["model"], r["verdict"]) for r in rows] == [("z", "held"), ("a", "not held")]
+
+
+# ---- what a config leaves out (summary.left_out, summary.summary) --------------------------------------------
+
+
+def test_summary_names_what_the_config_leaves_out():
+    """A model or attack a stage leaves out loses its claim rows: SUMMARY says so under the section, so a
+    smaller config (the CPU-sized default) does not drop a claim silently."""
+    pair = {"standard": "a", "robust": "r"}
+    config = {
+        "models": {"a": {}, "b": {}, "c": {}, "r": {}},
+        "robust_compare": {"pairs": [pair]},
+        "onepixel": {"models": ["a"]},
+        "masked_pgd": {"models": ["a", "b", "c"]},
+        "prm": {"models": []},  # off: "Not run" covers it, no "left out" line
+        "defense_eval": {
+            "models": ["a", "b"],
+            "attacks": ["pgd", "cw"],
+            "attack_settings": {"onepixel": {}, "cw": {}, "pgd": {}},
+        },
+        "synthesis": {"models": ["a", "c"]},
+    }
+    got = summary.left_out(config)
+    assert got == {  # the robust model r is never "left out" (it is not one of the papers' models)
+        "P1": [
+            "it runs the one-pixel search (`onepixel.models`) on a, not on b, c (models it defines)"
+        ],
+        "P3": [
+            "it runs the defence table (`defense_eval.models`) on a, b, not on c (models it defines)",
+            "the defence table (`defense_eval.attacks`) runs pgd, cw, not onepixel "
+            "(attacks with settings in `defense_eval.attack_settings`)",
+        ],
+        "Synthesis": [
+            "it runs the synthesis (`synthesis.models`) on a, c, not on b (models it defines)"
+        ],
+    }
+    config["defense_eval"]["models"] = []  # no defence table: its attacks are not "left out" either
+    assert "P3" not in summary.left_out(config)
+    claims = pd.DataFrame(
+        [summary._row("P1", "c1", "cifar10", "a", "held", 20, "e1")], columns=summary.CLAIM_COLUMNS
+    )
+    text = summary.render(
+        claims,
+        {"onepixel_summary": "x"},
+        config_sha256="abc",
+        configfiles=["c.yaml"],
+        config_yaml="seed: 7\n",
+        git_commit="deadbeef",
+        absent=got,
+    )
+    p1 = text.split("## P1")[1].split("## P2")[0]
+    assert (
+        "Left out by this config: it runs the one-pixel search (`onepixel.models`) on a, not on b, c "
+        "(models it defines). The claim rows of what it leaves out are absent, not failed"
+        in p1
+        and "### c1" in p1
+    )
+    assert "gpu.yaml" not in text  # no claim about what another config runs
+    synthesis = text.split("## Synthesis")[1]
+    assert (
+        "(`synthesis.models`) on a, c, not on b" in synthesis
+        and "Not run: `synthesis.models`" in synthesis
+    )
+    assert "Left out" not in text.split("## P2")[1].split("## P3")[0]
+
+
+def test_summary_md_carries_the_left_out_note(tmp_path):
+    """The rule's own entry point (``summary.summary``) writes the note into SUMMARY.md for a config that runs
+    a stage on some of its models only, and none for one whose stages run every model."""
+    config = {
+        "models": {"a": {}, "b": {}},
+        "onepixel": {"models": ["a"]},
+        "masked_pgd": {"models": ["a", "b"], "verdict_max_k": 25},
+        "ssim": {"model": "b"},
+        "prm": {
+            "models": ["a", "b"],
+            "sweep": {"accuracy_margin": 0.05, "control_iou_ceiling": 0.9},
+        },
+        "defense_eval": {"models": [], "min_effect": 0.05},
+    }
+
+    def md(name, cfg):
+        out = {"md": str(tmp_path / f"{name}.md"), "claims": str(tmp_path / f"{name}.csv")}
+        summary.summary(
+            inputs={}, out=out, config=cfg, config_sha256="x", configfiles=["c.yaml"],
+            ssim_dataset="imagenet", n_boot=10, seed=0,
+        )  # fmt: skip
+        return (tmp_path / f"{name}.md").read_text()
+
+    p1 = md("restricted", config).split("## P1")[1].split("## P2")[0]
+    assert (
+        "Left out by this config: it runs the one-pixel search (`onepixel.models`) on a, not on b"
+        in p1
+    )
+    config["onepixel"]["models"] = ["a", "b"]
+    assert "Left out" not in md("full", config)
+
+
+# ---- the robust-vs-standard study in SUMMARY.md and on the front page (helpers.robust) ---------------------
+
+
+def test_summary_and_front_page_show_the_study_apart_from_the_claims():
+    from pixelrobust import summary
+
+    std, rob = p1_maps(20, [6] * 20, seed=1), p1_maps(20, [1] * 4 + [0] * 16, seed=2)
+    table, _ = rc.compare_pair(
+        "s", "r", "cifar10", p1=(std, rob), k_percent=10, border=0.25, max_k=25, n_boot=200, seed=0
+    )
+    claims = pd.DataFrame(columns=summary.CLAIM_COLUMNS)
+    text = summary.render(
+        claims,
+        {},
+        config_sha256="x",
+        configfiles=[],
+        config_yaml="a: 1",
+        git_commit="c",
+        robust=table,
+    )
+    section = text[text.index("## Robust vs standard (ours)") : text.index("## Config")]
+    assert (
+        "not a claim of any of the three papers" in section
+        and "### s (standard) vs r (robust), cifar10" in section
+    )
+    # one Markdown row per comparison, each with its verdict in bold
+    assert section.count("\n| P1 one-pixel |") == len(table)
+    assert (
+        "| breakable by one pixel | the robust model can be broken by one pixel on fewer images | **held** |"
+        in section
+    )
+    assert "Robust vs standard" not in summary.render(
+        claims, {}, config_sha256="x", configfiles=[], config_yaml="a: 1", git_commit="c"
+    )
+    page = summary.front_page(
+        claims, config_sha256="x", configfiles=[], git_commit="c", robust=table
+    )
+    assert "Robust vs standard (ours)" in page and page.count("breakable by one pixel") == 1

@@ -69,7 +69,7 @@ def run_dir(mirror, tmp_path_factory):
     return root
 
 
-def planned_jobs(stdout: str) -> dict[str, list[dict]]:
+def dry_run_wildcards(stdout: str) -> dict[str, list[dict]]:
     """Rule name -> the wildcards of each job a dry run lists."""
     jobs, rule = defaultdict(list), None
     for line in stdout.splitlines():
@@ -86,7 +86,7 @@ def planned_jobs(stdout: str) -> dict[str, list[dict]]:
 
 def test_dry_run_plans_every_stage_for_each_own_model(run_dir, mirror):
     proc = snakemake([*CONFIGS, "--cores", "1", "-n"], run_dir, mirror, env=ENV)
-    jobs = planned_jobs(proc.stdout)
+    jobs = dry_run_wildcards(proc.stdout)
     for rule in PER_MODEL:
         models = {j.get("model") for j in jobs[rule]}
         assert models == set(MODELS), (
