@@ -16,7 +16,7 @@ module compares what the stages already saved, on the **same test images**, and 
   (``robust_compare.untrained_copies`` seeded inits, :func:`untrained_copy`, :func:`reference_maps`: one backward
   pass per image and copy, computed here; per image the mean of the copies' agreements, :func:`mean_reference`);
   their mean maps (descriptive, with the untrained copies' as reference). The interval of the decided rows resamples
-  the images and the copies (:func:`two_level_boot`).
+  the images and the copies (:func:`pixelrobust.stats.two_level_boot`).
 * **synthesis**: Grad-CAM++ maps, decided as the input gradient; SSIM-ball δ maps, descriptive (an untrained
   model's would need an attack per image). The one-pixel drop map is P1's (the synthesis stores the same map).
 
@@ -41,7 +41,15 @@ from .io import load_npz, save_npz, write_table
 from .maps import iou, iou_matrix, top_k_mask
 from .models import build_model
 from .runtime import derive_seed, model_device
-from .stats import LEVEL, binding, boot_mean, boot_stat, decide, decide_all, paired_diff_ci
+from .stats import (
+    binding,
+    boot_mean,
+    boot_stat,
+    decide,
+    decide_all,
+    paired_diff_ci,
+    two_level_boot,
+)
 from .synthesis import LABELS as MAP_LABELS
 from .synthesis import agreement_matrices
 
@@ -234,46 +242,6 @@ def _copy_excesses(tables: Sequence[pd.DataFrame]) -> tuple[np.ndarray, np.ndarr
     agreement or null is undefined)."""
     ex = [_excess(t) for t in tables]
     return np.stack([e[0] for e in ex]), np.stack([e[1] for e in ex])
-
-
-def two_level_boot(
-    own: np.ndarray, copies: np.ndarray, n_boot: int, rng: np.random.Generator
-) -> tuple[float, float, float]:
-    """Mean over images of ``own[i] − mean over copies of copies[c, i]`` with a two-level percentile bootstrap
-    (ours): each replicate draws the images with replacement **and** the K copies with replacement, and the
-    reference of an image is the mean over the drawn copies that define it (NaN entries of ``copies``: a copy
-    whose map of the image is flat drops out, as in :func:`mean_reference`), so the choice of the untrained
-    copies is in the interval as well as that of the images. ``own``: N; ``copies``: K × N. Images where ``own``
-    or every copy is undefined are left out; ``(estimate, low, high)``, NaN interval below two images. With one
-    copy it is the images-only bootstrap of the per-image differences."""
-    own = np.asarray(own, float)
-    copies = np.atleast_2d(np.asarray(copies, float))
-    ok_c = np.isfinite(copies)
-    count = ok_c.sum(0)
-    ref = np.where(count > 0, np.where(ok_c, copies, 0.0).sum(0) / np.maximum(count, 1), np.nan)
-    keep = np.isfinite(own) & np.isfinite(ref)
-    own, vals, ok_c = own[keep], np.where(ok_c, copies, 0.0)[:, keep], ok_c[:, keep].astype(float)
-    n, k = len(own), len(copies)
-    est = float((own - ref[keep]).mean()) if n else np.nan
-    if n < 2:
-        return est, np.nan, np.nan
-    # per replicate: how often each copy is drawn (w, B × K) and the images drawn (ii, B × N)
-    draws = rng.integers(0, k, (n_boot, k))
-    w = np.stack([np.bincount(c, minlength=k) for c in draws]).astype(float)
-    ii = rng.integers(0, n, (n_boot, n))
-    den = w @ ok_c  # B × N: per replicate and image, the drawn copies that define it
-    ref_b = np.where(den > 0, (w @ vals) / np.maximum(den, 1), np.nan)
-    d = own[ii] - np.take_along_axis(ref_b, ii, axis=1)
-    fin = np.isfinite(d)
-    boots = np.where(fin.any(1), np.where(fin, d, 0.0).sum(1) / np.maximum(fin.sum(1), 1), np.nan)
-    boots = boots[np.isfinite(boots)]
-    if not len(boots):
-        return est, np.nan, np.nan
-    return (
-        est,
-        float(np.quantile(boots, (1 - LEVEL) / 2)),
-        float(np.quantile(boots, (1 + LEVEL) / 2)),
-    )
 
 
 def _versus(
@@ -1275,7 +1243,6 @@ __all__ = [
     "reference_maps",
     "robust_compare",
     "synthesis_rows",
-    "two_level_boot",
     "untrained_copy",
     "untrained_seeds",
 ]

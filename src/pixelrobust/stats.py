@@ -247,5 +247,46 @@ __all__ = [
     "newcombe_diff_ci",
     "paired_binary_ci",
     "paired_diff_ci",
+    "two_level_boot",
     "wilson_ci",
 ]
+
+
+def two_level_boot(
+    own: np.ndarray, copies: np.ndarray, n_boot: int, rng: np.random.Generator
+) -> tuple[float, float, float]:
+    """Mean over images of ``own[i] − mean over copies of copies[c, i]`` with a two-level percentile bootstrap
+    (ours): each replicate draws the images with replacement **and** the K copies with replacement, and the
+    reference of an image is the mean over the drawn copies that define it (NaN entries of ``copies``: a copy
+    that does not define an image drops out for that image only), so the choice of the untrained
+    copies is in the interval as well as that of the images. ``own``: N; ``copies``: K × N. Images where ``own``
+    or every copy is undefined are left out; ``(estimate, low, high)``, NaN interval below two images. With one
+    copy it is the images-only bootstrap of the per-image differences."""
+    own = np.asarray(own, float)
+    copies = np.atleast_2d(np.asarray(copies, float))
+    ok_c = np.isfinite(copies)
+    count = ok_c.sum(0)
+    ref = np.where(count > 0, np.where(ok_c, copies, 0.0).sum(0) / np.maximum(count, 1), np.nan)
+    keep = np.isfinite(own) & np.isfinite(ref)
+    own, vals, ok_c = own[keep], np.where(ok_c, copies, 0.0)[:, keep], ok_c[:, keep].astype(float)
+    n, k = len(own), len(copies)
+    est = float((own - ref[keep]).mean()) if n else np.nan
+    if n < 2:
+        return est, np.nan, np.nan
+    # per replicate: how often each copy is drawn (w, B × K) and the images drawn (ii, B × N)
+    draws = rng.integers(0, k, (n_boot, k))
+    w = np.stack([np.bincount(c, minlength=k) for c in draws]).astype(float)
+    ii = rng.integers(0, n, (n_boot, n))
+    den = w @ ok_c  # B × N: per replicate and image, the drawn copies that define it
+    ref_b = np.where(den > 0, (w @ vals) / np.maximum(den, 1), np.nan)
+    d = own[ii] - np.take_along_axis(ref_b, ii, axis=1)
+    fin = np.isfinite(d)
+    boots = np.where(fin.any(1), np.where(fin, d, 0.0).sum(1) / np.maximum(fin.sum(1), 1), np.nan)
+    boots = boots[np.isfinite(boots)]
+    if not len(boots):
+        return est, np.nan, np.nan
+    return (
+        est,
+        float(np.quantile(boots, (1 - LEVEL) / 2)),
+        float(np.quantile(boots, (1 + LEVEL) / 2)),
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from helpers.robust import H, W, p1_maps, rng, synth
 from pixelrobust import robust_compare as rc
-from pixelrobust.stats import boot_mean
+from pixelrobust.stats import boot_mean, two_level_boot
 
 N_BOOT = 500
 
@@ -795,7 +795,7 @@ def test_the_interval_resamples_the_copies_as_well_as_the_images():
     ]
     own = excess
     c = np.stack([excess - 0.10, excess - 0.10, excess + 0.06, excess + 0.06])
-    est, lo, hi = rc.two_level_boot(own, c, 2000, rng(1))
+    est, lo, hi = two_level_boot(own, c, 2000, rng(1))
     _, ilo, ihi = boot_mean(own - c.mean(0), 2000, rng(1))  # images only
     assert est == pytest.approx(0.02) and ilo > 0.015 and ihi < 0.025
     assert lo < -0.05 and hi > 0.09
@@ -804,13 +804,13 @@ def test_the_interval_resamples_the_copies_as_well_as_the_images():
     assert row["verdict"] == "inconclusive"
     # one copy: the copies drawn are always that copy, the images-only bootstrap of the differences
     one = own - 0.10 + g.normal(0, 0.01, n)
-    e1, lo1, hi1 = rc.two_level_boot(own, one[None], 2000, rng(2))
+    e1, lo1, hi1 = two_level_boot(own, one[None], 2000, rng(2))
     _, blo, bhi = boot_mean(own - one, 2000, rng(2))
     assert e1 == pytest.approx(np.mean(own - one)) and lo1 < e1 < hi1
     assert hi1 - lo1 == pytest.approx(bhi - blo, rel=0.2)
     # a copy undefined on an image (NaN) drops out of that image's reference only
     c2 = c.copy()
     c2[2:, 0] = np.nan
-    assert rc.two_level_boot(own, c2, 10, rng())[0] == pytest.approx(
+    assert two_level_boot(own, c2, 10, rng())[0] == pytest.approx(
         np.mean(np.r_[own[0] - c2[:2, 0].mean(), own[1:] - c[:, 1:].mean(0)])
     )
