@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, mirror_path, snakemake
+from helpers import TINY, TWO_JOBS, mirror_path, snakemake
 from helpers.figures import (
     _assert_png_is_the_figure,
     _drawn,
@@ -106,7 +106,7 @@ def cifar_test(prepared):
 def tiny_run(mirror, tmp_path_factory) -> Path:
     """A local run of config/tiny.yaml on the mirror (shared by the workflow and SLURM tests)."""
     workdir = tmp_path_factory.mktemp("tiny")
-    snakemake([*TINY, "--cores", "2"], workdir, mirror)
+    snakemake([*TINY, *TWO_JOBS], workdir, mirror)
     return workdir
 
 

@@ -62,7 +62,7 @@ from .io import atomic_path, markdown_table, write_table
 from .models import build_model, freeze
 from .prm import load_prm
 from .runtime import derive_seed, model_device
-from .stats import paired_diff_ci, wilson_ci
+from .stats import discordant, paired_diff_ci, wilson_ci
 
 log = logging.getLogger("pixelrobust")
 
@@ -127,6 +127,8 @@ TABLE_COLUMNS = [
     "shift_effect",
     "shift_effect_low",
     "shift_effect_high",
+    "effect_discordant",
+    "shift_discordant",
     "defense_rate",
     "seconds",
 ]
@@ -624,7 +626,9 @@ def defense_table(
     ``effect``: top-1 minus the ``reference`` row's on the same images, its interval from
     :func:`pixelrobust.stats.paired_diff_ci` over images: the exact-conservative paired 0/1 interval when
     every image's score is 0 or 1 on both sides, else a percentile bootstrap of the paired per-image
-    differences (pairing rules out Newcombe's independent-proportions interval). ``clean_top1``: the defence's clean
+    differences (pairing rules out Newcombe's independent-proportions interval); ``effect_discordant`` (and
+    ``shift_discordant``): the images whose 0/1 scores differ when the exact interval was used, else empty (what
+    the exact detectable effect of SUMMARY.md needs, :func:`pixelrobust.stats.detectable_paired_binary`). ``clean_top1``: the defence's clean
     top-1 (``transfer_none``: the classifier's). The clean column appears in both protocols' rows.
     """
     frames = []
@@ -657,16 +661,18 @@ def defense_table(
                 p,
             )
             ref = reference_of(d, a, p, present)
-            ref_top1 = eff = eff_lo = eff_hi = np.nan
+            ref_top1 = eff = eff_lo = eff_hi = eff_disc = np.nan
             if ref is not None and (ref, a, p) in scores:
                 r = same_images(model, (d, a, p), s, (ref, a, p), scores[ref, a, p])
                 ref_top1 = float(r.mean())
                 eff, eff_lo, eff_hi = paired_diff_ci(s.to_numpy(), r.to_numpy(), n_boot, rng)
-            sh = sh_lo = sh_hi = np.nan
+                eff_disc = discordant(s.to_numpy(), r.to_numpy())
+            sh = sh_lo = sh_hi = sh_disc = np.nan
             ctl = shift_control(d, a, p)
             if ctl is not None and ctl in scores:
                 r = same_images(model, (d, a, p), s, ctl, scores[ctl])
                 sh, sh_lo, sh_hi = paired_diff_ci(s.to_numpy(), r.to_numpy(), n_boot, rng)
+                sh_disc = discordant(s.to_numpy(), r.to_numpy())
             rate = np.nan
             if a != "clean" and ("none", "clean", p) in scores and ("none", a, p) in scores:
                 rate = defense_rate(
@@ -699,6 +705,8 @@ def defense_table(
                     "shift_effect": sh,
                     "shift_effect_low": sh_lo,
                     "shift_effect_high": sh_hi,
+                    "effect_discordant": eff_disc,
+                    "shift_discordant": sh_disc,
                     "defense_rate": rate,
                     "seconds": float(g.seconds.sum()),
                 }

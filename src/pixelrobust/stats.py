@@ -11,6 +11,10 @@ Every claim in ``results/tables/claims.csv`` is decided the same way (ours, docs
 * ``inconclusive`` otherwise ("no clear difference" is never "not held");
 * ``too few images`` below :data:`MIN_IMAGES` units of resampling.
 
+An inconclusive verdict carries :func:`detectable_effect`: how far from the threshold the true effect would have
+had to be for this run to decide it (80 % power), so that "no clear difference" says how large a difference the
+run could have seen.
+
 Where several tests decide one claim, :func:`decide_all` applies the intersection-union rule: the claim
 holds only if every test holds at the full level (no correction is needed for an "all of" claim), it is
 not held if any test is not held, and inconclusive otherwise.
@@ -25,6 +29,7 @@ from scipy import stats as _st
 
 MIN_IMAGES = 10  # ours: fewer units of resampling give numbers but no verdict
 LEVEL = 0.95
+POWER = 0.8  # ours: the power at which detectable_effect is quoted
 VERDICTS = ("held", "not held", "inconclusive", "too few images")
 
 
@@ -198,6 +203,87 @@ def decide(
     return "inconclusive"
 
 
+def detectable_effect(low: float, high: float, level: float = LEVEL, power: float = POWER) -> float:
+    """How far beyond the threshold a true effect would have to lie for an interval as wide as ``[low, high]`` to
+    decide it with probability ``power`` (ours): ``(z_(1+level)/2 + z_power) · SE`` with the standard error read off
+    the interval, ``SE = (high − low) / (2 z_(1+level)/2)``; at 95 % and 80 % power 1.43 times the half width. A
+    normal approximation, for the percentile-bootstrap intervals (close to symmetric at the sizes that decide); the
+    exact paired 0/1 interval has its own, :func:`detectable_paired_binary`. NaN when a bound is NaN or the interval
+    has no width (a constant difference: no sampling spread to size)."""
+    if low is None or high is None or np.isnan(low) or np.isnan(high) or not high > low:
+        return float("nan")
+    z = _st.norm.ppf((1 + level) / 2)
+    return float((z + _st.norm.ppf(power)) * (high - low) / (2 * z))
+
+
+def detectable_paired_binary(
+    n: int, discordant: int, threshold: float = 0.0, level: float = LEVEL, power: float = POWER
+) -> float:
+    """:func:`detectable_effect` for :func:`paired_binary_ci`, exactly (ours): with the share of pairs that differ
+    held at the observed ``discordant / n``, the smallest true effect ``q (2π − 1)`` at which the interval's lower
+    end exceeds ``threshold`` (a ``held``) with probability ``power``, minus ``threshold``; the probability is summed
+    over every outcome (discordant pairs binomial in n, those in favour binomial in the discordant). ``inf`` when
+    even π = 1 (every differing pair in favour) does not reach that power: too few pairs differ for any effect to
+    be decided; with none differing (a tie) that is always so. NaN for n = 0."""
+    if n <= 0:
+        return float("nan")
+    q = discordant / n
+    if q == 0:
+        return float("inf")
+    inner = (1 + level) / 2
+    a = (1 - inner) / 2
+    # the discordant counts with non-negligible probability (binomial tail below 1e-12 dropped)
+    m = np.arange(n + 1)
+    pm = _st.binom.pmf(m, n, q)
+    m, pm = m[pm > 1e-12], pm[pm > 1e-12]
+    k = np.arange(m.max() + 1)
+    mm, kk = np.meshgrid(m, k, indexing="ij")
+    valid = kk <= mm
+    # the interval's lower end for each (m, k), as paired_binary_ci computes it
+    qlo = np.where(m > 0, _st.beta.ppf(a, np.maximum(m, 1), n - m + 1), 0.0)[:, None]
+    qhi = np.where(m < n, _st.beta.ppf(1 - a, m + 1, np.maximum(n - m, 1)), 1.0)[:, None]
+    with np.errstate(invalid="ignore"):
+        plo = np.where(kk > 0, _st.beta.ppf(a, np.maximum(kk, 1), np.maximum(mm - kk + 1, 1)), 0.0)
+    plo = np.where(mm > 0, plo, 0.0)
+    lo_s = 2 * plo - 1
+    low = np.where(lo_s >= 0, qlo * lo_s, qhi * lo_s)
+    held = valid & (low > threshold)
+
+    def power_at(pi: float) -> float:
+        pk = np.where(valid, _st.binom.pmf(kk, mm, pi), 0.0)
+        return float((pm * (pk * held).sum(1)).sum())
+
+    if power_at(1.0) < power:
+        return float("inf")
+    lo_pi, hi_pi = 0.5, 1.0
+    for _ in range(40):
+        mid = (lo_pi + hi_pi) / 2
+        lo_pi, hi_pi = (mid, hi_pi) if power_at(mid) < power else (lo_pi, mid)
+    return float(q * (2 * hi_pi - 1) - threshold)
+
+
+def discordant(a: np.ndarray, b: np.ndarray) -> float:
+    """The pairs whose outcomes differ when :func:`paired_diff_ci` takes the exact paired 0/1 interval (both sides
+    0/1), else NaN (a bootstrap interval: :func:`detectable_effect` applies)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if not (_binary(a) and _binary(b)):
+        return float("nan")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    return float((a[keep] != b[keep]).sum())
+
+
+def detectable_paired(
+    a: np.ndarray, b: np.ndarray, low: float, high: float, threshold: float = 0.0
+) -> float:
+    """The detectable distance beyond ``threshold`` for an effect from :func:`paired_diff_ci` of ``a`` and ``b``
+    with interval ``[low, high]``: exact for paired 0/1 outcomes, the normal approximation otherwise."""
+    m = discordant(a, b)
+    if np.isnan(m):
+        return detectable_effect(low, high)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return detectable_paired_binary(int((~(np.isnan(a) | np.isnan(b))).sum()), int(m), threshold)
+
+
 def decide_all(verdicts: Sequence[str]) -> str:
     """Intersection-union combination of several tests that must all hold for one claim."""
     verdicts = list(verdicts)
@@ -236,6 +322,7 @@ def binding(tests: Sequence[tuple[str, float, float]]) -> int:
 __all__ = [
     "LEVEL",
     "MIN_IMAGES",
+    "POWER",
     "VERDICTS",
     "binding",
     "boot_mean",
@@ -244,6 +331,10 @@ __all__ = [
     "clopper_pearson",
     "decide",
     "decide_all",
+    "detectable_effect",
+    "detectable_paired",
+    "detectable_paired_binary",
+    "discordant",
     "newcombe_diff_ci",
     "paired_binary_ci",
     "paired_diff_ci",

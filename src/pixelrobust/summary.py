@@ -17,12 +17,26 @@ import yaml
 from .io import atomic_path, write_table
 from .provenance import git_commit
 from .report import FRONT_PAGE_HEADING
-from .stats import MIN_IMAGES, binding, decide, decide_all, paired_diff_ci
+from .stats import (
+    MIN_IMAGES,
+    POWER,
+    binding,
+    decide,
+    decide_all,
+    detectable_effect,
+    detectable_paired,
+    detectable_paired_binary,
+    paired_diff_ci,
+)
 
 # One row per claim and model. ``statistic`` names the effect (oriented so that positive is what the
 # claim says), ``observed`` is the value of the thing tested, ``control`` names the negative control of
 # the same run and ``control_value`` its value; ``effect`` with ``ci_low``/``ci_high`` (95 %) is what the
-# verdict rule of :mod:`pixelrobust.stats` decides on.
+# verdict rule of :mod:`pixelrobust.stats` decides on, against ``threshold`` (0 unless the claim names a smallest
+# effect that matters). ``detectable`` (inconclusive rows whose own interval straddles the threshold: the rows that
+# more images could decide) is how far beyond the threshold the true effect would have had to lie for this run to
+# hold it with 80 % power (stats.detectable_effect, or detectable_paired_binary for the exact paired 0/1 interval;
+# inf: too few images differ for any effect to be held). For a claim of several tests it is the row's test's.
 CLAIM_COLUMNS = [
     "paper",
     "claim",
@@ -37,6 +51,8 @@ CLAIM_COLUMNS = [
     "effect",
     "ci_low",
     "ci_high",
+    "threshold",
+    "detectable",
     "evidence",
 ]
 
@@ -57,7 +73,22 @@ def _row(
     effect: float = np.nan,
     ci_low: float = np.nan,
     ci_high: float = np.nan,
+    threshold: float = 0.0,
+    detectable: float | None = None,
 ) -> dict:
+    """One claims.csv row. ``detectable``: the row's own figure (exact intervals compute it where the data are);
+    None: the normal approximation from the interval. Kept only where the verdict is inconclusive *because* the
+    row's interval straddles ``threshold``; a row withheld for another reason (the grid diagnostic, no power of a
+    transfer control, the other test of the claim) gets none: more images would not decide it."""
+    straddles = (
+        verdict == "inconclusive"
+        and not (pd.isna(ci_low) or pd.isna(ci_high))
+        and ci_low <= threshold <= ci_high
+    )
+    if not straddles:
+        detectable = np.nan
+    elif detectable is None or pd.isna(detectable):
+        detectable = detectable_effect(ci_low, ci_high) if detectable is None else np.nan
     return {
         "paper": paper,
         "claim": claim,
@@ -72,6 +103,8 @@ def _row(
         "effect": effect,
         "ci_low": ci_low,
         "ci_high": ci_high,
+        "threshold": threshold,
+        "detectable": detectable,
         "evidence": evidence,
     }
 
@@ -143,6 +176,8 @@ def p1_claims(claims: pd.DataFrame) -> list[dict]:
                 effect=r.effect,
                 ci_low=r.ci_low,
                 ci_high=r.ci_high,
+                threshold=float(getattr(r, "threshold", 0.0)),
+                detectable=getattr(r, "detectable", None),
             )
         )
     return rows
@@ -361,6 +396,7 @@ def p3_ordering(
             eff, lo, hi = paired_diff_ci(bottom, top, n_boot, rng)
             tied = bool((diff == 0).all())
             verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
+            det = detectable_paired(bottom, top, lo, hi) if lo <= 0 <= hi else np.nan
             rand = w["random"].to_numpy(float) if "random" in w else None
             r_eff = paired_diff_ci(rand, top, n_boot, rng) if rand is not None else (np.nan,) * 3
             ce = losses.loc[k]
@@ -380,6 +416,7 @@ def p3_ordering(
                     "lo": lo,
                     "hi": hi,
                     "verdict": verdict,
+                    "detectable": det,
                     "vs_random": r_eff,
                     "loss": ce_eff,
                 }
@@ -431,6 +468,7 @@ def p3_ordering(
                 effect=float(limit["effect"]),
                 ci_low=float(limit["lo"]),
                 ci_high=float(limit["hi"]),
+                detectable=limit["detectable"],
             )
         )
     return rows
@@ -715,7 +753,19 @@ def p3_defense(
                         f"adaptive top-1 above the gray-box {gray:.2f}: the adaptive attack is weaker than transfer "
                         "here, so this row underestimates the attack"
                     )
-            t = tests[binding([x[:3] for x in tests])]
+            which = binding([x[:3] for x in tests])
+            t = tests[which]
+            # the exact detectable effect where the row's test used the exact paired 0/1 interval; none for a test
+            # withheld for lack of power against transfer_none (more images would not give it power)
+            disc = getattr(r, ("effect_discordant", "shift_discordant")[which], np.nan)
+            withheld = which == 0 and any(x.startswith("no power against") for x in notes)
+            det = (
+                np.nan
+                if withheld
+                else None
+                if pd.isna(disc)
+                else detectable_paired_binary(n, int(disc), min_effect)
+            )
             rows.append(
                 _row(
                     "P3",
@@ -735,6 +785,8 @@ def p3_defense(
                     effect=float(t[3]),
                     ci_low=float(t[1]),
                     ci_high=float(t[2]),
+                    threshold=float(min_effect),
+                    detectable=det,
                 )
             )
     return rows
@@ -884,10 +936,26 @@ def _control(name, value) -> str:
     return f"{name}: {_num(value)}" if not (isinstance(value, float) and np.isnan(value)) else name
 
 
-def _effect(effect, lo, hi) -> str:
+def _effect(effect, lo, hi, threshold=0.0, detectable=np.nan) -> str:
+    """The effect cell: estimate and interval; an underpowered row adds the effect the run could have held."""
     if isinstance(effect, float) and np.isnan(effect):
         return "-"
-    return f"{effect:+.3g} ({_num(lo)} to {_num(hi)})"
+    text = f"{effect:+.3g} ({_num(lo)} to {_num(hi)})"
+    if (
+        detectable is None
+        or (isinstance(detectable, str) and not detectable)
+        or pd.isna(detectable)
+    ):
+        return text
+    threshold = (
+        0.0 if threshold is None or threshold == "" or pd.isna(threshold) else float(threshold)
+    )
+    if np.isinf(float(detectable)):
+        return f"{text}; underpowered: too few images differ for any effect to be held"
+    return (
+        f"{text}; underpowered: held needs a true effect ≥ {float(threshold) + float(detectable):+.2g} "
+        f"({POWER * 100:.0f} % power)"
+    )
 
 
 ROBUST_TITLE = "Robust vs standard (ours)"
@@ -947,7 +1015,10 @@ def render(
         "interval lies above the claim's threshold (by default: beats the control), **not held** when it lies "
         "below, **inconclusive** when it straddles it (no clear difference). Rule and criteria (ours): "
         "docs/verdicts.md and docs/synthesis.md. "
-        f"Verdicts need at least {MIN_IMAGES} images; below that the numbers are shown without one.",
+        f"Verdicts need at least {MIN_IMAGES} images; below that the numbers are shown without one. An "
+        "inconclusive row whose interval straddles its threshold is underpowered, not negative: its effect cell "
+        f"names the smallest true effect this run would have held with {POWER * 100:.0f} % power (`threshold` + `detectable` "
+        "in claims.csv); an inconclusive row without it was withheld for the reason its evidence gives.",
         "",
         "Sources: of P1 and P2 only the abstracts could be read, of P3 a blog summary and the authors' code; no "
         "result number of any of the three papers was available, so none is compared here. The claims are tested "
@@ -1000,7 +1071,7 @@ def render(
             ]
             lines += [
                 f"| {r.dataset} | {r.model} | **{r.verdict}** | {r.n_images} | {r.statistic or '-'} | {_num(r.observed)} | "
-                f"{_control(r.control, r.control_value)} | {_effect(r.effect, r.ci_low, r.ci_high)} | {r.evidence} |"
+                f"{_control(r.control, r.control_value)} | {_effect(r.effect, r.ci_low, r.ci_high, r.threshold, r.detectable)} | {r.evidence} |"
                 for r in d.itertuples()
             ]
             lines.append("")
@@ -1068,7 +1139,7 @@ def front_page(
             r.model,
             r.verdict,
             r.n_images,
-            _effect(r.effect, r.ci_low, r.ci_high),
+            _effect(r.effect, r.ci_low, r.ci_high, r.threshold, r.detectable),
             _control(r.control, r.control_value).replace("**", ""),
         ]
         for r in claims.itertuples()

@@ -29,6 +29,10 @@ DEFAULT = [
     str(REPO / "config" / "config.yaml"),
 ]  # relative to the working directory otherwise
 TINY = ["--configfile", str(REPO / "config" / "tiny.yaml")]
+# How the tests' full tiny runs schedule: two 1-thread jobs at once on 2 cores. Every compute rule claims the `gpu`
+# token (one GPU job at a time, profiles/default), which on a CPU would run the tiny run's ~120 jobs one by one
+# (9 min 50 s, 2026-11-29); its outputs do not depend on the schedule.
+TWO_JOBS = ["--cores", "2", "--resources", "gpu=2"]
 
 
 def snakemake(args, workdir, mirror=None, check=True, timeout=1200, env=None, unset=()):

@@ -352,6 +352,9 @@ def test_table_pools_images_and_draws_with_intervals(tmp_path):
         (q_hi * (2 * 0.0125 ** (1 / 6) - 1), q_hi)
     )
     assert g.clean_top1 == pytest.approx(0.9) and g.defense_rate == pytest.approx(0.7)
+    assert g.effect_discordant == 6  # what SUMMARY's exact detectable effect needs
+    # the adaptive PRM's scores are shares of 2 draws (3 images at 1/2): a bootstrap interval, no discordant count
+    assert np.isnan(cell.loc["stochastic_prm", "pgd", "adaptive"].effect_discordant)
     tr = cell.loc["transfer_none", "pgd", "graybox"]
     assert (
         tr.reference == "none"

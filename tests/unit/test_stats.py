@@ -365,3 +365,77 @@ def test_paired_diff_ci_passes_its_level_to_the_exact_interval():
     plo, phi = stats.clopper_pearson(9, 10, 0.75)
     assert d == pytest.approx(0.4)
     assert lo == pytest.approx(qlo * (2 * plo - 1)) and hi == pytest.approx(qhi * (2 * phi - 1))
+
+
+def test_detectable_effect_is_the_80_percent_power_distance_of_a_normal_interval():
+    # first principles: a 95 % interval of half width h has SE = h / 1.96; at 80 % power a true effect must lie
+    # (1.959964 + 0.841621) SE = 1.4294 h beyond the threshold
+    assert stats.detectable_effect(-0.1, 0.1) == pytest.approx(1.4294 * 0.1, rel=1e-4)
+    assert stats.detectable_effect(0.3, 0.7) == pytest.approx(
+        1.4294 * 0.2, rel=1e-4
+    )  # width, not position
+    assert np.isnan(stats.detectable_effect(np.nan, 0.1)) and np.isnan(
+        stats.detectable_effect(0.0, None)
+    )
+    # and by simulation: intervals est ± 1.96 SE around a true effect that far above 0 decide "held" 80 % of the time
+    rng = np.random.default_rng(0)
+    se = 0.05
+    mde = stats.detectable_effect(-1.959964 * se, 1.959964 * se)
+    est = rng.normal(mde, se, 200_000)
+    held = np.mean(
+        [stats.decide(e - 1.959964 * se, e + 1.959964 * se, 20) == "held" for e in est[:20000]]
+    )
+    assert held == pytest.approx(0.80, abs=0.01)
+
+
+def test_detectable_effect_of_a_zero_width_interval_is_undefined():
+    assert np.isnan(stats.detectable_effect(0.0, 0.0)) and np.isnan(
+        stats.detectable_effect(0.2, 0.1)
+    )
+
+
+def test_detectable_paired_binary_holds_at_80_percent_by_simulation():
+    # the exact figure, checked by simulating the very procedure: n pairs, each discordant with probability
+    # q = 24 / 60, in favour with probability pi; the claim is held when paired_binary_ci's lower end > threshold
+    n, m = 60, 24
+    rng = np.random.default_rng(1)
+    for threshold in (0.0, 0.05):
+        e = stats.detectable_paired_binary(n, m, threshold)
+        q = m / n
+        pi = ((e + threshold) / q + 1) / 2
+        assert 0.5 < pi <= 1
+
+        def held_share(pi, trials=3000, q=q, threshold=threshold):
+            held = 0
+            for _ in range(trials):
+                disc, fav = rng.random(n) < q, rng.random(n) < pi
+                a, b = (disc & fav).astype(float), (disc & ~fav).astype(float)
+                held += stats.paired_binary_ci(a, b)[1] > threshold
+            return held / trials
+
+        assert held_share(pi) == pytest.approx(0.80, abs=0.025)
+        # and a visibly smaller effect is held clearly less often (the figure is the smallest, not just enough)
+        assert held_share((pi - 0.5) * 0.8 + 0.5) < 0.72
+
+
+def test_detectable_paired_binary_when_too_few_pairs_differ():
+    # none differ (a tie): no effect can be held; 4 of 40 differ: even all 4 in favour is the sign test's 4 of 4,
+    # which does not exclude 0 at 97.5 % (7 of 7 are needed), so no effect reaches 80 % power
+    assert np.isinf(stats.detectable_paired_binary(40, 0)) and np.isinf(
+        stats.detectable_paired_binary(40, 4)
+    )
+    assert np.isnan(stats.detectable_paired_binary(0, 0))
+    # more differing pairs at the same n need a larger effect share but a smaller one in absolute terms per pair
+    assert np.isfinite(stats.detectable_paired_binary(40, 20))
+
+
+def test_detectable_paired_dispatches_on_the_interval_used():
+    a = np.array([1, 1, 0, 0, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1], float)
+    b = np.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 0, 1], float)
+    assert stats.discordant(a, b) == 5
+    assert stats.detectable_paired(a, b, -0.1, 0.3) == stats.detectable_paired_binary(20, 5)
+    frac = a * 0.5
+    assert np.isnan(stats.discordant(frac, b + 0.25))
+    assert stats.detectable_paired(frac, b + 0.25, -0.1, 0.3) == pytest.approx(
+        1.4294 * 0.2, rel=1e-4
+    )

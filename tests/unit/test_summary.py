@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -12,7 +13,7 @@ from docutils.core import publish_parts
 from helpers.p2 import comparison_frame, summ
 from helpers.robust import p1_maps
 from pixelrobust import robust_compare as rc
-from pixelrobust import summary
+from pixelrobust import stats, summary
 from pixelrobust.defense_eval import TABLE_COLUMNS
 from pixelrobust.map_compare import BUDGET, GRID_ARTEFACT, SUCCESS_DIFFERS
 from pixelrobust.report import FRONT_PAGE_HEADING
@@ -118,6 +119,8 @@ def _claims():
                 "effect": e,
                 "ci_low": lo,
                 "ci_high": hi,
+                "threshold": 0.0,
+                "detectable": stats.detectable_effect(lo, hi) if v == "inconclusive" else np.nan,
                 "control": ctl,
                 "control_value": np.nan,
                 "observed": np.nan,
@@ -187,7 +190,13 @@ def test_front_page_renders_every_claim_verbatim():
     assert [r[1] for r in table] == list(claims.claim)
     assert [r[4] for r in table] == list(claims.verdict)
     assert [int(r[5]) for r in table] == list(claims.n_images)
-    assert table[0][6] == "+0.052 (-0.01 to 0.111)" and table[3][6] == "-"
+    # an inconclusive row adds the effect it would have held at 80 % power: threshold 0 + 1.43 x the half width
+    # 0.0605 (stats.detectable_effect)
+    assert (
+        table[0][6]
+        == "+0.052 (-0.01 to 0.111); underpowered: held needs a true effect ≥ +0.086 (80 % power)"
+        and table[3][6] == "-"
+    )
     assert (
         table[3][7] == "none" and table[1][7] == "l2_pgd"
     )  # no control: said so, without Markdown stars
@@ -1668,3 +1677,109 @@ def test_summary_and_front_page_show_the_study_apart_from_the_claims():
         claims, config_sha256="x", configfiles=[], git_commit="c", robust=table
     )
     assert "Robust vs standard (ours)" in page and page.count("breakable by one pixel") == 1
+
+
+def test_inconclusive_rows_say_what_effect_the_run_could_have_held():
+    # interval -0.1 to +0.1 around threshold 0: 1.43 x the half width 0.1 (stats.detectable_effect)
+    row = functools.partial(summary._row, "P1")
+    claims = pd.DataFrame(
+        [
+            row(
+                "c1", "cifar10", "m", "inconclusive", 20, "e1", effect=0.0, ci_low=-0.1, ci_high=0.1
+            ),
+            row("c2", "cifar10", "m", "held", 20, "e2", effect=0.3, ci_low=0.2, ci_high=0.4),
+            # threshold 0.05: the effect must reach 0.05 + 1.43 x 0.06 = 0.136 (not 0.086)
+            row(
+                "c3",
+                "cifar10",
+                "m",
+                "inconclusive",
+                20,
+                "e3",
+                effect=0.06,
+                ci_low=0.0,
+                ci_high=0.12,
+                threshold=0.05,
+            ),
+            # withheld for another reason: its own interval lies below the threshold, so more images would not
+            # decide it and no figure is given
+            row(
+                "c4",
+                "cifar10",
+                "m",
+                "inconclusive",
+                20,
+                "e4",
+                effect=-0.2,
+                ci_low=-0.35,
+                ci_high=-0.1,
+                threshold=0.05,
+            ),
+            # a zero-width interval on the threshold: no spread to size
+            row(
+                "c5", "cifar10", "m", "inconclusive", 20, "e5", effect=0.0, ci_low=0.0, ci_high=0.0
+            ),
+            # an exact interval's own figure wins; inf: too few images differ
+            row(
+                "c6",
+                "cifar10",
+                "m",
+                "inconclusive",
+                20,
+                "e6",
+                effect=0.0,
+                ci_low=-0.2,
+                ci_high=0.2,
+                detectable=float("inf"),
+            ),
+        ],
+        columns=summary.CLAIM_COLUMNS,
+    )
+    det = claims.set_index("claim").detectable
+    assert det["c1"] == pytest.approx(0.1429, abs=1e-3) and det["c3"] == pytest.approx(
+        0.0858, abs=1e-3
+    )
+    assert (
+        np.isnan(det["c2"]) and np.isnan(det["c4"]) and np.isnan(det["c5"]) and np.isinf(det["c6"])
+    )
+    assert claims.set_index("claim").threshold["c3"] == 0.05
+    text = summary.render(
+        claims,
+        {"onepixel_summary": "x"},
+        config_sha256="a",
+        configfiles=[],
+        config_yaml="",
+        git_commit="b",
+    )
+    cells = {c: text.split(f"### {c}\n")[1].split("###")[0] for c in det.index}
+    assert "held needs a true effect ≥ +0.14 (80 % power)" in cells["c1"]
+    assert "held needs a true effect ≥ +0.14 (80 % power)" in cells["c3"]  # 0.05 + 0.086
+    assert "too few images differ for any effect to be held" in cells["c6"]
+    assert not any("underpowered" in cells[c] for c in ("c2", "c4", "c5"))
+
+
+def test_defence_rows_carry_the_margin_and_the_exact_detectable_effect():
+    """A 0/1 defence effect (one draw) gets the exact figure from its discordant images, against the margin."""
+    table = defense_table_rows((0.0, -0.15, 0.2), (0.05, -0.1, 0.25), n=40)
+    table["effect_discordant"] = [np.nan, np.nan, 6]
+    table["shift_discordant"] = [np.nan, np.nan, 10]
+    rows = summary.p3_defense(table, min_effect=0.05)
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["verdict"] == "inconclusive" and r["threshold"] == 0.05
+    # the binding test is the one with the smaller lower end: against none (-0.15), 6 of 40 images differ
+    assert r["ci_low"] == -0.15
+    assert r["detectable"] == pytest.approx(stats.detectable_paired_binary(40, 6, 0.05))
+
+
+def test_p3_ordering_quotes_the_exact_detectable_effect_of_the_k_that_limits_it():
+    # k 5 held (20 images differ, all one way); k 25: 1 image differs, the exact interval straddles 0 and
+    # no effect can be held with 1 of 40 differing (inf)
+    row = ordering({5: (10, 30), 25: (19, 20)})
+    assert row["verdict"] == "inconclusive" and np.isinf(row["detectable"])
+    # 14 differing at k 25, 8 one way and 6 the other: the figure of 14 of 40
+    top = np.r_[np.ones(6), np.zeros(8), np.zeros(26)]
+    bottom = np.r_[np.zeros(6), np.ones(8), np.zeros(26)]
+    row = ordering({5: (10, 30), 25: (top, bottom)})
+    assert row["verdict"] == "inconclusive"
+    assert row["detectable"] == pytest.approx(stats.detectable_paired_binary(40, 14))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY, snakemake
+from helpers import TINY, TWO_JOBS, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -27,7 +27,7 @@ TABLES = [
 
 def test_rerun_from_scratch_is_byte_identical(tiny_run, mirror, tmp_path):
     targets = [f"results/tables/{t}" for t in TABLES]
-    snakemake([*targets, *TINY, "--cores", "2"], tmp_path, mirror)
+    snakemake([*targets, *TINY, *TWO_JOBS], tmp_path, mirror)
     for t in targets:
         assert (tmp_path / t).read_bytes() == (tiny_run / t).read_bytes(), (
             f"{t} differs between two runs"
