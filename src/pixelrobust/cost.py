@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from . import schema
 
@@ -731,16 +732,37 @@ def snakemake_estimate(
     """The Snakefile's onstart hook: estimate the jobs Snakemake is about to run, print and write it.
 
     An estimate that cannot be made (an unexpected config, a calibration error) is reported as a
-    warning and the run goes on: the estimate informs, it never stops a run."""
+    warning and the run goes on: the estimate informs, it never stops a run. With ``estimate: only``
+    the run stops after it (:func:`stop_after_estimate`)."""
     try:
-        return _snakemake_estimate(workflow, config, models, available, out_path, cache_path)
+        est = _snakemake_estimate(workflow, config, models, available, out_path, cache_path)
     except Exception as e:  # noqa: BLE001 - reported, and the run proceeds
         print(
             f"pixelrobust: no cost estimate ({type(e).__name__}: {e}); set estimate: false to skip it",
             file=sys.stderr,
             flush=True,
         )
-        return None
+        est = False
+    if config.get("estimate") == "only":
+        stop_after_estimate(est)
+    return est or None
+
+
+def stop_after_estimate(est: dict | bool | None) -> NoReturn:
+    """``estimate: only``: end the run before its first job: exit 0 after an estimate (or when nothing is left to
+    run), 1 when the estimate failed (the reason is printed above), so a script never reads a failure as a cost."""
+    if est is False:
+        print(
+            "pixelrobust: estimate: only, and no estimate could be made (above); nothing was run",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    what = "nothing is left to run" if est is None else "the estimate above"
+    print(
+        f"pixelrobust: estimate: only: {what}; no job was run (estimate: true runs them)",
+        file=sys.stderr,
+    )
+    sys.exit(0)
 
 
 def _snakemake_estimate(workflow, config, models, available, out_path, cache_path) -> dict | None:

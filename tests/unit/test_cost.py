@@ -341,3 +341,12 @@ def test_progress_lines(caplog):
         "progress images: 2/4 (50 %), elapsed 0:01:30, ETA 0:01:30",
         "progress images: 4/4 (100 %), elapsed 0:03:20, ETA 0:00:00",
     ]
+
+
+def test_estimate_only_stops_with_the_estimates_outcome(capsys):
+    # an estimate, or nothing left to run: exit 0; a failed estimate: exit 1 (never a failure read as a cost)
+    for est, code in (({"total": 1.0}, 0), (None, 0), (False, 1)):
+        with pytest.raises(SystemExit) as stop:
+            cost.stop_after_estimate(est)
+        assert stop.value.code == code
+    assert "nothing was run" in capsys.readouterr().err
