@@ -62,12 +62,27 @@ def loss_gradient(
     return grad
 
 
+# ours: a backward pass keeps every activation of its batch. In the reference run (docs/reference/, 2026-11-29) the
+# MobileNetV2 gradient map at batch 256 of 224 x 224 images peaked at 13.6 GB (Snakemake's sampled max_rss; 20.8 GB
+# for the whole run by /usr/bin/time), more than a 16 GB laptop has. So a backward batch holds at most this many
+# input pixels: 32 images at 224 x 224 (about 2 GB for MobileNetV2), while 32 x 32 images keep any batch up to 1568.
+BACKWARD_PIXELS = 32 * 224 * 224
+
+
+def backward_batch(batch_size: int, hw: tuple[int, int]) -> int:
+    """The images per backward pass: ``batch_size``, capped so that a batch holds at most :data:`BACKWARD_PIXELS`
+    input pixels (at least one image)."""
+    return max(1, min(int(batch_size), BACKWARD_PIXELS // (int(hw[0]) * int(hw[1]))))
+
+
 def dataset_gradient_map(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256
 ) -> torch.Tensor:
-    """Mean over images and channels of |∂L/∂x|: an H×W map (float64 on the CPU)."""
+    """Mean over images and channels of |∂L/∂x|: an H×W map (float64 on the CPU). ``batch_size`` images per
+    backward pass, capped by :func:`backward_batch` for large images."""
     if len(images) == 0:
         raise ValueError("dataset_gradient_map needs at least one image")
+    batch_size = backward_batch(batch_size, images.shape[-2:])
     device = model_device(model)
     total = torch.zeros(images.shape[-2:], dtype=torch.float64)
     for i in range(0, len(images), batch_size):

@@ -18,7 +18,7 @@ import torch
 
 from .cost import Progress
 from .data import load_split
-from .gradients import pixel_mask
+from .gradients import backward_batch, pixel_mask
 from .io import load_npz, write_table
 from .models import build_model, freeze
 from .pgd import PGD
@@ -72,8 +72,10 @@ def masked_pgd_chunk(
     """Per image and (norm, mask, k): still correct under PGD, and the cross-entropy of the attacked image.
 
     Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
-    default to 0..n−1.
+    default to 0..n−1. ``batch_size`` images per PGD batch, capped for large images
+    (:func:`pixelrobust.gradients.backward_batch`: a backward pass keeps the batch's activations).
     """
+    batch_size = backward_batch(batch_size, images.shape[-2:])
     device = model_device(model)
     ids = list(range(len(images))) if image_ids is None else list(image_ids)
     frames = []

@@ -159,3 +159,25 @@ def test_saturated_architecture_map_is_an_error():
     net(torch.zeros(1, 3, 8, 8))
     with pytest.raises(FloatingPointError, match="architecture_constant"):
         architecture_gradient_map(net, (3, 8, 8), 10.0)
+
+
+def test_backward_batches_are_capped_by_pixels_and_the_map_does_not_depend_on_them():
+    from pixelrobust.gradients import BACKWARD_PIXELS, backward_batch, dataset_gradient_map
+
+    # 32 images of 224 x 224, any configured batch of 32 x 32 images up to 1568, never below one image
+    assert BACKWARD_PIXELS // (224 * 224) == 32
+    assert backward_batch(256, (224, 224)) == 32 and backward_batch(16, (224, 224)) == 16
+    assert backward_batch(256, (32, 32)) == 256 and backward_batch(4096, (32, 32)) == 1568
+    assert backward_batch(256, (2000, 2000)) == 1
+    # the map is a mean over images: batching it another way changes nothing but rounding
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.LazyLinear(10),
+    )
+    x, y = torch.rand(12, 3, 8, 8), torch.randint(0, 10, (12,))
+    net(x)
+    a, b = dataset_gradient_map(net.eval(), x, y, 12), dataset_gradient_map(net, x, y, 5)
+    torch.testing.assert_close(a, b)
