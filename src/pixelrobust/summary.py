@@ -396,7 +396,9 @@ def p3_ordering(
             eff, lo, hi = paired_diff_ci(bottom, top, n_boot, rng)
             tied = bool((diff == 0).all())
             verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
-            det = detectable_paired(bottom, top, lo, hi) if lo <= 0 <= hi else np.nan
+            # a tie (both masks leave the same images correct, e.g. both at 0 under saturation) is not a lack of
+            # images: a smaller attack budget, not more images, would separate the masks; no figure (evidence: tied)
+            det = detectable_paired(bottom, top, lo, hi) if lo <= 0 <= hi and not tied else np.nan
             rand = w["random"].to_numpy(float) if "random" in w else None
             r_eff = paired_diff_ci(rand, top, n_boot, rng) if rand is not None else (np.nan,) * 3
             ce = losses.loc[k]

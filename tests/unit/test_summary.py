@@ -1777,6 +1777,9 @@ def test_p3_ordering_quotes_the_exact_detectable_effect_of_the_k_that_limits_it(
     # no effect can be held with 1 of 40 differing (inf)
     row = ordering({5: (10, 30), 25: (19, 20)})
     assert row["verdict"] == "inconclusive" and np.isinf(row["detectable"])
+    # a tie (both masks leave the same images correct) is saturation, not a lack of images: no figure
+    row = ordering({5: (10, 30), 25: (0, 0)})
+    assert row["verdict"] == "inconclusive" and np.isnan(row["detectable"])
     # 14 differing at k 25, 8 one way and 6 the other: the figure of 14 of 40
     top = np.r_[np.ones(6), np.zeros(8), np.zeros(26)]
     bottom = np.r_[np.zeros(6), np.ones(8), np.zeros(26)]
