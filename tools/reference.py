@@ -212,7 +212,7 @@ def write(
         "`tests/workflow/test_reference.py` fails when the shipped default config (with the schema's defaults) no "
         "longer hashes to the sha256 this run quotes.",
         "",
-        f"- commit: `{commit}`",
+        f"- commit of SUMMARY.md: `{commit}` (every file's provenance record names the commit that wrote it)",
         f"- config: `config/config.yaml`, sha256 `{sha}`",
         f"- command: `{command}`",
         f"- machine: {machine}",
