@@ -188,8 +188,13 @@ def write(
         if p.suffix in (".csv", ".md") or p.name.endswith(".provenance.json")
     ]
     figures = sorted((results / "figures").glob("*.png"))
+    # the per-image rows that the P1 and defence verdicts are computed from (a referee could not recompute them
+    # from the tables alone); masked PGD's and the synthesis's per-image tables are among the tables already
+    per_image = sorted((results / "p1" / "claims").glob("*/*.csv")) + sorted(
+        (results / "p3" / "defense").glob("*/*/*.csv")
+    )
     if since is not None:  # a table or figure older than the run is left over from another run
-        stale = [str(p) for p in [*tables, *figures] if p.stat().st_mtime < since]
+        stale = [str(p) for p in [*tables, *figures, *per_image] if p.stat().st_mtime < since]
         if stale:
             shutil.rmtree(REFERENCE)
             raise SystemExit(
@@ -200,6 +205,10 @@ def write(
         shutil.copy2(p, REFERENCE / "tables" / p.name)
     for p in figures:
         shutil.copy2(p, REFERENCE / "figures" / p.name)
+    for p in per_image:
+        dest = REFERENCE / "per_image" / p.relative_to(results)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest)
     shutil.copytree(results / "benchmarks", REFERENCE / "benchmarks")
     split = benchmark_split(REFERENCE / "benchmarks")
     size = sum(p.stat().st_size for p in REFERENCE.rglob("*") if p.is_file())
@@ -220,7 +229,8 @@ def write(
         f"- the run's own estimate at its start: {estimate}",
         f"- here: {size / 1e6:.1f} MB",
         "",
-        "Read `SUMMARY.md` first (claim by claim, did it hold), then `tables/claims.csv`. Every job's timing is in "
+        "Read `SUMMARY.md` first (claim by claim, did it hold), then `tables/claims.csv`; `per_image/` holds the "
+        "per-image rows the P1 and defence verdicts are computed from. Every job's timing is in "
         "`benchmarks/` (Snakemake's `benchmark:` files: wall `s`, `cpu_time`, memory); per stage:",
         "",
         "| stage | jobs | summed job wall | summed job CPU |",

@@ -633,6 +633,33 @@ def p3_iou(
     return rows
 
 
+def attack_inert(cell: pd.DataFrame, attack: str, protocol: str, margin: float) -> str:
+    """Ours (a referee's finding on the reference run): the reason the test against ``prm_shift_only`` has no power,
+    or "". When the attack removes at most ``margin`` of the clean top-1 of both the stochastic PRM and the shift-only
+    randomisation (each against its own clean top-1, same protocol), the difference of their top-1 under attack only
+    restates the difference of their clean top-1 (the PRM's clean cost): it says nothing about defence, and a PRM
+    that costs clean accuracy could never be held. Empty when a row it needs is missing."""
+    keys = [
+        (d, a, protocol) for d in ("stochastic_prm", "prm_shift_only") for a in ("clean", attack)
+    ]
+    if any(k not in cell.index for k in keys):
+        return ""
+    top = {k: float(cell.loc[k].top1) for k in keys}
+    drop_prm = (
+        top[("stochastic_prm", "clean", protocol)] - top[("stochastic_prm", attack, protocol)]
+    )
+    drop_shift = (
+        top[("prm_shift_only", "clean", protocol)] - top[("prm_shift_only", attack, protocol)]
+    )
+    if drop_prm > margin or drop_shift > margin:
+        return ""
+    return (
+        f"attack inert: it removed {drop_prm:+.2f} of the PRM's clean top-1 and {drop_shift:+.2f} of the shift-only "
+        f"randomisation's (margin {margin:g}), so the test against prm_shift_only only restates their clean top-1 "
+        "difference (the PRM's clean cost) and counts as inconclusive"
+    )
+
+
 def p3_defense(
     defense: pd.DataFrame, min_effect: float = 0.05, eot_samples: int | None = None
 ) -> list[dict]:
@@ -690,6 +717,9 @@ def p3_defense(
             )
             v_ref = decide(r.effect_low, r.effect_high, n, min_effect=min_effect)
             v_shift = decide(sh[1], sh[2], n, min_effect=min_effect)
+            inert = attack_inert(cell, r.attack, r.protocol, min_effect)
+            if inert and v_shift != "too few images":
+                v_shift = "inconclusive"
             tests = [
                 (
                     v_ref,
@@ -711,7 +741,7 @@ def p3_defense(
                 ),
             ]
             verdict = decide_all([v_ref, v_shift])
-            notes = []
+            notes = [inert] if inert else []
             if shift is None or np.isnan(sh[1]):
                 notes.append(
                     "shift-only control missing (a table from before it was run): that test is undecided"
@@ -760,7 +790,9 @@ def p3_defense(
             # the exact detectable effect where the row's test used the exact paired 0/1 interval; none for a test
             # withheld for lack of power against transfer_none (more images would not give it power)
             disc = getattr(r, ("effect_discordant", "shift_discordant")[which], np.nan)
-            withheld = which == 0 and any(x.startswith("no power against") for x in notes)
+            withheld = (which == 0 and any(x.startswith("no power against") for x in notes)) or (
+                which == 1 and bool(inert)
+            )
             det = (
                 np.nan
                 if withheld
@@ -1321,6 +1353,7 @@ def summary(
 __all__ = [
     "CLAIM_COLUMNS",
     "MIN_IMAGES",
+    "attack_inert",
     "claims_table",
     "front_page",
     "left_out",

@@ -1786,3 +1786,25 @@ def test_p3_ordering_quotes_the_exact_detectable_effect_of_the_k_that_limits_it(
     row = ordering({5: (10, 30), 25: (top, bottom)})
     assert row["verdict"] == "inconclusive"
     assert row["detectable"] == pytest.approx(stats.detectable_paired_binary(40, 14))
+
+
+def test_an_inert_attack_cannot_decide_against_the_shift_only_control():
+    """The reference run's gray-box DeepFool: neither the PRM (0.77 -> 0.77) nor the shift-only randomisation
+    (0.94 -> 0.93) lost more than the margin to the attack, so the PRM's lower top-1 under attack is its clean cost
+    (0.17), not a failure to defend: the shift-only test is inconclusive, with the reason, and gets no figure."""
+    table = defense_table_rows((0.1, 0.05, 0.15), (-0.16, -0.22, -0.11), n=100)
+    extra = table.iloc[[0]].copy()  # clean rows of both
+    prm_clean = extra.assign(
+        defense="stochastic_prm", attack="clean", top1=0.77, k=77, reference="none"
+    )
+    shift_clean = extra.assign(defense="prm_shift_only", attack="clean", top1=0.94, k=94)
+    table = pd.concat([table, prm_clean, shift_clean], ignore_index=True)
+    table.loc[(table.defense == "stochastic_prm") & (table.attack == "pgd"), "top1"] = 0.77
+    table.loc[(table.defense == "prm_shift_only") & (table.attack == "pgd"), "top1"] = 0.93
+    (row,) = summary.p3_defense(table, min_effect=0.05)
+    assert row["verdict"] == "inconclusive" and "attack inert" in row["evidence"]
+    assert np.isnan(row["detectable"])
+    # the same numbers with an attack that works on the shift-only control (0.94 -> 0.80): decided, not held
+    table.loc[(table.defense == "prm_shift_only") & (table.attack == "pgd"), "top1"] = 0.80
+    (row,) = summary.p3_defense(table, min_effect=0.05)
+    assert row["verdict"] == "not held" and "attack inert" not in row["evidence"]
