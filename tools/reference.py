@@ -36,17 +36,6 @@ sys.path.insert(0, str(ROOT / "src"))
 REFERENCE = ROOT / "docs" / "reference"
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 SHA_LINE = re.compile(r"Config sha256 `([0-9a-f]{64})` from (.*?); git commit `([^`]+)`")
-# the run's stages, by rule, for the README's per-stage split (the same grouping as the start-of-run estimate)
-STAGES = {
-    "P1 onepixel": ("segment", "onepixel_", "p1_"),
-    "P2 ssim": ("attack_ssim", "cam", "ssim_", "compare_maps", "p2_"),
-    "P3 gradients": ("gradient_map", "p3_gradient"),
-    "P3 masked_pgd": ("masked_pgd", "p3_masked"),
-    "P3 prm": ("train_prm", "prm_", "p3_prm"),
-    "P3 defences": ("defense_", "p3_defense"),
-    "synthesis": ("four_maps", "synthesis_"),
-    "clean accuracy": ("clean_accuracy",),
-}
 
 
 def default_config_sha256(path: Path = DEFAULT_CONFIG) -> str:
@@ -115,15 +104,11 @@ def check(
     return problems
 
 
-def _stage(rule: str) -> str:
-    for stage, prefixes in STAGES.items():
-        if any(rule == p or rule.startswith(p) for p in prefixes):
-            return stage
-    return "data, weights, tables, figures"
-
-
 def benchmark_split(benchmarks: Path) -> list[tuple[str, int, float, float]]:
-    """(stage, jobs, summed job wall seconds, summed job CPU seconds) from Snakemake's benchmark files."""
+    """(stage, jobs, summed job wall seconds, summed job CPU seconds) from Snakemake's benchmark files, staged as the
+    run's own estimate stages them (:func:`pixelrobust.cost.stage_of`)."""
+    from pixelrobust.cost import stage_of
+
     acc: dict[str, list[float]] = {}
     for tsv in sorted(benchmarks.rglob("*.tsv")):
         rule = (
@@ -135,7 +120,7 @@ def benchmark_split(benchmarks: Path) -> list[tuple[str, int, float, float]]:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if not rows:
             continue
-        a = acc.setdefault(_stage(rule.removesuffix(".tsv")), [0, 0.0, 0.0])
+        a = acc.setdefault(stage_of(rule.removesuffix(".tsv")), [0, 0.0, 0.0])
         a[0] += 1
         a[1] += float(rows[-1]["s"])
         a[2] += float(rows[-1].get("cpu_time") or "nan")

@@ -87,8 +87,8 @@ def _row(
     )
     if not straddles:
         detectable = np.nan
-    elif detectable is None or pd.isna(detectable):
-        detectable = detectable_effect(ci_low, ci_high) if detectable is None else np.nan
+    elif detectable is None:
+        detectable = detectable_effect(ci_low, ci_high)
     return {
         "paper": paper,
         "claim": claim,
@@ -742,6 +742,7 @@ def p3_defense(
             ]
             verdict = decide_all([v_ref, v_shift])
             notes = [inert] if inert else []
+            ref_no_power = False
             if shift is None or np.isnan(sh[1]):
                 notes.append(
                     "shift-only control missing (a table from before it was run): that test is undecided"
@@ -762,9 +763,10 @@ def p3_defense(
                     room = (
                         r.clean_top1 - tr.top1
                     )  # the most the PRM can gain on images it keeps clean
-                    if (
+                    ref_no_power = (
                         tr.ci_high >= tr.clean_top1 or room <= min_effect
-                    ) and verdict != "too few images":
+                    ) and verdict != "too few images"
+                    if ref_no_power:
                         # only the test against transfer_none loses its power; the shift-only test, on the same
                         # PRM-crafted images, still decides (a "not held" there is not hidden)
                         v_ref = "inconclusive"
@@ -790,9 +792,7 @@ def p3_defense(
             # the exact detectable effect where the row's test used the exact paired 0/1 interval; none for a test
             # withheld for lack of power against transfer_none (more images would not give it power)
             disc = getattr(r, ("effect_discordant", "shift_discordant")[which], np.nan)
-            withheld = (which == 0 and any(x.startswith("no power against") for x in notes)) or (
-                which == 1 and bool(inert)
-            )
+            withheld = (which == 0 and ref_no_power) or (which == 1 and bool(inert))
             det = (
                 np.nan
                 if withheld
