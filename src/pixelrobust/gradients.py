@@ -151,6 +151,23 @@ def pixel_mask(
     return torch.from_numpy(top_k_mask(gm if kind == "top" else -gm, k_percent, ties="pixel_order"))
 
 
+def centre_closeness(shape: tuple[int, int]) -> np.ndarray:
+    """H×W map of closeness to the image centre: minus the Euclidean distance of each pixel's centre from the
+    image's centre ``((H − 1)/2, (W − 1)/2)``. No data, no model: the geometry a gradient map may merely repeat
+    (convolutions with zero padding see border pixels through fewer paths)."""
+    h, w = (int(v) for v in shape)
+    r, c = np.mgrid[0:h, 0:w]
+    return -np.hypot(r - (h - 1) / 2, c - (w - 1) / 2)
+
+
+def centre_mask(shape: tuple[int, int], k_percent: float) -> torch.Tensor:
+    """Boolean H×W mask of the ``round(k % · H·W)`` pixels nearest the image centre (ours: the centre-bias control
+    of P3's ordering, :func:`pixelrobust.summary.p3_beyond_centre`). Pixels at equal distance (the symmetric rings)
+    are taken in :func:`pixelrobust.maps.top_k_mask`'s fixed shuffled order, not row by row, so the ring cut at
+    the boundary is not biased towards the top rows."""
+    return torch.from_numpy(top_k_mask(centre_closeness(shape), k_percent, ties="shuffled"))
+
+
 def gradient_map(
     *,
     data,
@@ -179,6 +196,18 @@ def gradient_map(
             f"{counts[split]} images; lower gradients.start.{spec['dataset']}"
         )
     stop = counts[split] if n_images is None else min(start + n_images, counts[split])
+    if n_images is not None and start + n_images > counts[split]:
+        log.warning(
+            "gradients.n_images.%s asks for %d %s images from %d, but the prepared split has %d: the map averages "
+            "the %d there are (recorded as n_images in %s)",
+            spec["dataset"],
+            n_images,
+            split,
+            start,
+            counts[split],
+            stop - start,
+            out["npz"],
+        )
     images = load_split(data, split, start, stop)
     model = build_model(spec, weights, device)
     dmap = dataset_gradient_map(model, images.images, images.labels, batch_size)

@@ -307,7 +307,7 @@ def cam(
         budgets[row.attack] = float(row.epsilon)
         norm = row.attack.removeprefix("pgd_")
         advs[row.attack] = run_pgd(
-            model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size
+            model, x.to(dev), y.to(dev), pgd, norm, budgets[row.attack], seed, batch_size, ids
         ).cpu()
     saved = {
         "image_id": np.asarray(ids, dtype=str),

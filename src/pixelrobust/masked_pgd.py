@@ -3,7 +3,9 @@
 For each model, masks of k % of the pixels are taken from its gradient maps
 (:mod:`pixelrobust.gradients`): ``top`` / ``bottom`` / ``random`` from the dataset map (mean
 |∂L/∂x|), ``top_arch`` / ``bottom_arch`` from the architecture-induced map the authors' code uses.
-The same mask is used for every image of the model (the maps are dataset-level). PGD (L∞, and L2
+``centre`` (ours) takes the k % of pixels nearest the image centre, from no map at all: the centre-bias control
+(:func:`pixelrobust.summary.p3_beyond_centre`). The same mask is used for every image of the model (the maps are
+dataset-level). PGD (L∞, and L2
 when configured) perturbs only the masked pixels; the result is the top-1 accuracy under attack, and
 per image whether it is still classified correctly and its cross-entropy after the attack (the unit
 P3's ordering verdict resamples, :func:`pixelrobust.summary.p3_ordering`).
@@ -18,11 +20,11 @@ import torch
 
 from .cost import Progress
 from .data import load_split
-from .gradients import backward_batch, pixel_mask
+from .gradients import backward_batch, centre_mask, pixel_mask
 from .io import load_npz, write_table
 from .models import build_model, freeze
 from .pgd import PGD
-from .runtime import model_device
+from .runtime import derive_seed, model_device
 
 log = logging.getLogger("pixelrobust")
 
@@ -32,6 +34,7 @@ MASKS = {
     "random": ("dataset_map", "random"),
     "top_arch": ("architecture_map", "top"),
     "bottom_arch": ("architecture_map", "bottom"),
+    "centre": (None, "centre"),  # geometry only: the pixels nearest the image centre
 }
 CHUNK_COLUMNS = [
     "norm",
@@ -55,7 +58,11 @@ def build_masks(
             raise ValueError(f"masked_pgd.masks: unknown mask {name!r}; known: {', '.join(MASKS)}")
         source, kind = MASKS[name]
         for k in ks:
-            out[name, float(k)] = pixel_mask(maps[source], k, kind, seed)
+            out[name, float(k)] = (
+                centre_mask(maps["dataset_map"].shape, k)
+                if source is None
+                else pixel_mask(maps[source], k, kind, seed)
+            )
     return out
 
 
@@ -72,7 +79,9 @@ def masked_pgd_chunk(
     """Per image and (norm, mask, k): still correct under PGD, and the cross-entropy of the attacked image.
 
     Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
-    default to 0..n−1. ``batch_size`` images per PGD batch, capped for large images
+    default to 0..n−1. Each image's random start is drawn from its own seed, derived from ``seed`` and its
+    id, and is the same under every mask and k (common random numbers: the masks' paired difference is not
+    a difference of starts), so an image's outcome does not depend on its chunk or batch. ``batch_size`` images per PGD batch, capped for large images
     (:func:`pixelrobust.gradients.backward_batch`: a backward pass keeps the batch's activations).
     """
     batch_size = backward_batch(batch_size, images.shape[-2:])
@@ -90,8 +99,9 @@ def masked_pgd_chunk(
                         images[i : i + batch_size].to(device),
                         labels[i : i + batch_size].to(device),
                     )
-                    attack = PGD(model, norm=norm, seed=seed + i, **settings)
-                    adv = attack(x, y, mask.to(device)) if mask.any() else x
+                    attack = PGD(model, norm=norm, seed=seed, **settings)
+                    starts = [derive_seed(seed, "pgd_start", j) for j in ids[i : i + batch_size]]
+                    adv = attack(x, y, mask.to(device), seeds=starts) if mask.any() else x
                     with torch.no_grad():
                         logits = model(adv)
                     correct.append((logits.argmax(1) == y).cpu())

@@ -28,7 +28,9 @@ class PGD:
 
     ``random_start`` draws δ₀ uniformly from the ball (L∞) or on a random direction scaled by a
     uniform radius (L2), with its own generator seeded by ``seed`` so results do not depend on
-    the global RNG.
+    the global RNG. Called with ``seeds`` (one int per image, e.g. derived from the image ids),
+    each image's start is drawn from its own generator instead, so an image's attack does not
+    depend on the batch or chunk it is in (the workflow's rules do this).
     """
 
     def __init__(
@@ -68,18 +70,38 @@ class PGD:
         norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
         return delta * (self.eps / norms).clamp(max=1.0).view(-1, 1, 1, 1)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, mask=None) -> torch.Tensor:
+    def _draws(self, shape, seeds) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Uniform (and, for L2, normal) draws of ``shape`` on the CPU: one generator for the batch
+        (``self.seed``), or one per image (``seeds``)."""
+        if seeds is None:
+            g = torch.Generator(device="cpu").manual_seed(self.seed)
+            r = torch.rand(shape, generator=g)
+            return r, (torch.randn(shape, generator=g) if self.norm == "l2" else None)
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != shape[0]:
+            raise ValueError(f"PGD seeds: {len(seeds)} seeds for a batch of {shape[0]} images")
+        rs, ns = [], []
+        for s in seeds:
+            g = torch.Generator(device="cpu").manual_seed(s)
+            rs.append(torch.rand(shape[1:], generator=g))
+            if self.norm == "l2":
+                ns.append(torch.randn(shape[1:], generator=g))
+        return torch.stack(rs), (torch.stack(ns) if ns else None)
+
+    def __call__(
+        self, images: torch.Tensor, labels: torch.Tensor, mask=None, seeds=None
+    ) -> torch.Tensor:
         x = images.detach()
         m = self._mask(mask, x)
         full = mask is None  # no mask: skip the multiplications by ones
         delta = torch.zeros_like(x)
         if self.random_start and self.eps > 0:
-            g = torch.Generator(device="cpu").manual_seed(self.seed)
-            r = torch.rand(x.shape, generator=g).to(x.device)
+            r, n = self._draws(x.shape, seeds)
+            r = r.to(x.device)
             if self.norm == "linf":
                 delta = (2 * r - 1) * self.eps
             else:
-                d = torch.randn(x.shape, generator=g).to(x.device) * m
+                d = n.to(x.device) * m
                 d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
                 delta = d * self.eps * r.flatten(1)[:, :1].view(-1, 1, 1, 1)
             delta = self._project(delta * m)

@@ -28,7 +28,7 @@ from .gradients import loss_gradient
 from .io import save_npz, write_table
 from .models import build_model, freeze
 from .pgd import PGD
-from .runtime import model_device
+from .runtime import derive_seed, model_device
 from .ssim_ball import SSIMBall, SSIMBallProblem, solve
 
 log = logging.getLogger("pixelrobust")
@@ -92,14 +92,20 @@ def pgd_settings(pgd: dict, norm: str, eps: float, seed: int) -> dict:
 
 
 def run_pgd(
-    model, x, y, pgd: dict, norm: str, eps: float, seed: int, batch_size: int
+    model, x, y, pgd: dict, norm: str, eps: float, seed: int, batch_size: int, image_ids
 ) -> torch.Tensor:
-    """PGD at one budget, batch by batch; batch ``i`` seeded ``seed + i`` so reruns repeat it."""
+    """PGD at one budget, batch by batch; each image's random start seeded from ``seed`` and its id
+    (``image_ids``), so an image gets the same start whatever its batch or chunk, in rule
+    ``attack_ssim`` and again in rule ``cam``."""
+    ids = list(image_ids)
+    if len(ids) != len(x):
+        raise ValueError(f"run_pgd: {len(ids)} image ids for {len(x)} images")
     out = []
     for i in range(0, len(x), batch_size):
+        starts = [derive_seed(seed, "pgd_start", j) for j in ids[i : i + batch_size]]
         out.append(
-            PGD(model, **pgd_settings(pgd, norm, eps, seed + i))(
-                x[i : i + batch_size], y[i : i + batch_size]
+            PGD(model, **pgd_settings(pgd, norm, eps, seed))(
+                x[i : i + batch_size], y[i : i + batch_size], seeds=starts
             )
         )
     return torch.cat(out) if out else x.clone()
@@ -181,7 +187,7 @@ def attack_ssim_chunk(
     for norm in ("linf", "l2"):
         for eps in pgd[norm]["eps"]:
             t0 = time.perf_counter()
-            adv = run_pgd(model, x, y, pgd, norm, eps, seed, batch_size)
+            adv = run_pgd(model, x, y, pgd, norm, eps, seed, batch_size, kid)
             per = (time.perf_counter() - t0) / max(len(x), 1)
             rows += _rows(
                 model,

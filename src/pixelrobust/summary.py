@@ -337,6 +337,125 @@ def p2_claims(ssim_summary: pd.DataFrame, model: str, dataset: str) -> list[dict
 NORM_LABELS = {"linf": "L-inf", "l2": "L2"}
 
 
+def _masked_ks(images: pd.DataFrame, norm: str, max_k: float, claim: str, masks_needed) -> tuple:
+    """The rows of ``norm``, the k the verdicts are decided on and the excluded k (:func:`p3_ordering`)."""
+    if norm not in NORM_LABELS:
+        raise ValueError(f"norm must be one of {', '.join(NORM_LABELS)}, got {norm!r}")
+    d_all = images[images.norm == norm]
+    ks_all = sorted(float(k) for k in d_all.k_percent.unique())
+    ks = [k for k in ks_all if 0 < k < 100 and k <= max_k]
+    if not any(0 < k < 100 for k in ks_all):
+        raise ValueError(
+            f"masked_pgd.k_percent {ks_all} has no mask size strictly between 0 and 100: {claim} compares "
+            "two masks of the same size, and at k = 0 (no pixel) and k = 100 (every pixel) both are "
+            "the same attack; add sizes such as 5, 10, 25"
+        )
+    if not ks:
+        raise ValueError(
+            f"masked_pgd.k_percent {ks_all} has no mask size in (0, masked_pgd.verdict_max_k = {max_k:g}], the "
+            f"sizes {claim} is decided on; add sizes such as 5, 10, 25 or raise verdict_max_k"
+        )
+    masks = set(d_all["mask"])
+    missing = [m for m in masks_needed if m not in masks]
+    if missing:
+        raise ValueError(
+            f"masked_pgd.masks {sorted(masks)} lacks {' and '.join(repr(m) for m in missing)}, which {claim} "
+            "compares; add them"
+        )
+    return d_all, ks, [k for k in ks_all if k not in ks]
+
+
+def _excluded_note(excluded, max_k: float) -> str:
+    same = [k for k in excluded if k in (0, 100)]
+    big = [k for k in excluded if k not in (0, 100)]
+    note = (
+        f"; k = {', '.join(f'{k:g}' for k in same)} excluded (the same attack for every mask)"
+        if same
+        else ""
+    )
+    note += (
+        f"; k = {', '.join(f'{k:g}' for k in big)} excluded (above masked_pgd.verdict_max_k {max_k:g}: not a "
+        "minority of the pixels)"
+        if big
+        else ""
+    )
+    return note
+
+
+def _mask_pair(d: pd.DataFrame, ks, control: str, n_boot: int, rng, *, reference: str | None):
+    """Per k, the paired per-image difference *control-mask correct − top-mask correct* (positive = the top
+    mask leaves fewer images correct) with its exact interval and verdict, the ``reference`` mask's paired
+    difference with the top mask (evidence only) and the cross-entropy difference top − control; then the
+    intersection–union verdict over k and the k that limits it."""
+    wide = d.pivot_table(index=["k_percent", "image_id"], columns="mask", values="correct")
+    losses = d.pivot_table(index=["k_percent", "image_id"], columns="mask", values="loss")
+    n = int(d.image_id.nunique())
+    per_k = []
+    for k in ks:
+        w = wide.loc[k]
+        top, other = w["top"].to_numpy(float), w[control].to_numpy(float)
+        diff = other - top
+        eff, lo, hi = paired_diff_ci(other, top, n_boot, rng)
+        tied = bool((diff == 0).all())
+        verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
+        # a tie (both masks leave the same images correct, e.g. both at 0 under saturation, or the same mask) is
+        # not a lack of images: more images would not separate the masks; no figure (evidence: tied)
+        det = detectable_paired(other, top, lo, hi) if lo <= 0 <= hi and not tied else np.nan
+        ref = w[reference].to_numpy(float) if reference is not None and reference in w else None
+        r_eff = paired_diff_ci(ref, top, n_boot, rng) if ref is not None else (np.nan,) * 3
+        ce = losses.loc[k]
+        ce_eff = paired_diff_ci(ce["top"].to_numpy(float), ce[control].to_numpy(float), n_boot, rng)
+        both = ~(
+            np.isnan(top) | np.isnan(other)
+        )  # the means over the pairs the effect is computed on
+        per_k.append(
+            {
+                "k": k,
+                "top": top[both].mean(),
+                "other": other[both].mean(),
+                "ref": np.nanmean(ref) if ref is not None else np.nan,
+                "effect": eff,
+                "lo": lo,
+                "hi": hi,
+                "verdict": verdict,
+                "detectable": det,
+                "vs_ref": r_eff,
+                "loss": ce_eff,
+            }
+        )
+    verdict = decide_all([r["verdict"].removesuffix(" (tied)") for r in per_k])
+    limit = per_k[
+        binding([(r["verdict"].removesuffix(" (tied)"), r["lo"], r["hi"]) for r in per_k])
+    ]
+    return n, per_k, verdict, limit
+
+
+def _mask_pair_row(
+    claim, ds, model, pair, detail: str, max_k: float, *, statistic, control
+) -> dict:
+    """The claim row of a :func:`_mask_pair` comparison (``pair``: its return value): observed = the top mask's
+    top-1 and control = the other mask's, at the k that limits the verdict."""
+    n, per_k, verdict, limit = pair
+    return _row(
+        "P3",
+        claim,
+        ds,
+        model,
+        verdict,
+        n,
+        f"per-image top-1 under attack, paired over {n} images (95 %, exact paired 0/1 interval), intersection-union "
+        f"over the {len(per_k)} k in (0, {max_k:g}]: {detail}",
+        statistic=statistic,
+        observed=float(limit["top"]),
+        control=control,
+        control_value=float(limit["other"]),
+        effect=float(limit["effect"]),
+        ci_low=float(limit["lo"]),
+        ci_high=float(limit["hi"]),
+        detectable=limit["detectable"],
+    )
+
+
 def p3_ordering(
     images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_k: float = 25
 ) -> list[dict]:
@@ -359,118 +478,86 @@ def p3_ordering(
     reference in the evidence (its top-1 and its paired difference with the top mask, per k).
     The evidence also gives, per k, the paired difference of the attacked images' cross-entropy (top −
     bottom), which still separates the masks where top-1 is near 0 under both (not part of the verdict).
+    Whether the order is more than the image's geometry is :func:`p3_beyond_centre`'s row.
     """
-    if norm not in NORM_LABELS:
-        raise ValueError(f"norm must be one of {', '.join(NORM_LABELS)}, got {norm!r}")
-    d_all = images[images.norm == norm]
-    ks_all = sorted(float(k) for k in d_all.k_percent.unique())
-    ks = [k for k in ks_all if 0 < k < 100 and k <= max_k]
-    if not any(0 < k < 100 for k in ks_all):
-        raise ValueError(
-            f"masked_pgd.k_percent {ks_all} has no mask size strictly between 0 and 100: P3's ordering compares "
-            "top and bottom masks of the same size, and at k = 0 (no pixel) and k = 100 (every pixel) both are "
-            "the same attack; add sizes such as 5, 10, 25"
-        )
-    if not ks:
-        raise ValueError(
-            f"masked_pgd.k_percent {ks_all} has no mask size in (0, masked_pgd.verdict_max_k = {max_k:g}], the "
-            "sizes P3's ordering verdict is decided on; add sizes such as 5, 10, 25 or raise verdict_max_k"
-        )
-    masks = set(d_all["mask"])
-    if not {"top", "bottom"} <= masks:
-        raise ValueError(
-            f"masked_pgd.masks {sorted(masks)} lacks 'top' or 'bottom', which P3's ordering compares; add both"
-        )
-    excluded = [k for k in ks_all if k not in ks]
+    d_all, ks, excluded = _masked_ks(images, norm, max_k, "P3's ordering", ("top", "bottom"))
     rows = []
     for (ds, model), d in d_all.groupby(["dataset", "model"], sort=False):
-        rng = np.random.default_rng(seed)
-        wide = d.pivot_table(index=["k_percent", "image_id"], columns="mask", values="correct")
-        losses = d.pivot_table(index=["k_percent", "image_id"], columns="mask", values="loss")
-        n = int(d.image_id.nunique())
-        per_k = []
-        for k in ks:
-            w = wide.loc[k]
-            top, bottom = w["top"].to_numpy(float), w["bottom"].to_numpy(float)
-            diff = bottom - top
-            eff, lo, hi = paired_diff_ci(bottom, top, n_boot, rng)
-            tied = bool((diff == 0).all())
-            verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
-            # a tie (both masks leave the same images correct, e.g. both at 0 under saturation) is not a lack of
-            # images: a smaller attack budget, not more images, would separate the masks; no figure (evidence: tied)
-            det = detectable_paired(bottom, top, lo, hi) if lo <= 0 <= hi and not tied else np.nan
-            rand = w["random"].to_numpy(float) if "random" in w else None
-            r_eff = paired_diff_ci(rand, top, n_boot, rng) if rand is not None else (np.nan,) * 3
-            ce = losses.loc[k]
-            ce_eff = paired_diff_ci(
-                ce["top"].to_numpy(float), ce["bottom"].to_numpy(float), n_boot, rng
-            )
-            both = ~(
-                np.isnan(top) | np.isnan(bottom)
-            )  # the means over the pairs the effect is computed on
-            per_k.append(
-                {
-                    "k": k,
-                    "top": top[both].mean(),
-                    "bottom": bottom[both].mean(),
-                    "random": np.nanmean(rand) if rand is not None else np.nan,
-                    "effect": eff,
-                    "lo": lo,
-                    "hi": hi,
-                    "verdict": verdict,
-                    "detectable": det,
-                    "vs_random": r_eff,
-                    "loss": ce_eff,
-                }
-            )
-        verdict = decide_all([r["verdict"].removesuffix(" (tied)") for r in per_k])
-        limit = per_k[
-            binding([(r["verdict"].removesuffix(" (tied)"), r["lo"], r["hi"]) for r in per_k])
-        ]
+        n, per_k, verdict, limit = _mask_pair(
+            d, ks, "bottom", n_boot, np.random.default_rng(seed), reference="random"
+        )
         detail = "; ".join(
-            f"k {r['k']:g} %: top {r['top']:.2f} / random {r['random']:.2f} / bottom {r['bottom']:.2f}, bottom - top "
+            f"k {r['k']:g} %: top {r['top']:.2f} / random {r['ref']:.2f} / bottom {r['other']:.2f}, bottom - top "
             f"{r['effect']:+.3f} ({r['lo']:.3f} to {r['hi']:.3f}) {r['verdict']}"
             + (
-                f", random - top {r['vs_random'][0]:+.3f} ({r['vs_random'][1]:.3f} to {r['vs_random'][2]:.3f})"
-                if not np.isnan(r["vs_random"][0])
+                f", random - top {r['vs_ref'][0]:+.3f} ({r['vs_ref'][1]:.3f} to {r['vs_ref'][2]:.3f})"
+                if not np.isnan(r["vs_ref"][0])
                 else ""
             )
             + f", cross-entropy top - bottom {r['loss'][0]:+.3g} ({r['loss'][1]:.3g} to {r['loss'][2]:.3g})"
             for r in per_k
         )
-        same = [k for k in excluded if k in (0, 100)]
-        big = [k for k in excluded if k not in (0, 100)]
-        note = (
-            f"; k = {', '.join(f'{k:g}' for k in same)} excluded (the same attack for every mask)"
-            if same
-            else ""
-        )
-        note += (
-            f"; k = {', '.join(f'{k:g}' for k in big)} excluded (above masked_pgd.verdict_max_k {max_k:g}: not a "
-            "minority of the pixels)"
-            if big
-            else ""
-        )
         rows.append(
-            _row(
-                "P3",
+            _mask_pair_row(
                 f"ordering: {NORM_LABELS[norm]} PGD on top-gradient pixels beats bottom-gradient pixels",
                 ds,
                 model,
-                verdict,
-                n,
-                f"per-image top-1 under attack, paired over {n} images (95 %, exact paired 0/1 interval), intersection-union over the "
-                f"{len(per_k)} k in (0, {max_k:g}]: {detail}{note}",
-                statistic=f"bottom-mask minus top-mask top-1 under PGD, paired over images, at the k that limits the verdict "
-                f"(k {limit['k']:g} %; effect = control_value - observed: the claim is that the top mask leaves fewer "
-                "images correct)",
-                observed=float(limit["top"]),
+                (n, per_k, verdict, limit),
+                detail + _excluded_note(excluded, max_k),
+                max_k,
+                statistic="bottom-mask minus top-mask top-1 under PGD, paired over images, at the k that limits the "
+                f"verdict (k {limit['k']:g} %; effect = control_value - observed: the claim is that the top mask "
+                "leaves fewer images correct)",
                 control=f"bottom mask, same k and images (k {limit['k']:g} %)",
-                control_value=float(limit["bottom"]),
-                effect=float(limit["effect"]),
-                ci_low=float(limit["lo"]),
-                ci_high=float(limit["hi"]),
-                detectable=limit["detectable"],
+            )
+        )
+    return rows
+
+
+def p3_beyond_centre(
+    images: pd.DataFrame, norm: str, *, n_boot: int, seed: int, max_k: float = 25
+) -> list[dict]:
+    """Ours, a control on P3's ordering: is the gradient map more than centre bias? PGD on the top-gradient
+    pixels hurts more than PGD on the same number of pixels nearest the image centre (mask ``centre``,
+    :func:`pixelrobust.gradients.centre_mask`: no data, no model), at every k in (0, ``max_k``].
+
+    Same unit, interval, k and intersection–union rule as :func:`p3_ordering`, with the centre mask in place of
+    the bottom mask: effect = centre-mask correct − top-mask correct, per image. Held: the gradient map finds
+    pixels that matter more than the centre's. Not held: at some k the centre mask leaves fewer images
+    correct (the map is worse than geometry there). Inconclusive: the two cannot be told apart at some k (a
+    tie, e.g. where the two masks are the same pixels, is inconclusive: more images would not separate them).
+    No row for a run whose ``masked_pgd.masks`` lacks ``centre``.
+    """
+    if not (images["mask"] == "centre").any():
+        return []
+    claim = "the centre-bias control"
+    d_all, ks, excluded = _masked_ks(images, norm, max_k, claim, ("top", "centre"))
+    rows = []
+    for (ds, model), d in d_all.groupby(["dataset", "model"], sort=False):
+        n, per_k, verdict, limit = _mask_pair(
+            d, ks, "centre", n_boot, np.random.default_rng(seed), reference="bottom"
+        )
+        detail = "; ".join(
+            f"k {r['k']:g} %: top {r['top']:.2f} / centre {r['other']:.2f}"
+            + (f" / bottom {r['ref']:.2f}" if not np.isnan(r["ref"]) else "")
+            + f", centre - top {r['effect']:+.3f} ({r['lo']:.3f} to {r['hi']:.3f}) {r['verdict']}"
+            + f", cross-entropy top - centre {r['loss'][0]:+.3g} ({r['loss'][1]:.3g} to {r['loss'][2]:.3g})"
+            for r in per_k
+        )
+        rows.append(
+            _mask_pair_row(
+                f"beyond centre bias (ours): {NORM_LABELS[norm]} PGD on top-gradient pixels beats the pixels "
+                "nearest the centre",
+                ds,
+                model,
+                (n, per_k, verdict, limit),
+                detail + _excluded_note(excluded, max_k),
+                max_k,
+                statistic="centre-mask minus top-mask top-1 under PGD, paired over images, at the k that limits the "
+                f"verdict (k {limit['k']:g} %; effect = control_value - observed: held means the gradient map's "
+                "pixels matter more than the same number nearest the image centre)",
+                control="centre mask (the k % of pixels nearest the centre, no data), same k and images "
+                f"(k {limit['k']:g} %)",
             )
         )
     return rows
@@ -918,9 +1005,10 @@ def claims_table(
         rows += p2_claims(_read(inputs["ssim_cam_summary"]), ssim_model, ssim_dataset)
     if inputs.get("masked_pgd_images"):
         masked = _read(inputs["masked_pgd_images"])
-        for norm in NORM_LABELS:
-            if (masked.norm == norm).any():
-                rows += p3_ordering(masked, norm, n_boot=n_boot, seed=seed, max_k=ordering_max_k)
+        for claim in (p3_ordering, p3_beyond_centre):
+            for norm in NORM_LABELS:
+                if (masked.norm == norm).any():
+                    rows += claim(masked, norm, n_boot=n_boot, seed=seed, max_k=ordering_max_k)
     if inputs.get("prm_lambda_sweep_detail"):
         rows += p3_iou(
             _read(inputs["prm_lambda_sweep_detail"]),
@@ -1362,6 +1450,7 @@ __all__ = [
     "p3_defense",
     "p3_iou",
     "p3_ordering",
+    "p3_beyond_centre",
     "render",
     "robust_models",
     "robust_section",

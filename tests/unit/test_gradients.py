@@ -181,3 +181,24 @@ def test_backward_batches_are_capped_by_pixels_and_the_map_does_not_depend_on_th
     net(x)
     a, b = dataset_gradient_map(net.eval(), x, y, 12), dataset_gradient_map(net, x, y, 5)
     torch.testing.assert_close(a, b)
+
+
+def test_centre_mask_takes_the_pixels_nearest_the_centre_without_a_row_bias():
+    from pixelrobust.gradients import centre_mask
+    from pixelrobust.masked_pgd import build_masks
+
+    for shape, k in (((32, 32), 10), ((224, 224), 1), ((31, 20), 25)):
+        m = centre_mask(shape, k).numpy()
+        h, w = shape
+        assert m.sum() == round(k / 100 * h * w)
+        r, c = np.mgrid[0:h, 0:w]
+        dist = np.hypot(r - (h - 1) / 2, c - (w - 1) / 2)
+        assert dist[m].max() <= dist[~m].min() + 1e-12  # a disc: nothing outside is nearer
+        # the cut through the last ring is not taken row by row (pixel order would put 54 of 102 pixels in the
+        # upper half of 32 x 32 at k 10 against 48 in the lower): the two halves differ by at most 2 pixels
+        upper, lower = (m & (r < (h - 1) / 2)).sum(), (m & (r > (h - 1) / 2)).sum()
+        assert abs(int(upper) - int(lower)) <= 2, (shape, k, upper, lower)
+    # the centre mask ignores the gradient maps: the same whatever they hold
+    a = build_masks({"dataset_map": np.random.default_rng(0).random((32, 32))}, ["centre"], [5], 0)
+    b = build_masks({"dataset_map": np.zeros((32, 32))}, ["centre"], [5], 1)
+    assert torch.equal(a["centre", 5.0], b["centre", 5.0]) and a["centre", 5.0][15:17, 15:17].all()

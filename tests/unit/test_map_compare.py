@@ -175,6 +175,7 @@ def test_grid_diagnostic_flags_the_disjoint_ssim_ball_on_real_images_not_pgd(ima
         0.125 / 255,
         0,
         2,
+        ["0", "1"],
     )
     for i in range(2):
         maps, ssim_ratio = change_maps(x[i], adv[i], size=8, stride=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from pixelrobust.ssim_study import match_pgd
 from pixelrobust.ssim_study import summarise as summarise_attacks
@@ -39,3 +40,20 @@ def test_pgd_budget_matched_to_the_ssim_success():
     assert m.loc["pgd_linf", "epsilon"] == 0.002 and m.loc["pgd_l2", "epsilon"] == 0.5
     with pytest.raises(ValueError, match="compare.epsilon"):
         match_pgd(table, 0.01)
+
+
+def test_run_pgd_gives_an_image_the_same_attack_in_rule_cam_as_in_rule_attack_ssim(
+    resnet20, cifar_test
+):
+    """Rule cam reruns the PGD baselines on a subset of attack_ssim's images (those it keeps): each image's
+    random start comes from its id, so the subset's adversarials are the full run's rows, not new draws."""
+    from pixelrobust.ssim_study import run_pgd
+
+    x, y, ids = cifar_test.images[:10], cifar_test.labels[:10], cifar_test.ids[:10]
+    pgd = {"linf": {"steps": 2, "alpha_factor": 0.25, "random_start": True}}
+    full = run_pgd(resnet20, x, y, pgd, "linf", 4 / 255, 3, 4, ids)
+    sub = [7, 2, 5]
+    part = run_pgd(resnet20, x[sub], y[sub], pgd, "linf", 4 / 255, 3, 4, [ids[i] for i in sub])
+    torch.testing.assert_close(part, full[sub])
+    with pytest.raises(ValueError, match="3 image ids for 10 images"):
+        run_pgd(resnet20, x, y, pgd, "linf", 4 / 255, 3, 4, ids[:3])

@@ -619,7 +619,7 @@ def test_p3_ordering_excludes_k_0_and_100_and_ties():
             ValueError, match="masked_pgd.k_percent .* no mask size strictly between 0 and 100"
         ):
             ordering({k: (0, 0) for k in ks})
-    with pytest.raises(ValueError, match="lacks 'top' or 'bottom'"):
+    with pytest.raises(ValueError, match="lacks 'bottom', which P3's ordering compares"):
         summary.p3_ordering(
             masked_images({5: (1, 2)}).query("mask != 'bottom'"), "linf", n_boot=10, seed=0
         )
@@ -642,6 +642,56 @@ def test_p3_ordering_is_decided_on_k_up_to_verdict_max_k():
     assert ordering({5: (10, 30), 25: (30, 2), 50: (0, 30)})["verdict"] == "not held"
     with pytest.raises(ValueError, match=r"no mask size in \(0, masked_pgd.verdict_max_k = 25\]"):
         ordering({50: (0, 10), 100: (0, 0)})
+
+
+def with_centre(per_k: dict, n: int = 40) -> pd.DataFrame:
+    """:func:`masked_images` plus a ``centre`` mask: ``per_k[k] = (top, bottom, centre)`` correct counts."""
+    d = masked_images({k: v[:2] for k, v in per_k.items()}, n=n)
+    rows = [
+        {
+            **d.iloc[0].to_dict(),
+            "mask": "centre",
+            "k_percent": float(k),
+            "image_id": f"i{i}",
+            "correct": int(i < c),
+            "loss": float(i >= c),
+        }
+        for k, (_, _, c) in per_k.items()
+        for i in range(n)
+    ]
+    return pd.concat([d, pd.DataFrame(rows)], ignore_index=True)
+
+
+def centre_row(per_k, **kw):
+    (row,) = summary.p3_beyond_centre(with_centre(per_k, **kw), "linf", n_boot=500, seed=0)
+    return row
+
+
+def test_p3_beyond_centre_compares_the_top_mask_with_the_pixels_nearest_the_centre():
+    # the top-gradient mask leaves 10 of 40 correct, the centre mask 30: the map beats geometry at every k
+    row = centre_row({5: (10, 35, 30), 25: (2, 30, 20)})
+    assert row["verdict"] == "held" and row["effect"] == pytest.approx(18 / 40)  # the weaker k, 25
+    assert row["control"].startswith("centre mask") and row["control_value"] == pytest.approx(
+        20 / 40
+    )
+    assert (
+        "beyond centre bias" in row["claim"]
+        and "top 0.05 / centre 0.50 / bottom 0.75" in row["evidence"]
+    )
+    # the ordering itself (bottom vs top) holds on the same data: the two rows answer different questions
+    assert ordering({5: (10, 35), 25: (2, 30)})["verdict"] == "held"
+    # the centre mask hurts as much as the top mask at k 25: the gradient map adds nothing there
+    same = centre_row({5: (10, 35, 30), 25: (2, 30, 2)})
+    assert same["verdict"] == "inconclusive" and "inconclusive (tied)" in same["evidence"]
+    assert np.isnan(same["detectable"])  # a tie: more images would not separate the masks
+    # the centre mask hurts more at one k: not held
+    assert centre_row({5: (30, 35, 10), 25: (2, 30, 20)})["verdict"] == "not held"
+    # without a centre mask in the run there is no row (the ordering still has its own)
+    assert summary.p3_beyond_centre(masked_images({5: (1, 2)}), "linf", n_boot=10, seed=0) == []
+    with pytest.raises(ValueError, match="lacks 'top', which the centre-bias control compares"):
+        summary.p3_beyond_centre(
+            with_centre({5: (1, 2, 3)}).query("mask != 'top'"), "linf", n_boot=10, seed=0
+        )
 
 
 def iou_tables(

@@ -13,6 +13,7 @@ MASK_STYLE = {
     "random": ("C7", "--"),
     "top_arch": ("C3", ":"),
     "bottom_arch": ("C0", ":"),
+    "centre": ("C2", "-."),
 }
 
 

@@ -69,8 +69,9 @@ def plot(*, table, out: dict) -> None:
             annot_kws={"fontsize": 6},
         )
         ax.tick_params(labelsize=5)
+        lo, hi = int(rows.n_images.min()), int(rows.n_images.max())
         ax.set_title(
-            f"{model} ({rows.n_images.iloc[0]} images): excess over other images' maps\nbelow: Spearman, above: "
+            f"{model} ({lo if lo == hi else f'{lo}–{hi}'} images{'' if lo == hi else ' per pair'}): excess over other images' maps\nbelow: Spearman, above: "
             f"top-{rows.topk_percent.iloc[0]:g} % IoU (* 95 % CI excludes 0)",
             fontsize=6,
         )
