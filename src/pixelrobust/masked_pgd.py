@@ -79,9 +79,9 @@ def masked_pgd_chunk(
     """Per image and (norm, mask, k): still correct under PGD, and the cross-entropy of the attacked image.
 
     Identical masks are attacked once (k = 100 % is one attack whatever the mask). ``image_ids``
-    default to 0..n−1. Each image's random start is drawn from its own seed, derived from ``seed`` and its
-    id, and is the same under every mask and k (common random numbers: the masks' paired difference is not
-    a difference of starts), so an image's outcome does not depend on its chunk or batch. ``batch_size`` images per PGD batch, capped for large images
+    default to 0..n−1. Each image's random start is drawn from its own seed, derived from ``seed`` (the rule
+    passes the model's, not the chunk's) and its id, so an image's outcome does not depend on its chunk or
+    batch; under every mask and k it is the same random field, masked to the mask's pixels. ``batch_size`` images per PGD batch, capped for large images
     (:func:`pixelrobust.gradients.backward_batch`: a backward pass keeps the batch's activations).
     """
     batch_size = backward_batch(batch_size, images.shape[-2:])

@@ -668,7 +668,9 @@ def centre_row(per_k, **kw):
 
 
 def test_p3_beyond_centre_compares_the_top_mask_with_the_pixels_nearest_the_centre():
-    # the top-gradient mask leaves 10 of 40 correct, the centre mask 30: the map beats geometry at every k
+    # the top-gradient mask leaves 10 of 40 correct, the centre mask 30 (with_centre's loss: 1 for a broken image,
+    # 0 for a correct one, so the cross-entropy difference top - centre is the share of images only top breaks):
+    # the map beats geometry at every k
     row = centre_row({5: (10, 35, 30), 25: (2, 30, 20)})
     assert row["verdict"] == "held" and row["effect"] == pytest.approx(18 / 40)  # the weaker k, 25
     assert row["control"].startswith("centre mask") and row["control_value"] == pytest.approx(
@@ -686,6 +688,19 @@ def test_p3_beyond_centre_compares_the_top_mask_with_the_pixels_nearest_the_cent
     assert np.isnan(same["detectable"])  # a tie: more images would not separate the masks
     # the centre mask hurts more at one k: not held
     assert centre_row({5: (30, 35, 10), 25: (2, 30, 20)})["verdict"] == "not held"
+    # the verdict is on the attacked cross-entropy, which has no floor: both masks leave no image correct at k 25
+    # (top-1 tied at 0), but the top mask's pixels raise the loss more on every image: held, not tied
+    d = with_centre({5: (10, 35, 30), 25: (0, 30, 0)})
+    at25 = d.k_percent == 25
+    d.loc[at25 & (d["mask"] == "top"), "loss"] = 3.0 + np.arange(40) / 100
+    d.loc[at25 & (d["mask"] == "centre"), "loss"] = 2.5 + np.arange(40) / 100
+    (row,) = summary.p3_beyond_centre(d, "linf", n_boot=500, seed=0)
+    assert row["verdict"] == "held" and "centre - top +0.000" in row["evidence"]
+    # k 5 limits it (its interval is the wider one; both effects are 0.5): observed = 30 broken images of 40
+    assert row["effect"] == pytest.approx(0.5) and row["observed"] == pytest.approx(30 / 40)
+    # ... and the evidence says how much of the ordering the centre reproduces (k 5: bottom - top 25 images,
+    # bottom - centre 5: 20 % in top-1)
+    assert "the centre reproduces 20 % of the ordering in top-1" in row["evidence"]
     # without a centre mask in the run there is no row (the ordering still has its own)
     assert summary.p3_beyond_centre(masked_images({5: (1, 2)}), "linf", n_boot=10, seed=0) == []
     with pytest.raises(ValueError, match="lacks 'top', which the centre-bias control compares"):

@@ -29,7 +29,8 @@ rule masked_pgd:
         mask_seed=lambda w: job_seed("masked_pgd_mask", w.model),
         batch_size=config["batch_size"],
         device=config["device"],
-        seed=lambda w: job_seed("masked_pgd", w.model, w.chunk),
+        # the model's seed, not the chunk's: each image's PGD start is derived from it and the image id
+        seed=lambda w: job_seed("masked_pgd", w.model),
     script:
         "../scripts/masked_pgd.py"
 

@@ -59,7 +59,8 @@ rule onepixel_search:
         incremental=config["onepixel"]["incremental"],
         batch_size=config["batch_size"],
         device=config["device"],
-        seed=lambda w: job_seed("onepixel_search", w.model, w.chunk),
+        # the model's seed, not the chunk's: an image's random draws do not depend on its chunk
+        seed=lambda w: job_seed("onepixel_search", w.model),
     script:
         "../scripts/onepixel_search.py"
 

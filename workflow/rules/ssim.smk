@@ -38,7 +38,8 @@ rule attack_ssim:
         compare_epsilon=config["ssim"]["compare"]["epsilon"],
         batch_size=config["ssim"]["batch_size"],
         device=config["device"],
-        seed=lambda w: job_seed("attack_ssim", w.model, w.chunk),
+        # the model's seed, not the chunk's: each image's PGD start is derived from it and the image id
+        seed=lambda w: job_seed("attack_ssim", w.model),
     script:
         "../scripts/attack_ssim.py"
 
@@ -96,7 +97,7 @@ rule cam:
         batch_size=config["ssim"]["batch_size"],
         device=config["device"],
         # the seed attack_ssim used, so PGD at the matched budget repeats its adversarials
-        seed=lambda w: job_seed("attack_ssim", w.model, w.chunk),
+        seed=lambda w: job_seed("attack_ssim", w.model),
     script:
         "../scripts/cam.py"
 
