@@ -663,22 +663,22 @@ def with_centre(per_k: dict, n: int = 40) -> pd.DataFrame:
 
 
 def centre_row(per_k, **kw):
-    (row,) = summary.p3_beyond_centre(with_centre(per_k, **kw), "linf", n_boot=500, seed=0)
+    (row,) = summary.p3_beyond_geometry(with_centre(per_k, **kw), "linf", n_boot=500, seed=0)
     return row
 
 
-def test_p3_beyond_centre_compares_the_top_mask_with_the_pixels_nearest_the_centre():
+def test_p3_beyond_geometry_compares_the_top_mask_with_the_pixels_nearest_the_centre():
     # the top-gradient mask leaves 10 of 40 correct, the centre mask 30 (with_centre's loss: 1 for a broken image,
     # 0 for a correct one, so the cross-entropy difference top - centre is the share of images only top breaks):
     # the map beats geometry at every k
     row = centre_row({5: (10, 35, 30), 25: (2, 30, 20)})
     assert row["verdict"] == "held" and row["effect"] == pytest.approx(18 / 40)  # the weaker k, 25
-    assert row["control"].startswith("centre mask") and row["control_value"] == pytest.approx(
+    assert row["control"].startswith("the centre disc") and row["control_value"] == pytest.approx(
         20 / 40
     )
     assert (
-        "beyond centre bias" in row["claim"]
-        and "top 0.05 / centre 0.50 / bottom 0.75" in row["evidence"]
+        "beyond geometry" in row["claim"]
+        and "top-1 top 0.05 / centre 0.50 / random 0.75 / bottom 0.75" in row["evidence"]
     )
     # the ordering itself (bottom vs top) holds on the same data: the two rows answer different questions
     assert ordering({5: (10, 35), 25: (2, 30)})["verdict"] == "held"
@@ -694,19 +694,46 @@ def test_p3_beyond_centre_compares_the_top_mask_with_the_pixels_nearest_the_cent
     at25 = d.k_percent == 25
     d.loc[at25 & (d["mask"] == "top"), "loss"] = 3.0 + np.arange(40) / 100
     d.loc[at25 & (d["mask"] == "centre"), "loss"] = 2.5 + np.arange(40) / 100
-    (row,) = summary.p3_beyond_centre(d, "linf", n_boot=500, seed=0)
-    assert row["verdict"] == "held" and "centre - top +0.000" in row["evidence"]
+    (row,) = summary.p3_beyond_geometry(d, "linf", n_boot=500, seed=0)
+    assert row["verdict"] == "held" and "top - centre +0.5 " in row["evidence"]
     # k 5 limits it (its interval is the wider one; both effects are 0.5): observed = 30 broken images of 40
     assert row["effect"] == pytest.approx(0.5) and row["observed"] == pytest.approx(30 / 40)
-    # ... and the evidence says how much of the ordering the centre reproduces (k 5: bottom - top 25 images,
-    # bottom - centre 5: 20 % in top-1)
-    assert "the centre reproduces 20 % of the ordering in top-1" in row["evidence"]
+    # ... and the evidence says how much of the ordering the centre reproduces (k 5: top - bottom 25 images' loss,
+    # centre - bottom 5: 20 %) and on how many images the top mask's loss is higher (k 5: 20 of 40)
+    assert "the centre disc reproduces 20 % of the ordering" in row["evidence"]
+    assert "higher under top on 50% of images, equal on 50%" in row["evidence"]
     # without a centre mask in the run there is no row (the ordering still has its own)
-    assert summary.p3_beyond_centre(masked_images({5: (1, 2)}), "linf", n_boot=10, seed=0) == []
-    with pytest.raises(ValueError, match="lacks 'top', which the centre-bias control compares"):
-        summary.p3_beyond_centre(
+    assert summary.p3_beyond_geometry(masked_images({5: (1, 2)}), "linf", n_boot=10, seed=0) == []
+    with pytest.raises(ValueError, match="lacks 'top', which the geometry control compares"):
+        summary.p3_beyond_geometry(
             with_centre({5: (1, 2, 3)}).query("mask != 'top'"), "linf", n_boot=10, seed=0
         )
+
+
+def test_p3_beyond_geometry_must_beat_the_architecture_map_too():
+    """Beating the centre disc is not enough: a data-free mask that is not a compact disc (the architecture map's
+    top, with the stride lattice) can beat the disc too; the row must beat every data-free mask of the run."""
+    d = with_centre({5: (10, 35, 30), 25: (2, 30, 20)})
+    arch = d[d["mask"] == "top"].assign(mask="top_arch")
+    arch.loc[arch.k_percent == 25, "loss"] = (
+        2.0  # the architecture mask raises the loss above the top mask's
+    )
+    (row,) = summary.p3_beyond_geometry(pd.concat([d, arch]), "linf", n_boot=500, seed=0)
+    assert row["verdict"] == "not held" and row["control"].startswith(
+        "the architecture map's top mask"
+    )
+    assert row["effect"] == pytest.approx(
+        38 / 40 - 2.0
+    )  # top's mean loss at k 25 minus the architecture mask's
+    # the same architecture mask as good as the top one at k 25 but no better: a tie there, inconclusive
+    arch.loc[arch.k_percent == 25, "loss"] = d.loc[
+        (d["mask"] == "top") & (d.k_percent == 25), "loss"
+    ].to_numpy()
+    (row,) = summary.p3_beyond_geometry(pd.concat([d, arch]), "linf", n_boot=500, seed=0)
+    assert (
+        row["verdict"] == "inconclusive"
+        and "top - top_arch +0 (-0.104 to 0.104) inconclusive (tied)" in row["evidence"]
+    )
 
 
 def iou_tables(
