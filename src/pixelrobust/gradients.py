@@ -161,7 +161,7 @@ def centre_closeness(shape: tuple[int, int]) -> np.ndarray:
 
 
 def centre_mask(shape: tuple[int, int], k_percent: float) -> torch.Tensor:
-    """Boolean H×W mask of the ``round(k % · H·W)`` pixels nearest the image centre (ours: the centre-bias control
+    """Boolean H×W mask of the ``round(k % · H·W)`` pixels nearest the image centre (ours: a data-free control
     of P3's ordering, :func:`pixelrobust.summary.p3_beyond_geometry`). Pixels at equal distance (the symmetric rings)
     are taken in :func:`pixelrobust.maps.top_k_mask`'s fixed shuffled order, not row by row, so the ring cut at
     the boundary is not biased towards the top rows."""

@@ -3,7 +3,7 @@
 For each model, masks of k % of the pixels are taken from its gradient maps
 (:mod:`pixelrobust.gradients`): ``top`` / ``bottom`` / ``random`` from the dataset map (mean
 |∂L/∂x|), ``top_arch`` / ``bottom_arch`` from the architecture-induced map the authors' code uses.
-``centre`` (ours) takes the k % of pixels nearest the image centre, from no map at all: the centre-bias control
+``centre`` (ours) takes the k % of pixels nearest the image centre, from no map at all: a data-free control
 (:func:`pixelrobust.summary.p3_beyond_geometry`). The same mask is used for every image of the model (the maps are
 dataset-level). PGD (L∞, and L2
 when configured) perturbs only the masked pixels; the result is the top-1 accuracy under attack, and
