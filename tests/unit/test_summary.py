@@ -725,6 +725,11 @@ def test_p3_beyond_geometry_must_beat_the_architecture_map_too():
     assert row["effect"] == pytest.approx(
         38 / 40 - 2.0
     )  # top's mean loss at k 25 minus the architecture mask's
+    # the random mask is data-free too: one that raises the loss more than the top mask also makes it not held
+    rand = d.copy()
+    rand.loc[(rand["mask"] == "random") & (rand.k_percent == 5), "loss"] = 3.0
+    (row,) = summary.p3_beyond_geometry(rand, "linf", n_boot=500, seed=0)
+    assert row["verdict"] == "not held" and row["control"].startswith("the random mask")
     # the same architecture mask as good as the top one at k 25 but no better: a tie there, inconclusive
     arch.loc[arch.k_percent == 25, "loss"] = d.loc[
         (d["mask"] == "top") & (d.k_percent == 25), "loss"
