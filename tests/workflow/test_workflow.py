@@ -141,8 +141,8 @@ def test_tiny_p3_outputs(tiny_run, redraw):
     for name in ("masked_pgd", "masked_pgd_l2"):
         table = pd.read_csv(t / f"{name}.csv")
         assert list(table.columns) == ["dataset", "model", "mask", "k_percent", "n_images", "top1"]
-        # tiny: 4 models (two of them robust_compare's pair) x 5 masks x k in (5, 25, 100); 16 CIFAR-10, 2 ImageNet images
-        assert len(table) == 4 * 5 * 3 and set(table.k_percent) == {5, 25, 100}
+        # tiny: 4 models (two of them robust_compare's pair) x 6 masks x k in (5, 25, 100); 16 CIFAR-10, 2 ImageNet images
+        assert len(table) == 4 * 6 * 3 and set(table.k_percent) == {5, 25, 100}
         assert dict(zip(table.model, table.n_images)) == {
             "resnet20_cifar10": 16,
             "mobilenet_v2_imagenet": 2,
@@ -570,9 +570,10 @@ def test_every_table_records_its_provenance(tiny_run):
             assert len(job["params_sha256"]) == 64 and job["wildcards"]["model"]
         assert counts == jobs, table
         first = [j for j in rec["inputs"] if j["rule"] == next(iter(jobs))]
-        if table == "defense":
-            # the defence's randomness is drawn per image from (job seed, image id, draw), so the job seed is per
-            # model (results must not depend on chunking): one seed per model, different between models
+        if table in ("defense", "masked_pgd", "ssim_attack", "ssim_cam_comparison"):
+            # randomness drawn per image from (job seed, image id, ...): the defence's draws, PGD's random starts;
+            # so the job seed is per model (results must not depend on chunking): one seed per model, different
+            # between models
             per_model = {}
             for j in first:
                 per_model.setdefault(j["wildcards"]["model"], set()).add(j["seed"])
