@@ -382,6 +382,17 @@ def _excluded_note(excluded, max_k: float) -> str:
     return note
 
 
+def _paired_test(a: np.ndarray, b: np.ndarray, n: int, n_boot: int, rng) -> tuple:
+    """One paired per-image test of ``a − b``: (effect, ci_low, ci_high, verdict, detectable). Identical values on
+    every image are a tie, "(tied)" after the verdict (e.g. both masks at 0 under saturation, or the same mask): not
+    a lack of images, more would not separate the two, so no detectable figure."""
+    eff, lo, hi = paired_diff_ci(a, b, n_boot, rng)
+    tied = bool((a == b).all())
+    verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
+    det = detectable_paired(a, b, lo, hi) if lo <= 0 <= hi and not tied else np.nan
+    return eff, lo, hi, verdict, det
+
+
 def _mask_pair(d: pd.DataFrame, ks, control: str, n_boot: int, rng, *, reference: str | None):
     """Per k, the paired per-image difference *control-mask correct − top-mask correct* (positive = the top
     mask leaves fewer images correct) with its exact interval and verdict, the ``reference`` mask's paired
@@ -394,13 +405,7 @@ def _mask_pair(d: pd.DataFrame, ks, control: str, n_boot: int, rng, *, reference
     for k in ks:
         w = wide.loc[k]
         top, other = w["top"].to_numpy(float), w[control].to_numpy(float)
-        diff = other - top
-        eff, lo, hi = paired_diff_ci(other, top, n_boot, rng)
-        tied = bool((diff == 0).all())
-        verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
-        # a tie (both masks leave the same images correct, e.g. both at 0 under saturation, or the same mask) is
-        # not a lack of images: more images would not separate the masks; no figure (evidence: tied)
-        det = detectable_paired(other, top, lo, hi) if lo <= 0 <= hi and not tied else np.nan
+        eff, lo, hi, verdict, det = _paired_test(other, top, n, n_boot, rng)
         ref = w[reference].to_numpy(float) if reference is not None and reference in w else None
         r_eff = paired_diff_ci(ref, top, n_boot, rng) if ref is not None else (np.nan,) * 3
         ce = losses.loc[k]
@@ -573,12 +578,7 @@ def p3_beyond_geometry(
             parts = []
             for c in controls:
                 other = ce[c].to_numpy(float)
-                eff, lo, hi = paired_diff_ci(top, other, n_boot, rng)
-                tied = bool((top == other).all())
-                verdict = decide(lo, hi, n) + (" (tied)" if tied and n >= MIN_IMAGES else "")
-                det = (
-                    detectable_paired(top, other, lo, hi) if lo <= 0 <= hi and not tied else np.nan
-                )
+                eff, lo, hi, verdict, det = _paired_test(top, other, n, n_boot, rng)
                 tests.append(
                     {
                         "k": k,
