@@ -29,6 +29,7 @@ whether a model qualifies; the exhaustive map runs its full path otherwise.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,16 @@ def _steps(blocks) -> list[_Step]:
     return steps
 
 
+def _cone(conv: nn.Conv2d, y0, x0, h: int, w: int):
+    """The output window of ``conv`` that an input window (rows y0..y0+h-1, columns x0..x0+w-1,
+    per candidate) reaches: its first row and column (per candidate), its height and width."""
+    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    ho, wo = -(-(h + k[0] - 1) // s[0]), -(-(w + k[1] - 1) // s[1])
+    oy = torch.div(y0 + p[0] - k[0] + 1 + s[0] - 1, s[0], rounding_mode="floor")
+    ox = torch.div(x0 + p[1] - k[1] + 1 + s[1] - 1, s[1], rounding_mode="floor")
+    return oy, ox, ho, wo
+
+
 def window_sizes(model, side: int, switch: int) -> list[tuple[int, int]]:
     """(window side, activation side) at the output of each of the first ``switch`` blocks for a
     one-pixel change of a ``side`` × ``side`` image (the cone :class:`IncrementalMobileNetV2` computes)."""
@@ -118,18 +129,23 @@ def window_sizes(model, side: int, switch: int) -> list[tuple[int, int]]:
 class IncrementalMobileNetV2:
     """Logits of one-pixel candidates of one image, the first ``switch`` blocks on the changed cone
     only (see the module docstring). ``switch=None`` picks the last block whose output window covers
-    at most ``max_cover`` of the activation (MobileNetV2 at 224: blocks 0-7, the last a 5 × 5
-    window of 14 × 14: ``switch`` 8). Measured on this CPU (1 thread): through block 7 the
-    incremental activations equal the full pass's bit for bit (the clean cache, computed at batch 1,
-    too), so the logits do; from block 8 on the clean activations computed at batch 1 differ from
-    those of a batch in the last bits (other GEMM blocking at 14 × 14), and per candidate the
-    incremental path is fastest at ``switch`` 10 (4.5x the full pass in CPU time, against 3.7x at 8).
+    at most ``max_cover`` of the activation (MobileNetV2 at 224: blocks 0-9, the last a 9 × 9 window
+    of 14 × 14, 41 %: ``switch`` 10; 11 × 11 at block 10 is 62 %). Measured on this CPU at 224
+    (``bench/onepixel/switch.py``, batch 256, CPU time against the full pass of the same batch;
+    docs/p1.md): 0.27 / 0.26 / 0.24 / 0.25 / 0.29 of a full pass at ``switch`` 8 / 9 / 10 / 11 / 12
+    with 1 thread, 0.27 / 0.26 / 0.21 / 0.22 / 0.28 with 2: past block 10 the windows cover most
+    of the 14 × 14 activation and the patches cost more than they save. The cache :meth:`prepare`
+    computes (the clean image at batch 1) equals the clean activations of a batch of 256 bit for
+    bit through block 7 only with 1 thread (through block 11 with 2); :meth:`recording` takes the
+    cache from a full pass at the fp32 path's batch size instead, and with it the logits equal the
+    full pass's bit for bit at every switch measured (7-12), 1 and 2 threads.
 
-    Use: ``inc = IncrementalMobileNetV2(model); inc.prepare(image)`` (3×H×W in [0, 1]), then
+    Use: ``inc = IncrementalMobileNetV2(model); inc.prepare(image)`` (3×H×W in [0, 1]), optionally
+    ``with inc.recording(rows, cols): model(batch)`` (a full pass of candidates), then
     ``inc(rows, cols, colours)`` for N candidates (pixel rows, columns, N×3 colours in [0, 1]).
     """
 
-    def __init__(self, model, switch: int | None = None, max_cover: float = 0.2):
+    def __init__(self, model, switch: int | None = None, max_cover: float = 0.5):
         blocks = _mobilenet_blocks(model)
         if blocks is None:
             raise ValueError(
@@ -179,7 +195,78 @@ class IncrementalMobileNetV2:
             x = y
         self.clean_out = x[0].permute(1, 2, 0).contiguous()  # H×W×C at the switch
         self._pads = {}
+        self.uncovered = (
+            None  # positions :meth:`recording` left at their batch-1 value (None: not recorded)
+        )
         return self
+
+    @contextmanager
+    def recording(self, rows: torch.Tensor, cols: torch.Tensor, prefer: torch.Tensor | None = None):
+        """Take the clean cache from a full forward pass of candidates (after :meth:`prepare`).
+
+        While the context is open, a full forward pass of ``self.model`` on a batch of one-pixel
+        candidates of the prepared image (row i: pixel ``rows[i]``, ``cols[i]`` changed, any colour)
+        records, at every position of every cached activation, the value of a candidate whose cone
+        misses that position (a candidate with ``prefer`` true where there is one): the clean
+        image's activation as that batch computed it. On leaving, these replace the cache; where
+        every candidate's cone covers a position the :meth:`prepare` value stays (``uncovered``
+        counts those positions). Why: a convolution's kernel may differ with the batch size (measured
+        here, 1 thread, from block 8 on at 224: the clean activation of a batch of 1 differs from
+        the same image's in a batch of 256 in the last bits), so a cache computed at the fp32
+        path's batch size is what lets the cone run through the 14 × 14 blocks and still give the
+        full pass's logits bit for bit. An exception in the forward pass leaves the cache as it was.
+        """
+        dev = self.clean_out.device
+        rows, cols = rows.to(dev).long(), cols.to(dev).long()
+        n = len(rows)
+        prefer = (
+            torch.zeros(n, dtype=torch.bool, device=dev)
+            if prefer is None
+            else prefer.to(dev).bool()
+        )
+        windows, y0, x0, h, w = [], rows, cols, 1, 1
+        for st in self.steps:
+            windows.append((y0, x0, h, w))
+            y0, x0, h, w = _cone(st.conv, y0, x0, h, w)
+        windows.append((y0, x0, h, w))
+        cache = [*self.clean_in, self.clean_out]
+        new = list(cache)
+        uncovered = [0] * len(cache)
+
+        def take(i, act):
+            if act.shape[0] != n:
+                raise ValueError(
+                    f"recording: the forward pass has {act.shape[0]} images, the candidates {n}"
+                )
+            wy0, wx0, wh, ww = windows[i]
+            H, W = act.shape[2:]
+            ys, xs = torch.arange(H, device=dev), torch.arange(W, device=dev)
+            iny = (ys >= wy0[:, None]) & (ys < wy0[:, None] + wh)
+            inx = (xs >= wx0[:, None]) & (xs < wx0[:, None] + ww)
+            free = ~(iny[:, :, None] & inx[:, None, :])  # N×H×W: the cone misses the position
+            score = free.to(torch.uint8) * 2 + (free & prefer[:, None, None]).to(torch.uint8)
+            first = score.argmax(0)  # a preferred free candidate, else any free one
+            got = act[first, :, ys[:, None], xs[None, :]]  # H×W×C
+            ok = free.any(0)
+            uncovered[i] = int((~ok).sum())
+            new[i] = torch.where(ok[..., None], got, cache[i]).contiguous()
+
+        hooks = [
+            st.conv.register_forward_pre_hook(lambda m, a, i=i: take(i, a[0]))
+            for i, st in enumerate(self.steps)
+        ]
+        hooks.append(
+            self.net.features[self.n_switch - 1].register_forward_hook(
+                lambda m, a, o: take(len(cache) - 1, o)
+            )
+        )
+        try:
+            yield
+        finally:
+            for hk in hooks:
+                hk.remove()
+        self.clean_in, self.clean_out, self._pads = new[:-1], new[-1], {}
+        self.uncovered = sum(uncovered)
 
     def _padded(self, i: int, pad: int) -> torch.Tensor:
         key = (i, pad)
@@ -223,12 +310,7 @@ class IncrementalMobileNetV2:
             if st.block_start:
                 block = (win, y0, x0, i)
             k, s, p = st.conv.kernel_size, st.conv.stride, st.conv.padding
-            h, w = win.shape[1:3]
-            ho, wo = -(-(h + k[0] - 1) // s[0]), -(-(w + k[1] - 1) // s[1])
-            oy = torch.div(
-                y0 + p[0] - k[0] + 1 + s[0] - 1, s[0], rounding_mode="floor"
-            )  # first output the window reaches
-            ox = torch.div(x0 + p[1] - k[1] + 1 + s[1] - 1, s[1], rounding_mode="floor")
+            oy, ox, ho, wo = _cone(st.conv, y0, x0, *win.shape[1:3])
             rh, rw = (ho - 1) * s[0] + k[0], (wo - 1) * s[1] + k[1]
             pad = max(rh, rw) + 16  # room for windows that reach past the border
             patch = self._view(

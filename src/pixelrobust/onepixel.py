@@ -27,6 +27,7 @@ Untargeted by default (success: the prediction is no longer the label); targeted
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -220,19 +221,27 @@ class ExhaustiveSearch:
     Classifier around torchvision's MobileNetV2) and the model is on the CPU, the screening score is
     not bf16 but the fp32 logits of :class:`~pixelrobust.incremental.IncrementalMobileNetV2` (the
     early layers on the changed pixel's cone only), for every image (no ``max_clean_log_odds`` gate)
-    and whatever ``precision`` says. It runs in the fp32 path's batches (same sizes). First, per
-    image, ``INCREMENTAL_CHECK`` random candidates of each batch size (not ``screen_check``; batch
-    padding adds more) are evaluated by the full fp32 pass: when every one of them has the same
-    margin, log-odds, probability and success bit for bit (measured on this CPU at 224 with the
-    default switch, blocks 0-7: :class:`~pixelrobust.incremental.IncrementalMobileNetV2`), the
-    incremental results are taken as the fp32 results for every candidate. Otherwise the difference
+    and whatever ``precision`` says. Per image, first the run-time check: ``INCREMENTAL_CHECK``
+    random candidates of the fp32 path's full batches (``batch_size``; batch padding fills the
+    batch with more random ones) and the whole last partial batch go through the full fp32 pass.
+    The first checked full batch also supplies the incremental path's clean cache
+    (:meth:`~pixelrobust.incremental.IncrementalMobileNetV2.recording`: at every position, the
+    activation of a checked candidate whose cone misses it, from every other candidate where one
+    does, so that the rest are checked against a cache they did not supply): clean activations
+    computed at the fp32 path's batch size, which a cache computed at batch 1 is not from block 8
+    on (1 thread, this CPU). Then the incremental path evaluates the full batches, in the fp32
+    path's batches (the last batch is fp32 already). When every checked candidate of a full
+    batch has the same margin, log-odds, probability and success bit for bit (measured on this CPU
+    at 224 with the default switch, blocks 0-9, 1 and 2 threads:
+    :class:`~pixelrobust.incremental.IncrementalMobileNetV2`), the incremental results are taken as
+    the fp32 results for every candidate. Otherwise the difference
     is rounding (measured up to ~1e-5 on logits of magnitude ~15) and the band decides as above,
     with the band at least ``INCREMENTAL_MIN_BAND``: re-evaluated are the candidates within the
     band of the decision boundary and, per pixel, the colours that could be its best (at least one
     per pixel unless its probability is exactly 1.0: the map's ``drop`` is the fp32 value, bit for
     bit). Either way the trust rests on sampled candidates, like the bf16 band (a systematic
-    difference, a kernel chosen by shape, shows in every candidate of a batch; the 1-2 sampled
-    batches see it). ``screen_error`` 0 says the bit-exact branch ran. ``path`` is then
+    difference, a kernel chosen by shape, shows in every candidate of a batch; the checked batch
+    sees it). ``screen_error`` 0 says the bit-exact branch ran. ``path`` is then
     ``fp32_incremental``; elsewhere (other models, CUDA, ``"off"``) nothing changes.
     """
 
@@ -301,8 +310,9 @@ class ExhaustiveSearch:
             return (
                 f"fp32_incremental: the first blocks (switch {sw}) on each candidate's changed cone, the rest in full; "
                 f"fp32 full passes decide (band {self.screen_band:g} x the largest difference seen, at least "
-                f"{INCREMENTAL_MIN_BAND:g}, {INCREMENTAL_CHECK} random fp32 checks per image and batch size plus batch "
-                f"padding; where they all equal the incremental results bit for bit, those are taken for every candidate)"
+                f"{INCREMENTAL_MIN_BAND:g}; per image {INCREMENTAL_CHECK} random fp32 checks padded to a full batch, which "
+                f"also gives the clean cache, and the last partial batch in fp32; where the checks all equal the "
+                f"incremental results bit for bit, those are taken for every candidate)"
             )
         if self.path != "fp32":
             name = str(self.low).removeprefix("torch.")
@@ -451,30 +461,22 @@ class ExhaustiveSearch:
         n = len(pix) * n_col
         m_lo = torch.empty(n, dtype=torch.float64)
         u_lo = torch.empty(n, dtype=torch.float64)
+        n_full = (n // B) * B  # the fp32 path's full batches; the rest is its last batch
+        w = image.shape[-1]
         if self.inc is not None:
+            # the incremental values come after round 0 (its fp32 check batch supplies the clean cache)
             self.inc.prepare(image)
-            w = image.shape[-1]
-            p_inc = torch.empty(n)
-            s_inc = torch.empty(n, dtype=torch.bool)
-        for start in range(0, n, B):
-            idx = torch.arange(start, min(start + B, n), device=device)
-            if (
-                self.inc is not None
-            ):  # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's batches
-                p = pix[idx // n_col]
-                z = self.inc(p // w, p % w, palette[idx % n_col])
-                p_inc[start : start + len(idx)] = z.softmax(1)[:, cls].float().cpu()
-                pred = z.argmax(1).cpu()
-                s_inc[start : start + len(idx)] = (pred == cls) if targeted else (pred != cls)
-            else:
+            p_inc = torch.full((n,), math.nan)
+            s_inc = torch.zeros(n, dtype=torch.bool)
+            err = (0.0, 0.0)  # the random check measures the difference
+        else:
+            for start in range(0, n, B):
+                idx = torch.arange(start, min(start + B, n), device=device)
                 with torch.autocast(device.type, dtype=self.low):
                     z = self.model(_candidates(buf, image, pix, palette, idx)).float()
-            m_lo[start : start + len(idx)], u_lo[start : start + len(idx)] = _decision(
-                z, cls, targeted
-            )
-        if self.inc is not None:  # the random check measures the difference
-            err = (0.0, 0.0)
-        else:
+                m_lo[start : start + len(idx)], u_lo[start : start + len(idx)] = _decision(
+                    z, cls, targeted
+                )
             with torch.autocast(device.type, dtype=self.low):
                 z = self.model(image[None]).float()
             err = self._observe(
@@ -485,7 +487,6 @@ class ExhaustiveSearch:
         m32 = torch.full((n,), math.nan, dtype=torch.float64)
         u32 = torch.full((n,), math.nan, dtype=torch.float64)
         succ = torch.zeros(n, dtype=torch.bool)
-        n_full = (n // B) * B  # the fp32 path's full batches; the rest is its last batch
         groups = [
             (lo, hi, size) for lo, hi, size in ((0, n_full, B), (n_full, n, n - n_full)) if hi > lo
         ]
@@ -530,19 +531,42 @@ class ExhaustiveSearch:
                     order = torch.cat([order, order[-1:].expand(total - len(order))])
                 for s in range(0, total, size):
                     idx = order[s : s + size]
-                    logits = self.model(_candidates(buf, image, pix, palette, idx.to(device)))
+                    record = contextlib.nullcontext()
+                    if self.inc is not None and rounds == 0 and g_hi == n_full and s == 0:
+                        # the clean cache from this batch, at the fp32 path's batch size; taken from
+                        # every other candidate where it can be, so the rest check it independently
+                        p = pix[idx.to(device) // n_col]
+                        prefer = torch.arange(len(idx)) % 2 == 0
+                        record = self.inc.recording(p // w, p % w, prefer)
+                    with record:
+                        logits = self.model(_candidates(buf, image, pix, palette, idx.to(device)))
                     n_fp32 += len(idx)
                     p32[idx] = logits.softmax(1)[:, cls].float().cpu()
                     pred = logits.argmax(1).cpu()
                     succ[idx] = (pred == cls) if targeted else (pred != cls)
                     m32[idx], u32[idx] = _decision(logits, cls, targeted)
                     known[idx] = True
+            if self.inc is not None and rounds == 0:
+                # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's full batches;
+                # its last batch ran whole in fp32 above, so its values are the fp32 ones
+                for start in range(0, n_full, B):
+                    idx = torch.arange(start, start + B, device=device)
+                    p = pix[idx // n_col]
+                    z = self.inc(p // w, p % w, palette[idx % n_col])
+                    p_inc[start : start + B] = z.softmax(1)[:, cls].float().cpu()
+                    pred = z.argmax(1).cpu()
+                    s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
+                    m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
+                m_lo[n_full:], u_lo[n_full:] = m32[n_full:], u32[n_full:]
+                p_inc[n_full:], s_inc[n_full:] = p32[n_full:], succ[n_full:]
             e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
             err = (max(err[0], e[0]), max(err[1], e[1]))
+            checked = known.clone()
+            checked[n_full:] = False  # the incremental values checked against fp32
             if (
                 self.inc is not None
                 and rounds == 0
-                and self._reproduces(known, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ)
+                and self._reproduces(checked, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ)
             ):
                 # every checked candidate's incremental result is the fp32 result bit for bit: take them all
                 p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
