@@ -124,28 +124,32 @@ def report(r: dict) -> None:
     print({k: v for k, v in r.items() if k not in ("successes", "evals")}, flush=True)
 
 
-def imagenet_grid(args, device) -> None:
-    """The MobileNetV2 ImageNet grid map (``--imagenet-images N``): the first N correctly classified
-    ImageNet sample images, the stride-``--imagenet-stride`` grid (the default config's 28 x 28 grid at
-    224) x the 8 RGB-cube corners, fp32 full map against the incremental map
-    (``ExhaustiveSearch(incremental="auto")``, src/pixelrobust/incremental.py), one run. Writes
-    ``onepixel_imagenet.csv`` beside ``--out`` with rows ``raw_forward`` (batch ``--batch-size`` at
-    224, the faster of before and after), ``pixelrobust_exhaustive_grid`` and
-    ``pixelrobust_exhaustive_grid_incremental`` (``maps_equal_fp32``: every image's map equal bit for
-    bit; ``n_reevaluated``: full fp32 passes per image, re-evaluations, random checks and batch padding).
-    Besides wall seconds, every row has process CPU seconds (``cpu_seconds_per_image``,
+def incremental_rows(
+    args, device, dataset: str, model_name: str, n_images: int, stride: int, tag: str
+) -> None:
+    """The exhaustive map, fp32 against incremental (``ExhaustiveSearch(incremental="auto")``,
+    src/pixelrobust/incremental.py), on the first ``n_images`` correctly classified test images of
+    ``dataset``, in one run, with the raw fp32 forward at batch ``--batch-size`` (the faster of before
+    and after). ``--imagenet-images N``: MobileNetV2, the stride-``--imagenet-stride`` grid (the
+    default config's 28 x 28 grid at 224) x the 8 RGB-cube corners, ``onepixel_imagenet.csv`` beside
+    ``--out``; ``--resnet20-incremental N``: ResNet-20 on CIFAR-10, every pixel x the 8 corners (the
+    default config's P1 map), ``onepixel_resnet20_incremental.csv``. Rows ``raw_forward``,
+    ``pixelrobust_exhaustive_grid`` and ``pixelrobust_exhaustive_grid_incremental`` (``maps_equal_fp32``:
+    every image's map equal bit for bit; ``n_reevaluated``: full fp32 passes per image, the run-time
+    check and batch padding included; ``difference_seen`` 0: the bit-exact branch ran). Besides wall
+    seconds, every row has process CPU seconds (``cpu_seconds_per_image``,
     ``fraction_of_raw_forward_cpu``): on a shared machine the wall clock counts other people's work."""
     from pixelrobust.vulnerability import grid_mask
 
-    data_dir, weights = resources(REPO / "bench" / "out", "imagenet", "mobilenet_v2_imagenet")
-    model = models.build_model(models.resolve_spec("mobilenet_v2_imagenet", {}), weights, device)
+    data_dir, weights = resources(REPO / "bench" / "out", dataset, model_name)
+    model = models.build_model(models.resolve_spec(model_name, {}), weights, device)
     split = data.load_split(data_dir, "test")
-    index = correct_indices(model, split, args.imagenet_images, device)
+    index = correct_indices(model, split, n_images, device)
     x, y = split.images[index], split.labels[index]
     n, side = len(x), x.shape[-1]
-    mask = grid_mask(side, side, args.imagenet_stride)[None]
+    mask = grid_mask(side, side, stride)[None]
     print(
-        f"{n} correctly classified ImageNet sample images, MobileNetV2 at {side}, grid stride {args.imagenet_stride} "
+        f"{n} correctly classified {dataset} test images, {model_name} at {side}, grid stride {stride} "
         f"({int(mask.sum())} pixels x 8 colours), device {device}, batch {args.batch_size}, {torch.get_num_threads()} threads",
         flush=True,
     )
@@ -232,7 +236,7 @@ def imagenet_grid(args, device) -> None:
     table["threads"] = torch.get_num_threads()
     out = Path(args.out)
     write_table(
-        table, out.with_name(f"{out.stem}_imagenet.csv"), out.with_name(f"{out.stem}_imagenet.md")
+        table, out.with_name(f"{out.stem}_{tag}.csv"), out.with_name(f"{out.stem}_{tag}.md")
     )
     print(table.to_string())
 
@@ -309,6 +313,18 @@ def main() -> None:
     )
     ap.add_argument("--imagenet-only", action="store_true", help="only the ImageNet grid rows")
     ap.add_argument(
+        "--resnet20-incremental",
+        type=int,
+        default=0,
+        help="also ResNet-20's full CIFAR-10 map, fp32 and incremental, on this many images "
+        "(onepixel_resnet20_incremental.csv)",
+    )
+    ap.add_argument(
+        "--incremental-only",
+        action="store_true",
+        help="only the incremental rows (ImageNet and/or ResNet-20)",
+    )
+    ap.add_argument(
         "--breakable",
         action="store_true",
         help="the first n correctly classified images that a one-pixel corner colour breaks (found by our complete "
@@ -319,9 +335,27 @@ def main() -> None:
     seed_everything(args.seed)
     device = resolve_device(args.device)
     if args.imagenet_images:
-        imagenet_grid(args, device)
-        if args.imagenet_only:
-            return
+        incremental_rows(
+            args,
+            device,
+            "imagenet",
+            "mobilenet_v2_imagenet",
+            args.imagenet_images,
+            args.imagenet_stride,
+            "imagenet",
+        )
+    if args.resnet20_incremental:
+        incremental_rows(
+            args,
+            device,
+            "cifar10",
+            "resnet20_cifar10",
+            args.resnet20_incremental,
+            1,
+            "resnet20_incremental",
+        )
+    if args.incremental_only or (args.imagenet_only and args.imagenet_images):
+        return
     data_dir, weights = resources(REPO / "bench" / "out")
     spec = models.resolve_spec("resnet20_cifar10", {})
     model = models.build_model(spec, weights, device)

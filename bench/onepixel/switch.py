@@ -6,7 +6,7 @@
 MobileNetV2 at 224 (the mirror's ImageNet weights), the first correctly classified ImageNet sample image, batches of
 256 one-pixel candidates drawn at random from the default config's stride-8 grid x the 8 RGB-cube corners (seed 0).
 For each thread count and each ``switch`` (blocks 0..switch-1 on the changed cone,
-``pixelrobust.incremental.IncrementalMobileNetV2``), one row:
+``pixelrobust.incremental.Incremental``), one row:
 
 * ``seconds_per_batch`` / ``cpu_seconds_per_batch``: the incremental logits of one batch of 256 (median of
   ``--rounds``), against ``full_seconds_per_batch`` / ``full_cpu_seconds_per_batch``: the model's full fp32 forward
@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from pixelrobust import data, models
-from pixelrobust.incremental import IncrementalMobileNetV2, cost_fraction, window_sizes
+from pixelrobust.incremental import Incremental, cost_fraction, window_sizes
 from pixelrobust.io import write_table
 from pixelrobust.onepixel import make_palette
 from pixelrobust.vulnerability import grid_mask
@@ -88,9 +88,9 @@ def main() -> None:
         with torch.inference_mode():
             full_b = model(xb)  # warm-up and the reference logits at this thread count
             for sw in [int(s) for s in args.switches.split(",")]:
-                plain = IncrementalMobileNetV2(model, switch=sw).prepare(image)
+                plain = Incremental(model, switch=sw).prepare(image)
                 z1 = plain(rb, cb, colb)
-                inc = IncrementalMobileNetV2(model, switch=sw).prepare(image)
+                inc = Incremental(model, switch=sw).prepare(image)
                 with inc.recording(ra, ca, torch.arange(B) % 2 == 0):
                     model(xa)
                 z2 = inc(rb, cb, colb)

@@ -3,7 +3,7 @@ the cone a changed pixel reaches, the rest of the network as usual.
 
 A one-pixel change at (r, c) changes a convolution's output only where the kernel sees (r, c):
 a window of a few positions per layer that grows by the kernel's reach and shrinks by its stride.
-:class:`IncrementalMobileNetV2` caches the clean image's activations at every layer of the first
+:class:`Incremental` caches the clean image's activations at every layer of the first
 ``switch`` blocks of torchvision's MobileNetV2 (``net.features``) and, for a batch of candidates
 (pixel, colour), computes each layer only on that window: it gathers the input patch the window's
 outputs need from the cached clean activation (zero padded, as the full convolution pads), puts the
@@ -47,9 +47,37 @@ class _Step:
         False  # first step of a block: its input is the block input (for a residual)
     )
     residual_end: bool = False  # last step of a residual block: add the block input afterwards
+    after_add: nn.Module | None = None  # elementwise, after the residual add (a ResNet's ReLU)
+    shortcut: nn.Module | None = (
+        None  # the residual's option-A shortcut (None: the block input itself)
+    )
 
 
-def _mobilenet_blocks(model) -> list | None:
+@dataclass
+class _Arch:
+    """What the incremental path needs of a supported network."""
+
+    name: str
+    blocks: (
+        list  # (modules: a convolution then elementwise ones, ..., residual?, after_add or None)
+    )
+    rest: object  # rest(x, n): the logits from the activation after block n - 1 (full tensors)
+    hook: object  # hook(n): (module, "pre" | "post"): its input / output is the activation after block n - 1
+
+
+def _convs_ok(mods) -> bool:
+    if not mods or not isinstance(mods[0], nn.Conv2d):
+        return False
+    for m in mods:
+        if isinstance(m, nn.Conv2d):
+            if m.padding_mode != "zeros" or m.dilation != (1, 1) or isinstance(m.padding, str):
+                return False
+        elif not isinstance(m, ELEMENTWISE):
+            return False
+    return True
+
+
+def _mobilenet(model) -> _Arch | None:
     """The ``features`` blocks of a Classifier around torchvision's MobileNetV2, else None."""
     try:
         # lazy: torchvision takes about 1 s to import; only a MobileNetV2 needs these
@@ -64,32 +92,73 @@ def _mobilenet_blocks(model) -> list | None:
     for b in net.features:
         if isinstance(b, InvertedResidual):
             mods = [m for m in b.conv.modules() if not isinstance(m, nn.Sequential)]
-            blocks.append((mods, bool(b.use_res_connect)))
+            blocks.append((mods, bool(b.use_res_connect), None))
         elif isinstance(b, Conv2dNormActivation):
-            blocks.append(([m for m in b.modules() if not isinstance(m, nn.Sequential)], False))
+            blocks.append(
+                ([m for m in b.modules() if not isinstance(m, nn.Sequential)], False, None)
+            )
         else:
             return None
-    for mods, _ in blocks:
-        if not mods or not isinstance(mods[0], nn.Conv2d):
-            return None
-        for m in mods:
-            if isinstance(m, nn.Conv2d):
-                if m.padding_mode != "zeros" or m.dilation != (1, 1) or isinstance(m.padding, str):
-                    return None
-            elif not isinstance(m, ELEMENTWISE):
-                return None
-    return blocks
+    if not all(_convs_ok(mods) for mods, _, _ in blocks):
+        return None
+
+    def rest(x, n):  # torchvision's MobileNetV2.forward from block n on
+        for b in net.features[n:]:
+            x = b(x)
+        x = F.adaptive_avg_pool2d(x, (1, 1))
+        return net.classifier(torch.flatten(x, 1))
+
+    return _Arch("MobileNetV2", blocks, rest, lambda n: (net.features[n - 1], "post"))
+
+
+def _cifar_resnet(model) -> _Arch | None:
+    """The stem and the residual blocks of a Classifier around :class:`~pixelrobust.models.CifarResNet`
+    (ResNet-20/56 of the mirror) up to the first with a 1 × 1 convolution shortcut (option B), else
+    None: identity shortcuts and option A's (subsample by 2, zero-pad the new channels)."""
+    from .models import CifarResNet, _PadShortcut  # lazy: models imports much more than this module
+
+    net = getattr(model, "net", None)
+    if not isinstance(net, CifarResNet) or not hasattr(model, "mean"):
+        return None
+    seq = [*net.layer1, *net.layer2, *net.layer3]
+    blocks = [([net.conv1, net.bn1, nn.ReLU()], False, None)]
+    for b in seq:
+        if isinstance(b.downsample, nn.Identity) and b.conv1.stride == (1, 1):
+            res = True
+        elif isinstance(b.downsample, _PadShortcut) and b.conv1.stride == (2, 2):
+            res = b.downsample
+        else:
+            break
+        blocks.append(([b.conv1, b.bn1, nn.ReLU(), b.conv2, b.bn2], res, nn.ReLU()))
+    if not all(_convs_ok(mods) for mods, _, _ in blocks):
+        return None
+
+    def rest(x, n):  # CifarResNet.forward from block n on (block 0: the stem; block i: seq[i - 1])
+        for b in seq[n - 1 :]:
+            x = b(x)
+        return net.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def hook(
+        n,
+    ):  # the activation after block n - 1: the input of seq[n - 1] (the last one's output)
+        return (seq[n - 1], "pre") if n - 1 < len(seq) else (seq[-1], "post")
+
+    return _Arch("CifarResNet", blocks, rest, hook)
+
+
+def _arch(model) -> _Arch | None:
+    return _mobilenet(model) or _cifar_resnet(model)
 
 
 def supports(model) -> bool:
-    """Whether :class:`IncrementalMobileNetV2` can run ``model`` (a Classifier around torchvision's
-    MobileNetV2 in eval mode)."""
-    return _mobilenet_blocks(model) is not None and not model.training
+    """Whether :class:`Incremental` can run ``model`` (a Classifier around torchvision's MobileNetV2
+    or around a :class:`~pixelrobust.models.CifarResNet`, in eval mode)."""
+    return _arch(model) is not None and not model.training
 
 
 def _steps(blocks) -> list[_Step]:
     steps = []
-    for mods, res in blocks:
+    for mods, res, after_add in blocks:
         block = []
         for m in mods:
             if isinstance(m, nn.Conv2d):
@@ -97,7 +166,9 @@ def _steps(blocks) -> list[_Step]:
             else:
                 block[-1].post.append(m)
         block[0].block_start = True
-        block[-1].residual_end = res
+        block[-1].residual_end = bool(res)
+        block[-1].shortcut = res if isinstance(res, nn.Module) else None
+        block[-1].after_add = after_add
         steps += block
     return steps
 
@@ -114,9 +185,9 @@ def _cone(conv: nn.Conv2d, y0, x0, h: int, w: int):
 
 def window_sizes(model, side: int, switch: int) -> list[tuple[int, int]]:
     """(window side, activation side) at the output of each of the first ``switch`` blocks for a
-    one-pixel change of a ``side`` × ``side`` image (the cone :class:`IncrementalMobileNetV2` computes)."""
+    one-pixel change of a ``side`` × ``side`` image (the cone :class:`Incremental` computes)."""
     out, h, full = [], 1, side
-    for mods, _ in _mobilenet_blocks(model)[:switch]:
+    for mods, _, _ in _arch(model).blocks[:switch]:
         for m in mods:
             if isinstance(m, nn.Conv2d):
                 k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
@@ -126,7 +197,7 @@ def window_sizes(model, side: int, switch: int) -> list[tuple[int, int]]:
     return out
 
 
-class IncrementalMobileNetV2:
+class Incremental:
     """Logits of one-pixel candidates of one image, the first ``switch`` blocks on the changed cone
     only (see the module docstring). ``switch=None`` picks the last block whose output window covers
     at most ``max_cover`` of the activation (MobileNetV2 at 224: blocks 0-9, the last a 9 × 9 window
@@ -140,19 +211,22 @@ class IncrementalMobileNetV2:
     cache from a full pass at the fp32 path's batch size instead, and with it the logits equal the
     full pass's bit for bit at every switch measured (7-12), 1 and 2 threads.
 
-    Use: ``inc = IncrementalMobileNetV2(model); inc.prepare(image)`` (3×H×W in [0, 1]), optionally
+    Use: ``inc = Incremental(model); inc.prepare(image)`` (3×H×W in [0, 1]), optionally
     ``with inc.recording(rows, cols): model(batch)`` (a full pass of candidates), then
     ``inc(rows, cols, colours)`` for N candidates (pixel rows, columns, N×3 colours in [0, 1]).
     """
 
     def __init__(self, model, switch: int | None = None, max_cover: float = 0.5):
-        blocks = _mobilenet_blocks(model)
-        if blocks is None:
+        arch = _arch(model)
+        if arch is None:
             raise ValueError(
-                f"incremental evaluation needs a Classifier around torchvision's MobileNetV2; got {type(getattr(model, 'net', model)).__name__}"
+                "incremental evaluation needs a Classifier around torchvision's MobileNetV2 or a CIFAR ResNet "
+                f"(pixelrobust.models.CifarResNet); got {type(getattr(model, 'net', model)).__name__}"
             )
         self.model = model
         self.net = model.net
+        self.arch = arch
+        blocks = arch.blocks
         self.max_cover = float(max_cover)
         self.switch = switch  # resolved in prepare (depends on the image size) when None
         self._blocks = blocks
@@ -174,7 +248,7 @@ class IncrementalMobileNetV2:
         return best
 
     @torch.inference_mode()
-    def prepare(self, image: torch.Tensor) -> IncrementalMobileNetV2:
+    def prepare(self, image: torch.Tensor) -> Incremental:
         """Cache the clean image's activations (each step's input, zero padded)."""
         c, h, w = image.shape
         self.n_switch = self._resolve_switch(h, w)
@@ -191,7 +265,9 @@ class IncrementalMobileNetV2:
             for m in st.post:
                 y = m(y)
             if st.residual_end:
-                y = block_in + y
+                y = y + (block_in if st.shortcut is None else st.shortcut(block_in))
+                if st.after_add is not None:
+                    y = st.after_add(y)
             x = y
         self.clean_out = x[0].permute(1, 2, 0).contiguous()  # H×W×C at the switch
         self._pads = {}
@@ -210,7 +286,9 @@ class IncrementalMobileNetV2:
         misses that position (a candidate with ``prefer`` true where there is one): the clean
         image's activation as that batch computed it. On leaving, these replace the cache; where
         every candidate's cone covers a position the :meth:`prepare` value stays (``uncovered``
-        counts those positions). Why: a convolution's kernel may differ with the batch size (measured
+        counts those positions, and every position of an activation the pass did not reach): a
+        candidate whose cone misses such a position reads a value the batch did not compute, and a
+        check of the recorded candidates cannot see it (their own cones cover it). Why: a convolution's kernel may differ with the batch size (measured
         here, 1 thread, from block 8 on at 224: the clean activation of a batch of 1 differs from
         the same image's in a batch of 256 in the last bits), so a cache computed at the fp32
         path's batch size is what lets the cone run through the 14 × 14 blocks and still give the
@@ -255,10 +333,11 @@ class IncrementalMobileNetV2:
             st.conv.register_forward_pre_hook(lambda m, a, i=i: take(i, a[0]))
             for i, st in enumerate(self.steps)
         ]
+        module, kind = self.arch.hook(self.n_switch)
         hooks.append(
-            self.net.features[self.n_switch - 1].register_forward_hook(
-                lambda m, a, o: take(len(cache) - 1, o)
-            )
+            module.register_forward_hook(lambda m, a, o: take(len(cache) - 1, o))
+            if kind == "post"
+            else module.register_forward_pre_hook(lambda m, a: take(len(cache) - 1, a[0]))
         )
         try:
             yield
@@ -266,7 +345,12 @@ class IncrementalMobileNetV2:
             for hk in hooks:
                 hk.remove()
         self.clean_in, self.clean_out, self._pads = new[:-1], new[-1], {}
-        self.uncovered = sum(uncovered)
+        # an activation the forward pass never reached (no pass, or hooks that did not fire) is
+        # uncovered everywhere: its batch-1 value stayed
+        self.uncovered = sum(
+            u if new[i] is not cache[i] else cache[i].shape[0] * cache[i].shape[1]
+            for i, u in enumerate(uncovered)
+        )
 
     def _padded(self, i: int, pad: int) -> torch.Tensor:
         key = (i, pad)
@@ -282,14 +366,27 @@ class IncrementalMobileNetV2:
         activation (``clean_pad``, zero padded by ``pad``)."""
         n, h, w, _ = win.shape
         dev = win.device
-        ry = r0[:, None] + torch.arange(rh, device=dev)
-        rx = c0[:, None] + torch.arange(rw, device=dev)
-        out = clean_pad[(ry + pad)[:, :, None], (rx + pad)[:, None, :]]
-        jy, jx = ry - y0[:, None], rx - x0[:, None]
-        iny, inx = (jy >= 0) & (jy < h), (jx >= 0) & (jx < w)
-        nn_ = torch.arange(n, device=dev)[:, None, None]
-        wv = win[nn_, jy.clamp(0, h - 1)[:, :, None], jx.clamp(0, w - 1)[:, None, :]]
-        return torch.where((iny[:, :, None] & inx[:, None, :])[..., None], wv, out)
+        Hp, Wp, C = clean_pad.shape
+        st = clean_pad.stride()
+        tiles = clean_pad.as_strided(  # every rh x rw tile of the padded activation, by its corner
+            (Hp - rh + 1, Wp - rw + 1, rh, rw, C), (st[0], st[1], st[0], st[1], st[2])
+        )
+        out = tiles[r0 + pad, c0 + pad]
+        dy, dx = y0 - r0, x0 - c0
+        if n and bool(((dy == dy[0]) & (dx == dx[0])).all()):
+            # the window sits at the same offset in every candidate's view (stride-1 layers): a copy
+            oy, ox = int(dy[0]), int(dx[0])
+            y_lo, y_hi, x_lo, x_hi = max(0, oy), min(rh, oy + h), max(0, ox), min(rw, ox + w)
+            if y_hi > y_lo and x_hi > x_lo:
+                out[:, y_lo:y_hi, x_lo:x_hi] = win[:, y_lo - oy : y_hi - oy, x_lo - ox : x_hi - ox]
+            return out
+        # offsets differ (strided layers): write the window's positions inside the view, by flat index
+        vy = (dy[:, None] + torch.arange(h, device=dev))[:, :, None].expand(n, h, w)
+        vx = (dx[:, None] + torch.arange(w, device=dev))[:, None, :].expand(n, h, w)
+        ok = (vy >= 0) & (vy < rh) & (vx >= 0) & (vx < rw)
+        cand = torch.arange(n, device=dev)[:, None, None].expand(n, h, w)
+        out.view(n * rh * rw, C).index_copy_(0, ((cand * rh + vy) * rw + vx)[ok], win[ok])
+        return out
 
     @torch.inference_mode()
     def features_at_switch(
@@ -331,19 +428,44 @@ class IncrementalMobileNetV2:
             W = (W + 2 * p[1] - k[1]) // s[1] + 1
             if st.residual_end:
                 bwin, by0, bx0, bi = block
-                pad = max(ho, wo) + 16
-                y = y + self._view(
-                    bwin, by0, bx0, self._padded(bi, pad), pad, oy, ox, ho, wo
-                ).permute(0, 3, 1, 2)
+                if st.shortcut is None:  # the block input at the output window
+                    pad = max(ho, wo) + 16
+                    res = self._view(bwin, by0, bx0, self._padded(bi, pad), pad, oy, ox, ho, wo)
+                else:  # option A: the block input at every other row and column, channels zero padded
+                    pad = 2 * max(ho, wo) + 16
+                    res = self._view(
+                        bwin,
+                        by0,
+                        bx0,
+                        self._padded(bi, pad),
+                        pad,
+                        2 * oy,
+                        2 * ox,
+                        2 * ho - 1,
+                        2 * wo - 1,
+                    )[:, ::2, ::2]
+                    res = F.pad(res, (st.shortcut.pad, st.shortcut.pad))
+                y = y + res.permute(0, 3, 1, 2)
+                if st.after_add is not None:
+                    y = st.after_add(y)
             ry = oy[:, None] + torch.arange(ho, device=dev)
             rx = ox[:, None] + torch.arange(wo, device=dev)
             inside = ((ry >= 0) & (ry < H))[:, :, None] & ((rx >= 0) & (rx < W))[:, None, :]
-            win = y.permute(0, 2, 3, 1).masked_fill(
-                ~inside[..., None], 0.0
-            )  # outside the image: padding of the next layer
+            win = y.permute(0, 2, 3, 1)
+            if not bool(inside.all()):
+                win.masked_fill_(~inside[..., None], 0.0)  # outside: the next layer's padding
             y0, x0 = oy, ox
-        zero = torch.zeros(n, dtype=torch.long, device=dev)
-        full = self._view(win, y0, x0, self._padded(-1, 0), 0, zero, zero, H, W)
+        # the window pasted into the clean activation (positions inside the image)
+        h, w = win.shape[1:3]
+        full = self.clean_out.unsqueeze(0).repeat(n, 1, 1, 1)
+        ry = (y0[:, None] + torch.arange(h, device=dev))[:, :, None].expand(n, h, w)
+        rx = (x0[:, None] + torch.arange(w, device=dev))[:, None, :].expand(n, h, w)
+        ok = (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        cand = torch.arange(n, device=dev)[:, None, None].expand(n, h, w)
+        rows = ((cand * H + ry) * W + rx)[
+            ok
+        ]  # flat (candidate, row, column) of each pasted position
+        full.view(n * H * W, -1).index_copy_(0, rows, win[ok])
         return full.permute(0, 3, 1, 2)
 
     @torch.inference_mode()
@@ -351,30 +473,35 @@ class IncrementalMobileNetV2:
         self, rows: torch.Tensor, cols: torch.Tensor, colours: torch.Tensor
     ) -> torch.Tensor:
         """Logits (N × classes) of the image with pixel (rows[i], cols[i]) set to colours[i]."""
-        x = self.features_at_switch(rows, cols, colours)
-        for b in self.net.features[self.n_switch :]:
-            x = b(x)
-        x = F.adaptive_avg_pool2d(x, (1, 1))
-        return self.net.classifier(torch.flatten(x, 1))
+        return self.arch.rest(self.features_at_switch(rows, cols, colours), self.n_switch)
 
 
 def cost_fraction(model, side: int, switch: int) -> float:
-    """Multiply-accumulates of the incremental path per candidate over the full forward pass's
-    (from the geometry: windows plus their halos for the first ``switch`` blocks, full tensors after)."""
-    blocks = _mobilenet_blocks(model)
-    full_macs = inc_macs = 0.0
-    h, hs = 1, side
-    for i, (mods, _) in enumerate(blocks):
+    """Multiply-accumulates of the convolutions of the incremental path per candidate over the full
+    forward pass's (from the geometry: windows for the first ``switch`` blocks, full tensors for
+    every other convolution of the network, their sizes from one forward pass of a blank image)."""
+    arch = _arch(model)
+    macs = {}
+
+    def count(m, a, o):
+        k = m.kernel_size[0] * m.kernel_size[1]
+        macs[m] = m.in_channels // m.groups * m.out_channels * k * o.shape[2] * o.shape[3]
+
+    convs = [m for m in model.net.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [m.register_forward_hook(count) for m in convs]
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, model.mean.shape[1], side, side, device=model.mean.device))
+    finally:
+        for hk in hooks:
+            hk.remove()
+    full = float(sum(macs.values()))
+    inc, h = full, 1
+    for mods, _, _ in arch.blocks[:switch]:
         for m in mods:
-            if not isinstance(m, nn.Conv2d):
-                continue
-            k, s, p = m.kernel_size[0], m.stride[0], m.padding[0]
-            hs = (hs + 2 * p - k) // s + 1
-            per = m.in_channels // m.groups * m.out_channels * k * k
-            full_macs += per * hs * hs
-            if i < switch:
+            if isinstance(m, nn.Conv2d):
+                k, s = m.kernel_size[0], m.stride[0]
                 h = -(-(h + k - 1) // s)
-                inc_macs += per * h * h
-            else:
-                inc_macs += per * hs * hs
-    return inc_macs / full_macs if full_macs else math.nan
+                per = m.in_channels // m.groups * m.out_channels * k * k
+                inc += per * h * h - macs[m]
+    return inc / full if full else math.nan

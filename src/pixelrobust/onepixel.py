@@ -39,7 +39,7 @@ import torch
 
 from .errors import ConfigError
 from .gradients import loss_gradient
-from .incremental import IncrementalMobileNetV2, supports
+from .incremental import Incremental, supports
 from .models import low_precision_scorer
 from .runtime import model_device
 
@@ -219,13 +219,13 @@ class ExhaustiveSearch:
 
     ``incremental="auto"`` (ours): where :func:`pixelrobust.incremental.supports` the model (a
     Classifier around torchvision's MobileNetV2) and the model is on the CPU, the screening score is
-    not bf16 but the fp32 logits of :class:`~pixelrobust.incremental.IncrementalMobileNetV2` (the
+    not bf16 but the fp32 logits of :class:`~pixelrobust.incremental.Incremental` (the
     early layers on the changed pixel's cone only), for every image (no ``max_clean_log_odds`` gate)
     and whatever ``precision`` says. Per image, first the run-time check: ``INCREMENTAL_CHECK``
     random candidates of the fp32 path's full batches (``batch_size``; batch padding fills the
     batch with more random ones) and the whole last partial batch go through the full fp32 pass.
     The first checked full batch also supplies the incremental path's clean cache
-    (:meth:`~pixelrobust.incremental.IncrementalMobileNetV2.recording`: at every position, the
+    (:meth:`~pixelrobust.incremental.Incremental.recording`: at every position, the
     activation of a checked candidate whose cone misses it, from every other candidate where one
     does, so that the rest are checked against a cache they did not supply): clean activations
     computed at the fp32 path's batch size, which a cache computed at batch 1 is not from block 8
@@ -233,7 +233,7 @@ class ExhaustiveSearch:
     path's batches (the last batch is fp32 already). When every checked candidate of a full
     batch has the same margin, log-odds, probability and success bit for bit (measured on this CPU
     at 224 with the default switch, blocks 0-9, 1 and 2 threads:
-    :class:`~pixelrobust.incremental.IncrementalMobileNetV2`), the incremental results are taken as
+    :class:`~pixelrobust.incremental.Incremental`), the incremental results are taken as
     the fp32 results for every candidate. Otherwise the difference
     is rounding (measured up to ~1e-5 on logits of magnitude ~15) and the band decides as above,
     with the band at least ``INCREMENTAL_MIN_BAND``: re-evaluated are the candidates within the
@@ -296,7 +296,7 @@ class ExhaustiveSearch:
         self.inc = None
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
             if supports(model):
-                self.inc = IncrementalMobileNetV2(model, switch=incremental_switch)
+                self.inc = Incremental(model, switch=incremental_switch)
                 self.low, self.path = None, "fp32_incremental"
         self.seen_error = [0.0, 0.0]  # largest |low precision - fp32| so far: margin, log-odds
         self._gen = torch.Generator().manual_seed(
@@ -547,9 +547,10 @@ class ExhaustiveSearch:
                     m32[idx], u32[idx] = _decision(logits, cls, targeted)
                     known[idx] = True
             if self.inc is not None and rounds == 0:
-                # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's full batches;
-                # its last batch ran whole in fp32 above, so its values are the fp32 ones
-                for start in range(0, n_full, B):
+                # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's full batches
+                # (none when the check already covered them all); its last batch ran whole in fp32
+                # above, so its values are the fp32 ones
+                for start in range(0, n_full if not bool(known[:n_full].all()) else 0, B):
                     idx = torch.arange(start, start + B, device=device)
                     p = pix[idx // n_col]
                     z = self.inc(p // w, p % w, palette[idx % n_col])
@@ -557,8 +558,11 @@ class ExhaustiveSearch:
                     pred = z.argmax(1).cpu()
                     s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
                     m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
-                m_lo[n_full:], u_lo[n_full:] = m32[n_full:], u32[n_full:]
-                p_inc[n_full:], s_inc[n_full:] = p32[n_full:], succ[n_full:]
+                fp32 = torch.arange(n) >= n_full
+                if bool(known[:n_full].all()):
+                    fp32[:] = True
+                m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
+                p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
             e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
             err = (max(err[0], e[0]), max(err[1], e[1]))
             checked = known.clone()
@@ -566,6 +570,7 @@ class ExhaustiveSearch:
             if (
                 self.inc is not None
                 and rounds == 0
+                and self.inc.uncovered == 0  # else unchecked candidates read batch-1 values
                 and self._reproduces(checked, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ)
             ):
                 # every checked candidate's incremental result is the fp32 result bit for bit: take them all

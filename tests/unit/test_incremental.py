@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixelrobust.errors import ConfigError
-from pixelrobust.incremental import IncrementalMobileNetV2, supports, window_sizes
+from pixelrobust.incremental import Incremental, supports, window_sizes
 from pixelrobust.onepixel import INCREMENTAL_CHECK, ExhaustiveSearch, make_palette
 from pixelrobust.vulnerability import grid_mask
 
@@ -51,11 +51,8 @@ def test_window_sizes_follow_the_kernels_and_strides(mobilenet):
     assert [s for _, s in sizes] == [112, 112, 56, 56, 28, 28, 28, 14, 14, 14, 14, 14]
     # the default: the last block whose window covers at most half of its activation, 9x9 of 14x14 (41 %;
     # 11x11 is 62 %)
-    assert IncrementalMobileNetV2(mobilenet).prepare(torch.zeros(3, 224, 224)).n_switch == 10
-    assert (
-        IncrementalMobileNetV2(mobilenet, max_cover=0.2).prepare(torch.zeros(3, 224, 224)).n_switch
-        == 8
-    )
+    assert Incremental(mobilenet).prepare(torch.zeros(3, 224, 224)).n_switch == 10
+    assert Incremental(mobilenet, max_cover=0.2).prepare(torch.zeros(3, 224, 224)).n_switch == 8
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +65,7 @@ def reference(mobilenet, imagenet):
 def test_incremental_logits_equal_the_full_forward_pass(mobilenet, imagenet, reference, switch):
     image = imagenet[0][0]
     rows, cols, colours = _candidates()
-    inc = IncrementalMobileNetV2(mobilenet, switch=switch).prepare(image)
+    inc = Incremental(mobilenet, switch=switch).prepare(image)
     z = inc(rows, cols, colours)
     ref = reference
     diff = (z - ref).abs().max().item()
@@ -84,7 +81,7 @@ def test_a_missing_residual_add_is_caught(mobilenet, imagenet, reference):
     incremental blocks and the logits move far beyond it."""
     image = imagenet[0][0]
     rows, cols, colours = _candidates()
-    inc = IncrementalMobileNetV2(mobilenet, switch=4).prepare(image)
+    inc = Incremental(mobilenet, switch=4).prepare(image)
     for st in inc.steps:
         st.residual_end = False
     z = inc(rows, cols, colours)
@@ -128,22 +125,14 @@ def test_the_banded_branch_gives_the_fp32_map_when_the_logits_are_off(
     pass, and the map is still the fp32 map bit for bit."""
     image, label = imagenet[0][:1], imagenet[1][:1]
     search = ExhaustiveSearch(mobilenet, "corners", 32, incremental="auto")
-    call = search.inc.__call__
     g = torch.Generator().manual_seed(0)
 
-    def noisy(rows, cols, colours):
-        z = call(rows, cols, colours)
-        return z * (1 + 1e-6 * torch.randn(z.shape, generator=g))
+    class Noisy(type(search.inc)):
+        def __call__(self, rows, cols, colours):
+            z = super().__call__(rows, cols, colours)
+            return z * (1 + 1e-6 * torch.randn(z.shape, generator=g))
 
-    search.inc = type(
-        "Noisy",
-        (),
-        {
-            "prepare": search.inc.prepare,
-            "recording": search.inc.recording,
-            "__call__": staticmethod(noisy),
-        },
-    )()
+    search.inc.__class__ = Noisy
     (b,) = search(image, label, grid_mask(224, 224, 56)[None])
     a = full_map
     assert 0 < b.screen_error < 1e-3
@@ -154,18 +143,26 @@ def test_the_banded_branch_gives_the_fp32_map_when_the_logits_are_off(
 
 
 def test_other_models_and_off_run_the_usual_path(resnet20, mobilenet):
-    assert not supports(resnet20) and supports(mobilenet)
-    assert ExhaustiveSearch(resnet20, incremental="auto").path == "fp32"
+    from pixelrobust.models import Classifier
+
+    other = Classifier(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)),
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    ).eval()
+    assert supports(resnet20) and supports(mobilenet) and not supports(other)
+    assert ExhaustiveSearch(other, incremental="auto").path == "fp32"
+    assert ExhaustiveSearch(resnet20, incremental="auto").path == "fp32_incremental"
     assert ExhaustiveSearch(mobilenet, incremental="off").path == "fp32"
     assert ExhaustiveSearch(mobilenet, incremental=False).path == "fp32"  # YAML's bare off
     with pytest.raises(ConfigError, match="onepixel.incremental"):
         ExhaustiveSearch(mobilenet, incremental="on")
-    with pytest.raises(ValueError, match="MobileNetV2"):
-        IncrementalMobileNetV2(resnet20)
+    with pytest.raises(ValueError, match="MobileNetV2 or a CIFAR ResNet"):
+        Incremental(other)
 
 
 def _recorded(mobilenet, image, switch, rows, cols, colours, prefer=None):
-    inc = IncrementalMobileNetV2(mobilenet, switch=switch).prepare(image)
+    inc = Incremental(mobilenet, switch=switch).prepare(image)
     batch1 = [*inc.clean_in, inc.clean_out]
     with inc.recording(rows, cols, prefer):
         logits = _full_logits(mobilenet, image, rows, cols, colours)
@@ -240,9 +237,7 @@ def test_the_recorded_cache_gives_the_full_pass_bit_for_bit(mobilenet, imagenet)
         inc, _, _ = _recorded(mobilenet, image, 10, rows[0], cols[0], colours)
         full = _full_logits(mobilenet, image, rows[1], cols[1], colours)
         z = inc(rows[1], cols[1], colours)
-        plain = IncrementalMobileNetV2(mobilenet, switch=10).prepare(image)(
-            rows[1], cols[1], colours
-        )
+        plain = Incremental(mobilenet, switch=10).prepare(image)(rows[1], cols[1], colours)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(z, full), (
@@ -268,3 +263,122 @@ def test_the_search_records_its_cache_from_the_check_batch(mobilenet, imagenet):
         torch.set_num_threads(threads)
     assert np.array_equal(a.drop, b.drop, equal_nan=True)
     assert b.screen_error == 0 and b.n_fp32 == INCREMENTAL_CHECK, (b.screen_error, b.n_fp32)
+
+
+def test_positions_every_recorded_cone_covers_send_the_map_to_the_band(mobilenet, imagenet):
+    """Referee's case: the allowed pixels are an 8 x 8 cluster plus one far pixel, and the random
+    check (seed 1) misses the far pixel. The recorded batch (the cluster) leaves positions
+    covered by every cone at their batch-1 values, which no checked candidate reads but the far
+    pixel's candidates do: the check would pass and the far pixel's drop be off in the last bits
+    (1 thread). The search must not take the bit-exact branch then; its map is the fp32 map."""
+    image, label = imagenet[0][:1], imagenet[1][:1]
+    mask = torch.zeros(1, 224, 224, dtype=torch.bool)
+    mask[0, 108:116, 108:116] = True
+    mask[0, 0, 0] = True
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (a,) = ExhaustiveSearch(mobilenet, "corners", 32)(image, label, mask)
+        search = ExhaustiveSearch(mobilenet, "corners", 32, incremental="auto", seed=1)
+        (b,) = search(image, label, mask)
+    finally:
+        torch.set_num_threads(threads)
+    assert search.inc.uncovered > 0
+    assert b.screen_error > 0  # the banded branch
+    assert np.array_equal(a.vulnerable, b.vulnerable)
+    assert np.array_equal(a.best_colour, b.best_colour)
+    assert np.array_equal(a.drop, b.drop, equal_nan=True)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_a_last_partial_batch_and_targets(mobilenet, imagenet, targeted):
+    """18 pixels x 8 colours = 144 candidates at batch 40: three full batches (the check, 64
+    candidates padded to 80, and the incremental pass) and a last batch of 24 that runs whole in
+    fp32; untargeted and targeted (the clean image's second class) maps equal the fp32 map."""
+    image, label = imagenet[0][:1], imagenet[1][:1]
+    mask = torch.as_tensor(grid_mask(224, 224, 56))[None].clone()
+    mask[0, 5, 7] = mask[0, 200, 3] = True
+    target = None
+    if targeted:
+        with torch.inference_mode():
+            target = mobilenet(image).topk(2, 1).indices[:, 1]
+    (a,) = ExhaustiveSearch(mobilenet, "corners", 40)(image, label, mask, target)
+    (b,) = ExhaustiveSearch(mobilenet, "corners", 40, incremental="auto")(
+        image, label, mask, target
+    )
+    assert b.n_evals == 144
+    assert np.array_equal(a.vulnerable, b.vulnerable)
+    assert np.array_equal(a.best_colour, b.best_colour)
+    assert np.array_equal(a.drop, b.drop, equal_nan=True)
+    if b.screen_error == 0:  # the bit-exact branch: the check (80) and the last batch (24) only
+        assert b.n_fp32 == 80 + 24
+
+
+# ---- CIFAR ResNets (pixelrobust.models.CifarResNet): the stem and the first stage on the cone ----
+
+
+def test_cifar_resnet_windows_and_default_switch(resnet20):
+    # the stem's 3 x 3 convolution reaches 3 x 3 outputs; each basic block (two 3 x 3) adds 4 at stride 1;
+    # layer2[0] (stride 2): ceil((15 + 2) / 2) = 9, then 11 of 16 x 16; layer2[1]: 15 of 16
+    assert window_sizes(resnet20, 32, 6) == [
+        (3, 32),
+        (7, 32),
+        (11, 32),
+        (15, 32),
+        (11, 16),
+        (15, 16),
+    ]
+    # the default: the last block whose window covers at most half its activation, 11 x 11 of 16 x 16 (47 %)
+    inc = Incremental(resnet20).prepare(torch.zeros(3, 32, 32))
+    assert inc.n_switch == 5
+    assert (
+        len(inc.arch.blocks) == 10
+    )  # the stem and all nine blocks (identity and option-A shortcuts)
+    with pytest.raises(ValueError, match=r"switch must be a block index in 1\.\.10"):
+        Incremental(resnet20, switch=11).prepare(torch.zeros(3, 32, 32))
+
+
+@pytest.mark.parametrize("switch", [1, 4, 5, 8])
+def test_cifar_resnet_logits_equal_the_full_forward_pass(resnet20, cifar_test, switch):
+    """Every pixel of a border row and column, an interior pixel and one by the corner, every corner
+    colour, through the stem (1), layer1 (4), layer2[0] with its option-A shortcut (5) and into
+    layer3[0] (8); without the post-add ReLU the logits move far beyond rounding (and with the
+    option-A shortcut's subsampling off by one row and column: checked once by hand)."""
+    image = cifar_test.images[0]
+    pal = make_palette("corners")
+    pixels = [(0, c) for c in range(0, 32, 3)] + [(r, 31) for r in range(1, 32, 5)]
+    pixels += [(16, 15), (30, 2)]
+    rows = torch.tensor([r for r, _ in pixels]).repeat_interleave(len(pal))
+    cols = torch.tensor([c for _, c in pixels]).repeat_interleave(len(pal))
+    colours = pal.repeat(len(pixels), 1)
+    ref = _full_logits(resnet20, image, rows, cols, colours)
+    inc = Incremental(resnet20, switch=switch).prepare(image)
+    z = inc(rows, cols, colours)
+    assert (z - ref).abs().max() < TOL, (z - ref).abs().max()
+    clean = _full_logits(resnet20, image, rows[:1], cols[:1], image[:, 0, 0][None])
+    assert (ref - clean).abs().amax(1).min() > 100 * TOL  # the candidates do move the logits
+    if switch > 1:
+        broken = Incremental(resnet20, switch=switch).prepare(image)
+        for st in broken.steps:
+            st.after_add = None
+        assert (broken(rows, cols, colours) - ref).abs().max() > 100 * TOL
+
+
+def test_cifar_resnet_map_equals_the_fp32_map(resnet20, cifar_test):
+    """The whole exhaustive map (1024 pixels x 8 corners, batch 256) of the first three CIFAR-10
+    test images the model classifies correctly (the third has one-pixel-vulnerable pixels, so the
+    vulnerable sets compared are not empty): vulnerable set, best colours and drops equal the fp32
+    map's bit for bit; on this CPU by the bit-exact branch (the check batch alone in fp32)."""
+    with torch.inference_mode():
+        ok = (resnet20(cifar_test.images[:8]).argmax(1) == cifar_test.labels[:8]).nonzero()[:3, 0]
+    x, y = cifar_test.images[ok], cifar_test.labels[ok]
+    maps = ExhaustiveSearch(resnet20, "corners", 256)(x, y)
+    inc = ExhaustiveSearch(resnet20, "corners", 256, incremental="auto")(x, y)
+    for a, b in zip(maps, inc):
+        assert b.precision == "fp32_incremental" and b.n_evals == 8192
+        assert np.array_equal(a.vulnerable, b.vulnerable)
+        assert np.array_equal(a.best_colour, b.best_colour)
+        assert np.array_equal(a.drop, b.drop, equal_nan=True)
+        if b.screen_error == 0:
+            assert b.n_fp32 == 256
+    assert sum(int(m.vulnerable.sum()) for m in maps) > 0  # not a comparison of empty sets
