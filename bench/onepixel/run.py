@@ -331,6 +331,8 @@ def main() -> None:
         "ranked search, which equals the exhaustive map's success): success rates where success is possible",
     )
     args = ap.parse_args()
+    if args.incremental_only and not (args.imagenet_images or args.resnet20_incremental):
+        ap.error("--incremental-only needs --imagenet-images N and/or --resnet20-incremental N")
 
     seed_everything(args.seed)
     device = resolve_device(args.device)

@@ -4,7 +4,8 @@
         [--switches 6,7,8,9,10,11,12] [--threads 1,2] [--rounds 3] [--out bench/out/switch.csv]
 
 MobileNetV2 at 224 (the mirror's ImageNet weights), the first correctly classified ImageNet sample image, batches of
-256 one-pixel candidates drawn at random from the default config's stride-8 grid x the 8 RGB-cube corners (seed 0).
+256 one-pixel candidates drawn at random from the default config's stride-8 grid x the 8 RGB-cube corners (seed 0);
+``--model resnet20_cifar10``: ResNet-20, the first correctly classified CIFAR-10 test image, every pixel x 8 corners.
 For each thread count and each ``switch`` (blocks 0..switch-1 on the changed cone,
 ``pixelrobust.incremental.Incremental``), one row:
 
@@ -66,22 +67,29 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument(
+        "--model",
+        default="mobilenet_v2_imagenet",
+        choices=["mobilenet_v2_imagenet", "resnet20_cifar10"],
+        help="MobileNetV2 on the ImageNet sample, stride-8 grid (default), or ResNet-20 on CIFAR-10, every pixel",
+    )
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "switch.csv"))
     args = ap.parse_args()
     device = torch.device("cpu")
-    data_dir, weights = resources(REPO / "bench" / "out", "imagenet", "mobilenet_v2_imagenet")
-    model = models.build_model(models.resolve_spec("mobilenet_v2_imagenet", {}), weights, device)
+    dataset, stride = ("imagenet", 8) if args.model == "mobilenet_v2_imagenet" else ("cifar10", 1)
+    data_dir, weights = resources(REPO / "bench" / "out", dataset, args.model)
+    model = models.build_model(models.resolve_spec(args.model, {}), weights, device)
     split = data.load_split(data_dir, "test")
     image = split.images[correct_indices(model, split, 1, device)][0]
     side = image.shape[-1]
-    pix = torch.as_tensor(grid_mask(side, side, 8)).flatten().nonzero().squeeze(1)
+    pix = torch.as_tensor(grid_mask(side, side, stride)).flatten().nonzero().squeeze(1)
     palette = make_palette("corners")
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(pix) * len(palette), generator=g)
     B = args.batch_size
     xa, ra, ca, _ = batch(image, pix, palette, perm[:B].sort().values)
     xb, rb, cb, colb = batch(image, pix, palette, perm[B : 2 * B].sort().values)
-    sizes = window_sizes(model, side, 18)
+    sizes = window_sizes(model, side, max(int(t) for t in args.switches.split(",")))
     rows = []
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)

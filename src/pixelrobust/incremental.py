@@ -4,12 +4,15 @@ the cone a changed pixel reaches, the rest of the network as usual.
 A one-pixel change at (r, c) changes a convolution's output only where the kernel sees (r, c):
 a window of a few positions per layer that grows by the kernel's reach and shrinks by its stride.
 :class:`Incremental` caches the clean image's activations at every layer of the first
-``switch`` blocks of torchvision's MobileNetV2 (``net.features``) and, for a batch of candidates
+``switch`` blocks of the network (torchvision's MobileNetV2: ``net.features``; a CIFAR ResNet: the
+stem, then the residual blocks of layer1-3) and, for a batch of candidates
 (pixel, colour), computes each layer only on that window: it gathers the input patch the window's
 outputs need from the cached clean activation (zero padded, as the full convolution pads), puts the
 candidate's changed window over it, runs the layer's own convolution on the patch without padding,
 then its batch norm / activation, and sets positions outside the image to zero (they are padding
-for the next convolution). Residual blocks add the block input's window, gathered the same way.
+for the next convolution). Residual blocks add the block input's window, gathered the same way
+(option-A shortcuts: every other row and column of it, the new channels zero), then their post-add
+activation.
 After block ``switch - 1`` the window is pasted into the clean activation and the rest of the
 network runs on full tensors.
 
@@ -22,8 +25,12 @@ and evaluate in full fp32 every candidate whose decision the difference could ch
 
 Supported: a :class:`~pixelrobust.models.Classifier` around torchvision's ``MobileNetV2`` (blocks
 ``Conv2dNormActivation`` and ``InvertedResidual``, with batch norm in eval mode and elementwise
-activations), on any device (only conv2d, indexing and elementwise ops). :func:`supports` says
-whether a model qualifies; the exhaustive map runs its full path otherwise.
+activations) or around :class:`~pixelrobust.models.CifarResNet` (basic blocks with identity or
+option-A shortcuts; a 1 × 1 convolution shortcut, option B, ends the incremental part), on any
+device (only conv2d, indexing and elementwise ops). :func:`supports` says whether a model
+qualifies; the exhaustive map runs its full path otherwise. With the clean cache recorded at the
+fp32 path's batch size (:meth:`Incremental.recording`) the logits equal the full pass's bit for
+bit on this CPU (measured: bench/onepixel/switch.py), and the callers check it at run time.
 """
 
 from __future__ import annotations
@@ -153,7 +160,7 @@ def _arch(model) -> _Arch | None:
 def supports(model) -> bool:
     """Whether :class:`Incremental` can run ``model`` (a Classifier around torchvision's MobileNetV2
     or around a :class:`~pixelrobust.models.CifarResNet`, in eval mode)."""
-    return _arch(model) is not None and not model.training
+    return _arch(model) is not None and not any(m.training for m in model.modules())
 
 
 def _steps(blocks) -> list[_Step]:
@@ -200,23 +207,25 @@ def window_sizes(model, side: int, switch: int) -> list[tuple[int, int]]:
 class Incremental:
     """Logits of one-pixel candidates of one image, the first ``switch`` blocks on the changed cone
     only (see the module docstring). ``switch=None`` picks the last block whose output window covers
-    at most ``max_cover`` of the activation (MobileNetV2 at 224: blocks 0-9, the last a 9 × 9 window
-    of 14 × 14, 41 %: ``switch`` 10; 11 × 11 at block 10 is 62 %). Measured on this CPU at 224
-    (``bench/onepixel/switch.py``, batch 256, CPU time against the full pass of the same batch;
-    docs/p1.md): 0.27 / 0.26 / 0.24 / 0.25 / 0.29 of a full pass at ``switch`` 8 / 9 / 10 / 11 / 12
-    with 1 thread, 0.27 / 0.26 / 0.21 / 0.22 / 0.28 with 2: past block 10 the windows cover most
-    of the 14 × 14 activation and the patches cost more than they save. The cache :meth:`prepare`
-    computes (the clean image at batch 1) equals the clean activations of a batch of 256 bit for
-    bit through block 7 only with 1 thread (through block 11 with 2); :meth:`recording` takes the
-    cache from a full pass at the fp32 path's batch size instead, and with it the logits equal the
-    full pass's bit for bit at every switch measured (7-12), 1 and 2 threads.
+    at most ``max_cover`` of the activation (ours, 0.65: MobileNetV2 at 224, blocks 0-10, the last
+    an 11 × 11 window of 14 × 14, 62 %, ``switch`` 11, where 13 × 13 at block 11 is 86 %; ResNet-20
+    at 32, the stem, layer1 and layer2[0], 11 × 11 of 16 × 16, 47 %, ``switch`` 5, where layer2[1]'s
+    15 × 15 is 88 %). Measured on this CPU (``bench/onepixel/switch.py``, batch 256, CPU time
+    against the full pass of the same batch; bench/README.md): MobileNetV2 0.267 / 0.249 / 0.233 /
+    0.222 / 0.239 of a full pass at ``switch`` 8 / 9 / 10 / 11 / 12 with 1 thread, 0.257 / 0.240 /
+    0.228 / 0.216 / 0.234 with 2: past block 10 the windows cover most of the activation and the
+    patches cost more than they save. The cache :meth:`prepare` computes (the clean image at batch
+    1) equals the clean activations of a batch of 256 bit for bit only part of the way (MobileNetV2
+    through block 7 with 1 thread, through block 11 with 2; ResNet-20 through layer1);
+    :meth:`recording` takes the cache from a full pass at the fp32 path's batch size instead, and
+    with it the logits equal the full pass's bit for bit at every switch measured, 1 and 2 threads.
 
     Use: ``inc = Incremental(model); inc.prepare(image)`` (3×H×W in [0, 1]), optionally
     ``with inc.recording(rows, cols): model(batch)`` (a full pass of candidates), then
     ``inc(rows, cols, colours)`` for N candidates (pixel rows, columns, N×3 colours in [0, 1]).
     """
 
-    def __init__(self, model, switch: int | None = None, max_cover: float = 0.5):
+    def __init__(self, model, switch: int | None = None, max_cover: float = 0.65):
         arch = _arch(model)
         if arch is None:
             raise ValueError(
@@ -371,7 +380,7 @@ class Incremental:
         tiles = clean_pad.as_strided(  # every rh x rw tile of the padded activation, by its corner
             (Hp - rh + 1, Wp - rw + 1, rh, rw, C), (st[0], st[1], st[0], st[1], st[2])
         )
-        out = tiles[r0 + pad, c0 + pad]
+        out = tiles[r0 + pad, c0 + pad].contiguous()  # the flat writes below need a plain layout
         dy, dx = y0 - r0, x0 - c0
         if n and bool(((dy == dy[0]) & (dx == dx[0])).all()):
             # the window sits at the same offset in every candidate's view (stride-1 layers): a copy
@@ -481,6 +490,8 @@ def cost_fraction(model, side: int, switch: int) -> float:
     forward pass's (from the geometry: windows for the first ``switch`` blocks, full tensors for
     every other convolution of the network, their sizes from one forward pass of a blank image)."""
     arch = _arch(model)
+    if any(m.training for m in model.modules()):
+        raise ValueError("cost_fraction runs a forward pass: put the model in eval mode first")
     macs = {}
 
     def count(m, a, o):

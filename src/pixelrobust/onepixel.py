@@ -218,9 +218,9 @@ class ExhaustiveSearch:
     maps do not (when the bound holds).
 
     ``incremental="auto"`` (ours): where :func:`pixelrobust.incremental.supports` the model (a
-    Classifier around torchvision's MobileNetV2) and the model is on the CPU, the screening score is
-    not bf16 but the fp32 logits of :class:`~pixelrobust.incremental.Incremental` (the
-    early layers on the changed pixel's cone only), for every image (no ``max_clean_log_odds`` gate)
+    Classifier around torchvision's MobileNetV2 or a CIFAR ResNet) and the model is on the CPU, the
+    screening score is not bf16 but the fp32 logits of :class:`~pixelrobust.incremental.Incremental`
+    (the early layers on the changed pixel's cone only), for every image (no ``max_clean_log_odds`` gate)
     and whatever ``precision`` says. Per image, first the run-time check: ``INCREMENTAL_CHECK``
     random candidates of the fp32 path's full batches (``batch_size``; batch padding fills the
     batch with more random ones) and the whole last partial batch go through the full fp32 pass.
@@ -232,9 +232,10 @@ class ExhaustiveSearch:
     on (1 thread, this CPU). Then the incremental path evaluates the full batches, in the fp32
     path's batches (the last batch is fp32 already). When every checked candidate of a full
     batch has the same margin, log-odds, probability and success bit for bit (measured on this CPU
-    at 224 with the default switch, blocks 0-9, 1 and 2 threads:
-    :class:`~pixelrobust.incremental.Incremental`), the incremental results are taken as
-    the fp32 results for every candidate. Otherwise the difference
+    with the default switches, 1 and 2 threads: :class:`~pixelrobust.incremental.Incremental`) and
+    the recording covered every position (``uncovered`` 0: else an unchecked candidate may read a
+    batch-1 value no checked one read), the incremental results are taken as the fp32 results for
+    every candidate. Otherwise the difference
     is rounding (measured up to ~1e-5 on logits of magnitude ~15) and the band decides as above,
     with the band at least ``INCREMENTAL_MIN_BAND``: re-evaluated are the candidates within the
     band of the decision boundary and, per pixel, the colours that could be its best (at least one
