@@ -233,23 +233,21 @@ class Incremental:
                 f"(pixelrobust.models.CifarResNet); got {type(getattr(model, 'net', model)).__name__}"
             )
         self.model = model
-        self.net = model.net
         self.arch = arch
-        blocks = arch.blocks
         self.max_cover = float(max_cover)
         self.switch = switch  # resolved in prepare (depends on the image size) when None
-        self._blocks = blocks
-        self._side = None
 
     def _resolve_switch(self, h: int, w: int) -> int:
         if self.switch is not None:
-            if not 1 <= int(self.switch) <= len(self._blocks):
+            if not 1 <= int(self.switch) <= len(self.arch.blocks):
                 raise ValueError(
-                    f"switch must be a block index in 1..{len(self._blocks)}, got {self.switch!r}"
+                    f"switch must be a block index in 1..{len(self.arch.blocks)}, got {self.switch!r}"
                 )
             return int(self.switch)
         best = 1
-        for i, (win, full) in enumerate(window_sizes(self.model, min(h, w), len(self._blocks)), 1):
+        for i, (win, full) in enumerate(
+            window_sizes(self.model, min(h, w), len(self.arch.blocks)), 1
+        ):
             if win * win <= self.max_cover * full * full:
                 best = i
             else:
@@ -261,7 +259,7 @@ class Incremental:
         """Cache the clean image's activations (each step's input, zero padded)."""
         c, h, w = image.shape
         self.n_switch = self._resolve_switch(h, w)
-        self.steps = _steps(self._blocks[: self.n_switch])
+        self.steps = _steps(self.arch.blocks[: self.n_switch])
         z = (image[None] - self.model.mean) / self.model.std
         self.size = (h, w)
         self.clean_in = []  # per step: (activation N=1 NHWC, height, width)
@@ -465,16 +463,8 @@ class Incremental:
                 win.masked_fill_(~inside[..., None], 0.0)  # outside: the next layer's padding
             y0, x0 = oy, ox
         # the window pasted into the clean activation (positions inside the image)
-        h, w = win.shape[1:3]
-        full = self.clean_out.unsqueeze(0).repeat(n, 1, 1, 1)
-        ry = (y0[:, None] + torch.arange(h, device=dev))[:, :, None].expand(n, h, w)
-        rx = (x0[:, None] + torch.arange(w, device=dev))[:, None, :].expand(n, h, w)
-        ok = (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
-        cand = torch.arange(n, device=dev)[:, None, None].expand(n, h, w)
-        rows = ((cand * H + ry) * W + rx)[
-            ok
-        ]  # flat (candidate, row, column) of each pasted position
-        full.view(n * H * W, -1).index_copy_(0, rows, win[ok])
+        zero = torch.zeros(n, dtype=torch.long, device=dev)
+        full = self._view(win, y0, x0, self._padded(-1, 0), 0, zero, zero, H, W)
         return full.permute(0, 3, 1, 2)
 
     @torch.inference_mode()

@@ -551,7 +551,8 @@ class ExhaustiveSearch:
                 # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's full batches
                 # (none when the check already covered them all); its last batch ran whole in fp32
                 # above, so its values are the fp32 ones
-                for start in range(0, n_full if not bool(known[:n_full].all()) else 0, B):
+                all_checked = bool(known[:n_full].all())
+                for start in range(0, 0 if all_checked else n_full, B):
                     idx = torch.arange(start, start + B, device=device)
                     p = pix[idx // n_col]
                     z = self.inc(p // w, p % w, palette[idx % n_col])
@@ -559,20 +560,27 @@ class ExhaustiveSearch:
                     pred = z.argmax(1).cpu()
                     s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
                     m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
-                fp32 = torch.arange(n) >= n_full
-                if bool(known[:n_full].all()):
-                    fp32[:] = True
+                fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
                 m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
                 p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
             e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
             err = (max(err[0], e[0]), max(err[1], e[1]))
-            checked = known.clone()
-            checked[n_full:] = False  # the incremental values checked against fp32
             if (
                 self.inc is not None
                 and rounds == 0
                 and self.inc.uncovered == 0  # else unchecked candidates read batch-1 values
-                and self._reproduces(checked, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ)
+                and self._reproduces(
+                    known
+                    & (torch.arange(n) < n_full),  # the incremental values checked against fp32
+                    m_lo,
+                    u_lo,
+                    p_inc,
+                    s_inc,
+                    m32,
+                    u32,
+                    p32,
+                    succ,
+                )
             ):
                 # every checked candidate's incremental result is the fp32 result bit for bit: take them all
                 p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
