@@ -136,9 +136,15 @@ def incremental_rows(
     default config's P1 map), ``onepixel_resnet20_incremental.csv``. Rows ``raw_forward``,
     ``pixelrobust_exhaustive_grid`` and ``pixelrobust_exhaustive_grid_incremental`` (``maps_equal_fp32``:
     every image's map equal bit for bit; ``n_reevaluated``: full fp32 passes per image, the run-time
-    check and batch padding included; ``difference_seen`` 0: the bit-exact branch ran). Besides wall
+    check and batch padding included; ``bit_exact_images``: images on the bit-exact branch, the others
+    took the band; ``difference_seen``: the largest difference seen). Besides wall
     seconds, every row has process CPU seconds (``cpu_seconds_per_image``,
-    ``fraction_of_raw_forward_cpu``): on a shared machine the wall clock counts other people's work."""
+    ``fraction_of_raw_forward_cpu``): on a shared machine the wall clock counts other people's work.
+    The two maps of each image run back to back (which goes first alternates), followed by
+    ``RAW_BATCHES`` raw forward batches: ``fraction_of_interleaved_raw`` (and ``_cpu``) divides by
+    the raw rate timed between the images, which saw the same machine as the maps (its speed drifts
+    by 10-20 % within minutes and from one process to the next here); on the ``raw_forward`` row it
+    is the interleaved rate over the before/after one."""
     from pixelrobust.vulnerability import grid_mask
 
     data_dir, weights = resources(REPO / "bench" / "out", dataset, model_name)
@@ -172,35 +178,57 @@ def incremental_rows(
         f"raw forward: {raw_before[0]:.1f} images/s wall, {raw_before[1]:.1f} per CPU second",
         flush=True,
     )
-    rows, maps = [], {}
-    for method, kw in (
+    methods = (
         ("pixelrobust_exhaustive_grid", {}),
         ("pixelrobust_exhaustive_grid_incremental", {"incremental": "auto"}),
-    ):
-        search = ExhaustiveSearch(model, "corners", args.batch_size, **kw)
-        print(f"{method}: {search.describe()}")
-        out, wall, cpu = [], 0.0, 0.0
-        for i in range(n):
+    )
+    searches = {m: ExhaustiveSearch(model, "corners", args.batch_size, **kw) for m, kw in methods}
+    for m, search in searches.items():
+        print(f"{m}: {search.describe()}")
+    # interleaved: each image's fp32 and incremental maps back to back (the first of the two
+    # alternating), then RAW_BATCHES raw batches, so that a machine whose speed drifts during the run
+    # gives both methods and the raw rate the same conditions
+    maps = {m: [] for m in searches}
+    wall, cpu = dict.fromkeys(searches, 0.0), dict.fromkeys(searches, 0.0)
+    xr = raw_batch(x[0].to(device), args.batch_size)
+    raw_wall, raw_cpu_t, raw_n = 0.0, 0.0, 0
+    for i in range(n):
+        order = list(searches) if i % 2 == 0 else list(searches)[::-1]
+        for m in order:
             t, c = time.perf_counter(), time.process_time()
-            (pm,) = search(x[i : i + 1], y[i : i + 1], mask)
-            wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
-            out.append(pm)
+            (pm,) = searches[m](x[i : i + 1], y[i : i + 1], mask)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            wall[m], cpu[m] = wall[m] + dt, cpu[m] + dc
+            maps[m].append(pm)
             print(
-                f"  image {int(index[i])}: {time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU, "
+                f"  image {int(index[i])} {m}: {dt:.1f} s wall, {dc:.1f} s CPU, "
                 f"full fp32 passes {pm.n_fp32} of {pm.n_evals}",
                 flush=True,
             )
-        maps[method] = out
+        with torch.inference_mode():
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(RAW_BATCHES):
+                model(xr)
+            raw_wall, raw_cpu_t = (
+                raw_wall + time.perf_counter() - t,
+                raw_cpu_t + time.process_time() - c,
+            )
+            raw_n += RAW_BATCHES * args.batch_size
+    inter, inter_cpu = raw_n / raw_wall, raw_n / raw_cpu_t
+    rows = []
+    for method, out in maps.items():
         cand = sum(m.n_evals for m in out)
         r = {
             "method": method,
             "n_images": n,
             "success_rate": sum(m.success for m in out) / n,
-            "seconds_per_image": wall / n,
-            "cpu_seconds_per_image": cpu / n,
+            "seconds_per_image": wall[method] / n,
+            "cpu_seconds_per_image": cpu[method] / n,
             "evals_per_image": cand / n,
-            "evals_per_second": cand / wall,
-            "evals_per_cpu_second": cand / cpu,
+            "evals_per_second": cand / wall[method],
+            "evals_per_cpu_second": cand / cpu[method],
+            "fraction_of_interleaved_raw": cand / wall[method] / inter,
+            "fraction_of_interleaved_raw_cpu": cand / cpu[method] / inter_cpu,
             "precision": out[0].precision,
             "n_reevaluated": sum(m.n_fp32 for m in out) / n,
         }
@@ -213,6 +241,7 @@ def incremental_rows(
                 for a, b in zip(full, out)
             )
             r["difference_seen"] = max(m.screen_error for m in out)
+            r["bit_exact_images"] = sum(m.bit_exact for m in out)
         rows.append(r)
         report(r)
     raw_after = raw_rates()
@@ -226,6 +255,8 @@ def incremental_rows(
             "evals_per_image": raw,
             "evals_per_second": raw,
             "evals_per_cpu_second": raw_cpu,
+            "fraction_of_interleaved_raw": inter / raw,
+            "fraction_of_interleaved_raw_cpu": inter_cpu / raw_cpu,
         },
     )
     table = pd.DataFrame(rows)

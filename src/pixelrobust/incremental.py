@@ -72,6 +72,30 @@ class _Arch:
     hook: object  # hook(n): (module, "pre" | "post"): its input / output is the activation after block n - 1
 
 
+@dataclass
+class _Gather:
+    """Where each position of a per-candidate view comes from (:meth:`Incremental._gather`)."""
+
+    index: torch.Tensor  # flat rows of the padded clean activation (mixed: then the window's rows)
+    shape: tuple  # (N, rh, rw)
+    pad: int  # the clean activation's zero padding
+    copy: tuple | None  # None: mixed gather; else the window's slice copy over the tiles (() none)
+
+
+PLAN_CACHE_BYTES = 512 * 2**20  # ours: the geometry cache's index tensors (per Incremental)
+
+
+def _elementwise(mods, y: torch.Tensor) -> torch.Tensor:
+    """``mods`` applied to ``y`` (a tensor the caller owns): ReLUs in place (the same kernel,
+    without a new tensor), the others as modules."""
+    for m in mods:
+        if type(m) is nn.ReLU:
+            y = y.relu_()
+        else:
+            y = m(y)
+    return y
+
+
 def _convs_ok(mods) -> bool:
     if not mods or not isinstance(mods[0], nn.Conv2d):
         return False
@@ -236,6 +260,7 @@ class Incremental:
         self.arch = arch
         self.max_cover = float(max_cover)
         self.switch = switch  # resolved in prepare (depends on the image size) when None
+        self._plans, self._plan_bytes = {}, 0  # the geometry cache (:meth:`_plan`)
 
     def _resolve_switch(self, h: int, w: int) -> int:
         if self.switch is not None:
@@ -367,33 +392,133 @@ class Incremental:
         return self._pads[key]
 
     @staticmethod
-    def _view(win, y0, x0, clean_pad, pad, r0, c0, rh, rw):
+    def _gather(n, h, w, y0, x0, pad, shape, r0, c0, rh, rw, step=1) -> _Gather:
+        """Where each position of the per-candidate view of rows r0 + step·a, columns c0 + step·b
+        (a < rh, b < rw) comes from: the candidate's window (N×h×w at y0, x0) where it covers the
+        position, else the clean activation of ``shape`` (H×W×C) zero padded by ``pad``."""
+        dev = y0.device
+        Hp, Wp = shape[0] + 2 * pad, shape[1] + 2 * pad
+        ar_h, ar_w = torch.arange(rh, device=dev) * step, torch.arange(rw, device=dev) * step
+        rows = ((r0 + pad) * Wp + (c0 + pad))[:, None] + (ar_h[:, None] * Wp + ar_w).flatten()
+        dy, dx = y0 - r0, x0 - c0
+        if step == 1 and n and bool(((dy == dy[0]) & (dx == dx[0])).all()):
+            # the window sits at the same offset in every candidate's view (stride-1 layers): the
+            # clean tiles, then one slice copy of the window over them
+            oy, ox = int(dy[0]), int(dx[0])
+            y_lo, y_hi, x_lo, x_hi = max(0, oy), min(rh, oy + h), max(0, ox), min(rw, ox + w)
+            copy = (y_lo, y_hi, x_lo, x_hi, oy, ox) if y_hi > y_lo and x_hi > x_lo else ()
+            return _Gather(rows.flatten(), (n, rh, rw), pad, copy)
+        # offsets differ (strided layers, the paste at the switch): one gather from the padded
+        # activation's rows followed by the window's rows (index_copy_ of the window into the tiles
+        # took ~3x as long)
+        wy = ar_h - dy[:, None]  # N×rh: the window's row at each view row
+        wx = ar_w - dx[:, None]
+        cover = ((wy >= 0) & (wy < h))[:, :, None] & ((wx >= 0) & (wx < w))[:, None, :]
+        cand = torch.arange(n, device=dev)[:, None, None]
+        from_win = (
+            Hp * Wp
+            + (cand * h + wy.clamp(0, h - 1)[:, :, None]) * w
+            + wx.clamp(0, w - 1)[:, None, :]
+        )
+        index = torch.where(cover, from_win, rows.view(n, rh, rw)).flatten()
+        return _Gather(index, (n, rh, rw), pad, None)
+
+    @staticmethod
+    def _take(g: _Gather, win, clean_pad) -> torch.Tensor:
+        """The view :meth:`_gather` planned (N×rh×rw×C), from the window and the padded activation."""
+        C = clean_pad.shape[-1]
+        flat = clean_pad.view(-1, C)
+        if g.copy is None:
+            table = torch.cat([flat, win.reshape(-1, C)])
+            return table.index_select(0, g.index).view(*g.shape, C)
+        out = flat.index_select(0, g.index).view(*g.shape, C)
+        if g.copy:
+            y_lo, y_hi, x_lo, x_hi, oy, ox = g.copy
+            out[:, y_lo:y_hi, x_lo:x_hi] = win[:, y_lo - oy : y_hi - oy, x_lo - ox : x_hi - ox]
+        return out
+
+    @classmethod
+    def _view(cls, win, y0, x0, clean_pad, pad, r0, c0, rh, rw):
         """The activation at rows r0..r0+rh-1, columns c0..c0+rw-1 (per candidate, N×rh×rw×C):
         the candidate's window ``win`` (N×h×w×C at y0, x0) where it covers, else the clean
         activation (``clean_pad``, zero padded by ``pad``)."""
         n, h, w, _ = win.shape
-        dev = win.device
-        Hp, Wp, C = clean_pad.shape
-        st = clean_pad.stride()
-        tiles = clean_pad.as_strided(  # every rh x rw tile of the padded activation, by its corner
-            (Hp - rh + 1, Wp - rw + 1, rh, rw, C), (st[0], st[1], st[0], st[1], st[2])
-        )
-        out = tiles[r0 + pad, c0 + pad].contiguous()  # the flat writes below need a plain layout
-        dy, dx = y0 - r0, x0 - c0
-        if n and bool(((dy == dy[0]) & (dx == dx[0])).all()):
-            # the window sits at the same offset in every candidate's view (stride-1 layers): a copy
-            oy, ox = int(dy[0]), int(dx[0])
-            y_lo, y_hi, x_lo, x_hi = max(0, oy), min(rh, oy + h), max(0, ox), min(rw, ox + w)
-            if y_hi > y_lo and x_hi > x_lo:
-                out[:, y_lo:y_hi, x_lo:x_hi] = win[:, y_lo - oy : y_hi - oy, x_lo - ox : x_hi - ox]
-            return out
-        # offsets differ (strided layers): write the window's positions inside the view, by flat index
-        vy = (dy[:, None] + torch.arange(h, device=dev))[:, :, None].expand(n, h, w)
-        vx = (dx[:, None] + torch.arange(w, device=dev))[:, None, :].expand(n, h, w)
-        ok = (vy >= 0) & (vy < rh) & (vx >= 0) & (vx < rw)
-        cand = torch.arange(n, device=dev)[:, None, None].expand(n, h, w)
-        out.view(n * rh * rw, C).index_copy_(0, ((cand * rh + vy) * rw + vx)[ok], win[ok])
-        return out
+        shape = (clean_pad.shape[0] - 2 * pad, clean_pad.shape[1] - 2 * pad)
+        return cls._take(cls._gather(n, h, w, y0, x0, pad, shape, r0, c0, rh, rw), win, clean_pad)
+
+    def _plan(self, rows: torch.Tensor, cols: torch.Tensor) -> list:
+        """The geometry of :meth:`features_at_switch` for candidates at (rows, cols): per step, the
+        patch's gather, the output window's size and its zero mask (positions outside the image)
+        and the residual's gather; last, the paste's. It depends on the positions only, so the
+        same batch of pixels of another image reuses it (cached, up to ``PLAN_CACHE_BYTES``)."""
+        key = (rows.cpu().numpy().tobytes(), cols.cpu().numpy().tobytes(), self.n_switch, self.size)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        dev = rows.device
+        n = len(rows)
+        y0, x0, h, w = rows, cols, 1, 1
+        H, W = self.size
+        sizes = [(H, W)]
+        plan = []
+        block = None
+        for i, st in enumerate(self.steps):
+            if st.block_start:
+                block = (y0, x0, h, w, i)
+            k, s, p = st.conv.kernel_size, st.conv.stride, st.conv.padding
+            oy, ox, ho, wo = _cone(st.conv, y0, x0, h, w)
+            rh, rw = (ho - 1) * s[0] + k[0], (wo - 1) * s[1] + k[1]
+            pad = max(rh, rw) + 16  # room for windows that reach past the border
+            patch = self._gather(
+                n, h, w, y0, x0, pad, (H, W), oy * s[0] - p[0], ox * s[1] - p[1], rh, rw
+            )
+            H = (H + 2 * p[0] - k[0]) // s[0] + 1
+            W = (W + 2 * p[1] - k[1]) // s[1] + 1
+            res = None
+            if st.residual_end:
+                by0, bx0, bh, bw, bi = block
+                bH, bW = sizes[bi]
+                if st.shortcut is None:  # the block input at the output window
+                    res = self._gather(
+                        n, bh, bw, by0, bx0, max(ho, wo) + 16, (bH, bW), oy, ox, ho, wo
+                    )
+                else:  # option A: the block input at every other row and column
+                    res = self._gather(
+                        n,
+                        bh,
+                        bw,
+                        by0,
+                        bx0,
+                        2 * max(ho, wo) + 16,
+                        (bH, bW),
+                        2 * oy,
+                        2 * ox,
+                        ho,
+                        wo,
+                        step=2,
+                    )
+            ry = oy[:, None] + torch.arange(ho, device=dev)
+            rx = ox[:, None] + torch.arange(wo, device=dev)
+            inside = ((ry >= 0) & (ry < H))[:, :, None] & ((rx >= 0) & (rx < W))[:, None, :]
+            # outside the image: the next layer's padding (x * 1.0 is x: exact)
+            zero = None if bool(inside.all()) else inside[..., None].float()
+            plan.append((i, patch, res, zero))
+            y0, x0, h, w = oy, ox, ho, wo
+            sizes.append((H, W))
+        zero = torch.zeros(n, dtype=torch.long, device=dev)
+        plan.append(self._gather(n, h, w, y0, x0, 0, (H, W), zero, zero, H, W))
+        tensors = [plan[-1].index]
+        for _, patch, res, zero in plan[:-1]:
+            tensors += (
+                [patch.index]
+                + ([] if res is None else [res.index])
+                + ([] if zero is None else [zero])
+            )
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if self._plan_bytes + size <= PLAN_CACHE_BYTES:
+            self._plans[key] = plan
+            self._plan_bytes += size
+        return plan
 
     @torch.inference_mode()
     def features_at_switch(
@@ -403,25 +528,17 @@ class Incremental:
         dev = self.clean_out.device
         rows, cols = rows.to(dev).long(), cols.to(dev).long()
         n = len(rows)
+        plan = self._plan(rows, cols)
         mean, std = self.model.mean.view(1, -1), self.model.std.view(1, -1)
         win = ((colours.to(dev).float() - mean) / std).view(
             n, 1, 1, -1
         )  # the changed pixel, normalised as the wrapper does
-        y0, x0 = rows, cols
-        H, W = self.size
         block = None
-        for i, st in enumerate(self.steps):
+        for (i, patch, res, zero), st in zip(plan, self.steps):
             if st.block_start:
-                block = (win, y0, x0, i)
-            k, s, p = st.conv.kernel_size, st.conv.stride, st.conv.padding
-            oy, ox, ho, wo = _cone(st.conv, y0, x0, *win.shape[1:3])
-            rh, rw = (ho - 1) * s[0] + k[0], (wo - 1) * s[1] + k[1]
-            pad = max(rh, rw) + 16  # room for windows that reach past the border
-            patch = self._view(
-                win, y0, x0, self._padded(i, pad), pad, oy * s[0] - p[0], ox * s[1] - p[1], rh, rw
-            )
+                block = (win, i)
             y = F.conv2d(
-                patch.permute(0, 3, 1, 2),
+                self._take(patch, win, self._padded(i, patch.pad)).permute(0, 3, 1, 2),
                 st.conv.weight,
                 st.conv.bias,
                 st.conv.stride,
@@ -429,42 +546,19 @@ class Incremental:
                 1,
                 st.conv.groups,
             )
-            for m in st.post:
-                y = m(y)
-            H = (H + 2 * p[0] - k[0]) // s[0] + 1
-            W = (W + 2 * p[1] - k[1]) // s[1] + 1
+            y = _elementwise(st.post, y)
             if st.residual_end:
-                bwin, by0, bx0, bi = block
-                if st.shortcut is None:  # the block input at the output window
-                    pad = max(ho, wo) + 16
-                    res = self._view(bwin, by0, bx0, self._padded(bi, pad), pad, oy, ox, ho, wo)
-                else:  # option A: the block input at every other row and column, channels zero padded
-                    pad = 2 * max(ho, wo) + 16
-                    res = self._view(
-                        bwin,
-                        by0,
-                        bx0,
-                        self._padded(bi, pad),
-                        pad,
-                        2 * oy,
-                        2 * ox,
-                        2 * ho - 1,
-                        2 * wo - 1,
-                    )[:, ::2, ::2]
-                    res = F.pad(res, (st.shortcut.pad, st.shortcut.pad))
-                y = y + res.permute(0, 3, 1, 2)
+                bwin, bi = block
+                r = self._take(res, bwin, self._padded(bi, res.pad))
+                if st.shortcut is not None:  # option A: the new channels are zero
+                    r = F.pad(r, (st.shortcut.pad, st.shortcut.pad))
+                y.add_(r.permute(0, 3, 1, 2))  # y is this step's own tensor
                 if st.after_add is not None:
-                    y = st.after_add(y)
-            ry = oy[:, None] + torch.arange(ho, device=dev)
-            rx = ox[:, None] + torch.arange(wo, device=dev)
-            inside = ((ry >= 0) & (ry < H))[:, :, None] & ((rx >= 0) & (rx < W))[:, None, :]
+                    y = _elementwise([st.after_add], y)
             win = y.permute(0, 2, 3, 1)
-            if not bool(inside.all()):
-                win.masked_fill_(~inside[..., None], 0.0)  # outside: the next layer's padding
-            y0, x0 = oy, ox
-        # the window pasted into the clean activation (positions inside the image)
-        zero = torch.zeros(n, dtype=torch.long, device=dev)
-        full = self._view(win, y0, x0, self._padded(-1, 0), 0, zero, zero, H, W)
+            if zero is not None:
+                win.mul_(zero)
+        full = self._take(plan[-1], win, self._padded(-1, 0))
         return full.permute(0, 3, 1, 2)
 
     @torch.inference_mode()

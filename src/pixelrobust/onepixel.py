@@ -116,6 +116,8 @@ class PixelMap:
         "nan"
     )  # screened: the largest |low precision - fp32| seen on this image's
     #                                     decision quantities (margin, log-odds); the band is screen_band x it
+    bit_exact: bool = False  # incremental path: the checked incremental results equalled the full
+    #                          pass bit for bit and were taken for every candidate (else: the band)
 
     @property
     def success(self) -> bool:
@@ -611,7 +613,11 @@ class ExhaustiveSearch:
                 n_fp32,
                 n,
             )
-        return value.view(-1, n_col), vuln, {"n_fp32": n_fp32, "screen_error": max(err)}
+        return (
+            value.view(-1, n_col),
+            vuln,
+            {"n_fp32": n_fp32, "screen_error": max(err), "bit_exact": exact},
+        )
 
     @staticmethod
     def _reproduces(known, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ) -> bool:
