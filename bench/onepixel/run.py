@@ -75,7 +75,7 @@ import torch
 
 from pixelrobust import data, models
 from pixelrobust.io import write_table
-from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch, RankedSearch
+from pixelrobust.onepixel import DifferentialEvolution, ExhaustiveSearch, RankedSearch, _in_workers
 from pixelrobust.runtime import resolve_device, seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,6 +103,7 @@ def raw_throughput(model, image, batch_size, seconds=10.0) -> float:
 
 
 RAW_BATCHES = 8  # raw forward batches timed after each image of the exhaustive search
+RAW_MODES = ("intra", "workers")  # incremental rows: the raw forward pass both ways (raw_run)
 
 
 def row(method: str, successes: list[bool], counted: Counting | int, seconds: float) -> dict:
@@ -143,8 +144,12 @@ def incremental_rows(
     The two maps of each image run back to back (which goes first alternates), followed by
     ``RAW_BATCHES`` raw forward batches: ``fraction_of_interleaved_raw`` (and ``_cpu``) divides by
     the raw rate timed between the images, which saw the same machine as the maps (its speed drifts
-    by 10-20 % within minutes and from one process to the next here); on the ``raw_forward`` row it
-    is the interleaved rate over the before/after one."""
+    by 10-20 % within minutes and from one process to the next here); on the raw rows it is that
+    way's interleaved rate over the faster way's. The raw forward pass is timed two ways: one stream
+    on the process's intra-op threads (``raw_forward``) and one single-threaded stream per thread
+    (``raw_forward_workers``, as the incremental map runs its batches, ``onepixel._in_workers``);
+    every ``fraction_of_*`` divides by the faster of the two (wall and CPU apart), so that neither
+    map gains from a way of using the cores that the raw pass was not given."""
     from pixelrobust.vulnerability import grid_mask
 
     data_dir, weights = resources(REPO / "bench" / "out", dataset, model_name)
@@ -160,24 +165,37 @@ def incremental_rows(
         flush=True,
     )
 
-    def raw_rates():
-        xr = raw_batch(x[0].to(device), args.batch_size)
+    xr = raw_batch(x[0].to(device), args.batch_size)
+
+    def raw_run(k: int, mode: str) -> tuple[float, float]:
+        """Wall and CPU seconds of ``k`` raw forward batches: ``intra`` (one stream, the process's
+        intra-op threads) or ``workers`` (``_in_workers``: one single-threaded stream per thread,
+        as the incremental map runs its batches)."""
         with torch.inference_mode():
-            model(xr)
             t, c = time.perf_counter(), time.process_time()
-            k = 0
-            while time.perf_counter() - t < 10.0 or k < 2:
-                model(xr)
-                k += 1
-            return k * args.batch_size / (time.perf_counter() - t), k * args.batch_size / (
-                time.process_time() - c
-            )
+            if mode == "intra":
+                for _ in range(k):
+                    model(xr)
+            else:
+                _in_workers(lambda _: model(xr), list(range(k)), device)
+            return time.perf_counter() - t, time.process_time() - c
+
+    def raw_rates() -> dict:
+        out = {}
+        for mode in RAW_MODES:
+            raw_run(2, mode)  # warm-up
+            k = 2
+            while True:
+                dt, dc = raw_run(k, mode)
+                if dt >= 10.0:
+                    break
+                k = max(k + 2, int(k * 11.0 / max(dt, 1e-3)))
+            out[mode] = (k * args.batch_size / dt, k * args.batch_size / dc)
+        return out
 
     raw_before = raw_rates()
-    print(
-        f"raw forward: {raw_before[0]:.1f} images/s wall, {raw_before[1]:.1f} per CPU second",
-        flush=True,
-    )
+    for mode, (rw, rc) in raw_before.items():
+        print(f"raw forward ({mode}): {rw:.1f} images/s wall, {rc:.1f} per CPU second", flush=True)
     methods = (
         ("pixelrobust_exhaustive_grid", {}),
         ("pixelrobust_exhaustive_grid_incremental", {"incremental": "auto"}),
@@ -190,8 +208,7 @@ def incremental_rows(
     # gives both methods and the raw rate the same conditions
     maps = {m: [] for m in searches}
     wall, cpu = dict.fromkeys(searches, 0.0), dict.fromkeys(searches, 0.0)
-    xr = raw_batch(x[0].to(device), args.batch_size)
-    raw_wall, raw_cpu_t, raw_n = 0.0, 0.0, 0
+    raw_wall, raw_cpu_t, raw_n = dict.fromkeys(RAW_MODES, 0.0), dict.fromkeys(RAW_MODES, 0.0), 0
     for i in range(n):
         order = list(searches) if i % 2 == 0 else list(searches)[::-1]
         for m in order:
@@ -205,16 +222,13 @@ def incremental_rows(
                 f"full fp32 passes {pm.n_fp32} of {pm.n_evals}",
                 flush=True,
             )
-        with torch.inference_mode():
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(RAW_BATCHES):
-                model(xr)
-            raw_wall, raw_cpu_t = (
-                raw_wall + time.perf_counter() - t,
-                raw_cpu_t + time.process_time() - c,
-            )
-            raw_n += RAW_BATCHES * args.batch_size
-    inter, inter_cpu = raw_n / raw_wall, raw_n / raw_cpu_t
+        for mode in RAW_MODES if i % 2 == 0 else RAW_MODES[::-1]:
+            dt, dc = raw_run(RAW_BATCHES, mode)
+            raw_wall[mode], raw_cpu_t[mode] = raw_wall[mode] + dt, raw_cpu_t[mode] + dc
+        raw_n += RAW_BATCHES * args.batch_size
+    # the denominators: the faster way to run the raw forward pass on this machine (wall, CPU apart)
+    inter = max(raw_n / raw_wall[m] for m in RAW_MODES)
+    inter_cpu = max(raw_n / raw_cpu_t[m] for m in RAW_MODES)
     rows = []
     for method, out in maps.items():
         cand = sum(m.n_evals for m in out)
@@ -245,20 +259,25 @@ def incremental_rows(
         rows.append(r)
         report(r)
     raw_after = raw_rates()
-    raw, raw_cpu = max(raw_before[0], raw_after[0]), max(raw_before[1], raw_after[1])
-    rows.insert(
-        0,
-        {
-            "method": "raw_forward",
-            "n_images": args.batch_size,
-            "seconds_per_image": 1 / raw,
-            "evals_per_image": raw,
-            "evals_per_second": raw,
-            "evals_per_cpu_second": raw_cpu,
-            "fraction_of_interleaved_raw": inter / raw,
-            "fraction_of_interleaved_raw_cpu": inter_cpu / raw_cpu,
-        },
-    )
+    best = {
+        m: (max(raw_before[m][0], raw_after[m][0]), max(raw_before[m][1], raw_after[m][1]))
+        for m in RAW_MODES
+    }
+    raw, raw_cpu = max(w for w, _ in best.values()), max(c for _, c in best.values())
+    for k, mode in enumerate(RAW_MODES):
+        rows.insert(
+            k,
+            {
+                "method": "raw_forward" if mode == "intra" else "raw_forward_workers",
+                "n_images": args.batch_size,
+                "seconds_per_image": 1 / best[mode][0],
+                "evals_per_image": best[mode][0],
+                "evals_per_second": best[mode][0],
+                "evals_per_cpu_second": best[mode][1],
+                "fraction_of_interleaved_raw": raw_n / raw_wall[mode] / inter,
+                "fraction_of_interleaved_raw_cpu": raw_n / raw_cpu_t[mode] / inter_cpu,
+            },
+        )
     table = pd.DataFrame(rows)
     table["fraction_of_raw_forward"] = table.evals_per_second / raw
     table["fraction_of_raw_forward_cpu"] = table.evals_per_cpu_second / raw_cpu

@@ -5,7 +5,8 @@
 
 MobileNetV2 at 224 (the mirror's ImageNet weights), the first correctly classified ImageNet sample image, batches of
 256 one-pixel candidates drawn at random from the default config's stride-8 grid x the 8 RGB-cube corners (seed 0);
-``--model resnet20_cifar10``: ResNet-20, the first correctly classified CIFAR-10 test image, every pixel x 8 corners.
+``--model resnet20_cifar10`` (or ``resnet56_cifar10``): ResNet-20 (ResNet-56), the first correctly classified
+CIFAR-10 test image, every pixel x 8 corners.
 For each thread count and each ``switch`` (blocks 0..switch-1 on the changed cone,
 ``pixelrobust.incremental.Incremental``), one row:
 
@@ -13,7 +14,7 @@ For each thread count and each ``switch`` (blocks 0..switch-1 on the changed con
   ``--rounds``), against ``full_seconds_per_batch`` / ``full_cpu_seconds_per_batch``: the model's full fp32 forward
   pass of the same batch, timed in the same round; ``fraction_of_full`` is their CPU-time ratio;
 * ``cover``: the share of block ``switch - 1``'s activation its window covers (the default switch is the last
-  block with ``cover`` <= 0.5), ``mac_fraction``: ``incremental.cost_fraction`` (multiply-accumulates, geometry only);
+  block with ``cover`` <= 0.65, ``Incremental``'s ``max_cover``), ``mac_fraction``: ``incremental.cost_fraction`` (multiply-accumulates, geometry only);
 * ``batch1_bit_exact``: the logits with the cache of ``prepare`` (the clean image at batch 1) equal the full pass's
   bit for bit on a second batch; ``recorded_bit_exact``: the same with the cache ``recording`` took from the full
   pass of a first batch (what ``ExhaustiveSearch(incremental="auto")`` does with its run-time check batch);
@@ -70,8 +71,8 @@ def main() -> None:
     ap.add_argument(
         "--model",
         default="mobilenet_v2_imagenet",
-        choices=["mobilenet_v2_imagenet", "resnet20_cifar10"],
-        help="MobileNetV2 on the ImageNet sample, stride-8 grid (default), or ResNet-20 on CIFAR-10, every pixel",
+        choices=["mobilenet_v2_imagenet", "resnet20_cifar10", "resnet56_cifar10"],
+        help="MobileNetV2 on the ImageNet sample, stride-8 grid (default), or ResNet-20/56 on CIFAR-10, every pixel",
     )
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "switch.csv"))
     args = ap.parse_args()

@@ -36,6 +36,7 @@ bit on this CPU (measured: bench/onepixel/switch.py), and the callers check it a
 from __future__ import annotations
 
 import math
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -261,6 +262,7 @@ class Incremental:
         self.max_cover = float(max_cover)
         self.switch = switch  # resolved in prepare (depends on the image size) when None
         self._plans, self._plan_bytes = {}, 0  # the geometry cache (:meth:`_plan`)
+        self._plan_lock = threading.Lock()
 
     def _resolve_switch(self, h: int, w: int) -> int:
         if self.switch is not None:
@@ -515,9 +517,10 @@ class Incremental:
                 + ([] if zero is None else [zero])
             )
         size = sum(t.numel() * t.element_size() for t in tensors)
-        if self._plan_bytes + size <= PLAN_CACHE_BYTES:
-            self._plans[key] = plan
-            self._plan_bytes += size
+        with self._plan_lock:  # the exhaustive map's worker threads share the cache
+            if key not in self._plans and self._plan_bytes + size <= PLAN_CACHE_BYTES:
+                self._plans[key] = plan
+                self._plan_bytes += size
         return plan
 
     @torch.inference_mode()

@@ -32,6 +32,7 @@ import itertools
 import logging
 import math
 import re
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -554,7 +555,8 @@ class ExhaustiveSearch:
                 # (none when the check already covered them all); its last batch ran whole in fp32
                 # above, so its values are the fp32 ones
                 all_checked = bool(known[:n_full].all())
-                for start in range(0, 0 if all_checked else n_full, B):
+
+                def evaluate(start):
                     idx = torch.arange(start, start + B, device=device)
                     p = pix[idx // n_col]
                     z = self.inc(p // w, p % w, palette[idx % n_col])
@@ -562,6 +564,8 @@ class ExhaustiveSearch:
                     pred = z.argmax(1).cpu()
                     s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
                     m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
+
+                _in_workers(evaluate, list(range(0, 0 if all_checked else n_full, B)), device)
                 fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
                 m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
                 p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
@@ -1224,6 +1228,42 @@ class DifferentialEvolution:
             else -prob.gather(1, tgt[:, None]).squeeze(1)
         )
         return fit.view(n, P).cpu(), succ.view(n, P).cpu(), exact.view(n, P).cpu()
+
+
+def _in_workers(fn, items: list, device) -> None:
+    """``fn(item)`` for every item (ours): on a CPU with ``torch.get_num_threads()`` > 1, in that
+    many Python threads of one intra-op thread each, every thread taking every k-th item; else in
+    order. The incremental pass's many small operations keep two intra-op threads busy less well than
+    two single-threaded streams (measured: bench/onepixel/run.py, docs/p1.md), and its batches are
+    independent. The results do not depend on the thread count here: the fp32 check that decides
+    whether they are taken compares them, computed this way, with the full pass bit for bit."""
+    threads = torch.get_num_threads()
+    workers = min(threads, len(items)) if torch.device(device).type == "cpu" else 1
+    if workers <= 1:
+        for item in items:
+            fn(item)
+        return
+    errors = []
+
+    def work(k):
+        try:
+            torch.set_num_threads(1)  # this thread's intra-op pool only (OpenMP: per thread)
+            with torch.inference_mode():
+                for item in items[k::workers]:
+                    fn(item)
+        except BaseException as e:  # re-raised in the caller
+            errors.append(e)
+
+    pool = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(workers)]
+    try:
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(threads)  # the process-wide setting the workers changed
+    if errors:
+        raise errors[0]
 
 
 def _distance(logits: torch.Tensor, cls: torch.Tensor, targeted: bool) -> torch.Tensor:

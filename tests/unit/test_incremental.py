@@ -459,3 +459,60 @@ def test_a_check_that_covers_every_full_batch_needs_no_incremental_pass(
     assert b.n_fp32 == 64
     assert np.array_equal(a.drop, b.drop, equal_nan=True)
     assert np.array_equal(a.best_colour, b.best_colour)
+
+
+def test_two_threads_run_the_incremental_pass_in_two_workers_with_the_same_map(
+    resnet20, cifar_test, monkeypatch
+):
+    """At two threads the incremental pass runs its batches in two single-threaded workers
+    (onepixel._in_workers): every batch exactly once, the thread setting restored, and the map
+    (one image whose map has vulnerable pixels) equals the fp32 map at two threads bit for bit."""
+    from pixelrobust import onepixel
+
+    calls = []
+    real = onepixel._in_workers
+
+    def spy(fn, items, device):
+        calls.append(list(items))
+        return real(fn, items, device)
+
+    monkeypatch.setattr(onepixel, "_in_workers", spy)
+    with torch.inference_mode():
+        ok = (resnet20(cifar_test.images[:8]).argmax(1) == cifar_test.labels[:8]).nonzero()[:3, 0]
+    x, y = cifar_test.images[ok[2:3]], cifar_test.labels[ok[2:3]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        (a,) = ExhaustiveSearch(resnet20, "corners", 256)(x, y)
+        (b,) = ExhaustiveSearch(resnet20, "corners", 256, incremental="auto")(x, y)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == [list(range(0, 8192, 256))]  # 32 full batches, each once
+    assert a.vulnerable.any()  # not a comparison of empty sets
+    assert np.array_equal(a.vulnerable, b.vulnerable)
+    assert np.array_equal(a.best_colour, b.best_colour)
+    assert np.array_equal(a.drop, b.drop, equal_nan=True)
+
+
+def test_workers_take_every_item_once_and_pass_errors_on():
+    from pixelrobust.onepixel import _in_workers
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        _in_workers(lambda i: seen.append((i, torch.get_num_threads())), list(range(7)), "cpu")
+        assert sorted(i for i, _ in seen) == list(range(7))
+        assert {t for _, t in seen} == {1}  # each worker at one intra-op thread
+        assert torch.get_num_threads() == 2  # restored for the caller
+
+        def boom(i):
+            if i == 3:
+                raise RuntimeError("batch 3 failed")
+
+        with pytest.raises(RuntimeError, match="batch 3 failed"):
+            _in_workers(boom, list(range(7)), "cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
