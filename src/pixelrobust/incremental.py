@@ -83,7 +83,10 @@ class _Gather:
     copy: tuple | None  # None: mixed gather; else the window's slice copy over the tiles (() none)
 
 
-PLAN_CACHE_BYTES = 512 * 2**20  # ours: the geometry cache's index tensors (per Incremental)
+PLAN_CACHE_BYTES = (
+    256 * 2**20
+)  # ours: the geometry cache's index tensors (per Incremental; ResNet-20's
+# whole CIFAR map takes about 85 MiB, MobileNetV2's stride-8 ImageNet grid about 66 MiB)
 
 
 def _elementwise(mods, y: torch.Tensor) -> torch.Tensor:
@@ -95,6 +98,11 @@ def _elementwise(mods, y: torch.Tensor) -> torch.Tensor:
         else:
             y = m(y)
     return y
+
+
+def _compact(index: torch.Tensor) -> torch.Tensor:
+    """Row indices as int32 where they fit (half the plan cache's memory; index_select takes both)."""
+    return index.int() if index.numel() == 0 or int(index.max()) < 2**31 else index
 
 
 def _convs_ok(mods) -> bool:
@@ -286,6 +294,10 @@ class Incremental:
         """Cache the clean image's activations (each step's input, zero padded)."""
         c, h, w = image.shape
         self.n_switch = self._resolve_switch(h, w)
+        if (self.n_switch, (h, w)) != getattr(self, "_geometry", None):  # plans of another geometry
+            with self._plan_lock:
+                self._plans, self._plan_bytes = {}, 0
+            self._geometry = (self.n_switch, (h, w))
         self.steps = _steps(self.arch.blocks[: self.n_switch])
         z = (image[None] - self.model.mean) / self.model.std
         self.size = (h, w)
@@ -409,7 +421,7 @@ class Incremental:
             oy, ox = int(dy[0]), int(dx[0])
             y_lo, y_hi, x_lo, x_hi = max(0, oy), min(rh, oy + h), max(0, ox), min(rw, ox + w)
             copy = (y_lo, y_hi, x_lo, x_hi, oy, ox) if y_hi > y_lo and x_hi > x_lo else ()
-            return _Gather(rows.flatten(), (n, rh, rw), pad, copy)
+            return _Gather(_compact(rows.flatten()), (n, rh, rw), pad, copy)
         # offsets differ (strided layers, the paste at the switch): one gather from the padded
         # activation's rows followed by the window's rows (index_copy_ of the window into the tiles
         # took ~3x as long)
@@ -422,7 +434,7 @@ class Incremental:
             + (cand * h + wy.clamp(0, h - 1)[:, :, None]) * w
             + wx.clamp(0, w - 1)[:, None, :]
         )
-        index = torch.where(cover, from_win, rows.view(n, rh, rw)).flatten()
+        index = _compact(torch.where(cover, from_win, rows.view(n, rh, rw)).flatten())
         return _Gather(index, (n, rh, rw), pad, None)
 
     @staticmethod
@@ -449,11 +461,20 @@ class Incremental:
         return cls._take(cls._gather(n, h, w, y0, x0, pad, shape, r0, c0, rh, rw), win, clean_pad)
 
     def _plan(self, rows: torch.Tensor, cols: torch.Tensor) -> list:
-        """The geometry of :meth:`features_at_switch` for candidates at (rows, cols): per step, the
-        patch's gather, the output window's size and its zero mask (positions outside the image)
-        and the residual's gather; last, the paste's. It depends on the positions only, so the
-        same batch of pixels of another image reuses it (cached, up to ``PLAN_CACHE_BYTES``)."""
-        key = (rows.cpu().numpy().tobytes(), cols.cpu().numpy().tobytes(), self.n_switch, self.size)
+        """The geometry of :meth:`features_at_switch` for candidates at (rows, cols): per step
+        ``(i, patch, res, zero)``: the patch's gather, the residual's gather (None without a
+        residual) and the 0/1 mask of the output window's positions inside the image (None where all
+        are); last, the paste's gather. It depends on the positions only, so the same batch of
+        pixels of another image of the same size reuses it: kept (int32 indices) up to
+        ``PLAN_CACHE_BYTES``, past which new plans are computed and not kept (nothing is evicted);
+        :meth:`prepare` empties the cache when the image size or the switch changes."""
+        key = (
+            rows.cpu().numpy().tobytes(),
+            cols.cpu().numpy().tobytes(),
+            self.n_switch,
+            self.size,
+            str(rows.device),
+        )
         plan = self._plans.get(key)
         if plan is not None:
             return plan
@@ -502,7 +523,8 @@ class Incremental:
             ry = oy[:, None] + torch.arange(ho, device=dev)
             rx = ox[:, None] + torch.arange(wo, device=dev)
             inside = ((ry >= 0) & (ry < H))[:, :, None] & ((rx >= 0) & (rx < W))[:, None, :]
-            # outside the image: the next layer's padding (x * 1.0 is x: exact)
+            # outside the image: the next layer's padding (x * 1.0 is x for finite x: exact; a
+            # non-finite activation makes the full pass's logits NaN anyway)
             zero = None if bool(inside.all()) else inside[..., None].float()
             plan.append((i, patch, res, zero))
             y0, x0, h, w = oy, ox, ho, wo

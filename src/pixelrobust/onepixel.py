@@ -245,7 +245,9 @@ class ExhaustiveSearch:
     per pixel unless its probability is exactly 1.0: the map's ``drop`` is the fp32 value, bit for
     bit). Either way the trust rests on sampled candidates, like the bf16 band (a systematic
     difference, a kernel chosen by shape, shows in every candidate of a batch; the checked batch
-    sees it). ``screen_error`` 0 says the bit-exact branch ran. ``path`` is then
+    sees it). ``PixelMap.bit_exact`` says the bit-exact branch ran (``screen_error``, the largest
+    difference seen, can be 0 on the banded branch too). At more than one thread the incremental
+    pass runs its batches in single-threaded worker threads (:func:`_in_workers`). ``path`` is then
     ``fp32_incremental``; elsewhere (other models, CUDA, ``"off"``) nothing changes.
     """
 

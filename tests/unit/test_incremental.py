@@ -516,3 +516,45 @@ def test_workers_take_every_item_once_and_pass_errors_on():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_reused_incremental_after_another_size_or_switch_equals_a_fresh_one(resnet20, cifar_test):
+    """The geometry cache (Incremental._plan) is keyed on the pixels, the image size and the
+    switch: one Incremental prepared on a 32 x 32 image, then on a 40 x 40 one (or with another
+    switch) gives the logits a fresh one gives, bit for bit, and the full pass's (referee's check:
+    with the size or the switch left out of the key the logits were off by 16-25)."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.randint(0, 20, (64,), generator=g), torch.randint(0, 20, (64,), generator=g)
+    colours = torch.rand(64, 3, generator=g)
+    small = cifar_test.images[0]
+    big = F.interpolate(cifar_test.images[1:2], size=(40, 40), mode="bilinear")[0]
+    inc = Incremental(resnet20, switch=5).prepare(small)
+    inc(rows, cols, colours)
+    inc.prepare(big)
+    fresh = Incremental(resnet20, switch=5).prepare(big)(rows, cols, colours)
+    assert torch.equal(inc(rows, cols, colours), fresh)
+    assert (fresh - _full_logits(resnet20, big, rows, cols, colours)).abs().max() < TOL
+    inc = Incremental(resnet20, switch=5).prepare(small)
+    inc(rows, cols, colours)
+    inc.switch = 3
+    inc.prepare(small)
+    fresh = Incremental(resnet20, switch=3).prepare(small)(rows, cols, colours)
+    assert torch.equal(inc(rows, cols, colours), fresh)
+    assert (fresh - _full_logits(resnet20, small, rows, cols, colours)).abs().max() < TOL
+
+
+def test_the_plan_of_one_batch_is_not_another_batchs(resnet20, cifar_test):
+    """Two batches of the same size at other pixels, one after the other through one Incremental:
+    each gives the full pass's logits (a cache keyed on the batch size alone would hand the second
+    batch the first one's gathers)."""
+    image = cifar_test.images[0]
+    inc = Incremental(resnet20).prepare(image)
+    pal = make_palette("corners")
+    for rows, cols in (([0, 5, 31, 16], [0, 30, 31, 2]), ([31, 1, 9, 20], [3, 17, 0, 31])):
+        r = torch.tensor(rows).repeat_interleave(8)
+        c = torch.tensor(cols).repeat_interleave(8)
+        col = pal.repeat(4, 1)
+        assert (inc(r, c, col) - _full_logits(resnet20, image, r, c, col)).abs().max() < TOL
+    assert len(inc._plans) == 2
