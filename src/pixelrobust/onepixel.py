@@ -1238,23 +1238,29 @@ def _in_workers(fn, items: list, device) -> None:
     order. The incremental pass's many small operations keep two intra-op threads busy less well than
     two single-threaded streams (measured: bench/onepixel/run.py, docs/p1.md), and its batches are
     independent. The results do not depend on the thread count here: the fp32 check that decides
-    whether they are taken compares them, computed this way, with the full pass bit for bit."""
+    whether they are taken compares them, computed this way, with the full pass bit for bit. A
+    forward hook a user put on the model's later blocks fires in these threads (``threads`` batches
+    are in flight at once, so peak memory grows with the thread count). When one item raises, or
+    the caller is interrupted, the others stop after their current item and the error is raised."""
     threads = torch.get_num_threads()
     workers = min(threads, len(items)) if torch.device(device).type == "cpu" else 1
     if workers <= 1:
         for item in items:
             fn(item)
         return
-    errors = []
+    errors, stop = [], threading.Event()
 
     def work(k):
         try:
             torch.set_num_threads(1)  # this thread's intra-op pool only (OpenMP: per thread)
             with torch.inference_mode():
                 for item in items[k::workers]:
+                    if stop.is_set():  # another worker failed, or the caller was interrupted
+                        return
                     fn(item)
         except BaseException as e:  # re-raised in the caller
             errors.append(e)
+            stop.set()
 
     pool = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(workers)]
     try:
@@ -1263,7 +1269,9 @@ def _in_workers(fn, items: list, device) -> None:
         for t in pool:
             t.join()
     finally:
-        torch.set_num_threads(threads)  # the process-wide setting the workers changed
+        stop.set()  # an interrupt in the caller: the workers stop after their current item
+        # the process-wide count new threads start from (each worker's own setting is its own)
+        torch.set_num_threads(threads)
     if errors:
         raise errors[0]
 

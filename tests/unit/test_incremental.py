@@ -1,6 +1,9 @@
 """Incremental evaluation of one-pixel candidates (src/pixelrobust/incremental.py) against the full
 forward pass, on the mirror's MobileNetV2 and a real ImageNet sample image."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -505,7 +508,14 @@ def test_workers_take_every_item_once_and_pass_errors_on():
         _in_workers(lambda i: seen.append((i, torch.get_num_threads())), list(range(7)), "cpu")
         assert sorted(i for i, _ in seen) == list(range(7))
         assert {t for _, t in seen} == {1}  # each worker at one intra-op thread
-        assert torch.get_num_threads() == 2  # restored for the caller
+        assert torch.get_num_threads() == 2  # the caller's own setting
+        # the process-wide count a new thread starts from, which the workers' set_num_threads(1)
+        # changed (a referee's point: the caller's own check passes without the restore)
+        fresh = []
+        t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert fresh == [2]
 
         def boom(i):
             if i == 3:
@@ -513,6 +523,18 @@ def test_workers_take_every_item_once_and_pass_errors_on():
 
         with pytest.raises(RuntimeError, match="batch 3 failed"):
             _in_workers(boom, list(range(7)), "cpu")
+        # after a failure the other worker stops: of 40 slow items, far fewer than 40 run
+        done = []
+
+        def slow(i):
+            if i == 1:
+                raise RuntimeError("item 1 failed")
+            time.sleep(0.02)
+            done.append(i)
+
+        with pytest.raises(RuntimeError, match="item 1 failed"):
+            _in_workers(slow, list(range(40)), "cpu")
+        assert len(done) < 10, done
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
