@@ -451,15 +451,6 @@ class Incremental:
             out[:, y_lo:y_hi, x_lo:x_hi] = win[:, y_lo - oy : y_hi - oy, x_lo - ox : x_hi - ox]
         return out
 
-    @classmethod
-    def _view(cls, win, y0, x0, clean_pad, pad, r0, c0, rh, rw):
-        """The activation at rows r0..r0+rh-1, columns c0..c0+rw-1 (per candidate, N×rh×rw×C):
-        the candidate's window ``win`` (N×h×w×C at y0, x0) where it covers, else the clean
-        activation (``clean_pad``, zero padded by ``pad``)."""
-        n, h, w, _ = win.shape
-        shape = (clean_pad.shape[0] - 2 * pad, clean_pad.shape[1] - 2 * pad)
-        return cls._take(cls._gather(n, h, w, y0, x0, pad, shape, r0, c0, rh, rw), win, clean_pad)
-
     def _plan(self, rows: torch.Tensor, cols: torch.Tensor) -> list:
         """The geometry of :meth:`features_at_switch` for candidates at (rows, cols): per step
         ``(i, patch, res, zero)``: the patch's gather, the residual's gather (None without a
