@@ -98,9 +98,23 @@ def test_onepixel_counts_from_first_principles():
     exhaustive = 32 * 32 * 8  # every pixel x the 8 corners of the RGB cube
     de = 40 * (9 + 1)  # population and 9 generations of it, at the whole budget
     runs = 1 + 2 * 2  # whole image + (top region, equal random subset) x de_regions
+    # onepixel.incremental: auto (the default): the map's full batches of 64 on the incremental
+    # path (8192 = 128 x 64, all of them), one full batch of fp32 checks, the clean prediction
+    assert u == {"fwd": 5 * (64 + 1 + runs * de), "fwd_incremental": 5 * exhaustive}
+    off = small_config()
+    off["onepixel"]["incremental"] = "off"
+    u = units("onepixel_search", {"model": "r20", "chunk": "2"}, off)["r20"]
     assert u == {"fwd": 5 * (exhaustive + runs * de + 1)}
-    # ImageNet at stride 8: a 28 x 28 grid
+    # ImageNet at stride 8: a 28 x 28 grid, 6272 candidates = 98 full batches of 64
     u = units("onepixel_search", {"model": "mnv2", "chunk": "0"})["mnv2"]
+    assert u["fwd"] == 3 * (64 + runs * de + 1) and u["fwd_incremental"] == 3 * 28 * 28 * 8
+    # at batch 256: 24 full batches (6144) incremental; the check batch and the last 128 in fp32
+    big = small_config()
+    big["batch_size"] = 256
+    u = units("onepixel_search", {"model": "mnv2", "chunk": "0"}, big)["mnv2"]
+    assert u["fwd_incremental"] == 3 * 24 * 256
+    assert u["fwd"] == 3 * (256 + 128 + 1 + runs * de)
+    u = units("onepixel_search", {"model": "mnv2", "chunk": "0"}, off)["mnv2"]
     assert u["fwd"] == 3 * (28 * 28 * 8 + runs * de + 1)
     # segment: occlusion of each of 16 regions + the clean prediction, one Grad-CAM++ gradient per image
     assert units("segment", {"model": "r20", "chunk": "0"})["r20"] == {"fwd": 10 * 17, "grad": 10}
@@ -122,11 +136,12 @@ def test_bf16_de_counts_its_fitness_in_bf16_and_its_checks_in_fp32():
     u = units("onepixel_search", {"model": "r20", "chunk": "2"}, cfg)["r20"]
     runs, generations = 1 + 2 * 2, 9 + 1
     assert u == {
-        "fwd": 5 * (32 * 32 * 8 + 1 + runs * generations * 32),
+        "fwd": 5 * (64 + 1 + runs * generations * 32),
+        "fwd_incremental": 5 * 32 * 32 * 8,
         "fwd_bf16": 5 * runs * 40 * generations,
     }
     # and the estimate prices them at the bf16 unit's cost
-    costs = {"job": 0.0, "models": {"r20": {"fwd": 0.0, "fwd_bf16": 1.0}}}
+    costs = {"job": 0.0, "models": {"r20": {"fwd": 0.0, "fwd_bf16": 1.0, "fwd_incremental": 0.0}}}
     est = cost.estimate([("onepixel_search", {"model": "r20", "chunk": "2"})], cfg, CTX, costs)
     assert est["cpu_seconds"] == 5 * runs * 40 * generations
     from pixelrobust.onepixel import DE_CHECK
@@ -256,6 +271,38 @@ def test_calibration_cached_per_machine_and_model(tmp_path):
     assert len(json.loads(cache.read_text())) == 2
 
 
+def test_incremental_unit_priced_and_timed_on_the_incremental_path(monkeypatch):
+    """The estimate prices the incremental candidates at fwd_incremental, and measure_model times
+    that unit by running Incremental itself (a CIFAR ResNet on the CPU), not the full pass."""
+    cfg = small_config()
+    costs = {"job": 0.0, "models": {"r20": {"fwd": 0.0, "fwd_incremental": 1.0}}}
+    est = cost.estimate([("onepixel_search", {"model": "r20", "chunk": "2"})], cfg, CTX, costs)
+    assert est["cpu_seconds"] == 5 * 32 * 32 * 8
+    import torch
+
+    from pixelrobust import incremental
+    from pixelrobust.models import resolve_spec
+
+    calls = []
+    real = incremental.Incremental.__call__
+
+    def counted(self, rows, cols, colours):
+        calls.append(len(rows))
+        return real(self, rows, cols, colours)
+
+    monkeypatch.setattr(incremental.Incremental, "__call__", counted)
+    torch.set_num_threads(1)
+    spec = resolve_spec("resnet20_cifar10", {})
+    got = cost.measure_model(spec, cfg, torch.device("cpu"), {"fwd", "grad", "fwd_incremental"})
+    assert set(got) == {"fwd", "grad", "fwd_incremental"}
+    assert math.isfinite(got["fwd_incremental"]) and got["fwd_incremental"] > 0
+    # a warm-up (the plan) and the best of 3, each a calibration batch of 32 candidates
+    assert calls == [32] * 4
+    # the key tells an entry with the unit from one without it
+    keys = {cost.model_key(spec, cfg, 64, u) for u in ({"fwd"}, {"fwd", "fwd_incremental"})}
+    assert len(keys) == 2
+
+
 def test_measure_model_times_a_real_model(tmp_path):
     from pixelrobust.models import resolve_spec
 
@@ -303,7 +350,7 @@ def test_snakemake_hook_uses_the_jobs_to_run(tmp_path, capsys):
         specs["r20"],
         small_config(),
         64,
-        set(cost.UNITS) - {"prm_fwd", "prm_grad", "ssim_step", "fwd_bf16"},
+        set(cost.UNITS) - {"prm_fwd", "prm_grad", "ssim_step", "fwd_bf16", "fwd_incremental"},
     )
     cache.write_text(json.dumps({mkey: {key: {"fwd": 0.05, "grad": 0.1}, "job": 1.0}}))
     out = tmp_path / "estimate.txt"
