@@ -344,7 +344,7 @@ def main() -> None:
     ap.add_argument(
         "--raw-batch-sizes",
         type=lambda v: [int(b) for b in v.split(",")],
-        default=[8, 16, 32, 64],
+        default=[1, 2, 4, 8, 16, 32, 64],
         help="incremental rows: the raw forward pass is also timed at these batch sizes (besides "
         "--batch-size) and the fastest is every ratio's denominator",
     )
