@@ -7,7 +7,9 @@ Three parts (config key ``estimate`` in config/README.md):
   forward and backward to the input), ``fwd_bf16`` (one image through the classifier under bf16 autocast:
   the bf16 DE's fitness, ``onepixel.de.precision``), ``fwd_incremental`` (one one-pixel candidate of the
   exhaustive map through :class:`~pixelrobust.incremental.Incremental`, ``onepixel.incremental``: auto;
-  equal to ``fwd`` where that path does not run), ``prm_fwd`` / ``prm_grad`` (one image through the PRM alone),
+  equal to ``fwd`` where that path does not run), ``incremental_check`` (one candidate of that path's fp32
+  check batches: ``fwd`` where the path runs, 0 where it does not, as those candidates are then counted in
+  the full batches at ``fwd_incremental`` = ``fwd``), ``prm_fwd`` / ``prm_grad`` (one image through the PRM alone),
   ``ssim_step`` (one SSIM-ball step of one image: gradient, convex solve, check) and ``job`` (a job's
   start-up: interpreter, imports, model load). Counts are upper bounds where a search stops early:
   every image is taken as correctly classified and every DE run, minimal attack and SSIM-ball attack
@@ -89,7 +91,22 @@ RULE_STAGE = {
     "clean_accuracy_chunk": "clean accuracy",
     "clean_accuracy": "clean accuracy",
 }
-UNITS = ("fwd", "grad", "fwd_bf16", "fwd_incremental", "prm_fwd", "prm_grad", "ssim_step")
+UNITS = (
+    "fwd",
+    "grad",
+    "fwd_bf16",
+    "fwd_incremental",
+    "incremental_check",
+    "prm_fwd",
+    "prm_grad",
+    "ssim_step",
+)
+INCREMENTAL_CHECK = (
+    64  # pixelrobust.onepixel.INCREMENTAL_CHECK (cost imports fast; a test compares)
+)
+INCREMENTAL_UNIT = (
+    2  # the incremental unit's timing code (in the calibration key: 2 = the rest in chunks)
+)
 DE_CHECK = 32  # the bf16 DE's fp32 checks per generation (pixelrobust.onepixel.DE_CHECK; cost imports fast)
 PALETTES = {"corners": 8}  # onepixel.palette names -> colours (pixelrobust.onepixel.make_palette)
 
@@ -164,12 +181,16 @@ def grid_pixels(h: int, w: int, stride: int) -> int:
     return math.ceil(h / stride) * math.ceil(w / stride)
 
 
-def incremental_candidates(n_candidates: int, batch_size: int) -> int:
-    """Candidates of one image's exhaustive map that ``onepixel.incremental: auto`` scores on the
-    incremental path: every full batch (the fp32 check batch's candidates too); the check batch
-    (one full batch) and the last partial batch run full fp32 passes (pixelrobust.onepixel,
-    ``OnePixelMap``). 0 when there is no full batch (then everything runs in fp32)."""
-    return (int(n_candidates) // int(batch_size)) * int(batch_size)
+def incremental_candidates(n_candidates: int, batch_size: int) -> tuple[int, int]:
+    """(incremental, checked): candidates of one image's exhaustive map that ``onepixel.incremental:
+    auto`` scores on the incremental path (every full batch, the checked ones too) and the fp32
+    check's candidates among them (``INCREMENTAL_CHECK`` random ones padded to full batches;
+    ``ExhaustiveSearch``); the last partial batch runs a full fp32 pass besides. (0, 0) when the
+    check covers every full batch: then no incremental pass runs and every candidate is fp32."""
+    b = int(batch_size)
+    full = (int(n_candidates) // b) * b
+    checked = -(-min(INCREMENTAL_CHECK, full) // b) * b
+    return (0, 0) if checked >= full else (full, checked)
 
 
 def de_evals(de: dict) -> int:
@@ -332,17 +353,18 @@ def job_units(rule: str, wildcards: dict, config: dict, ctx: Context) -> Counts:
             runs = 1 + 2 * int(
                 op["de_regions"]
             )  # whole image, then each top region and its random subset
-            inc = (
+            inc, checked = (
                 incremental_candidates(ex, int(config["batch_size"]))
                 if op.get("incremental") == "auto"
-                else 0
+                else (0, 0)
             )
-            # the clean prediction and the fp32 passes; with the incremental path the check batch
-            # and the last partial batch (not counted: the band's re-evaluations where the check
-            # is not bit-exact, which did not happen on this CPU, docs/p1.md)
-            c.add(model, "fwd", n * (ex - inc + (int(config["batch_size"]) if inc else 0) + 1))
+            # the clean prediction and the fp32 passes; with the incremental path the check and
+            # the last partial batch (not counted: the band's re-evaluations on an image whose check
+            # is not bit-exact: 1 of 100 ResNet-20 images in bench/README.md, session s38)
+            c.add(model, "fwd", n * (ex - inc + 1))
             if inc:
                 c.add(model, "fwd_incremental", n * inc)
+                c.add(model, "incremental_check", n * checked)
             if op["de"].get("precision") == "bf16":
                 # bf16 autocast fitness; fp32: DE_CHECK random candidates per generation (its error
                 # bound). Not counted: the few it re-decides in fp32 (fp32_fraction 0.005-0.04 of all
@@ -475,7 +497,7 @@ def model_key(spec: dict, config: dict, batch: int, units: Iterable[str]) -> str
             "prm": prm,
             "ssim": ssim,
             **({"bf16": True} if "fwd_bf16" in units else {}),  # keys without it stay valid
-            **({"incremental": True} if "fwd_incremental" in units else {}),
+            **({"incremental": INCREMENTAL_UNIT} if "fwd_incremental" in units else {}),
         },
         sort_keys=True,
     )
@@ -560,8 +582,9 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
                     fwd(scorer)
 
             out["fwd_bf16"] = _timed(fwd_low, device, repeats=3) / b
-    if "fwd_incremental" in units:
-        out["fwd_incremental"] = _incremental_cost(model, x, b, device, out["fwd"])
+    if units & {"fwd_incremental", "incremental_check"}:
+        runs, per = _incremental_cost(model, x, b, device, out["fwd"])
+        out["fwd_incremental"], out["incremental_check"] = per, out["fwd"] if runs else 0.0
     if units & {"prm_fwd", "prm_grad"}:
         # lazy: prm imports cost (a cycle) and torch
         from .prm import PRM, max_depth
@@ -600,24 +623,25 @@ def measure_model(spec: dict, config: dict, device, units: Iterable[str]) -> dic
     return out
 
 
-def _incremental_cost(model, x, b: int, device, fwd: float) -> float:
-    """Seconds per candidate of the exhaustive map's incremental path (``onepixel.incremental``:
-    auto) for ``model``: ``b`` one-pixel candidates of one image (random pixels, corner colours),
-    its clean cache prepared first and the pixels' plan made by the untimed warm-up, as the map's
-    later images reuse it. ``fwd`` where the path does not run (CUDA, other models)."""
+def _incremental_cost(model, x, b: int, device, fwd: float) -> tuple[bool, float]:
+    """(runs, seconds per candidate) of the exhaustive map's incremental path (``onepixel.
+    incremental``: auto) for ``model``: ``b`` one-pixel candidates of one image (random pixels,
+    corner colours), its clean cache prepared first and the pixels' plan made by the untimed
+    warm-up, as the map's later images reuse it; one thread's CPU time, as every unit
+    (:func:`calibrate`). (False, ``fwd``) where the path does not run (CUDA, other models)."""
     # lazy: incremental imports torch (cost imports fast)
     import torch
 
     from .incremental import Incremental, supports
 
     if device.type != "cpu" or not supports(model):
-        return fwd
+        return False, fwd
     h, w = x.shape[-2:]
     gen = torch.Generator().manual_seed(1)
     pix = torch.randperm(h * w, generator=gen)[:b]
     colours = torch.randint(0, 2, (b, 3), generator=gen).float()
     inc = Incremental(model).prepare(x[0])
-    return _timed(lambda: inc(pix // w, pix % w, colours), device, repeats=3) / b
+    return True, _timed(lambda: inc(pix // w, pix % w, colours), device, repeats=3) / b
 
 
 def measure_job_start() -> float:
@@ -676,7 +700,12 @@ def calibrate(
             want = (
                 {"fwd", "grad"}
                 | ({"prm_fwd", "prm_grad"} if asked & {"prm_fwd", "prm_grad"} else set())
-                | ({"ssim_step", "fwd_bf16", "fwd_incremental"} & asked)
+                | ({"ssim_step", "fwd_bf16"} & asked)
+                | (
+                    {"fwd_incremental", "incremental_check"}
+                    if asked & {"fwd_incremental"}
+                    else set()
+                )
             )
             key = model_key(spec, config, config["batch_size"], want)
             if key not in entry:

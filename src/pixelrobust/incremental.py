@@ -586,12 +586,17 @@ class Incremental:
     ) -> torch.Tensor:
         """Logits (N × classes) of the image with pixel (rows[i], cols[i]) set to colours[i].
 
-        The network after the switch runs in chunks of :meth:`rest_batch` candidates (a batch whose
-        activations stay in cache runs faster per image on a CPU; the logits are checked against
-        the full pass at the fp32 path's batch size all the same, ``onepixel.ExhaustiveSearch``)."""
+        The network after the switch runs in equal chunks of :meth:`rest_batch` candidates where
+        that divides N (a batch whose activations stay in cache runs faster per image on a CPU),
+        else whole. Equal chunks only: a kernel chosen by the chunk's shape then shows in every
+        candidate of the batch, so the exhaustive map's run-time check (a full batch of the map's
+        candidates against full fp32 passes, ``onepixel.ExhaustiveSearch``) sees it; a last
+        chunk of another size could round differently (ResNet-20's rest at batch 1-2 and
+        MobileNetV2's at 1-8 differ from batch 256 in the last bits here, a referee's finding)
+        and slip past a random check."""
         f = self.features_at_switch(rows, cols, colours)
         k = self.rest_batch()
-        if len(f) <= k:
+        if len(f) <= k or len(f) % k:
             return self.arch.rest(f, self.n_switch)
         return torch.cat([self.arch.rest(f[i : i + k], self.n_switch) for i in range(0, len(f), k)])
 

@@ -99,21 +99,35 @@ def test_onepixel_counts_from_first_principles():
     de = 40 * (9 + 1)  # population and 9 generations of it, at the whole budget
     runs = 1 + 2 * 2  # whole image + (top region, equal random subset) x de_regions
     # onepixel.incremental: auto (the default): the map's full batches of 64 on the incremental
-    # path (8192 = 128 x 64, all of them), one full batch of fp32 checks, the clean prediction
-    assert u == {"fwd": 5 * (64 + 1 + runs * de), "fwd_incremental": 5 * exhaustive}
+    # path (8192 = 128 x 64, all of them), one full batch of fp32 checks (64 random candidates),
+    # the clean prediction
+    assert u == {
+        "fwd": 5 * (1 + runs * de),
+        "fwd_incremental": 5 * exhaustive,
+        "incremental_check": 5 * 64,
+    }
     off = small_config()
     off["onepixel"]["incremental"] = "off"
     u = units("onepixel_search", {"model": "r20", "chunk": "2"}, off)["r20"]
     assert u == {"fwd": 5 * (exhaustive + runs * de + 1)}
     # ImageNet at stride 8: a 28 x 28 grid, 6272 candidates = 98 full batches of 64
     u = units("onepixel_search", {"model": "mnv2", "chunk": "0"})["mnv2"]
-    assert u["fwd"] == 3 * (64 + runs * de + 1) and u["fwd_incremental"] == 3 * 28 * 28 * 8
+    assert u["fwd"] == 3 * (runs * de + 1) and u["fwd_incremental"] == 3 * 28 * 28 * 8
     # at batch 256: 24 full batches (6144) incremental; the check batch and the last 128 in fp32
     big = small_config()
     big["batch_size"] = 256
     u = units("onepixel_search", {"model": "mnv2", "chunk": "0"}, big)["mnv2"]
-    assert u["fwd_incremental"] == 3 * 24 * 256
-    assert u["fwd"] == 3 * (256 + 128 + 1 + runs * de)
+    assert u["fwd_incremental"] == 3 * 24 * 256 and u["incremental_check"] == 3 * 256
+    assert u["fwd"] == 3 * (128 + 1 + runs * de)
+    # batch 32: the 64 random checks take two full batches
+    assert cost.incremental_candidates(8192, 32) == (8192, 64)
+    # one full batch only: the check covers it, no incremental pass runs, everything in fp32
+    assert cost.incremental_candidates(8192, 8192) == (0, 0)
+    assert cost.incremental_candidates(8192 + 100, 8192) == (0, 0)
+    assert cost.incremental_candidates(100, 256) == (0, 0)
+    from pixelrobust.onepixel import INCREMENTAL_CHECK
+
+    assert cost.INCREMENTAL_CHECK == INCREMENTAL_CHECK  # cost keeps a copy: it imports fast
     u = units("onepixel_search", {"model": "mnv2", "chunk": "0"}, off)["mnv2"]
     assert u["fwd"] == 3 * (28 * 28 * 8 + runs * de + 1)
     # segment: occlusion of each of 16 regions + the clean prediction, one Grad-CAM++ gradient per image
@@ -136,12 +150,18 @@ def test_bf16_de_counts_its_fitness_in_bf16_and_its_checks_in_fp32():
     u = units("onepixel_search", {"model": "r20", "chunk": "2"}, cfg)["r20"]
     runs, generations = 1 + 2 * 2, 9 + 1
     assert u == {
-        "fwd": 5 * (64 + 1 + runs * generations * 32),
+        "fwd": 5 * (1 + runs * generations * 32),
         "fwd_incremental": 5 * 32 * 32 * 8,
+        "incremental_check": 5 * 64,
         "fwd_bf16": 5 * runs * 40 * generations,
     }
     # and the estimate prices them at the bf16 unit's cost
-    costs = {"job": 0.0, "models": {"r20": {"fwd": 0.0, "fwd_bf16": 1.0, "fwd_incremental": 0.0}}}
+    costs = {
+        "job": 0.0,
+        "models": {
+            "r20": {"fwd": 0.0, "fwd_bf16": 1.0, "fwd_incremental": 0.0, "incremental_check": 0.0}
+        },
+    }
     est = cost.estimate([("onepixel_search", {"model": "r20", "chunk": "2"})], cfg, CTX, costs)
     assert est["cpu_seconds"] == 5 * runs * 40 * generations
     from pixelrobust.onepixel import DE_CHECK
@@ -275,9 +295,12 @@ def test_incremental_unit_priced_and_timed_on_the_incremental_path(monkeypatch):
     """The estimate prices the incremental candidates at fwd_incremental, and measure_model times
     that unit by running Incremental itself (a CIFAR ResNet on the CPU), not the full pass."""
     cfg = small_config()
-    costs = {"job": 0.0, "models": {"r20": {"fwd": 0.0, "fwd_incremental": 1.0}}}
+    costs = {
+        "job": 0.0,
+        "models": {"r20": {"fwd": 0.0, "fwd_incremental": 1.0, "incremental_check": 10.0}},
+    }
     est = cost.estimate([("onepixel_search", {"model": "r20", "chunk": "2"})], cfg, CTX, costs)
-    assert est["cpu_seconds"] == 5 * 32 * 32 * 8
+    assert est["cpu_seconds"] == 5 * (32 * 32 * 8 + 10 * 64)
     import torch
 
     from pixelrobust import incremental
@@ -294,10 +317,26 @@ def test_incremental_unit_priced_and_timed_on_the_incremental_path(monkeypatch):
     torch.set_num_threads(1)
     spec = resolve_spec("resnet20_cifar10", {})
     got = cost.measure_model(spec, cfg, torch.device("cpu"), {"fwd", "grad", "fwd_incremental"})
-    assert set(got) == {"fwd", "grad", "fwd_incremental"}
+    assert set(got) == {"fwd", "grad", "fwd_incremental", "incremental_check"}
     assert math.isfinite(got["fwd_incremental"]) and got["fwd_incremental"] > 0
+    assert got["incremental_check"] == got["fwd"]  # the path runs: its checks are full passes
     # a warm-up (the plan) and the best of 3, each a calibration batch of 32 candidates
     assert calls == [32] * 4
+    # a model the path does not run, or CUDA: the candidates at the full pass's cost, no extra
+    # check (measure_model then prices incremental_check at 0)
+    from pixelrobust.models import Classifier, build_model
+
+    calls.clear()
+    other = Classifier(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10)),
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+    ).eval()
+    x = torch.rand(4, 3, 32, 32)
+    assert cost._incremental_cost(other, x, 4, torch.device("cpu"), 0.25) == (False, 0.25)
+    r20 = build_model(spec, None, torch.device("cpu"))
+    assert cost._incremental_cost(r20, x, 4, torch.device("cuda"), 0.25) == (False, 0.25)
+    assert calls == []
     # the key tells an entry with the unit from one without it
     keys = {cost.model_key(spec, cfg, 64, u) for u in ({"fwd"}, {"fwd", "fwd_incremental"})}
     assert len(keys) == 2
@@ -350,7 +389,8 @@ def test_snakemake_hook_uses_the_jobs_to_run(tmp_path, capsys):
         specs["r20"],
         small_config(),
         64,
-        set(cost.UNITS) - {"prm_fwd", "prm_grad", "ssim_step", "fwd_bf16", "fwd_incremental"},
+        set(cost.UNITS)
+        - {"prm_fwd", "prm_grad", "ssim_step", "fwd_bf16", "fwd_incremental", "incremental_check"},
     )
     cache.write_text(json.dumps({mkey: {key: {"fwd": 0.05, "grad": 0.1}, "job": 1.0}}))
     out = tmp_path / "estimate.txt"
