@@ -633,13 +633,14 @@ def _incremental_cost(model, x, b: int, device, fwd: float) -> tuple[bool, float
     import torch
 
     from .incremental import Incremental, supports
+    from .onepixel import make_palette
 
     if device.type != "cpu" or not supports(model):
         return False, fwd
     h, w = x.shape[-2:]
-    gen = torch.Generator().manual_seed(1)
-    pix = torch.randperm(h * w, generator=gen)[:b]
-    colours = torch.randint(0, 2, (b, 3), generator=gen).float()
+    pix = torch.randperm(h * w, generator=torch.Generator().manual_seed(1))[:b]
+    palette = make_palette("corners")
+    colours = palette[torch.arange(b) % len(palette)]
     inc = Incremental(model).prepare(x[0])
     return True, _timed(lambda: inc(pix // w, pix % w, colours), device, repeats=3) / b
 
