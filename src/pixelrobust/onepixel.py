@@ -369,10 +369,11 @@ class ExhaustiveSearch:
         mask = torch.ones(h, w, dtype=torch.bool) if mask is None else mask.bool().cpu()
         pix = mask.flatten().nonzero().squeeze(1).to(device)  # allowed pixel indices (row-major)
         cls = int(target if target is not None else label)
-        clean = self.model(image[None])
+        with _one_thread(device):  # as every full fp32 pass of the map (see the class docstring)
+            clean = self.model(image[None])
         p_clean = clean.softmax(1)[0, cls].item()
         n_cand = len(pix) * n_col
-        buf = torch.empty(self.batch_size, c, h, w, device=device)
+        buf = _Buffers(self.batch_size, (c, h, w), device)
         extra = {}
         screen = self.inc is not None or (
             self.path != "fp32"
@@ -384,12 +385,15 @@ class ExhaustiveSearch:
         if not screen:
             prob_tab = torch.empty(n_cand, device=device)  # candidate p = pixel * n_col + colour
             succ_tab = torch.empty(n_cand, dtype=torch.bool, device=device)
-            for start in range(0, n_cand, self.batch_size):
+
+            def evaluate(start):
                 idx = torch.arange(start, min(start + self.batch_size, n_cand), device=device)
-                logits = self.model(_candidates(buf, image, pix, palette, idx))
+                logits = self.model(_candidates(buf.get(), image, pix, palette, idx))
                 prob_tab[idx] = logits.softmax(1)[:, cls]
                 pred = logits.argmax(1)
                 succ_tab[idx] = (pred == cls) if target is not None else (pred != cls)
+
+            _in_workers(evaluate, list(range(0, n_cand, self.batch_size)), device)
             prob_tab, succ_tab = prob_tab.view(-1, n_col).cpu(), succ_tab.view(-1, n_col).cpu()
             vuln = succ_tab.any(1)
             extra["n_fp32"] = n_cand
@@ -479,7 +483,7 @@ class ExhaustiveSearch:
             for start in range(0, n, B):
                 idx = torch.arange(start, min(start + B, n), device=device)
                 with torch.autocast(device.type, dtype=self.low):
-                    z = self.model(_candidates(buf, image, pix, palette, idx)).float()
+                    z = self.model(_candidates(buf.get(), image, pix, palette, idx)).float()
                 m_lo[start : start + len(idx)], u_lo[start : start + len(idx)] = _decision(
                     z, cls, targeted
                 )
@@ -535,23 +539,30 @@ class ExhaustiveSearch:
                     len(order) < total
                 ):  # not enough candidates left: repeat one (its result is the same)
                     order = torch.cat([order, order[-1:].expand(total - len(order))])
-                for s in range(0, total, size):
+
+                def full(s, order=order, size=size, p32=p32, succ=succ, m32=m32, u32=u32):
                     idx = order[s : s + size]
-                    record = contextlib.nullcontext()
-                    if self.inc is not None and rounds == 0 and g_hi == n_full and s == 0:
-                        # the clean cache from this batch, at the fp32 path's batch size; taken from
-                        # every other candidate where it can be, so the rest check it independently
-                        p = pix[idx.to(device) // n_col]
-                        prefer = torch.arange(len(idx)) % 2 == 0
-                        record = self.inc.recording(p // w, p % w, prefer)
-                    with record:
-                        logits = self.model(_candidates(buf, image, pix, palette, idx.to(device)))
-                    n_fp32 += len(idx)
+                    logits = self.model(_candidates(buf.get(), image, pix, palette, idx.to(device)))
                     p32[idx] = logits.softmax(1)[:, cls].float().cpu()
                     pred = logits.argmax(1).cpu()
                     succ[idx] = (pred == cls) if targeted else (pred != cls)
                     m32[idx], u32[idx] = _decision(logits, cls, targeted)
-                    known[idx] = True
+
+                starts = list(range(0, total, size))
+                if self.inc is not None and rounds == 0 and g_hi == n_full:
+                    # the clean cache from the first batch, at the fp32 path's batch size and in one
+                    # thread, as the fp32 path runs it; taken from every other candidate where it can
+                    # be, so the rest check it independently. Alone: the recording hooks must see
+                    # this batch only.
+                    idx = order[:size]
+                    p = pix[idx.to(device) // n_col]
+                    prefer = torch.arange(len(idx)) % 2 == 0
+                    with self.inc.recording(p // w, p % w, prefer), _one_thread(device):
+                        full(0)
+                    starts = starts[1:]
+                _in_workers(full, starts, device)
+                n_fp32 += total
+                known[order] = True
             if self.inc is not None and rounds == 0:
                 # fp32 on the changed cone (pixelrobust.incremental), in the fp32 path's full batches
                 # (none when the check already covered them all); its last batch ran whole in fp32
@@ -1235,7 +1246,8 @@ class DifferentialEvolution:
 def _in_workers(fn, items: list, device) -> None:
     """``fn(item)`` for every item (ours): on a CPU with ``torch.get_num_threads()`` > 1, in that
     many Python threads of one intra-op thread each, every thread taking every k-th item; else in
-    order. The incremental pass's many small operations keep two intra-op threads busy less well than
+    order (on a CPU with one intra-op thread too, whatever the process's setting, so that every item
+    runs the same way at any thread count). The incremental pass's many small operations keep two intra-op threads busy less well than
     two single-threaded streams (measured: bench/onepixel/run.py, docs/p1.md), and its batches are
     independent. The results do not depend on the thread count here: the fp32 check that decides
     whether they are taken compares them, computed this way, with the full pass bit for bit. A
@@ -1245,8 +1257,9 @@ def _in_workers(fn, items: list, device) -> None:
     threads = torch.get_num_threads()
     workers = min(threads, len(items)) if torch.device(device).type == "cpu" else 1
     if workers <= 1:
-        for item in items:
-            fn(item)
+        with _one_thread(device):
+            for item in items:
+                fn(item)
         return
     errors, stop = [], threading.Event()
 
@@ -1274,6 +1287,37 @@ def _in_workers(fn, items: list, device) -> None:
         torch.set_num_threads(threads)
     if errors:
         raise errors[0]
+
+
+@contextlib.contextmanager
+def _one_thread(device):
+    """One intra-op thread for the block on a CPU (ours), as each :func:`_in_workers` worker runs:
+    the exhaustive map's full fp32 passes all run this way, so that its numbers do not depend on the
+    thread count (see :class:`ExhaustiveSearch`). Elsewhere (CUDA) nothing changes."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _Buffers:
+    """One candidate buffer (``batch`` × C × H × W) per thread: the exhaustive map's worker threads
+    write their batches side by side."""
+
+    def __init__(self, batch: int, shape: tuple, device):
+        self.batch, self.shape, self.device = batch, shape, device
+        self._local = threading.local()
+
+    def get(self) -> torch.Tensor:
+        buf = getattr(self._local, "buf", None)
+        if buf is None:
+            buf = self._local.buf = torch.empty(self.batch, *self.shape, device=self.device)
+        return buf
 
 
 def _distance(logits: torch.Tensor, cls: torch.Tensor, targeted: bool) -> torch.Tensor:
