@@ -249,6 +249,15 @@ class ExhaustiveSearch:
     difference seen, can be 0 on the banded branch too). At more than one thread the incremental
     pass runs its batches in single-threaded worker threads (:func:`_in_workers`). ``path`` is then
     ``fp32_incremental``; elsewhere (other models, CUDA, ``"off"``) nothing changes.
+
+    Threads (ours, session s39): on a CPU every full fp32 pass of the map runs at one intra-op thread:
+    the fp32 path's batches as single-threaded worker streams (:func:`_in_workers`, one per thread),
+    the clean image, the incremental path's check batches (the recorded one alone) and its
+    re-evaluations. A full pass at two intra-op threads can round otherwise than at one (measured:
+    MobileNetV2 at batch 16-112 on this project's CPU; not at 224), so the map would depend on the
+    thread count, and the incremental path (single-threaded, like the raw pass at its fastest here)
+    would miss the bit-exact branch at those batch sizes. The map is therefore the same at any
+    thread count (on the same CPU and kernels), and on CUDA nothing changes.
     """
 
     def __init__(
