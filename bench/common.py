@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +24,12 @@ class Counting(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         self.model, self.count = model, 0
+        self._lock = threading.Lock()  # the exhaustive map calls it from worker threads
         self.train(model.training)
 
     def forward(self, x):
-        self.count += len(x)
+        with self._lock:
+            self.count += len(x)
         return self.model(x)
 
 

@@ -30,9 +30,11 @@ in batches of ``--batch-size`` candidates (the map's), the rest in chunks of ``I
   in raw units at ``--batch-size`` (the fp32 path's batch);
 * ``projected_exact_incremental`` = 1 / (features + rest_fp32 + check): the exact incremental map now;
   ``projected_exact_no_check`` = 1 / (features + rest_fp32): the same with a free check (its ceiling);
-  ``projected_screened`` = 1 / (features + rest_bf16 + need_sampled x (features + rest_fp32) + check): the three
-  tiers, assuming the re-evaluations cost what a full incremental batch costs per candidate (optimistic: a subset
-  shares less geometry), both as multiples of the fastest one-thread raw fp32 rate.
+  ``projected_screened`` = 1 / (features + rest_bf16 + need_sampled x rest_fp32 + check): the three tiers, the
+  cone computed once in fp32 (the screen's own switch activations, kept for the re-evaluations: a referee's
+  correction of session s39; the first version counted the cone twice), the re-evaluations at the rest's per
+  candidate cost in full chunks (optimistic: a subset pads to chunks, and the real search's band carries the
+  errors over images and may widen in rounds), both as multiples of the fastest one-thread raw fp32 rate.
 
 The fp32 reference for the errors is the incremental path with its batch-1 cache (``Incremental.prepare``), equal to
 the full pass to ~1e-5 (bit for bit with the recorded cache); that is far below the bf16 errors measured here.
@@ -220,7 +222,8 @@ def main() -> None:
             "check": check,
             "projected_exact_incremental": 1 / (exact + check),
             "projected_exact_no_check": 1 / exact,
-            "projected_screened": 1 / (per["features"] + per["rest_bf16"] + need_s * exact + check),
+            "projected_screened": 1
+            / (per["features"] + per["rest_bf16"] + need_s * per["rest_fp32"] + check),
         }
         rows.append(row)
         print(

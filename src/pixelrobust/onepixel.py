@@ -256,8 +256,13 @@ class ExhaustiveSearch:
     re-evaluations. A full pass at two intra-op threads can round otherwise than at one (measured:
     MobileNetV2 at batch 16-112 on this project's CPU; not at 224), so the map would depend on the
     thread count, and the incremental path (single-threaded, like the raw pass at its fastest here)
-    would miss the bit-exact branch at those batch sizes. The map is therefore the same at any
-    thread count (on the same CPU and kernels), and on CUDA nothing changes.
+    would miss the bit-exact branch at those batch sizes. The fp32 and incremental maps are therefore
+    the same at any thread count (on the same CPU and kernels; the bf16 screen's passes still run at
+    the process's threads and only choose what fp32 evaluates), and on CUDA nothing changes. Costs:
+    ``threads`` batches are in flight at once (peak memory grows with the thread count: MobileNetV2
+    at batch 256, about 2.7 GB per stream), the model is called from several Python threads at once
+    (hooks and wrappers must be thread-safe; a thread-local context the caller set, such as autocast
+    or a profiler, reaches only the passes in the calling thread).
     """
 
     def __init__(
