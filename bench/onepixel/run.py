@@ -138,7 +138,10 @@ def incremental_rows(
     ``pixelrobust_exhaustive_grid`` and ``pixelrobust_exhaustive_grid_incremental`` (``maps_equal_fp32``:
     every image's map equal bit for bit; ``n_reevaluated``: full fp32 passes per image, the run-time
     check and batch padding included; ``bit_exact_images``: images on the bit-exact branch, the others
-    took the band; ``difference_seen``: the largest difference seen). Besides wall
+    took the band; ``difference_seen``: the largest difference seen); with ``--screened`` also
+    ``pixelrobust_exhaustive_grid_incremental_screened`` (``onepixel.precision`` bf16_screened: on a
+    CIFAR ResNet the rest of the network screened in bf16 delta form, the fp32 rest on the kept cone
+    activations deciding; ``n_rest``: those fp32 rests per image, the check's included). Besides wall
     seconds, every row has process CPU seconds (``cpu_seconds_per_image``,
     ``fraction_of_raw_forward_cpu``): on a shared machine the wall clock counts other people's work.
     The two maps of each image run back to back (which goes first alternates), followed by as many
@@ -221,6 +224,13 @@ def incremental_rows(
         ("pixelrobust_exhaustive_grid", {}),
         ("pixelrobust_exhaustive_grid_incremental", {"incremental": "auto"}),
     )
+    if args.screened:  # session s40: the rest screened in bf16 delta form, fp32 decides
+        methods += (
+            (
+                "pixelrobust_exhaustive_grid_incremental_screened",
+                {"incremental": "auto", "precision": "bf16_screened"},
+            ),
+        )
     searches = {m: ExhaustiveSearch(model, "corners", args.batch_size, **kw) for m, kw in methods}
     for m, search in searches.items():
         print(f"{m}: {search.describe()}")
@@ -245,7 +255,7 @@ def incremental_rows(
             maps[m].append(pm)
             print(
                 f"  image {int(index[i])} {m}: {dt:.1f} s wall, {dc:.1f} s CPU, "
-                f"full fp32 passes {pm.n_fp32} of {pm.n_evals}",
+                f"full fp32 passes {pm.n_fp32}, fp32 rests {pm.n_rest} of {pm.n_evals}",
                 flush=True,
             )
         for mode in RAW_MODES if i % 2 == 0 else RAW_MODES[::-1]:
@@ -277,7 +287,7 @@ def incremental_rows(
             "precision": out[0].precision,
             "n_reevaluated": sum(m.n_fp32 for m in out) / n,
         }
-        if method.endswith("incremental"):
+        if "incremental" in method:
             full = maps["pixelrobust_exhaustive_grid"]
             r["maps_equal_fp32"] = all(
                 np.array_equal(a.vulnerable, b.vulnerable)
@@ -287,6 +297,7 @@ def incremental_rows(
             )
             r["difference_seen"] = max(m.screen_error for m in out)
             r["bit_exact_images"] = sum(m.bit_exact for m in out)
+            r["n_rest"] = sum(m.n_rest for m in out) / n
         rows.append(r)
         report(r)
     raw_after = raw_rates({mode: [size[mode]] for mode in RAW_MODES})
@@ -412,6 +423,13 @@ def main() -> None:
         default=0,
         help="also ResNet-20's full CIFAR-10 map, fp32 and incremental, on this many images "
         "(onepixel_resnet20_incremental.csv)",
+    )
+    ap.add_argument(
+        "--screened",
+        action="store_true",
+        help="incremental rows: also the map with onepixel.precision bf16_screened "
+        "(pixelrobust_exhaustive_grid_incremental_screened: on a CIFAR ResNet the rest screened in bf16 delta "
+        "form, the fp32 rest on the kept cone activations deciding; n_rest: those fp32 rests per image)",
     )
     ap.add_argument(
         "--incremental-only",

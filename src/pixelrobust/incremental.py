@@ -274,6 +274,7 @@ class Incremental:
         self.switch = switch  # resolved in prepare (depends on the image size) when None
         self._plans, self._plan_bytes = {}, 0  # the geometry cache (:meth:`_plan`)
         self._plan_lock = threading.Lock()
+        self._delta = None
 
     def _resolve_switch(self, h: int, w: int) -> int:
         if self.switch is not None:
@@ -319,6 +320,7 @@ class Incremental:
                     y = st.after_add(y)
             x = y
         self.clean_out = x[0].permute(1, 2, 0).contiguous()  # H×W×C at the switch
+        self._delta = None  # the screen's clean pre-activations (prepare_screen)
         self._pads = {}
         self.uncovered = (
             None  # positions :meth:`recording` left at their batch-1 value (None: not recorded)
@@ -594,11 +596,58 @@ class Incremental:
         chunk of another size could round differently (ResNet-20's rest at batch 1-2 and
         MobileNetV2's at 1-8 differ from batch 256 in the last bits here, a referee's finding)
         and slip past a random check."""
-        f = self.features_at_switch(rows, cols, colours)
+        return self.rest(self.features_at_switch(rows, cols, colours))
+
+    @torch.inference_mode()
+    def rest(self, f: torch.Tensor) -> torch.Tensor:
+        """The logits from activations at the switch (:meth:`features_at_switch`), the network after
+        the switch in full fp32, in equal chunks of :meth:`rest_batch` where that divides N, else whole
+        (see :meth:`__call__`)."""
         k = self.rest_batch()
         if len(f) <= k or len(f) % k:
             return self.arch.rest(f, self.n_switch)
         return torch.cat([self.arch.rest(f[i : i + k], self.n_switch) for i in range(0, len(f), k)])
+
+    @torch.inference_mode()
+    def prepare_screen(self, dtype=torch.bfloat16) -> Incremental:
+        """The clean image's pre-activations after the switch for :meth:`screen` (from the current
+        clean activation at the switch)."""
+        if not self.supports_screen():
+            raise ValueError(
+                f"Incremental.screen: this {self.arch.name} has an activation that is not ReLU / ReLU6: "
+                "no delta form (run precision fp32)"
+            )
+        cls = _DeltaRest if self.arch.name == "CifarResNet" else _DeltaSteps
+        self._delta = cls(self.model, self.clean_out, self.n_switch, dtype)
+        return self
+
+    def supports_screen(self) -> bool:
+        """Whether :meth:`screen` can run this network: a CIFAR ResNet, or a MobileNetV2 whose
+        activations after the switch are ReLU / ReLU6 (piecewise linear: their delta form is exact
+        arithmetic on the clean pre-activation)."""
+        if self.arch.name == "CifarResNet":
+            return True
+        return all(
+            isinstance(m, nn.Conv2d | nn.BatchNorm2d | nn.ReLU | nn.ReLU6 | nn.Identity)
+            for mods, _, _ in self.arch.blocks
+            for m in mods
+        )
+
+    @torch.inference_mode()
+    def screen(self, f: torch.Tensor, dtype=torch.bfloat16) -> torch.Tensor:
+        """Screening logits (ours, session s40) from fp32 activations at the switch: the network after
+        the switch in *delta form* with ``dtype`` convolutions (:class:`_DeltaRest`): every convolution
+        runs on the candidate's difference from the clean image's activation, in ``dtype``, added to
+        the clean image's fp32 pre-activation. The error is relative to the change the pixel makes,
+        not to the activations: on ResNet-20 about a tenth of plain bf16's (measured: docs/p1.md).
+        Not the fp32 answer: a score for :class:`~pixelrobust.onepixel.ExhaustiveSearch` to rank with.
+        :meth:`prepare_screen` first (after :meth:`prepare`)."""
+        if self._delta is None or self._delta.dtype != dtype:
+            raise RuntimeError(
+                "Incremental.screen: call prepare_screen(dtype) after prepare(image) first"
+            )
+        k = self.rest_batch()
+        return torch.cat([self._delta(f[i : i + k]) for i in range(0, len(f), k)])
 
     def rest_batch(self) -> int:
         """Candidates per chunk of the network after the switch (ours): the largest power of two
@@ -612,6 +661,147 @@ class Incremental:
             return 1 << 30
         per = self.clean_out.numel() * self.clean_out.element_size()
         return 1 << max(0, int(math.floor(math.log2(max(1, REST_CHUNK_BYTES // per)))))
+
+
+class _DeltaRest:
+    """A CIFAR ResNet from block ``n`` on, in delta form (ours, session s40): for a candidate whose
+    activation at the switch is ``x0 + d`` (``x0`` the clean image's), each convolution runs on the
+    difference only, in low precision (its batch norm folded into the weights; no bias: the clean
+    pre-activation carries it), and is added to the clean image's fp32 pre-activation:
+    ``relu(P + conv(d)) - relu(P)`` is ``max(conv(d), -P) - relu(-P)``, two fp32 operations over cached
+    ``-P`` and ``relu(-P)``. Rounding then scales with the change ``d``, not with the activation: a
+    pixel that barely moves the network gets a screening error near zero. Shortcuts: identity and
+    option A (linear, on ``d`` in fp32); option B's 1 × 1 convolution and batch norm in delta form."""
+
+    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype):
+        net = model.net
+        seq = [*net.layer1, *net.layer2, *net.layer3][n - 1 :]
+        self.dtype, self.fc = dtype, net.fc
+        cl = torch.channels_last
+        x0 = clean_out.permute(2, 0, 1)[None].contiguous(memory_format=cl)
+        self.first = x0  # the clean activation at the switch
+
+        def folded(conv, bn):
+            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            return (conv.weight * s.view(-1, 1, 1, 1)).to(dtype).contiguous(memory_format=cl)
+
+        self.layers = []
+        for b in seq:
+            p1 = b.bn1(b.conv1(x0))
+            h0 = F.relu(p1)
+            p2 = b.bn2(b.conv2(h0)) + b.downsample(x0)
+            short = b.downsample
+            if isinstance(short, nn.Sequential):  # option B: a 1 x 1 convolution and a batch norm
+                short = (folded(short[0], short[1]), short[0].stride)
+            elif not isinstance(short, nn.Identity | _pad_type()):
+                raise ValueError(f"delta screen: unsupported shortcut {type(short).__name__}")
+            self.layers.append(
+                (
+                    folded(b.conv1, b.bn1),
+                    b.conv1.stride,
+                    (-p1).contiguous(memory_format=cl),
+                    F.relu(-p1).contiguous(memory_format=cl),
+                    folded(b.conv2, b.bn2),
+                    (-p2).contiguous(memory_format=cl),
+                    F.relu(-p2).contiguous(memory_format=cl),
+                    short,
+                )
+            )
+            x0 = F.relu(p2)
+        self.last = x0.contiguous(memory_format=cl)
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        d = f - self.first
+        for w1, stride, n1, n1p, w2, n2, n2p, short in self.layers:
+            y = F.conv2d(d.to(self.dtype), w1, None, stride, 1)
+            dh = torch.maximum(y, n1).sub_(n1p)
+            y = F.conv2d(dh.to(self.dtype), w2, None, 1, 1).float()
+            if isinstance(short, tuple):
+                y.add_(F.conv2d(d.to(self.dtype), short[0], None, short[1]))
+            else:
+                y.add_(short(d))
+            d = torch.maximum(y, n2).sub_(n2p)
+        out = d + self.last
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)).float()
+
+
+class _DeltaSteps:
+    """A MobileNetV2 from block ``n`` on, in delta form (ours, session s40; see :class:`_DeltaRest`):
+    per convolution, the change ``d`` from the clean activation runs through the convolution in low
+    precision (batch norm folded into its weights, no bias) and is added to the clean image's fp32
+    pre-activation ``P``: after a ReLU6 the change is ``clamp(y, -P, 6 - P) + (P - relu6(P))``, after a
+    ReLU ``max(y, -P) - relu(-P)``, after none ``y``; a residual adds the block input's change."""
+
+    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype):
+        arch = _arch(model)
+        self.dtype, self.head = dtype, arch.rest
+        self.n_blocks = len(arch.blocks)
+        cl = torch.channels_last
+        x = clean_out.permute(2, 0, 1)[None].contiguous(memory_format=cl)
+        self.first = x
+        self.steps = []
+        block_in = None
+        for st in _steps(arch.blocks[n:]):
+            if st.block_start:
+                block_in = x
+            bn = [m for m in st.post if isinstance(m, nn.BatchNorm2d)]
+            acts = [m for m in st.post if isinstance(m, nn.ReLU | nn.ReLU6)]
+            if len(bn) != 1 or len(acts) > 1 or st.post.index(bn[0]) != 0:
+                raise ValueError(
+                    "delta screen: a convolution needs one batch norm, then at most one ReLU / ReLU6"
+                )
+            c = st.conv
+            scale = bn[0].weight / torch.sqrt(bn[0].running_var + bn[0].eps)
+            w = (c.weight * scale.view(-1, 1, 1, 1)).to(dtype).contiguous(memory_format=cl)
+            p = _elementwise(st.post[:1], c(x))  # the clean pre-activation (fp32)
+            if st.residual_end:
+                if acts or st.after_add is not None or st.shortcut is not None:
+                    raise ValueError(
+                        "delta screen: a residual block must end linear, with an identity shortcut"
+                    )
+                p = p + block_in
+            act = type(acts[0]) if acts else None
+            if act is nn.ReLU6:
+                bounds = (-p, 6 - p, p - p.clamp(0, 6))
+                x = p.clamp(0, 6)
+            elif act is nn.ReLU:
+                bounds = (-p, None, -F.relu(-p))
+                x = F.relu(p)
+            else:
+                bounds, x = None, p
+            if bounds is not None:
+                bounds = tuple(
+                    None if b is None else b.contiguous(memory_format=cl) for b in bounds
+                )
+            self.steps.append(
+                (w, c.stride, c.padding, c.groups, st.block_start, st.residual_end, bounds)
+            )
+            x = x.contiguous(memory_format=cl)
+        self.last = x
+
+    def __call__(self, f: torch.Tensor) -> torch.Tensor:
+        d = f - self.first
+        block_d = None
+        for w, stride, padding, groups, start, res_end, bounds in self.steps:
+            if start:
+                block_d = d
+            # y stays in low precision: the fp32 operations below read it as it is (no copy)
+            y = F.conv2d(d.to(self.dtype), w, None, stride, padding, 1, groups)
+            if res_end:
+                y = block_d + y  # fp32 when the block's input change is
+            if bounds is None:
+                d = y  # a linear step: the next convolution takes it as it is
+            elif bounds[1] is not None:  # ReLU6
+                d = torch.clamp(y, bounds[0], bounds[1]).add_(bounds[2])
+            else:  # ReLU
+                d = torch.maximum(y, bounds[0]).add_(bounds[2])
+        return self.head(self.last + d, self.n_blocks).float()
+
+
+def _pad_type():
+    from .models import _PadShortcut  # lazy, as in _cifar_resnet
+
+    return _PadShortcut
 
 
 def cost_fraction(model, side: int, switch: int) -> float:

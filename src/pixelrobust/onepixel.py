@@ -118,7 +118,12 @@ class PixelMap:
     )  # screened: the largest |low precision - fp32| seen on this image's
     #                                     decision quantities (margin, log-odds); the band is screen_band x it
     bit_exact: bool = False  # incremental path: the checked incremental results equalled the full
-    #                          pass bit for bit and were taken for every candidate (else: the band)
+    #                          pass bit for bit and were taken for every candidate (else: the band);
+    #                          bf16_incremental: the checked fp32 rests equalled it, so the fp32 rest decides
+    n_rest: int = (
+        0  # bf16_incremental: candidates whose fp32 rest ran on their kept cone activations
+    )
+    #                  (the check's, the band's and chunk padding)
 
     @property
     def success(self) -> bool:
@@ -140,6 +145,10 @@ ABS_SLACK = (
     2.0**-149
 )  # plus one subnormal step: below 2^-126 fp32 probabilities lose relative precision
 MIN_RANDOM_CHECK = 256  # random fp32 checks per screened image at least, whatever the batch size
+FEATURE_CACHE_BYTES = (
+    2 * 2**30
+)  # ours: bf16_incremental keeps the fp32 activations at the switch of
+#                                  an image's candidates up to this size (ResNet-20's map: 256 MiB)
 SCREEN_ROUNDS = (
     4  # widening rounds before a screened image falls back to fp32 for every candidate left
 )
@@ -250,6 +259,24 @@ class ExhaustiveSearch:
     pass runs its batches in single-threaded worker threads (:func:`_in_workers`). ``path`` is then
     ``fp32_incremental``; elsewhere (other models, CUDA, ``"off"``) nothing changes.
 
+    ``precision="bf16_screened"`` with ``incremental="auto"`` (ours, session s40; ``path``
+    ``bf16_incremental``, on a CPU with native bf16; a CIFAR ResNet, or a MobileNetV2 whose activations
+    are ReLU / ReLU6): three tiers. The cone runs in fp32 as above and its activations at the switch
+    are kept (``FEATURE_CACHE_BYTES`` at most; larger maps run the exact incremental path); the rest
+    of the network is screened in bf16 in *delta form*
+    (:meth:`~pixelrobust.incremental.Incremental.screen`: convolutions on the change from the clean
+    image, added to its fp32 pre-activations, so the error scales with what the pixel changes:
+    ~0.04 in log-odds on ResNet-20 against ~0.2-0.3 for plain bf16; ~0.004 against ~0.12 on
+    MobileNetV2 at 224, where plain bf16's error is as large as a pixel's colours differ). The
+    run-time check is the same full-batch one; its candidates' fp32 rests on the kept activations
+    must equal their full fp32 passes bit for bit (and ``uncovered`` be 0). Then the screen's band
+    (as above, from the errors seen) selects what fp32 decides, and the fp32 rest on the kept
+    activations gives those values (``n_rest`` counts them, in chunks of the rest's own size,
+    padded); otherwise full fp32 passes do. Every colour that could be its pixel's best and every
+    candidate near the boundary gets its fp32 value, so the map is the fp32 map when the sampled
+    bound holds, as for the bf16 screen ("Known limit" in docs/p1.md applies); default off
+    (``precision`` fp32).
+
     Threads (ours, session s39): on a CPU every full fp32 pass of the map runs at one intra-op thread:
     the fp32 path's batches as single-threaded worker streams (:func:`_in_workers`, one per thread),
     the clean image, the incremental path's check batches (the recorded one alone) and its
@@ -314,10 +341,16 @@ class ExhaustiveSearch:
             )
         self.incremental = incremental
         self.inc = None
+        self.screen_dtype = None  # the incremental path's screen of the rest (bf16_incremental)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
             if supports(model):
                 self.inc = Incremental(model, switch=incremental_switch)
+                low = self.low
                 self.low, self.path = None, "fp32_incremental"
+                if low is not None and self.inc.supports_screen():
+                    # bf16_screened on the incremental path: the rest of the network screened in
+                    # delta form, fp32 (the cone's activations kept, the rest re-run) decides
+                    self.screen_dtype, self.path = low, "bf16_incremental"
         self.seen_error = [0.0, 0.0]  # largest |low precision - fp32| so far: margin, log-odds
         self._gen = torch.Generator().manual_seed(
             self.seed
@@ -325,8 +358,16 @@ class ExhaustiveSearch:
 
     def describe(self) -> str:
         """Which path runs, for the log."""
+        sw = None if self.inc is None else ("auto" if self.inc.switch is None else self.inc.switch)
+        if self.inc is not None and self.screen_dtype is not None:
+            return (
+                f"bf16_incremental: the first blocks (switch {sw}) on each candidate's changed cone in fp32, the rest "
+                f"screened in bf16 in delta form; the fp32 rest on the kept cone activations re-evaluates every "
+                f"candidate the screen's band (x{self.screen_band:g} the largest error seen) could change, once "
+                f"{INCREMENTAL_CHECK} random full fp32 checks per image (padded to a full batch; the last partial "
+                f"batch in fp32) equal that fp32 rest bit for bit; else full fp32 passes re-evaluate"
+            )
         if self.inc is not None:
-            sw = "auto" if self.inc.switch is None else self.inc.switch
             return (
                 f"fp32_incremental: the first blocks (switch {sw}) on each candidate's changed cone, the rest in full; "
                 f"fp32 full passes decide (band {self.screen_band:g} x the largest difference seen, at least "
@@ -487,12 +528,53 @@ class ExhaustiveSearch:
         u_lo = torch.empty(n, dtype=torch.float64)
         n_full = (n // B) * B  # the fp32 path's full batches; the rest is its last batch
         w = image.shape[-1]
+        feats = None  # bf16_incremental: every full batch's fp32 activations at the switch
         if self.inc is not None:
             # the incremental values come after round 0 (its fp32 check batch supplies the clean cache)
             self.inc.prepare(image)
             p_inc = torch.full((n,), math.nan)
             s_inc = torch.zeros(n, dtype=torch.bool)
+            m_inc = torch.full((n,), math.nan, dtype=torch.float64)
+            u_inc = torch.full((n,), math.nan, dtype=torch.float64)
             err = (0.0, 0.0)  # the random check measures the difference
+            if self.screen_dtype is not None:
+                hh, ww, cc = self.inc.clean_out.shape
+                need_bytes = n_full * hh * ww * cc * 4
+                if need_bytes <= FEATURE_CACHE_BYTES:
+                    shape = (n_full, hh, ww, cc)
+                    feats = getattr(self, "_feats", None)
+                    if feats is None or tuple(feats.shape) != shape or feats.device != device:
+                        # kept between images of the same size (its pages faulted in once)
+                        feats = self._feats = torch.empty(shape, device=device)
+                else:
+                    log.info(
+                        "bf16_incremental: the activations at the switch would take %.1f GiB (more than "
+                        "%.1f): this image runs the exact incremental path",
+                        need_bytes / 2**30,
+                        FEATURE_CACHE_BYTES / 2**30,
+                    )
+            k = self.inc.rest_batch()
+            chunk = (
+                B if (B <= k or B % k) else k
+            )  # the rest's chunk within a batch (Incremental.rest)
+
+            def rest_exact(idx: torch.Tensor) -> int:
+                """The fp32 rest on the kept activations of candidates ``idx`` (full batches), in
+                chunks of the rest's own size within a batch (padded with repeats); returns the
+                candidates run."""
+                total = -(-len(idx) // chunk) * chunk
+                idx = torch.cat([idx, idx[-1:].expand(total - len(idx))])
+
+                def run(s):
+                    j = idx[s : s + chunk]
+                    z = self.inc.rest(feats[j.to(device)].permute(0, 3, 1, 2))
+                    p32[j] = z.softmax(1)[:, cls].float().cpu()
+                    pred = z.argmax(1).cpu()
+                    succ[j] = (pred == cls) if targeted else (pred != cls)
+                    m32[j], u32[j] = _decision(z, cls, targeted)
+
+                _in_workers(run, list(range(0, total, chunk)), device)
+                return total
         else:
             for start in range(0, n, B):
                 idx = torch.arange(start, min(start + B, n), device=device)
@@ -518,7 +600,7 @@ class ExhaustiveSearch:
         n_check = (
             INCREMENTAL_CHECK if self.inc is not None else max(self.screen_check, MIN_RANDOM_CHECK)
         )
-        n_fp32, rounds, fell_back, exact = 0, 0, False, False
+        n_fp32, n_rest, rounds, fell_back, exact = 0, 0, 0, False, False
         while True:
             dm, du = self._band()
             need, _, _ = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
@@ -530,6 +612,14 @@ class ExhaustiveSearch:
                 need, fell_back = ~known, True
             if not need.any() and rounds > 0:  # round 0 always runs the random check
                 break
+            if feats is not None and exact:  # the fp32 rest on the kept cone activations decides
+                sel = need.nonzero().squeeze(1)  # all in full batches: the last one is known
+                n_rest += rest_exact(sel)
+                known[sel] = True
+                e = self._observe(m_lo[sel], u_lo[sel], m32[sel], u32[sel])
+                err = (max(err[0], e[0]), max(err[1], e[1]))
+                rounds += 1
+                continue
             for g, (g_lo, g_hi, size) in enumerate(groups):
                 sel = need[g_lo:g_hi].nonzero().squeeze(1) + g_lo
                 check = (
@@ -582,20 +672,42 @@ class ExhaustiveSearch:
                 # (none when the check already covered them all); its last batch ran whole in fp32
                 # above, so its values are the fp32 ones
                 all_checked = bool(known[:n_full].all())
+                if feats is not None:  # after the recording: the clean cache the check batch gave
+                    self.inc.prepare_screen(self.screen_dtype)
 
                 def evaluate(start):
                     idx = torch.arange(start, start + B, device=device)
                     p = pix[idx // n_col]
-                    z = self.inc(p // w, p % w, palette[idx % n_col])
-                    p_inc[start : start + B] = z.softmax(1)[:, cls].float().cpu()
-                    pred = z.argmax(1).cpu()
-                    s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
+                    if feats is not None:  # fp32 on the cone, kept; the rest screened in bf16
+                        f = self.inc.features_at_switch(p // w, p % w, palette[idx % n_col])
+                        feats[start : start + B] = f.permute(0, 2, 3, 1)
+                        z = self.inc.screen(f, self.screen_dtype)
+                    else:
+                        z = self.inc(p // w, p % w, palette[idx % n_col])
+                        p_inc[start : start + B] = z.softmax(1)[:, cls].float().cpu()
+                        pred = z.argmax(1).cpu()
+                        s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
                     m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
 
                 _in_workers(evaluate, list(range(0, 0 if all_checked else n_full, B)), device)
                 fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
                 m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
                 p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
+                if feats is not None and not all_checked:
+                    # the fp32 rest on the checked candidates' kept activations, into copies of the
+                    # tables (the full passes' values stay for the comparison below)
+                    chk = (known & (torch.arange(n) < n_full)).nonzero().squeeze(1)
+                    saved = p32.clone(), succ.clone(), m32.clone(), u32.clone()
+                    n_rest += rest_exact(chk)
+                    p_inc[chk], s_inc[chk], m_inc[chk], u_inc[chk] = (
+                        p32[chk],
+                        succ[chk],
+                        m32[chk],
+                        u32[chk],
+                    )
+                    p32, succ, m32, u32 = saved
+                else:
+                    m_inc, u_inc = m_lo, u_lo
             e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
             err = (max(err[0], e[0]), max(err[1], e[1]))
             if (
@@ -605,8 +717,8 @@ class ExhaustiveSearch:
                 and self._reproduces(
                     known
                     & (torch.arange(n) < n_full),  # the incremental values checked against fp32
-                    m_lo,
-                    u_lo,
+                    m_inc,
+                    u_inc,
                     p_inc,
                     s_inc,
                     m32,
@@ -615,11 +727,13 @@ class ExhaustiveSearch:
                     succ,
                 )
             ):
-                # every checked candidate's incremental result is the fp32 result bit for bit: take them all
-                p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
-                m32, u32 = torch.where(known, m32, m_lo), torch.where(known, u32, u_lo)
-                known = torch.ones_like(known)
                 exact = True
+                if feats is None:
+                    # every checked candidate's incremental result is the fp32 result bit for bit: take them all
+                    p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
+                    m32, u32 = torch.where(known, m32, m_lo), torch.where(known, u32, u_lo)
+                    known = torch.ones_like(known)
+                # else (bf16_incremental): the fp32 rest re-evaluates what the screen's band needs
             rounds += 1
         dm, du = self._band()
         need, one, contender = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
@@ -639,15 +753,16 @@ class ExhaustiveSearch:
             )
         if self.inc is not None:
             log.debug(
-                "incremental map: %s, %d full fp32 passes of %d",
+                "incremental map: %s, %d full fp32 passes and %d fp32 rests of %d",
                 "bit-exact" if exact else "banded",
                 n_fp32,
+                n_rest,
                 n,
             )
         return (
             value.view(-1, n_col),
             vuln,
-            {"n_fp32": n_fp32, "screen_error": max(err), "bit_exact": exact},
+            {"n_fp32": n_fp32, "n_rest": n_rest, "screen_error": max(err), "bit_exact": exact},
         )
 
     @staticmethod
