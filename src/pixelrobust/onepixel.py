@@ -270,7 +270,9 @@ class ExhaustiveSearch:
     MobileNetV2 at 224, where plain bf16's error is as large as a pixel's colours differ). The
     run-time check is the same full-batch one; its candidates' fp32 rests on the kept activations
     must equal their full fp32 passes bit for bit (and ``uncovered`` be 0). Then the screen's band
-    (as above, from the errors seen) selects what fp32 decides, and the fp32 rest on the kept
+    (as above, from the errors seen: the checked candidates, random ones topped up by the fp32 rest
+    to ``max(screen_check, MIN_RANDOM_CHECK)`` per image, and every re-evaluated one) selects what
+    fp32 decides, and the fp32 rest on the kept
     activations gives those values (``n_rest`` counts them, in chunks of the rest's own size,
     padded); otherwise full fp32 passes do. Every colour that could be its pixel's best and every
     candidate near the boundary gets its fp32 value, so the map is the fp32 map when the sampled
@@ -363,9 +365,11 @@ class ExhaustiveSearch:
             return (
                 f"bf16_incremental: the first blocks (switch {sw}) on each candidate's changed cone in fp32, the rest "
                 f"screened in bf16 in delta form; the fp32 rest on the kept cone activations re-evaluates every "
-                f"candidate the screen's band (x{self.screen_band:g} the largest error seen) could change, once "
-                f"{INCREMENTAL_CHECK} random full fp32 checks per image (padded to a full batch; the last partial "
-                f"batch in fp32) equal that fp32 rest bit for bit; else full fp32 passes re-evaluate"
+                f"candidate the screen's band (x{self.screen_band:g} the largest error seen: on "
+                f"{max(self.screen_check, MIN_RANDOM_CHECK)} random candidates per image at least and every one "
+                f"re-evaluated) could change, once {INCREMENTAL_CHECK} random full fp32 checks per image (padded to a "
+                f"full batch; the last partial batch in fp32) equal that fp32 rest bit for bit; else full fp32 passes "
+                f"re-evaluate"
             )
         if self.inc is not None:
             return (
@@ -733,7 +737,19 @@ class ExhaustiveSearch:
                     p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
                     m32, u32 = torch.where(known, m32, m_lo), torch.where(known, u32, u_lo)
                     known = torch.ones_like(known)
-                # else (bf16_incremental): the fp32 rest re-evaluates what the screen's band needs
+                else:
+                    # bf16_incremental: the fp32 rest re-evaluates what the screen's band needs. The
+                    # band's random sample first: as many random candidates as the bf16 screen
+                    # checks (MIN_RANDOM_CHECK at least), the checked ones counted, the rest by
+                    # the fp32 rest (exact: just checked), their errors observed
+                    pool = (~known[:n_full]).nonzero().squeeze(1)
+                    extra = max(self.screen_check, MIN_RANDOM_CHECK) - int(known[:n_full].sum())
+                    extra = pool[torch.randperm(len(pool), generator=gen)[: max(0, extra)]]
+                    if len(extra):
+                        n_rest += rest_exact(extra)
+                        known[extra] = True
+                        e = self._observe(m_lo[extra], u_lo[extra], m32[extra], u32[extra])
+                        err = (max(err[0], e[0]), max(err[1], e[1]))
             rounds += 1
         dm, du = self._band()
         need, one, contender = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
