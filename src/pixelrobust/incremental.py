@@ -396,6 +396,7 @@ class Incremental:
             for hk in hooks:
                 hk.remove()
         self.clean_in, self.clean_out, self._pads = new[:-1], new[-1], {}
+        self._delta = None  # a screen built on the old cache is stale: prepare_screen again
         # an activation the forward pass never reached (no pass, or hooks that did not fire) is
         # uncovered everywhere: its batch-1 value stayed
         self.uncovered = sum(
