@@ -271,7 +271,7 @@ class ExhaustiveSearch:
 
     ``precision="bf16_screened"`` with ``incremental="auto"`` (ours, session s40; ``path``
     ``bf16_incremental``, on a CPU with native bf16; a CIFAR ResNet: ``SCREENED_ARCHS``. MobileNetV2
-    keeps the exact incremental path: its delta screen, though ten times closer than plain bf16,
+    keeps the exact incremental path: its delta screen, though ~35 times closer than plain bf16,
     costs about three quarters of the fp32 rest on this CPU, and the map was no faster): three tiers. The cone runs in fp32 as above and its activations at the switch
     are kept (``FEATURE_CACHE_BYTES`` at most; larger maps run the exact incremental path); the rest
     of the network is screened in bf16 in *delta form*
@@ -285,7 +285,7 @@ class ExhaustiveSearch:
     to ``max(screen_check, INCREMENTAL_SCREEN_SAMPLE)`` per image, and every re-evaluated one) selects what
     fp32 decides, and the fp32 rest on the kept
     activations gives those values (``n_rest`` counts them, in chunks of the rest's own size,
-    padded); otherwise full fp32 passes do. Every colour that could be its pixel's best and every
+    padded); otherwise full fp32 passes do (the random sample too). Every colour that could be its pixel's best and every
     candidate near the boundary gets its fp32 value, so the map is the fp32 map when the sampled
     bound holds, as for the bf16 screen ("Known limit" in docs/p1.md applies); default off
     (``precision`` fp32).
@@ -616,6 +616,9 @@ class ExhaustiveSearch:
             INCREMENTAL_CHECK if self.inc is not None else max(self.screen_check, MIN_RANDOM_CHECK)
         )
         n_fp32, n_rest, rounds, fell_back, exact = 0, 0, 0, False, False
+        forced = torch.zeros(
+            n, dtype=torch.bool
+        )  # bf16_incremental's random sample, if full passes run it
         while True:
             dm, du = self._band()
             need, _, _ = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
@@ -623,6 +626,8 @@ class ExhaustiveSearch:
                 need = torch.zeros_like(
                     need
                 )  # incremental: round 0 is the random check alone, in every batch size
+            if rounds == 1:
+                need |= forced & ~known
             if rounds >= SCREEN_ROUNDS:
                 need, fell_back = ~known, True
             if not need.any() and rounds > 0:  # round 0 always runs the random check
@@ -750,19 +755,19 @@ class ExhaustiveSearch:
                     known = torch.ones_like(known)
                 else:
                     # bf16_incremental: the fp32 rest re-evaluates what the screen's band needs. The
-                    # band's random sample first: as many random candidates as the bf16 screen
-                    # checks (MIN_RANDOM_CHECK at least), the checked ones counted, the rest by
-                    # the fp32 rest (exact: just checked), their errors observed
-                    pool = (~known[:n_full]).nonzero().squeeze(1)
-                    extra = max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(
-                        known[:n_full].sum()
-                    )
-                    extra = pool[torch.randperm(len(pool), generator=gen)[: max(0, extra)]]
+                    # band's random sample first: INCREMENTAL_SCREEN_SAMPLE random candidates at
+                    # least, the checked ones counted, the rest by the fp32 rest (exact: just
+                    # checked), their errors observed
+                    extra = self._screen_sample(known, n_full, gen)
                     if len(extra):
                         n_rest += rest_exact(extra)
                         known[extra] = True
                         e = self._observe(m_lo[extra], u_lo[extra], m32[extra], u32[extra])
                         err = (max(err[0], e[0]), max(err[1], e[1]))
+            elif feats is not None and rounds == 0:
+                # bf16_incremental whose fp32 rest failed the check: the screen's band still needs
+                # its random sample; full fp32 passes evaluate it in the next round
+                forced[self._screen_sample(known, n_full, gen)] = True
             rounds += 1
         dm, du = self._band()
         need, one, contender = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
@@ -793,6 +798,14 @@ class ExhaustiveSearch:
             vuln,
             {"n_fp32": n_fp32, "n_rest": n_rest, "screen_error": max(err), "bit_exact": exact},
         )
+
+    def _screen_sample(self, known, n_full: int, gen) -> torch.Tensor:
+        """bf16_incremental's random sample for its band: candidates of the full batches not yet
+        evaluated, so that with the evaluated ones there are ``max(screen_check,
+        INCREMENTAL_SCREEN_SAMPLE)``."""
+        pool = (~known[:n_full]).nonzero().squeeze(1)
+        extra = max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(known[:n_full].sum())
+        return pool[torch.randperm(len(pool), generator=gen)[: max(0, extra)]]
 
     @staticmethod
     def _reproduces(known, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ) -> bool:

@@ -607,6 +607,20 @@ def test_bf16_incremental_falls_back_to_full_passes_when_the_check_fails(
         (b,) = search(x[i : i + 1], y[i : i + 1])
     assert _same(maps[i], b) and not b.bit_exact
     assert b.n_fp32 > 256 and b.n_rest == 256  # the check's rests only; full passes decided
+    # the screen's random sample (INCREMENTAL_SCREEN_SAMPLE with the 256 checked) then runs as full
+    # passes: with the band's own selection emptied, exactly those 768 are evaluated
+    n = 8192
+
+    def nothing(m_lo, u_lo, known, *a):
+        none = torch.zeros(n, dtype=torch.bool)
+        return none, none, none
+
+    monkeypatch.setattr(ExhaustiveSearch, "_needed", staticmethod(nothing))
+    with _threads(1):
+        (s,) = ExhaustiveSearch(
+            resnet20, "corners", 256, precision="bf16_screened", incremental="auto"
+        )(x[i : i + 1], y[i : i + 1])
+    assert s.n_fp32 == 256 + onepixel.INCREMENTAL_SCREEN_SAMPLE - 256, s.n_fp32
     monkeypatch.undo()
     monkeypatch.setattr(onepixel, "FEATURE_CACHE_BYTES", 0)
     with _threads(1):
