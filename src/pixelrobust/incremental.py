@@ -682,10 +682,6 @@ class _DeltaRest:
         x0 = clean_out.permute(2, 0, 1)[None].contiguous(memory_format=cl)
         self.first = x0  # the clean activation at the switch
 
-        def folded(conv, bn):
-            s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            return (conv.weight * s.view(-1, 1, 1, 1)).to(dtype).contiguous(memory_format=cl)
-
         self.layers = []
         for b in seq:
             p1 = b.bn1(b.conv1(x0))
@@ -693,16 +689,16 @@ class _DeltaRest:
             p2 = b.bn2(b.conv2(h0)) + b.downsample(x0)
             short = b.downsample
             if isinstance(short, nn.Sequential):  # option B: a 1 x 1 convolution and a batch norm
-                short = (folded(short[0], short[1]), short[0].stride)
+                short = (_folded_weight(short[0], short[1], dtype), short[0].stride)
             elif not isinstance(short, nn.Identity | _pad_type()):
                 raise ValueError(f"delta screen: unsupported shortcut {type(short).__name__}")
             self.layers.append(
                 (
-                    folded(b.conv1, b.bn1),
+                    _folded_weight(b.conv1, b.bn1, dtype),
                     b.conv1.stride,
                     (-p1).contiguous(memory_format=cl),
                     F.relu(-p1).contiguous(memory_format=cl),
-                    folded(b.conv2, b.bn2),
+                    _folded_weight(b.conv2, b.bn2, dtype),
                     (-p2).contiguous(memory_format=cl),
                     F.relu(-p2).contiguous(memory_format=cl),
                     short,
@@ -752,8 +748,7 @@ class _DeltaSteps:
                     "delta screen: a convolution needs one batch norm, then at most one ReLU / ReLU6"
                 )
             c = st.conv
-            scale = bn[0].weight / torch.sqrt(bn[0].running_var + bn[0].eps)
-            w = (c.weight * scale.view(-1, 1, 1, 1)).to(dtype).contiguous(memory_format=cl)
+            w = _folded_weight(c, bn[0], dtype)
             p = _elementwise(st.post[:1], c(x))  # the clean pre-activation (fp32)
             if st.residual_end:
                 if acts or st.after_add is not None or st.shortcut is not None:
@@ -797,6 +792,17 @@ class _DeltaSteps:
             else:  # ReLU
                 d = torch.maximum(y, bounds[0]).add_(bounds[2])
         return self.head(self.last + d, self.n_blocks).float()
+
+
+def _folded_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype) -> torch.Tensor:
+    """``conv``'s weight times ``bn``'s eval-mode scale, in ``dtype``, channels-last: the delta form's
+    convolution of a change (the shift cancels in a difference, so no bias)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return (
+        (conv.weight * scale.view(-1, 1, 1, 1))
+        .to(dtype)
+        .contiguous(memory_format=torch.channels_last)
+    )
 
 
 def _pad_type():
