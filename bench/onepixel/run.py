@@ -232,8 +232,16 @@ def incremental_rows(
             ),
         )
     searches = {m: ExhaustiveSearch(model, "corners", args.batch_size, **kw) for m, kw in methods}
+    compile_s = {}  # the compiled delta screen's one-off compile per process, timed apart (session s41)
     for m, search in searches.items():
         print(f"{m}: {search.describe()}")
+        if search.inc is not None and search.screen_dtype is not None and search.screen_compile:
+            with torch.inference_mode():
+                search.inc.prepare(x[0].to(device))
+                t = time.perf_counter()
+                search.inc.prepare_screen(search.screen_dtype, True)
+                compile_s[m] = time.perf_counter() - t
+            print(f"{m}: screen compiled in {compile_s[m]:.1f} s (before the timed maps)", flush=True)
     # interleaved: each image's fp32 and incremental maps back to back (the first of the two
     # alternating), then RAW_BATCHES raw batches, so that a machine whose speed drifts during the run
     # gives both methods and the raw rate the same conditions
@@ -298,6 +306,7 @@ def incremental_rows(
             r["difference_seen"] = max(m.screen_error for m in out)
             r["bit_exact_images"] = sum(m.bit_exact for m in out)
             r["n_rest"] = sum(m.n_rest for m in out) / n
+            r["compile_seconds"] = compile_s.get(method)
         rows.append(r)
         report(r)
     raw_after = raw_rates({mode: [size[mode]] for mode in RAW_MODES})

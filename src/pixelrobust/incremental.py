@@ -35,6 +35,7 @@ bit on this CPU (measured: bench/onepixel/switch.py), and the callers check it a
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from contextlib import contextmanager
@@ -45,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 ELEMENTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Identity)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -610,16 +613,26 @@ class Incremental:
         return torch.cat([self.arch.rest(f[i : i + k], self.n_switch) for i in range(0, len(f), k)])
 
     @torch.inference_mode()
-    def prepare_screen(self, dtype=torch.bfloat16) -> Incremental:
+    def prepare_screen(self, dtype=torch.bfloat16, compile: bool = False) -> Incremental:
         """The clean image's pre-activations after the switch for :meth:`screen` (from the current
-        clean activation at the switch)."""
+        clean activation at the switch). ``compile``: the screen's arithmetic through
+        ``torch.compile`` (:class:`_Compiled`: its elementwise work fused around the convolutions;
+        eager where compiling fails)."""
         if not self.supports_screen():
             raise ValueError(
                 f"Incremental.screen: this {self.arch.name} has an activation that is not ReLU / ReLU6: "
                 "no delta form (run precision fp32)"
             )
         cls = _DeltaRest if self.arch.name == "CifarResNet" else _DeltaSteps
-        self._delta = cls(self.model, self.clean_out, self.n_switch, dtype)
+        self._delta = cls(self.model, self.clean_out, self.n_switch, dtype, compile)
+        if compile:  # compile here, in the caller's thread, for the chunk size screen() runs
+            first = self._delta.first
+            self._delta.run.warm(
+                first.expand(self.rest_batch(), *first.shape[1:]).contiguous(
+                    memory_format=torch.channels_last
+                ),
+                self._delta,
+            )
         return self
 
     def supports_screen(self) -> bool:
@@ -674,10 +687,11 @@ class _DeltaRest:
     pixel that barely moves the network gets a screening error near zero. Shortcuts: identity and
     option A (linear, on ``d`` in fp32); option B's 1 × 1 convolution and batch norm in delta form."""
 
-    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype):
+    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype, compile: bool = False):
         net = model.net
         seq = [*net.layer1, *net.layer2, *net.layer3][n - 1 :]
         self.dtype, self.fc = dtype, net.fc
+        self.run = _DELTA_REST if compile else _delta_rest
         cl = torch.channels_last
         x0 = clean_out.permute(2, 0, 1)[None].contiguous(memory_format=cl)
         self.first = x0  # the clean activation at the switch
@@ -708,18 +722,24 @@ class _DeltaRest:
         self.last = x0.contiguous(memory_format=cl)
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        d = f - self.first
-        for w1, stride, n1, n1p, w2, n2, n2p, short in self.layers:
-            y = F.conv2d(d.to(self.dtype), w1, None, stride, 1)
-            dh = torch.maximum(y, n1).sub_(n1p)
-            y = F.conv2d(dh.to(self.dtype), w2, None, 1, 1).float()
-            if isinstance(short, tuple):
-                y.add_(F.conv2d(d.to(self.dtype), short[0], None, short[1]))
-            else:
-                y.add_(short(d))
-            d = torch.maximum(y, n2).sub_(n2p)
-        out = d + self.last
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)).float()
+        return self.run(f, self.first, self.layers, self.last, self.fc, self.dtype)
+
+
+def _delta_rest(f, first, layers, last, fc, dtype) -> torch.Tensor:
+    """:class:`_DeltaRest`'s arithmetic, a function of its tensors (one compiled graph serves every
+    image of a size: :class:`_Compiled`)."""
+    d = f - first
+    for w1, stride, n1, n1p, w2, n2, n2p, short in layers:
+        y = F.conv2d(d.to(dtype), w1, None, stride, 1)
+        dh = torch.maximum(y, n1).sub_(n1p)
+        y = F.conv2d(dh.to(dtype), w2, None, 1, 1).float()
+        if isinstance(short, tuple):
+            y.add_(F.conv2d(d.to(dtype), short[0], None, short[1]))
+        else:
+            y.add_(short(d))
+        d = torch.maximum(y, n2).sub_(n2p)
+    out = d + last
+    return fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)).float()
 
 
 class _DeltaSteps:
@@ -729,10 +749,10 @@ class _DeltaSteps:
     pre-activation ``P``: after a ReLU6 the change is ``clamp(y, -P, 6 - P) + (P - relu6(P))``, after a
     ReLU ``max(y, -P) - relu(-P)``, after none ``y``; a residual adds the block input's change."""
 
-    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype):
+    def __init__(self, model, clean_out: torch.Tensor, n: int, dtype, compile: bool = False):
         arch = _arch(model)
-        self.dtype, self.head = dtype, arch.rest
-        self.n_blocks = len(arch.blocks)
+        self.dtype, self.classifier = dtype, model.net.classifier
+        self.run = _DELTA_STEPS if compile else _delta_steps
         cl = torch.channels_last
         x = clean_out.permute(2, 0, 1)[None].contiguous(memory_format=cl)
         self.first = x
@@ -776,22 +796,82 @@ class _DeltaSteps:
         self.last = x
 
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        d = f - self.first
-        block_d = None
-        for w, stride, padding, groups, start, res_end, bounds in self.steps:
-            if start:
-                block_d = d
-            # y stays in low precision: the fp32 operations below read it as it is (no copy)
-            y = F.conv2d(d.to(self.dtype), w, None, stride, padding, 1, groups)
-            if res_end:
-                y = block_d + y  # fp32 when the block's input change is
-            if bounds is None:
-                d = y  # a linear step: the next convolution takes it as it is
-            elif bounds[1] is not None:  # ReLU6
-                d = torch.clamp(y, bounds[0], bounds[1]).add_(bounds[2])
-            else:  # ReLU
-                d = torch.maximum(y, bounds[0]).add_(bounds[2])
-        return self.head(self.last + d, self.n_blocks).float()
+        return self.run(f, self.first, self.steps, self.last, self.classifier, self.dtype)
+
+
+def _delta_steps(f, first, steps, last, classifier, dtype) -> torch.Tensor:
+    """:class:`_DeltaSteps`' arithmetic, a function of its tensors (see :func:`_delta_rest`); the
+    head is torchvision's MobileNetV2 after its features: average pooling, then the classifier."""
+    d = f - first
+    block_d = None
+    for w, stride, padding, groups, start, res_end, bounds in steps:
+        if start:
+            block_d = d
+        # y stays in low precision: the fp32 operations below read it as it is (no copy)
+        y = F.conv2d(d.to(dtype), w, None, stride, padding, 1, groups)
+        if res_end:
+            y = block_d + y  # fp32 when the block's input change is
+        if bounds is None:
+            d = y  # a linear step: the next convolution takes it as it is
+        elif bounds[1] is not None:  # ReLU6
+            d = torch.clamp(y, bounds[0], bounds[1]).add_(bounds[2])
+        else:  # ReLU
+            d = torch.maximum(y, bounds[0]).add_(bounds[2])
+    x = F.adaptive_avg_pool2d(last + d, (1, 1))
+    return classifier(torch.flatten(x, 1)).float()
+
+
+class _Compiled:
+    """``fn(f, *state)`` through ``torch.compile`` (ours, session s41; inductor: on a CPU it needs a C++
+    compiler), for the delta screens: their elementwise fp32 work (the tensor-bound clamps, the dtype
+    copies) fused into few loops around the low-precision convolutions. Measured on this CPU, one
+    thread, 64 candidates (bench/README.md, session s41): ResNet-20's screen 5.9 ms against 9.2
+    eager, MobileNetV2's 75 against 157-169 (its fp32 rest: 226). A screen, not the fp32 answer:
+    the compiled arithmetic differs from the eager one in the last bits, and the exhaustive map's
+    band measures the error of the screen that ran. The state's tensors are inputs, so one compiled
+    graph serves every image of a size (``dynamic=False``: a new input shape compiles anew).
+
+    The first call of each input shape compiles under a lock (the exhaustive map calls the screen from
+    worker threads); if compiling or the compiled call fails, the error is logged once and ``fn``
+    runs eagerly from then on in this process (:attr:`failed` says why)."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled, self.failed = fn, None, None
+        self.seen: set = set()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _key(f: torch.Tensor) -> tuple:
+        return (tuple(f.shape), f.dtype, f.device.type, torch.is_inference_mode_enabled())
+
+    def warm(self, f: torch.Tensor, delta) -> None:
+        """Compile for ``f``'s shape now (a delta screen's call on ``f``), unless done or failed."""
+        if self.failed is None and self._key(f) not in self.seen:
+            delta(f)
+
+    def __call__(self, f: torch.Tensor, *state):
+        if self.failed is None:
+            key = self._key(f)
+            if key in self.seen:
+                return self.compiled(f, *state)
+            with self.lock:
+                try:
+                    if self.compiled is None:
+                        self.compiled = torch.compile(self.fn, dynamic=False)
+                    out = self.compiled(f, *state)
+                    self.seen.add(key)
+                    return out
+                except Exception as e:  # no C++ compiler, an unsupported op: the eager screen
+                    self.failed = f"{type(e).__name__}: {e}"[:500]
+                    log.warning(
+                        "the delta screen's torch.compile failed (%s); the screen runs eagerly "
+                        "(slower, the same maps)",
+                        self.failed,
+                    )
+        return self.fn(f, *state)
+
+
+_DELTA_REST, _DELTA_STEPS = _Compiled(_delta_rest), _Compiled(_delta_steps)
 
 
 def _folded_weight(conv: nn.Conv2d, bn: nn.BatchNorm2d, dtype) -> torch.Tensor:

@@ -151,10 +151,12 @@ INCREMENTAL_SCREEN_SAMPLE = (
 #   least; the 64 full-pass checks count, the rest by the cheap fp32 rest). Its errors are heavier-tailed
 #   than plain bf16's (a referee, session s40: with 256 random candidates the image's largest error exceeded
 #   twice the sample's in 2-50 % of draws per image, up to 3.7x), so the sample is 4x the bf16 screen's
-SCREENED_ARCHS = ("CifarResNet",)  # ours: where bf16_incremental runs (session s40): on MobileNetV2
-#   at 224 its delta screen costs ~0.75 of the fp32 rest here (the elementwise work around its 1 x 1
-#   expansions) and a fifth of the candidates still need the fp32 rest: no faster than the exact
-#   incremental map (bench/README.md, "Session s40"), so it keeps that path
+SCREENED_ARCHS = ("CifarResNet", "MobileNetV2")  # ours: where bf16_incremental runs
+EAGER_SCREENED_ARCHS = ("CifarResNet",)  # ours: ... without the compiled screen (screen_compile
+#   False): MobileNetV2's eager delta screen at 224 costs ~0.75 of the fp32 rest here (the elementwise
+#   work around its 1 x 1 expansions) and a fifth of the candidates still need the fp32 rest: no
+#   faster than the exact incremental map (bench/README.md, "Session s40"), so it keeps that path;
+#   compiled (session s41) its screen costs about a third of the fp32 rest
 FEATURE_CACHE_BYTES = (
     2 * 2**30
 )  # ours: bf16_incremental keeps the fp32 activations at the switch of
@@ -317,6 +319,7 @@ class ExhaustiveSearch:
         max_clean_log_odds: float | None = -17.0,
         incremental: str = "off",
         incremental_switch: int | None = None,
+        screen_compile: bool = True,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"onepixel.precision must be one of {PRECISIONS}, got {precision!r}")
@@ -355,12 +358,14 @@ class ExhaustiveSearch:
         self.incremental = incremental
         self.inc = None
         self.screen_dtype = None  # the incremental path's screen of the rest (bf16_incremental)
+        self.screen_compile = bool(screen_compile)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
             if supports(model):
                 self.inc = Incremental(model, switch=incremental_switch)
                 low = self.low
                 self.low, self.path = None, "fp32_incremental"
-                if low is not None and self.inc.arch.name in SCREENED_ARCHS:
+                archs = SCREENED_ARCHS if screen_compile else EAGER_SCREENED_ARCHS
+                if low is not None and self.inc.arch.name in archs and self.inc.supports_screen():
                     # bf16_screened on the incremental path: the rest of the network screened in
                     # delta form, fp32 (the cone's activations kept, the rest re-run) decides
                     self.screen_dtype, self.path = low, "bf16_incremental"
@@ -693,7 +698,7 @@ class ExhaustiveSearch:
                 # above, so its values are the fp32 ones
                 all_checked = bool(known[:n_full].all())
                 if feats is not None:  # after the recording: the clean cache the check batch gave
-                    self.inc.prepare_screen(self.screen_dtype)
+                    self.inc.prepare_screen(self.screen_dtype, self.screen_compile)
 
                 def evaluate(start):
                     idx = torch.arange(start, start + B, device=device)

@@ -169,10 +169,23 @@ def test_other_models_and_off_run_the_usual_path(resnet20, mobilenet):
     assert (
         ExhaustiveSearch(resnet20, precision="bf16_screened", incremental="auto").path == screened
     )
-    # MobileNetV2 keeps the exact incremental path (its screen does not pay here: SCREENED_ARCHS)
+    # MobileNetV2 takes it with the compiled screen (the default), and keeps the exact incremental
+    # path without (its eager screen does not pay here: EAGER_SCREENED_ARCHS)
     assert (
         ExhaustiveSearch(mobilenet, precision="bf16_screened", incremental="auto").path
+        == screened
+    )
+    assert (
+        ExhaustiveSearch(
+            mobilenet, precision="bf16_screened", incremental="auto", screen_compile=False
+        ).path
         == "fp32_incremental"
+    )
+    assert (
+        ExhaustiveSearch(
+            resnet20, precision="bf16_screened", incremental="auto", screen_compile=False
+        ).path
+        == screened
     )
     # a MobileNetV2 with an activation that is not piecewise linear has no delta form
     import copy
@@ -494,9 +507,13 @@ def test_the_delta_screen_of_the_rest_is_close_to_fp32_and_closer_than_plain_bf1
         delta = inc.screen(f)
         clean = inc.screen(inc._delta.first.expand(32, -1, -1, -1))
         ref_clean = resnet20(image[None])
+        compiled = Incremental(resnet20).prepare(image).prepare_screen(compile=True).screen(f)
     e_delta, e_plain = (delta - exact).abs().max(), (plain - exact).abs().max()
     assert e_plain > 0.05  # plain bf16 is far off (a real error to compare with)
     assert e_delta < 0.25 * e_plain, (e_delta, e_plain)
+    # the compiled screen (torch.compile, session s41): the same arithmetic up to fp32 reordering
+    assert (compiled - exact).abs().max() < 0.25 * e_plain
+    assert (compiled - delta).abs().max() < 0.05 * e_delta
     assert (exact - ref_clean).abs().amax(1).max() > 50 * e_delta  # the candidates move the logits
     assert (clean - ref_clean).abs().max() < 1e-4
     with pytest.raises(RuntimeError, match="prepare_screen"):  # a new image drops the old screen
@@ -519,14 +536,15 @@ def test_the_delta_screen_of_mobilenet_v2(mobilenet, imagenet, full_map):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             plain = inc.arch.rest(f, inc.n_switch).float()
         delta = inc.screen(f)
+        compiled = Incremental(mobilenet).prepare(image).prepare_screen(compile=True).screen(f)
     e_delta, e_plain = (delta - exact).abs().max(), (plain - exact).abs().max()
     assert e_plain > 0.03 and e_delta < 0.1 * e_plain, (e_delta, e_plain)
-    # the three tiers with this screen give the fp32 map too (ExhaustiveSearch runs MobileNetV2 on
-    # the exact incremental path, SCREENED_ARCHS; here it is let through)
+    assert (compiled - delta).abs().max() < 0.05 * e_delta  # compiled: the same arithmetic
+    # the three tiers with the compiled screen give the fp32 map too
     search = ExhaustiveSearch(
         mobilenet, "corners", 32, precision="bf16_screened", incremental="auto"
     )
-    search.screen_dtype, search.path = torch.bfloat16, "bf16_incremental"
+    assert search.path == "bf16_incremental"
     (b,) = search(imagenet[0][:1], imagenet[1][:1], grid_mask(224, 224, 28)[None])
     assert b.precision == "bf16_incremental" and _same(full_map, b)
     assert 0 < b.screen_error < 0.05
@@ -986,3 +1004,33 @@ def test_bf16_incremental_observes_its_random_sample_and_every_rest(
     assert seen[0] == 64 and seen[1] == onepixel.INCREMENTAL_SCREEN_SAMPLE - 64, seen
     # every rest after the check's is observed (chunk padding repeats a candidate: observed once)
     assert sum(rests) == b.n_rest and sum(seen[1:]) <= b.n_rest - 64 and len(seen) >= 3
+
+
+def test_a_screen_that_fails_to_compile_runs_eagerly_and_says_why(
+    resnet20, cifar_test, monkeypatch, caplog
+):
+    """Where torch.compile fails (no C++ compiler, an unsupported op), the delta screen logs the
+    reason once and runs eagerly from then on: the same logits as the eager screen, bit for bit."""
+    from pixelrobust import incremental as incmod
+
+    calls = []
+
+    def broken(fn, **kw):
+        calls.append(fn)
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    fresh = incmod._Compiled(incmod._delta_rest)
+    monkeypatch.setattr(incmod, "_DELTA_REST", fresh)
+    image = cifar_test.images[1]
+    idx = torch.arange(0, 1024, 16)
+    colours = torch.ones(len(idx), 3)
+    with caplog.at_level("WARNING", logger="pixelrobust.incremental"):
+        inc = Incremental(resnet20).prepare(image).prepare_screen(compile=True)
+    with torch.inference_mode():
+        f = inc.features_at_switch(idx // 32, idx % 32, colours)
+        z = inc.screen(f)
+        eager = Incremental(resnet20).prepare(image).prepare_screen().screen(f)
+    assert torch.equal(z, eager)
+    assert len(calls) == 1 and "no C++ compiler here" in fresh.failed
+    assert "runs eagerly" in caplog.text and "no C++ compiler here" in caplog.text
