@@ -241,7 +241,9 @@ def incremental_rows(
                 t = time.perf_counter()
                 search.inc.prepare_screen(search.screen_dtype, True)
                 compile_s[m] = time.perf_counter() - t
-            print(f"{m}: screen compiled in {compile_s[m]:.1f} s (before the timed maps)", flush=True)
+            print(
+                f"{m}: screen compiled in {compile_s[m]:.1f} s (before the timed maps)", flush=True
+            )
     # interleaved: each image's fp32 and incremental maps back to back (the first of the two
     # alternating), then RAW_BATCHES raw batches, so that a machine whose speed drifts during the run
     # gives both methods and the raw rate the same conditions

@@ -172,8 +172,7 @@ def test_other_models_and_off_run_the_usual_path(resnet20, mobilenet):
     # MobileNetV2 takes it with the compiled screen (the default), and keeps the exact incremental
     # path without (its eager screen does not pay here: EAGER_SCREENED_ARCHS)
     assert (
-        ExhaustiveSearch(mobilenet, precision="bf16_screened", incremental="auto").path
-        == screened
+        ExhaustiveSearch(mobilenet, precision="bf16_screened", incremental="auto").path == screened
     )
     assert (
         ExhaustiveSearch(
