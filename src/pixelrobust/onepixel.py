@@ -272,9 +272,13 @@ class ExhaustiveSearch:
     ``fp32_incremental``; elsewhere (other models, CUDA, ``"off"``) nothing changes.
 
     ``precision="bf16_screened"`` with ``incremental="auto"`` (ours, session s40; ``path``
-    ``bf16_incremental``, on a CPU with native bf16; a CIFAR ResNet: ``SCREENED_ARCHS``. MobileNetV2
-    keeps the exact incremental path: its delta screen, though ~35 times closer than plain bf16,
-    costs about three quarters of the fp32 rest on this CPU, and the map was no faster): three tiers. The cone runs in fp32 as above and its activations at the switch
+    ``bf16_incremental``, on a CPU with native bf16; a CIFAR ResNet or a MobileNetV2 with ReLU / ReLU6:
+    ``SCREENED_ARCHS``. The screen runs through ``torch.compile`` (``screen_compile``, default true;
+    session s41: its elementwise work fused, about a third of the fp32 rest on MobileNetV2 and a
+    quarter on ResNet-20, one thread; eager where compiling fails, with the reason logged). Without it
+    MobileNetV2 keeps the exact incremental path (``EAGER_SCREENED_ARCHS``: its eager delta screen,
+    though ~35 times closer than plain bf16, costs about three quarters of the fp32 rest on this CPU,
+    and the map was no faster)): three tiers. The cone runs in fp32 as above and its activations at the switch
     are kept (``FEATURE_CACHE_BYTES`` at most; larger maps run the exact incremental path); the rest
     of the network is screened in bf16 in *delta form*
     (:meth:`~pixelrobust.incremental.Incremental.screen`: convolutions on the change from the clean
@@ -380,7 +384,7 @@ class ExhaustiveSearch:
         if self.inc is not None and self.screen_dtype is not None:
             return (
                 f"bf16_incremental: the first blocks (switch {sw}) on each candidate's changed cone in fp32, the rest "
-                f"screened in bf16 in delta form; the fp32 rest on the kept cone activations re-evaluates every "
+                f"screened in bf16 in delta form ({'through torch.compile, eager where that fails' if self.screen_compile else 'eager'}); the fp32 rest on the kept cone activations re-evaluates every "
                 f"candidate the screen's band (x{self.screen_band:g} the largest error seen: on "
                 f"{max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE)} random candidates per image at least and every one "
                 f"re-evaluated) could change, once {INCREMENTAL_CHECK} random full fp32 checks per image (padded to a "
