@@ -625,15 +625,29 @@ class Incremental:
             )
         cls = _DeltaRest if self.arch.name == "CifarResNet" else _DeltaSteps
         self._delta = cls(self.model, self.clean_out, self.n_switch, dtype, compile)
-        if compile:  # compile here, in the caller's thread, for the chunk size screen() runs
+        if compile:
+            # compile here, in the caller's thread, for the chunk screen() runs (its last chunk
+            # padded to it) at one intra-op thread, as the exhaustive map runs every screen (its
+            # worker threads, or the caller under one thread): dynamo guards on the thread count
             first = self._delta.first
-            self._delta.run.warm(
-                first.expand(self.rest_batch(), *first.shape[1:]).contiguous(
-                    memory_format=torch.channels_last
-                ),
-                self._delta,
-            )
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                self._delta.run.warm(
+                    first.expand(self.rest_batch(), *first.shape[1:]).contiguous(
+                        memory_format=torch.channels_last
+                    ),
+                    self._delta,
+                )
+            finally:
+                torch.set_num_threads(n)
         return self
+
+    def screen_compiled(self) -> bool:
+        """Whether :meth:`screen` runs compiled (after :meth:`prepare_screen` with ``compile``: its
+        warm-up compiled and nothing failed since)."""
+        run = getattr(self._delta, "run", None)
+        return isinstance(run, _Compiled) and run.compiled is not None and run.failed is None
 
     def supports_screen(self) -> bool:
         """Whether :meth:`screen` can run this network: a CIFAR ResNet, or a MobileNetV2 whose
@@ -661,7 +675,16 @@ class Incremental:
                 "Incremental.screen: call prepare_screen(dtype) after prepare(image) first"
             )
         k = self.rest_batch()
-        return torch.cat([self._delta(f[i : i + k]) for i in range(0, len(f), k)])
+        out = []
+        for i in range(0, len(f), k):
+            part = f[i : i + k]
+            if len(part) < k < len(f):  # the last chunk, padded to the others' shape (one graph)
+                pad = part[-1:].expand(k - len(part), *part.shape[1:])
+                part = torch.cat([part, pad]).contiguous(memory_format=torch.channels_last)
+                out.append(self._delta(part)[: len(f) - i])
+            else:
+                out.append(self._delta(part))
+        return torch.cat(out)
 
     def rest_batch(self) -> int:
         """Candidates per chunk of the network after the switch (ours): the largest power of two
@@ -721,8 +744,11 @@ class _DeltaRest:
             x0 = F.relu(p2)
         self.last = x0.contiguous(memory_format=cl)
 
+    def state(self) -> tuple:
+        return self.first, self.layers, self.last, self.fc, self.dtype
+
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        return self.run(f, self.first, self.layers, self.last, self.fc, self.dtype)
+        return self.run(f, *self.state())
 
 
 def _delta_rest(f, first, layers, last, fc, dtype) -> torch.Tensor:
@@ -795,8 +821,11 @@ class _DeltaSteps:
             x = x.contiguous(memory_format=cl)
         self.last = x
 
+    def state(self) -> tuple:
+        return self.first, self.steps, self.last, self.classifier, self.dtype
+
     def __call__(self, f: torch.Tensor) -> torch.Tensor:
-        return self.run(f, self.first, self.steps, self.last, self.classifier, self.dtype)
+        return self.run(f, *self.state())
 
 
 def _delta_steps(f, first, steps, last, classifier, dtype) -> torch.Tensor:
@@ -831,9 +860,13 @@ class _Compiled:
     band measures the error of the screen that ran. The state's tensors are inputs, so one compiled
     graph serves every image of a size (``dynamic=False``: a new input shape compiles anew).
 
-    The first call of each input shape compiles under a lock (the exhaustive map calls the screen from
-    worker threads); if compiling or the compiled call fails, the error is logged once and ``fn``
-    runs eagerly from then on in this process (:attr:`failed` says why)."""
+    The first call of each key (input shape, intra-op thread count, grad and inference mode, the
+    modules passed: the guards dynamo recompiles on) compiles under a lock (the exhaustive map calls
+    the screen from worker threads); if compiling or a compiled call fails, the error is logged once
+    and ``fn`` runs eagerly from then on in this process (:attr:`failed` says why); with dynamo
+    disabled (``TORCHDYNAMO_DISABLE=1``) it runs eagerly from the start. Dynamo compiles at most
+    ``torch._dynamo.config.recompile_limit`` (8) graphs of one function per process; past that it
+    runs new keys eagerly itself, with its own warning (many models or image sizes in one process)."""
 
     def __init__(self, fn):
         self.fn, self.compiled, self.failed = fn, None, None
@@ -841,33 +874,47 @@ class _Compiled:
         self.lock = threading.Lock()
 
     @staticmethod
-    def _key(f: torch.Tensor) -> tuple:
-        return (tuple(f.shape), f.dtype, f.device.type, torch.is_inference_mode_enabled())
+    def _key(f: torch.Tensor, state) -> tuple:
+        return (
+            tuple(f.shape),
+            f.dtype,
+            f.device.type,
+            torch.get_num_threads(),
+            torch.is_grad_enabled(),
+            torch.is_inference_mode_enabled(),
+            tuple(id(m) for m in state if isinstance(m, nn.Module)),
+        )
 
     def warm(self, f: torch.Tensor, delta) -> None:
         """Compile for ``f``'s shape now (a delta screen's call on ``f``), unless done or failed."""
-        if self.failed is None and self._key(f) not in self.seen:
+        if self.failed is None and self._key(f, delta.state()) not in self.seen:
             delta(f)
 
     def __call__(self, f: torch.Tensor, *state):
+        if self.failed is None and getattr(torch._dynamo.config, "disable", False):
+            self.failed = "dynamo is disabled (TORCHDYNAMO_DISABLE=1)"
+            log.info("the delta screen runs eagerly: %s", self.failed)
         if self.failed is None:
-            key = self._key(f)
-            if key in self.seen:
-                return self.compiled(f, *state)
-            with self.lock:
-                try:
-                    if self.compiled is None:
-                        self.compiled = torch.compile(self.fn, dynamic=False)
-                    out = self.compiled(f, *state)
-                    self.seen.add(key)
-                    return out
-                except Exception as e:  # no C++ compiler, an unsupported op: the eager screen
-                    self.failed = f"{type(e).__name__}: {e}"[:500]
-                    log.warning(
-                        "the delta screen's torch.compile failed (%s); the screen runs eagerly "
-                        "(slower, the same maps)",
-                        self.failed,
-                    )
+            key = self._key(f, state)
+            try:
+                if key in self.seen:
+                    return self.compiled(f, *state)
+                with self.lock:
+                    if self.failed is None:
+                        if self.compiled is None:
+                            self.compiled = torch.compile(self.fn, dynamic=False)
+                        out = self.compiled(f, *state)
+                        self.seen.add(key)
+                        return out
+            except Exception as e:  # no C++ compiler, an unsupported op: the eager screen
+                with self.lock:
+                    if self.failed is None:
+                        self.failed = f"{type(e).__name__}: {e}"[:500]
+                        log.warning(
+                            "the delta screen's torch.compile failed (%s); the screen runs eagerly "
+                            "(slower, the same maps)",
+                            self.failed,
+                        )
         return self.fn(f, *state)
 
 

@@ -363,6 +363,7 @@ class ExhaustiveSearch:
         self.inc = None
         self.screen_dtype = None  # the incremental path's screen of the rest (bf16_incremental)
         self.screen_compile = bool(screen_compile)
+        self._compile_probed = False  # the first screened image compiles the screen (_screened)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
             if supports(model):
                 self.inc = Incremental(model, switch=incremental_switch)
@@ -556,6 +557,21 @@ class ExhaustiveSearch:
         if self.inc is not None:
             # the incremental values come after round 0 (its fp32 check batch supplies the clean cache)
             self.inc.prepare(image)
+            if self.screen_dtype is not None and self.screen_compile and not self._compile_probed:
+                # once per search: compile the screen now (on this image's batch-1 cache: the graph
+                # is the same); a MobileNetV2 whose screen does not compile takes the exact path
+                self._compile_probed = True
+                self.inc.prepare_screen(self.screen_dtype, True)
+                if (
+                    not self.inc.screen_compiled()
+                    and self.inc.arch.name not in EAGER_SCREENED_ARCHS
+                ):
+                    log.warning(
+                        "bf16_incremental: the screen did not compile; this %s runs the exact "
+                        "incremental path (its eager screen does not pay)",
+                        self.inc.arch.name,
+                    )
+                    self.screen_dtype, self.path = None, "fp32_incremental"
             p_inc = torch.full((n,), math.nan)
             s_inc = torch.zeros(n, dtype=torch.bool)
             m_inc = torch.full((n,), math.nan, dtype=torch.float64)

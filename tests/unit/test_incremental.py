@@ -1,6 +1,8 @@
 """Incremental evaluation of one-pixel candidates (src/pixelrobust/incremental.py) against the full
 forward pass, on the mirror's MobileNetV2 and a real ImageNet sample image."""
 
+import os
+import shutil
 import threading
 import time
 
@@ -479,6 +481,8 @@ class _threads:
         torch.set_num_threads(self.old)
 
 
+HAS_CXX = bool(shutil.which(os.environ.get("CXX", "g++")))  # inductor's C++ compiler on a CPU
+
 needs_bf16 = pytest.mark.skipif(
     low_precision_dtype("cpu") is None,
     reason="the CPU has no native bf16 (the screen does not run)",
@@ -506,7 +510,10 @@ def test_the_delta_screen_of_the_rest_is_close_to_fp32_and_closer_than_plain_bf1
         delta = inc.screen(f)
         clean = inc.screen(inc._delta.first.expand(32, -1, -1, -1))
         ref_clean = resnet20(image[None])
-        compiled = Incremental(resnet20).prepare(image).prepare_screen(compile=True).screen(f)
+        comp = Incremental(resnet20).prepare(image).prepare_screen(compile=True)
+        compiled = comp.screen(f)
+    if HAS_CXX:  # it compiled (else the comparison below would be eager against eager)
+        assert comp.screen_compiled()
     e_delta, e_plain = (delta - exact).abs().max(), (plain - exact).abs().max()
     assert e_plain > 0.05  # plain bf16 is far off (a real error to compare with)
     assert e_delta < 0.25 * e_plain, (e_delta, e_plain)
@@ -535,7 +542,10 @@ def test_the_delta_screen_of_mobilenet_v2(mobilenet, imagenet, full_map):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             plain = inc.arch.rest(f, inc.n_switch).float()
         delta = inc.screen(f)
-        compiled = Incremental(mobilenet).prepare(image).prepare_screen(compile=True).screen(f)
+        comp = Incremental(mobilenet).prepare(image).prepare_screen(compile=True)
+        compiled = comp.screen(f)
+    if HAS_CXX:
+        assert comp.screen_compiled()
     e_delta, e_plain = (delta - exact).abs().max(), (plain - exact).abs().max()
     assert e_plain > 0.03 and e_delta < 0.1 * e_plain, (e_delta, e_plain)
     assert (compiled - delta).abs().max() < 0.05 * e_delta  # compiled: the same arithmetic
@@ -1033,3 +1043,58 @@ def test_a_screen_that_fails_to_compile_runs_eagerly_and_says_why(
     assert torch.equal(z, eager)
     assert len(calls) == 1 and "no C++ compiler here" in fresh.failed
     assert "runs eagerly" in caplog.text and "no C++ compiler here" in caplog.text
+
+
+@needs_bf16
+@pytest.mark.parametrize("how", ["raises", "dynamo disabled"])
+def test_a_mobilenet_whose_screen_does_not_compile_takes_the_exact_path(
+    mobilenet, imagenet, full_map, monkeypatch, caplog, how
+):
+    """MobileNetV2's eager delta screen does not pay (session s40), so where the screen does not
+    compile the search runs the exact incremental path instead, says so, and gives the fp32 map."""
+    from pixelrobust import incremental as incmod
+
+    if how == "raises":
+
+        def broken(fn, **kw):
+            raise RuntimeError("no C++ compiler here")
+
+        monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(incmod, "_DELTA_STEPS", incmod._Compiled(incmod._delta_steps))
+    search = ExhaustiveSearch(
+        mobilenet, "corners", 32, precision="bf16_screened", incremental="auto"
+    )
+    assert search.path == "bf16_incremental"  # chosen before compiling
+    disabled = torch._dynamo.config.patch(disable=how == "dynamo disabled")
+    with caplog.at_level("WARNING", logger="pixelrobust.onepixel"), disabled:
+        (b,) = search(imagenet[0][:1], imagenet[1][:1], grid_mask(224, 224, 28)[None])
+    assert b.precision == "fp32_incremental" and search.path == "fp32_incremental"
+    assert "did not compile" in caplog.text and _same(full_map, b)
+    assert incmod._DELTA_STEPS.failed
+
+
+@needs_bf16
+@pytest.mark.skipif(not HAS_CXX, reason="no C++ compiler: the screen runs eagerly")
+def test_a_two_thread_map_compiles_its_screen_once(resnet20, cifar_test):
+    """The map runs every screen at one intra-op thread (its workers), and dynamo guards on the thread
+    count: the warm-up compiles at one thread, so the workers find the graph; batch 48 makes chunks
+    of 32 and 16, the last padded to 32 (one shape). A second image compiles nothing."""
+    from torch._dynamo.utils import counters
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        search = ExhaustiveSearch(
+            resnet20, "corners", 48, precision="bf16_screened", incremental="auto"
+        )
+        mask = grid_mask(32, 32, 2)[None]
+        x, y = cifar_test.images[:2], cifar_test.labels[:2]
+        g0 = counters["stats"]["unique_graphs"]
+        (a,) = search(x[:1], y[:1], mask)
+        g1 = counters["stats"]["unique_graphs"]
+        (b,) = search(x[1:2], y[1:2], mask)
+        g2 = counters["stats"]["unique_graphs"]
+    finally:
+        torch.set_num_threads(threads)
+    assert a.precision == b.precision == "bf16_incremental" and search.inc.screen_compiled()
+    assert g1 - g0 <= 1 and g2 == g1, (g0, g1, g2)
