@@ -854,7 +854,7 @@ class _Compiled:
     """``fn(f, *state)`` through ``torch.compile`` (ours, session s41; inductor: on a CPU it needs a C++
     compiler), for the delta screens: their elementwise fp32 work (the tensor-bound clamps, the dtype
     copies) fused into few loops around the low-precision convolutions. Measured on this CPU, one
-    thread, 64 candidates (bench/README.md, session s41): ResNet-20's screen 5.9 ms against 9.2
+    thread, 64 candidates (docs/p1.md, "Session s41"): ResNet-20's screen 5.9 ms against 9.2
     eager, MobileNetV2's 75 against 157-169 (its fp32 rest: 226). A screen, not the fp32 answer:
     the compiled arithmetic differs from the eager one in the last bits, and the exhaustive map's
     band measures the error of the screen that ran. The state's tensors are inputs, so one compiled
