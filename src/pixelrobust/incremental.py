@@ -629,18 +629,16 @@ class Incremental:
             # compile here, in the caller's thread, for the chunk screen() runs (its last chunk
             # padded to it) at one intra-op thread, as the exhaustive map runs every screen (its
             # worker threads, or the caller under one thread): dynamo guards on the thread count
+            from .onepixel import _one_thread  # lazy: onepixel imports this module
+
             first = self._delta.first
-            n = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with _one_thread(first.device):
                 self._delta.run.warm(
                     first.expand(self.rest_batch(), *first.shape[1:]).contiguous(
                         memory_format=torch.channels_last
                     ),
                     self._delta,
                 )
-            finally:
-                torch.set_num_threads(n)
         return self
 
     def screen_compiled(self) -> bool:
