@@ -141,7 +141,9 @@ def incremental_rows(
     took the band; ``difference_seen``: the largest difference seen); with ``--screened`` also
     ``pixelrobust_exhaustive_grid_incremental_screened`` (``onepixel.precision`` bf16_screened: on a
     CIFAR ResNet the rest of the network screened in bf16 delta form, the fp32 rest on the kept cone
-    activations deciding; ``n_rest``: those fp32 rests per image, the check's included). Besides wall
+    activations deciding; ``n_rest``: those fp32 rests per image, the check's included, and every
+    candidate of an image the screen gate sent to the exact path, ``screen_skipped_images`` counts
+    those, session s42). Besides wall
     seconds, every row has process CPU seconds (``cpu_seconds_per_image``,
     ``fraction_of_raw_forward_cpu``): on a shared machine the wall clock counts other people's work.
     The two maps of each image run back to back (which goes first alternates), followed by as many
@@ -265,7 +267,8 @@ def incremental_rows(
             maps[m].append(pm)
             print(
                 f"  image {int(index[i])} {m}: {dt:.1f} s wall, {dc:.1f} s CPU, "
-                f"full fp32 passes {pm.n_fp32}, fp32 rests {pm.n_rest} of {pm.n_evals}",
+                f"full fp32 passes {pm.n_fp32}, fp32 rests {pm.n_rest} of {pm.n_evals}"
+                + (" (screen gate: exact path)" if pm.screen_skipped else ""),
                 flush=True,
             )
         for mode in RAW_MODES if i % 2 == 0 else RAW_MODES[::-1]:
@@ -308,6 +311,7 @@ def incremental_rows(
             r["difference_seen"] = max(m.screen_error for m in out)
             r["bit_exact_images"] = sum(m.bit_exact for m in out)
             r["n_rest"] = sum(m.n_rest for m in out) / n
+            r["screen_skipped_images"] = sum(m.screen_skipped for m in out)
             r["compile_seconds"] = compile_s.get(method)
         rows.append(r)
         report(r)

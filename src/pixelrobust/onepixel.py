@@ -33,6 +33,7 @@ import logging
 import math
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,9 @@ class PixelMap:
         0  # bf16_incremental: candidates whose fp32 rest ran on their kept cone activations
     )
     #                  (the check's, the band's and chunk padding)
+    screen_skipped: bool = False  # bf16_incremental: the screen's probe predicted that the
+    #                  screen would not pay on this image, and its other candidates ran the exact
+    #                  incremental path (cone and fp32 rest; ExhaustiveSearch, "screen gate")
 
     @property
     def success(self) -> bool:
@@ -161,6 +165,10 @@ FEATURE_CACHE_BYTES = (
     2 * 2**30
 )  # ours: bf16_incremental keeps the fp32 activations at the switch of
 #                                  an image's candidates up to this size (ResNet-20's map: 256 MiB)
+SCREEN_GATE_PROBE = (
+    8  # ours: bf16_incremental screens every 8th batch of an image first (the probe)
+)
+SCREEN_GATE_MIN_BATCHES = 16  # ... on images of at least this many full batches (else no gate)
 SCREEN_ROUNDS = (
     4  # widening rounds before a screened image falls back to fp32 for every candidate left
 )
@@ -296,6 +304,19 @@ class ExhaustiveSearch:
     bound holds, as for the bf16 screen ("Known limit" in docs/p1.md applies); default off
     (``precision`` fp32).
 
+    The screen gate (ours, session s42; ``screen_gate``, default 1.0, ``None``: no gate): on an
+    image of at least ``SCREEN_GATE_MIN_BATCHES`` full batches (whole pixels per batch), every
+    ``SCREEN_GATE_PROBE``-th batch is screened first (the probe). When the probe predicts that the
+    screen costs more than it saves (:meth:`_skip_screen`: the screen's measured cost over the
+    fp32 rest's, plus the share of the probe the band sends to the rest, plus the band's random
+    sample, above ``screen_gate``), the image's other batches run the exact incremental path (the
+    cone, then the fp32 rest), checked bit for bit by the same full-pass check, and the probe's
+    candidates all get the fp32 rest: every candidate then has its fp32 value and no band is
+    needed. On ResNet-20 this happens on images the model is unsure of, or sure of with most
+    probabilities within the rounding slack of 1, where the band sends 60-90 % of the candidates to
+    the fp32 rest and the screened map was slower than the exact one (docs/p1.md, "Session s42").
+    A choice of speed only: either way the map is the fp32 map (``PixelMap.screen_skipped``).
+
     Threads (ours, session s39): on a CPU every full fp32 pass of the map runs at one intra-op thread:
     the fp32 path's batches as single-threaded worker streams (:func:`_in_workers`, one per thread),
     the clean image, the incremental path's check batches (the recorded one alone) and its
@@ -324,6 +345,7 @@ class ExhaustiveSearch:
         incremental: str = "off",
         incremental_switch: int | None = None,
         screen_compile: bool = True,
+        screen_gate: float | None = 1.0,
     ):
         if precision not in PRECISIONS:
             raise ConfigError(f"onepixel.precision must be one of {PRECISIONS}, got {precision!r}")
@@ -363,6 +385,13 @@ class ExhaustiveSearch:
         self.inc = None
         self.screen_dtype = None  # the incremental path's screen of the rest (bf16_incremental)
         self.screen_compile = bool(screen_compile)
+        if screen_gate is not None and not float(screen_gate) > 0:
+            raise ValueError(
+                f"ExhaustiveSearch screen_gate must be a positive cost ratio or None (no gate), got {screen_gate!r}"
+            )
+        self.screen_gate = None if screen_gate is None else float(screen_gate)
+        self._rest_cost = [0.0, 0]  # bf16_incremental: thread CPU seconds of fp32 rests, candidates
+        self.last_gate = None  # bf16_incremental: the screen gate's last estimate (_skip_screen)
         self._compile_probed = False  # the first screened image compiles the screen (_screened)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
             if supports(model):
@@ -604,16 +633,21 @@ class ExhaustiveSearch:
                 candidates run."""
                 total = -(-len(idx) // chunk) * chunk
                 idx = torch.cat([idx, idx[-1:].expand(total - len(idx))])
+                spent = []  # thread CPU seconds (the screen gate's cost of a rest)
 
                 def run(s):
+                    t0 = time.thread_time()
                     j = idx[s : s + chunk]
                     z = self.inc.rest(feats[j.to(device)].permute(0, 3, 1, 2))
                     p32[j] = z.softmax(1)[:, cls].float().cpu()
                     pred = z.argmax(1).cpu()
                     succ[j] = (pred == cls) if targeted else (pred != cls)
                     m32[j], u32[j] = _decision(z, cls, targeted)
+                    spent.append(time.thread_time() - t0)
 
                 _in_workers(run, list(range(0, total, chunk)), device)
+                self._rest_cost[0] += sum(spent)
+                self._rest_cost[1] += total
                 return total
         else:
             for start in range(0, n, B):
@@ -641,6 +675,10 @@ class ExhaustiveSearch:
             INCREMENTAL_CHECK if self.inc is not None else max(self.screen_check, MIN_RANDOM_CHECK)
         )
         n_fp32, n_rest, rounds, fell_back, exact = 0, 0, 0, False, False
+        skipped = (
+            False  # bf16_incremental: the gate sent the image's other batches to the exact path
+        )
+        gated = torch.zeros(n, dtype=torch.bool)  # ... these candidates
         forced = torch.zeros(
             n, dtype=torch.bool
         )  # bf16_incremental's random sample, if full passes run it
@@ -720,30 +758,61 @@ class ExhaustiveSearch:
                 if feats is not None:  # after the recording: the clean cache the check batch gave
                     self.inc.prepare_screen(self.screen_dtype, self.screen_compile)
 
-                def evaluate(start):
+                screen_seconds = []  # thread CPU seconds of the screens (and the kept activations' copy)
+
+                def evaluate(start, screen=True, spent=screen_seconds):
                     idx = torch.arange(start, start + B, device=device)
                     p = pix[idx // n_col]
-                    if feats is not None:  # fp32 on the cone, kept; the rest screened in bf16
+                    if feats is not None and screen:  # the cone in fp32, kept; the rest screened
                         f = self.inc.features_at_switch(p // w, p % w, palette[idx % n_col])
+                        t0 = time.thread_time()
                         feats[start : start + B] = f.permute(0, 2, 3, 1)
                         z = self.inc.screen(f, self.screen_dtype)
-                    else:
-                        z = self.inc(p // w, p % w, palette[idx % n_col])
-                        p_inc[start : start + B] = z.softmax(1)[:, cls].float().cpu()
-                        pred = z.argmax(1).cpu()
-                        s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
+                        m_lo[start : start + B], u_lo[start : start + B] = _decision(
+                            z, cls, targeted
+                        )
+                        spent.append(time.thread_time() - t0)
+                        return
+                    z = self.inc(p // w, p % w, palette[idx % n_col])  # exact (the gate's too)
+                    p_inc[start : start + B] = z.softmax(1)[:, cls].float().cpu()
+                    pred = z.argmax(1).cpu()
+                    s_inc[start : start + B] = (pred == cls) if targeted else (pred != cls)
                     m_lo[start : start + B], u_lo[start : start + B] = _decision(z, cls, targeted)
 
-                _in_workers(evaluate, list(range(0, 0 if all_checked else n_full, B)), device)
+                starts = list(range(0, 0 if all_checked else n_full, B))
+                if (
+                    feats is not None
+                    and self.screen_gate is not None
+                    and len(starts) >= SCREEN_GATE_MIN_BATCHES
+                    and B % n_col == 0  # the probe's batches hold whole pixels (contenders)
+                ):
+                    # the screen gate: every SCREEN_GATE_PROBE-th batch screened first, then the
+                    # others screened only if the probe predicts that the screen pays
+                    probe = starts[SCREEN_GATE_PROBE // 2 :: SCREEN_GATE_PROBE]
+                    _in_workers(evaluate, probe, device)
+                    tables = known, m_lo, u_lo, m32, u32, p32
+                    skipped = self._skip_screen(
+                        probe, (B, n_full, n_col, targeted), tables, sum(screen_seconds), feats
+                    )
+                    done = set(probe)
+                    starts = [s_ for s_ in starts if s_ not in done]
+                if skipped:
+                    for s_ in starts:
+                        gated[s_ : s_ + B] = True
+                    _in_workers(lambda s_: evaluate(s_, False), starts, device)
+                else:
+                    _in_workers(evaluate, starts, device)
                 fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
                 m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
                 p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
                 if feats is not None and not all_checked:
-                    # the fp32 rest on the checked candidates' kept activations, into copies of the
-                    # tables (the full passes' values stay for the comparison below)
-                    chk = (known & (torch.arange(n) < n_full)).nonzero().squeeze(1)
+                    # the fp32 rest on the screened checked candidates' kept activations, into
+                    # copies of the tables (the full passes' values stay for the comparison
+                    # below); the gated ones are checked on the exact path's own values
+                    chk = (known & (torch.arange(n) < n_full) & ~gated).nonzero().squeeze(1)
                     saved = p32.clone(), succ.clone(), m32.clone(), u32.clone()
-                    n_rest += rest_exact(chk)
+                    if len(chk):
+                        n_rest += rest_exact(chk)
                     p_inc[chk], s_inc[chk], m_inc[chk], u_inc[chk] = (
                         p32[chk],
                         succ[chk],
@@ -751,6 +820,7 @@ class ExhaustiveSearch:
                         u32[chk],
                     )
                     p32, succ, m32, u32 = saved
+                    m_inc[gated], u_inc[gated] = m_lo[gated], u_lo[gated]
                 else:
                     m_inc, u_inc = m_lo, u_lo
             e = self._observe(m_lo[known], u_lo[known], m32[known], u32[known])
@@ -778,6 +848,20 @@ class ExhaustiveSearch:
                     p32, succ = torch.where(known, p32, p_inc), torch.where(known, succ, s_inc)
                     m32, u32 = torch.where(known, m32, m_lo), torch.where(known, u32, u_lo)
                     known = torch.ones_like(known)
+                elif skipped:
+                    # bf16_incremental, gated: the exact path's values (just checked) for the gated
+                    # batches, the fp32 rest for every candidate of the probe's (their screen's
+                    # errors observed): every candidate known, no band
+                    g = gated.nonzero().squeeze(1)
+                    p32[g], succ[g], m32[g], u32[g] = p_inc[g], s_inc[g], m_lo[g], u_lo[g]
+                    known[g] = True
+                    n_rest += len(g)
+                    left = (~known[:n_full]).nonzero().squeeze(1)
+                    if len(left):
+                        n_rest += rest_exact(left)
+                        known[left] = True
+                        e = self._observe(m_lo[left], u_lo[left], m32[left], u32[left])
+                        err = (max(err[0], e[0]), max(err[1], e[1]))
                 else:
                     # bf16_incremental: the fp32 rest re-evaluates what the screen's band needs. The
                     # band's random sample first: INCREMENTAL_SCREEN_SAMPLE random candidates at
@@ -821,8 +905,57 @@ class ExhaustiveSearch:
         return (
             value.view(-1, n_col),
             vuln,
-            {"n_fp32": n_fp32, "n_rest": n_rest, "screen_error": max(err), "bit_exact": exact},
+            {
+                "n_fp32": n_fp32,
+                "n_rest": n_rest,
+                "screen_error": max(err),
+                "bit_exact": exact,
+                "screen_skipped": skipped,
+            },
         )
+
+    def _skip_screen(self, probe, shape, tables, spent: float, feats) -> bool:
+        """The screen gate (ours, session s42): whether the screen would cost more than it saves on
+        this image, predicted from its probe (the screened batches ``probe``). Per candidate, the
+        screened path costs the screen ``S`` and, for the share ``f`` of candidates the band sends
+        to the fp32 rest (the probe's share under the band so far, after its checked candidates'
+        errors are observed) plus the band's random sample ``s``, the rest ``R``; the exact path
+        the rest alone. Skip when ``S / R + f + s (1 - f)`` exceeds ``screen_gate``. ``S``: the
+        probe's screens (thread CPU time); ``R``: this search's fp32 rests so far, or one timed
+        batch on its first image. A choice of speed only: either path gives the fp32 map.
+        ``shape``: (batch size, candidates in full batches, colours, targeted); ``tables``: the
+        search's (known, m_lo, u_lo, m32, u32, p32); ``spent``: the probe's screen seconds."""
+        B, n_full, n_col, targeted = shape
+        known, m_lo, u_lo, m32, u32, p32 = tables
+        device = feats.device
+        sel = torch.cat([torch.arange(s, s + B) for s in probe])
+        chk = sel[known[sel]]  # the probe's full-pass checks: the screen's error now
+        if len(chk):
+            self._observe(m_lo[chk], u_lo[chk], m32[chk], u32[chk])
+        dm, du = self._band()
+        need = self._needed(m_lo[sel], u_lo[sel], known[sel], p32[sel], n_col, targeted, dm, du)[0]
+        f = float(need.float().mean())
+        sample = max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(known[:n_full].sum())
+        s = min(1.0, max(0, sample) / max(1, n_full - int(known[:n_full].sum())))
+        if self._rest_cost[1] == 0:  # the first image: time the rest on the probe's first batch
+            t0 = time.thread_time()
+            with _one_thread(device):
+                self.inc.rest(feats[probe[0] : probe[0] + B].permute(0, 3, 1, 2))
+            rest = (time.thread_time() - t0) / B
+        else:
+            rest = self._rest_cost[0] / self._rest_cost[1]
+        ratio = (spent / len(sel)) / max(rest, 1e-12)
+        est = ratio + f + s * (1 - f)
+        skip = est > self.screen_gate
+        self.last_gate = {
+            "estimate": est,
+            "screen_over_rest": ratio,
+            "need": f,
+            "sample": s,
+            "skip": skip,
+        }
+        log.debug("bf16_incremental screen gate: %s", self.last_gate)
+        return skip
 
     def _screen_sample(self, known, n_full: int, gen) -> torch.Tensor:
         """bf16_incremental's random sample for its band: candidates of the full batches not yet

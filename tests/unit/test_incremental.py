@@ -983,7 +983,9 @@ def test_bf16_incremental_observes_its_random_sample_and_every_rest(
 ):
     """Batch 64 (the check gives 64 random candidates): before the first band round the screen's
     errors are observed on INCREMENTAL_SCREEN_SAMPLE random candidates at least, and every
-    candidate the fp32 rest evaluates is observed; the map equals the fp32 map."""
+    candidate the fp32 rest evaluates is observed; the map equals the fp32 map. (No screen gate:
+    its probe observes the probe's checked candidates first and times one rest on the first image;
+    the gate has its own test below.)"""
     from pixelrobust import onepixel
 
     x, y, maps = _fp32_maps(resnet20, cifar_test)
@@ -1004,7 +1006,7 @@ def test_bf16_incremental_observes_its_random_sample_and_every_rest(
     monkeypatch.setattr(ExhaustiveSearch, "_observe", spy_observe)
     monkeypatch.setattr(Incremental, "rest", spy_rest)
     search = ExhaustiveSearch(
-        resnet20, "corners", 64, precision="bf16_screened", incremental="auto"
+        resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=None
     )
     with _threads(1):
         (b,) = search(x[i : i + 1], y[i : i + 1])
@@ -1013,6 +1015,61 @@ def test_bf16_incremental_observes_its_random_sample_and_every_rest(
     assert seen[0] == 64 and seen[1] == onepixel.INCREMENTAL_SCREEN_SAMPLE - 64, seen
     # every rest after the check's is observed (chunk padding repeats a candidate: observed once)
     assert sum(rests) == b.n_rest and sum(seen[1:]) <= b.n_rest - 64 and len(seen) >= 3
+
+
+@needs_bf16
+def test_the_screen_gate_sends_an_image_to_the_exact_path_with_the_same_map(
+    resnet20, cifar_test, monkeypatch
+):
+    """The screen gate (session s42), batch 64 (128 full batches): the search screens every 8th
+    batch first (the probe, 16 batches) and predicts from it whether the screen pays. Forced to
+    skip (``screen_gate`` tiny): the other 112 batches run the exact incremental path (the cone,
+    then the fp32 rest, one call per batch), the probe's candidates the fp32 rest on their kept
+    activations, so every candidate has its fp32 value: the map equals the fp32 map bit for bit,
+    through the bit-exact check of the gated batches' own values. Never skipping (``None``) gives
+    the same map without the exact path; a failed check on a gated image sends it to full passes,
+    same map. Breaking the take-over (the gated values not marked known) leaves contenders
+    without fp32 values: checked once."""
+    x, y, maps = _fp32_maps(resnet20, cifar_test)
+    i = max(range(len(maps)), key=lambda k: int(maps[k].vulnerable.sum()))
+    calls = []
+    orig = Incremental.rest
+
+    def spy_rest(self, f):
+        calls.append(len(f))
+        return orig(self, f)
+
+    monkeypatch.setattr(Incremental, "rest", spy_rest)
+    skip = ExhaustiveSearch(
+        resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=1e-9
+    )
+    with _threads(1):
+        (b,) = skip(x[i : i + 1], y[i : i + 1])
+    assert _same(maps[i], b) and b.screen_skipped and b.bit_exact and b.n_fp32 == 64
+    assert skip.last_gate["skip"] and 0 <= skip.last_gate["need"] <= 1
+    # 112 gated batches of 64, and the probe's 1024 candidates through the rest in chunks of 32
+    assert calls.count(64) >= 112 and 112 * 64 + 1024 <= b.n_rest <= 112 * 64 + 1024 + 64, b.n_rest
+    never = ExhaustiveSearch(
+        resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=None
+    )
+    calls.clear()
+    with _threads(1):
+        (c,) = never(x[i : i + 1], y[i : i + 1])
+    assert _same(maps[i], c) and not c.screen_skipped and c.bit_exact and never.last_gate is None
+    assert 64 not in calls and c.n_rest < b.n_rest  # no exact-path batch
+    monkeypatch.setattr(ExhaustiveSearch, "_reproduces", staticmethod(lambda *a: False))
+    with _threads(1):
+        (d,) = ExhaustiveSearch(
+            resnet20,
+            "corners",
+            64,
+            precision="bf16_screened",
+            incremental="auto",
+            screen_gate=1e-9,
+        )(x[i : i + 1], y[i : i + 1])
+    assert _same(maps[i], d) and d.screen_skipped and not d.bit_exact and d.n_fp32 > 64
+    with pytest.raises(ValueError, match="screen_gate"):
+        ExhaustiveSearch(resnet20, precision="bf16_screened", incremental="auto", screen_gate=0)
 
 
 def test_a_screen_that_fails_to_compile_runs_eagerly_and_says_why(
