@@ -166,7 +166,7 @@ FEATURE_CACHE_BYTES = (
 )  # ours: bf16_incremental keeps the fp32 activations at the switch of
 #                                  an image's candidates up to this size (ResNet-20's map: 256 MiB)
 SCREEN_GATE_PROBE = (
-    8  # ours: bf16_incremental screens every 8th batch of an image first (the probe)
+    8  # ours: bf16_incremental screens a random eighth of an image's batches first (the probe)
 )
 SCREEN_GATE_MIN_BATCHES = 16  # ... on images of at least this many full batches (else no gate)
 SCREEN_ROUNDS = (
@@ -305,17 +305,20 @@ class ExhaustiveSearch:
     (``precision`` fp32).
 
     The screen gate (ours, session s42; ``screen_gate``, default 1.0, ``None``: no gate): on an
-    image of at least ``SCREEN_GATE_MIN_BATCHES`` full batches (whole pixels per batch), every
-    ``SCREEN_GATE_PROBE``-th batch is screened first (the probe). When the probe predicts that the
-    screen costs more than it saves (:meth:`_skip_screen`: the screen's measured cost over the
-    fp32 rest's, plus the share of the probe the band sends to the rest, plus the band's random
-    sample, above ``screen_gate``), the image's other batches run the exact incremental path (the
-    cone, then the fp32 rest), checked bit for bit by the same full-pass check, and the probe's
-    candidates all get the fp32 rest: every candidate then has its fp32 value and no band is
-    needed. On ResNet-20 this happens on images the model is unsure of, or sure of with most
-    probabilities within the rounding slack of 1, where the band sends 60-90 % of the candidates to
-    the fp32 rest and the screened map was slower than the exact one (docs/p1.md, "Session s42").
-    A choice of speed only: either way the map is the fp32 map (``PixelMap.screen_skipped``).
+    image of at least ``SCREEN_GATE_MIN_BATCHES`` full batches (whole pixels per batch), a random
+    ``1 / SCREEN_GATE_PROBE`` of the batches is screened first (the probe, :meth:`_probe`). When
+    the probe predicts that the screen costs more than it saves (:meth:`_skip_screen`: the
+    screen's measured cost over the fp32 rest's, plus the share of the probe the band sends to the
+    rest, plus the band's random sample, above ``screen_gate``), the image's other batches run the
+    exact incremental path (the cone, then the fp32 rest), checked bit for bit by the same
+    full-pass check, and the probe's candidates all get the fp32 rest: every candidate then has
+    its fp32 value and no band is needed. On ResNet-20 this happens on images the model is unsure
+    of, or sure of with most probabilities within the rounding slack of 1, where the band sends
+    about half to 90 % of the candidates to the fp32 rest and the screened map was slower than the
+    exact one (docs/p1.md, "Session s42"). A choice of speed only (``PixelMap.screen_skipped``): a
+    gated image's map is the fp32 map through the exact path's bit-exact check, a screened image's
+    when the sampled bound holds. If the check fails on a gated image, full passes evaluate every
+    screened (probe) candidate and what the band needs.
 
     Threads (ours, session s39): on a CPU every full fp32 pass of the map runs at one intra-op thread:
     the fp32 path's batches as single-threaded worker streams (:func:`_in_workers`, one per thread),
@@ -679,6 +682,10 @@ class ExhaustiveSearch:
             False  # bf16_incremental: the gate sent the image's other batches to the exact path
         )
         gated = torch.zeros(n, dtype=torch.bool)  # ... these candidates
+        probe, in_probe = (
+            [],
+            torch.zeros(n, dtype=torch.bool),
+        )  # the gate's probe: batches, candidates
         forced = torch.zeros(
             n, dtype=torch.bool
         )  # bf16_incremental's random sample, if full passes run it
@@ -786,9 +793,11 @@ class ExhaustiveSearch:
                     and len(starts) >= SCREEN_GATE_MIN_BATCHES
                     and B % n_col == 0  # the probe's batches hold whole pixels (contenders)
                 ):
-                    # the screen gate: every SCREEN_GATE_PROBE-th batch screened first, then the
-                    # others screened only if the probe predicts that the screen pays
-                    probe = starts[SCREEN_GATE_PROBE // 2 :: SCREEN_GATE_PROBE]
+                    # the screen gate: a random SCREEN_GATE_PROBE-th of the batches screened first,
+                    # the others screened only if the probe predicts that the screen pays
+                    probe = self._probe(starts, B, known)
+                    for s_ in probe:
+                        in_probe[s_ : s_ + B] = True
                     _in_workers(evaluate, probe, device)
                     tables = known, m_lo, u_lo, m32, u32, p32
                     skipped = self._skip_screen(
@@ -852,6 +861,12 @@ class ExhaustiveSearch:
                     # bf16_incremental, gated: the exact path's values (just checked) for the gated
                     # batches, the fp32 rest for every candidate of the probe's (their screen's
                     # errors observed): every candidate known, no band
+                    if not bool((known & in_probe).any()):
+                        # no checked candidate in the probe (p = (7/8)^64 at batch 64): the check
+                        # did not see the fp32 rest on kept activations, so the probe takes the
+                        # exact path too, whose values it did see
+                        _in_workers(lambda s_: evaluate(s_, False), probe, device)
+                        gated |= in_probe
                     g = gated.nonzero().squeeze(1)
                     p32[g], succ[g], m32[g], u32[g] = p_inc[g], s_inc[g], m_lo[g], u_lo[g]
                     known[g] = True
@@ -875,8 +890,12 @@ class ExhaustiveSearch:
                         err = (max(err[0], e[0]), max(err[1], e[1]))
             elif feats is not None and rounds == 0:
                 # bf16_incremental whose fp32 rest failed the check: the screen's band still needs
-                # its random sample; full fp32 passes evaluate it in the next round
-                forced[self._screen_sample(known, n_full, gen)] = True
+                # its random sample; full fp32 passes evaluate it in the next round. A gated image:
+                # every screened candidate (the probe's), as its sample would mostly land on the
+                # gated batches, whose exact-path values the check measured already
+                forced[
+                    (in_probe & ~known) if skipped else self._screen_sample(known, n_full, gen)
+                ] = True
             rounds += 1
         dm, du = self._band()
         need, one, contender = self._needed(m_lo, u_lo, known, p32, n_col, targeted, dm, du)
@@ -913,6 +932,16 @@ class ExhaustiveSearch:
                 "screen_skipped": skipped,
             },
         )
+
+    def _probe(self, starts: list, B: int, known: torch.Tensor) -> list:
+        """The screen gate's probe: a random ``1 / SCREEN_GATE_PROBE`` of the full batches ``starts``
+        (at least one; this search's generator), in order. Random, not every k-th: with batch 64
+        and 32-pixel rows every 8th batch is one strip of the image (a referee, session s42: its
+        share of rests differed from the image's by up to 0.12, a random eighth's by up to 0.06).
+        ``known`` (the checked candidates) is not used here; a test picks batches by it."""
+        k = max(1, len(starts) // SCREEN_GATE_PROBE)
+        pick = torch.randperm(len(starts), generator=self._gen)[:k].sort().values
+        return [starts[int(i)] for i in pick]
 
     def _skip_screen(self, probe, shape, tables, spent: float, feats) -> bool:
         """The screen gate (ours, session s42): whether the screen would cost more than it saves on

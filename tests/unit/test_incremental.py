@@ -1072,6 +1072,115 @@ def test_the_screen_gate_sends_an_image_to_the_exact_path_with_the_same_map(
         ExhaustiveSearch(resnet20, precision="bf16_screened", incremental="auto", screen_gate=0)
 
 
+@needs_bf16
+def test_the_screen_gate_checks_the_exact_path_and_samples_the_probe(
+    resnet20, cifar_test, monkeypatch
+):
+    """Forced gate (``screen_gate`` tiny), the referee's cases (session s42). (1) An exact-path result
+    off in the last bits (3e-5 on one logit, in ``Incremental.__call__`` only, which the rest on kept
+    activations does not share) is caught by the check on the gated batches' own values: not
+    bit-exact, full passes decide, the fp32 map. (2) When the check fails on a gated image, full
+    passes evaluate every screened (probe) candidate, not a random sample that would mostly land on
+    the gated batches. (3) A probe without a checked candidate (the check never saw the fp32 rest on
+    kept activations) goes through the exact path too: every full-batch candidate then has its
+    exact-path value (n_rest 8192, none through the kept activations), the fp32 map."""
+    from pixelrobust import onepixel
+
+    x, y, maps = _fp32_maps(resnet20, cifar_test)
+    i = max(range(len(maps)), key=lambda k: int(maps[k].vulnerable.sum()))
+
+    def gated(**kw):
+        return ExhaustiveSearch(
+            resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=1e-9
+        )
+
+    orig_call = Incremental.__call__
+
+    def off(self, *a):
+        z = orig_call(self, *a).clone()
+        z[:, 0] += 3e-5
+        return z
+
+    with monkeypatch.context() as m:
+        m.setattr(Incremental, "__call__", off)
+        with _threads(1):
+            (a,) = gated()(x[i : i + 1], y[i : i + 1])
+    assert a.screen_skipped and not a.bit_exact and a.n_fp32 > 64 and _same(maps[i], a)
+
+    probes, passes = [], []
+    orig_probe, orig_cand = ExhaustiveSearch._probe, onepixel._candidates
+
+    def spy_probe(self, starts, B, known):
+        got = orig_probe(self, starts, B, known)
+        probes.append(got)
+        return got
+
+    def spy_cand(buf, image, pix, palette, idx):
+        passes.append(idx.clone())
+        return orig_cand(buf, image, pix, palette, idx)
+
+    with monkeypatch.context() as m:
+        m.setattr(ExhaustiveSearch, "_probe", spy_probe)
+        m.setattr(onepixel, "_candidates", spy_cand)
+        m.setattr(ExhaustiveSearch, "_reproduces", staticmethod(lambda *a: False))
+        with _threads(1):
+            (b,) = gated()(x[i : i + 1], y[i : i + 1])
+    assert b.screen_skipped and not b.bit_exact and _same(maps[i], b)
+    full = set(torch.cat(passes).tolist())
+    assert len(probes[0]) == 16 and all(
+        c in full for s_ in probes[0] for c in range(s_, s_ + 64)
+    )  # every probe candidate through a full pass
+
+    def probe_free(self, starts, B, known):  # batches without a checked candidate
+        return [s_ for s_ in starts if not known[s_ : s_ + B].any()][: len(starts) // 8]
+
+    calls = []
+    orig_rest = Incremental.rest
+
+    def spy_rest(self, f):
+        calls.append(len(f))
+        return orig_rest(self, f)
+
+    with monkeypatch.context() as m:
+        m.setattr(ExhaustiveSearch, "_probe", probe_free)
+        m.setattr(Incremental, "rest", spy_rest)
+        with _threads(1):
+            (c,) = gated()(x[i : i + 1], y[i : i + 1])
+    assert c.screen_skipped and c.bit_exact and _same(maps[i], c) and c.n_rest == 8192, c.n_rest
+    assert calls.count(64) >= 128  # all 128 batches through the exact path (and one timed rest)
+
+
+def test_the_screen_gate_estimate(resnet20):
+    """``_skip_screen`` on tables whose answer is known from first principles (batch 64, 8192
+    candidates, 64 checked outside the probe, the rest costing 1 ms per candidate): every probe
+    candidate at probability exactly 1.0 and far from the boundary needs nothing (f = 0), so the
+    estimate is the random sample's share alone, (1024 - 64) / (8192 - 64), with a free screen;
+    every probe candidate a success (f = 1) and the screen at 0.1 s per 1024 candidates give
+    0.1 / 1024 / 1e-3 + 1, above the default gate 1.0."""
+    search = ExhaustiveSearch(
+        resnet20, "corners", 64, precision="bf16_screened", incremental="auto"
+    )
+    search._rest_cost = [1.0, 1000]
+    n, B = 8192, 64
+    probe = list(range(4 * B, n, 8 * B))  # 16 batches
+    known = torch.zeros(n, dtype=torch.bool)
+    checks = torch.arange(64, n, 128)  # the 64 checks, in batches 1, 3, 5, ...: none in the probe
+    known[checks] = True
+    assert not any(known[s : s + B].any() for s in probe)
+    m32 = torch.full((n,), 10.0, dtype=torch.float64)
+    u32 = torch.full((n,), -40.0, dtype=torch.float64)
+    p32 = torch.ones(n)
+    m_lo, u_lo = m32.clone(), u32.clone()
+    tables = known, m_lo, u_lo, m32, u32, p32
+    assert not search._skip_screen(probe, (B, n, 8, False), tables, 0.0, torch.empty(0))
+    assert search.last_gate["need"] == 0
+    assert search.last_gate["estimate"] == pytest.approx((1024 - 64) / (8192 - 64), rel=1e-12)
+    m_lo[:] = -1.0  # every candidate a success in the screen
+    assert search._skip_screen(probe, (B, n, 8, False), tables, 0.1, torch.empty(0))
+    assert search.last_gate["need"] == 1
+    assert search.last_gate["estimate"] == pytest.approx(0.1 / 1024 / 1e-3 + 1, rel=1e-9)
+
+
 def test_a_screen_that_fails_to_compile_runs_eagerly_and_says_why(
     resnet20, cifar_test, monkeypatch, caplog
 ):
