@@ -579,6 +579,7 @@ class ExhaustiveSearch:
         """Low precision for every candidate, fp32 for those that could change the map; returns the
         fp32 probability table (non-contenders at ±inf), the vulnerable pixels and the counts."""
         device, B = image.device, self.batch_size
+        self.last_gate = None  # set by _skip_screen when this image's gate runs
         n_col = len(palette)
         n = len(pix) * n_col
         m_lo = torch.empty(n, dtype=torch.float64)
@@ -682,10 +683,8 @@ class ExhaustiveSearch:
             False  # bf16_incremental: the gate sent the image's other batches to the exact path
         )
         gated = torch.zeros(n, dtype=torch.bool)  # ... these candidates
-        probe, in_probe = (
-            [],
-            torch.zeros(n, dtype=torch.bool),
-        )  # the gate's probe: batches, candidates
+        probe = []  # the gate's probe: its batches' starts ...
+        in_probe = torch.zeros(n, dtype=torch.bool)  # ... and candidates
         forced = torch.zeros(
             n, dtype=torch.bool
         )  # bf16_incremental's random sample, if full passes run it
@@ -964,8 +963,7 @@ class ExhaustiveSearch:
         dm, du = self._band()
         need = self._needed(m_lo[sel], u_lo[sel], known[sel], p32[sel], n_col, targeted, dm, du)[0]
         f = float(need.float().mean())
-        sample = max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(known[:n_full].sum())
-        s = min(1.0, max(0, sample) / max(1, n_full - int(known[:n_full].sum())))
+        s = min(1.0, self._sample_left(known, n_full) / max(1, n_full - int(known[:n_full].sum())))
         if self._rest_cost[1] == 0:  # the first image: time the rest on the probe's first batch
             t0 = time.thread_time()
             with _one_thread(device):
@@ -991,8 +989,11 @@ class ExhaustiveSearch:
         evaluated, so that with the evaluated ones there are ``max(screen_check,
         INCREMENTAL_SCREEN_SAMPLE)``."""
         pool = (~known[:n_full]).nonzero().squeeze(1)
-        extra = max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(known[:n_full].sum())
-        return pool[torch.randperm(len(pool), generator=gen)[: max(0, extra)]]
+        return pool[torch.randperm(len(pool), generator=gen)[: self._sample_left(known, n_full)]]
+
+    def _sample_left(self, known, n_full: int) -> int:
+        """How many random candidates :meth:`_screen_sample` adds to the evaluated ones."""
+        return max(0, max(self.screen_check, INCREMENTAL_SCREEN_SAMPLE) - int(known[:n_full].sum()))
 
     @staticmethod
     def _reproduces(known, m_lo, u_lo, p_inc, s_inc, m32, u32, p32, succ) -> bool:

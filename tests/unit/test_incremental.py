@@ -1089,7 +1089,7 @@ def test_the_screen_gate_checks_the_exact_path_and_samples_the_probe(
     x, y, maps = _fp32_maps(resnet20, cifar_test)
     i = max(range(len(maps)), key=lambda k: int(maps[k].vulnerable.sum()))
 
-    def gated(**kw):
+    def gated():
         return ExhaustiveSearch(
             resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=1e-9
         )
