@@ -393,7 +393,9 @@ class ExhaustiveSearch:
                 f"ExhaustiveSearch screen_gate must be a positive cost ratio or None (no gate), got {screen_gate!r}"
             )
         self.screen_gate = None if screen_gate is None else float(screen_gate)
-        self._rest_cost = [0.0, 0]  # bf16_incremental: thread CPU seconds of fp32 rests, candidates
+        # bf16_incremental: thread CPU seconds of fp32 rests and their candidates, per shape of the
+        # activations at the switch (an image size's rests cost their own)
+        self._rest_cost: dict[tuple, list] = {}
         self.last_gate = None  # bf16_incremental: the screen gate's last estimate (_skip_screen)
         self._compile_probed = False  # the first screened image compiles the screen (_screened)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
@@ -650,8 +652,9 @@ class ExhaustiveSearch:
                     spent.append(time.thread_time() - t0)
 
                 _in_workers(run, list(range(0, total, chunk)), device)
-                self._rest_cost[0] += sum(spent)
-                self._rest_cost[1] += total
+                cost = self._rest_cost.setdefault(tuple(feats.shape[1:]), [0.0, 0])
+                cost[0] += sum(spent)
+                cost[1] += total
                 return total
         else:
             for start in range(0, n, B):
@@ -950,7 +953,9 @@ class ExhaustiveSearch:
         errors are observed) plus the band's random sample ``s``, the rest ``R``; the exact path
         the rest alone. Skip when ``S / R + f + s (1 - f)`` exceeds ``screen_gate``. ``S``: the
         probe's screens (thread CPU time); ``R``: this search's fp32 rests so far, or one timed
-        batch on its first image. A choice of speed only: either path gives the fp32 map.
+        batch per worker stream on its first image of this size (the probe's first batches, timed
+        as the rests run: one single-threaded stream per thread, beside each other). A choice of
+        speed only: either path gives the fp32 map.
         ``shape``: (batch size, candidates in full batches, colours, targeted); ``tables``: the
         search's (known, m_lo, u_lo, m32, u32, p32); ``spent``: the probe's screen seconds."""
         B, n_full, n_col, targeted = shape
@@ -964,13 +969,21 @@ class ExhaustiveSearch:
         need = self._needed(m_lo[sel], u_lo[sel], known[sel], p32[sel], n_col, targeted, dm, du)[0]
         f = float(need.float().mean())
         s = min(1.0, self._sample_left(known, n_full) / max(1, n_full - int(known[:n_full].sum())))
-        if self._rest_cost[1] == 0:  # the first image: time the rest on the probe's first batch
-            t0 = time.thread_time()
-            with _one_thread(device):
-                self.inc.rest(feats[probe[0] : probe[0] + B].permute(0, 3, 1, 2))
-            rest = (time.thread_time() - t0) / B
+        cost = self._rest_cost.get(tuple(feats.shape[1:]))
+        if not cost or cost[1] == 0:
+            # the first image of this size: the rest timed on the probe's first batches, one per
+            # worker stream, beside each other as the rests and the probe's screens run
+            timed = []
+
+            def one(s0):
+                t0 = time.thread_time()
+                self.inc.rest(feats[s0 : s0 + B].permute(0, 3, 1, 2))
+                timed.append(time.thread_time() - t0)
+
+            _in_workers(one, probe[: max(1, torch.get_num_threads())], device)
+            rest = sum(timed) / (len(timed) * B)
         else:
-            rest = self._rest_cost[0] / self._rest_cost[1]
+            rest = cost[0] / cost[1]
         ratio = (spent / len(sel)) / max(rest, 1e-12)
         est = ratio + f + s * (1 - f)
         skip = est > self.screen_gate

@@ -1160,7 +1160,7 @@ def test_the_screen_gate_estimate(resnet20):
     search = ExhaustiveSearch(
         resnet20, "corners", 64, precision="bf16_screened", incremental="auto"
     )
-    search._rest_cost = [1.0, 1000]
+    search._rest_cost = {(8, 16, 16): [1.0, 1000]}
     n, B = 8192, 64
     probe = list(range(4 * B, n, 8 * B))  # 16 batches
     known = torch.zeros(n, dtype=torch.bool)
@@ -1172,13 +1172,52 @@ def test_the_screen_gate_estimate(resnet20):
     p32 = torch.ones(n)
     m_lo, u_lo = m32.clone(), u32.clone()
     tables = known, m_lo, u_lo, m32, u32, p32
-    assert not search._skip_screen(probe, (B, n, 8, False), tables, 0.0, torch.empty(0))
+    feats = torch.empty(0, 8, 16, 16)  # the activations' shape keys the rest's cost
+    assert not search._skip_screen(probe, (B, n, 8, False), tables, 0.0, feats)
     assert search.last_gate["need"] == 0
     assert search.last_gate["estimate"] == pytest.approx((1024 - 64) / (8192 - 64), rel=1e-12)
     m_lo[:] = -1.0  # every candidate a success in the screen
-    assert search._skip_screen(probe, (B, n, 8, False), tables, 0.1, torch.empty(0))
+    assert search._skip_screen(probe, (B, n, 8, False), tables, 0.1, feats)
     assert search.last_gate["need"] == 1
     assert search.last_gate["estimate"] == pytest.approx(0.1 / 1024 / 1e-3 + 1, rel=1e-9)
+
+
+@needs_bf16
+def test_the_screen_gate_on_a_targeted_map_with_a_last_partial_batch(resnet20, cifar_test):
+    """The gate on a targeted map (the target's probability raised) over 500 pixels (4000
+    candidates, batch 64: 62 full batches, the gate's probe 7 of them, and a last batch of 32 that
+    runs whole in fp32): forced to skip and never skipping, the map equals the fp32 map, and the
+    forced one took the exact path on the 55 other full batches."""
+    image, label = cifar_test.images[:1], cifar_test.labels[:1]
+    target = (label + 1) % 10
+    mask = torch.zeros(1, 32, 32, dtype=torch.bool)
+    mask.view(-1)[:500] = True
+    probes = []
+
+    def search(gate):
+        s = ExhaustiveSearch(
+            resnet20, "corners", 64, precision="bf16_screened", incremental="auto", screen_gate=gate
+        )
+        orig = s._probe
+
+        def spy(starts, B, known):
+            probes.append(orig(starts, B, known))
+            return probes[-1]
+
+        s._probe = spy
+        return s
+
+    with _threads(1):
+        (a,) = ExhaustiveSearch(resnet20, "corners", 64)(image, label, mask, target)
+        gated, never = search(1e-9), search(None)
+        (b,) = gated(image, label, mask, target)
+        (c,) = never(image, label, mask, target)
+    assert np.nanmax(a.drop) > 0  # some pixel raises the target's probability
+    assert _same(a, b) and b.screen_skipped and b.bit_exact and gated.last_gate["skip"]
+    assert len(probes) == 1 and len(probes[0]) == 62 // 8
+    # the 55 gated batches through the exact path, the probe's 448 through the rest
+    assert 55 * 64 + 448 <= b.n_rest <= 55 * 64 + 448 + 64, b.n_rest
+    assert _same(a, c) and not c.screen_skipped and never.last_gate is None
 
 
 def test_a_screen_that_fails_to_compile_runs_eagerly_and_says_why(
