@@ -396,6 +396,9 @@ class ExhaustiveSearch:
         # bf16_incremental: thread CPU seconds of fp32 rests and their candidates, per shape of the
         # activations at the switch (an image size's rests cost their own)
         self._rest_cost: dict[tuple, list] = {}
+        # ... and of the delta screens (the kept activations' copy included), per shape likewise: the
+        # screen gate's S, pooled over images (one image's probe alone moved S/R by 2x, session s43)
+        self._screen_cost: dict[tuple, list] = {}
         self.last_gate = None  # bf16_incremental: the screen gate's last estimate (_skip_screen)
         self._compile_probed = False  # the first screened image compiles the screen (_screened)
         if incremental == "auto" and torch.device(model_device(model)).type == "cpu":
@@ -813,6 +816,10 @@ class ExhaustiveSearch:
                     _in_workers(lambda s_: evaluate(s_, False), starts, device)
                 else:
                     _in_workers(evaluate, starts, device)
+                if feats is not None and screen_seconds:  # the screen gate's pooled S
+                    cost = self._screen_cost.setdefault(tuple(feats.shape[1:]), [0.0, 0])
+                    cost[0] += sum(screen_seconds)
+                    cost[1] += len(screen_seconds) * B
                 fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
                 m_lo[fp32], u_lo[fp32] = m32[fp32], u32[fp32]
                 p_inc[fp32], s_inc[fp32] = p32[fp32], succ[fp32]
@@ -951,11 +958,14 @@ class ExhaustiveSearch:
         screened path costs the screen ``S`` and, for the share ``f`` of candidates the band sends
         to the fp32 rest (the probe's share under the band so far, after its checked candidates'
         errors are observed) plus the band's random sample ``s``, the rest ``R``; the exact path
-        the rest alone. Skip when ``S / R + f + s (1 - f)`` exceeds ``screen_gate``. ``S``: the
-        probe's screens (thread CPU time); ``R``: this search's fp32 rests so far, or one timed
-        batch per worker stream on its first image of this size (the probe's first batches, timed
-        as the rests run: one single-threaded stream per thread, beside each other). A choice of
-        speed only: either path gives the fp32 map.
+        the rest alone. Skip when ``S / R + f + s (1 - f)`` exceeds ``screen_gate``. ``S``: this
+        search's screens of images of this size so far and the probe's (thread CPU time per
+        candidate, pooled: they cost the same on every image of a size, and one probe's timing is
+        noisy); ``R``: this search's fp32 rests of this size so far, or on its first image of the
+        size one batch per worker stream, timed after an untimed warm-up run of it (the probe's
+        first batches, one single-threaded stream per thread, beside each other, as the rests and
+        the screens run; a cold first batch was timed up to 37 % high, session s43). ``f`` is the
+        image's own signal. A choice of speed only: either path gives the fp32 map.
         ``shape``: (batch size, candidates in full batches, colours, targeted); ``tables``: the
         search's (known, m_lo, u_lo, m32, u32, p32); ``spent``: the probe's screen seconds."""
         B, n_full, n_col, targeted = shape
@@ -976,15 +986,18 @@ class ExhaustiveSearch:
             timed = []
 
             def one(s0):
+                f0 = feats[s0 : s0 + B].permute(0, 3, 1, 2)
+                self.inc.rest(f0)  # warm-up, untimed
                 t0 = time.thread_time()
-                self.inc.rest(feats[s0 : s0 + B].permute(0, 3, 1, 2))
+                self.inc.rest(f0)
                 timed.append(time.thread_time() - t0)
 
             _in_workers(one, probe[: max(1, torch.get_num_threads())], device)
             rest = sum(timed) / (len(timed) * B)
         else:
             rest = cost[0] / cost[1]
-        ratio = (spent / len(sel)) / max(rest, 1e-12)
+        pooled = self._screen_cost.get(tuple(feats.shape[1:]), [0.0, 0])
+        ratio = ((pooled[0] + spent) / (pooled[1] + len(sel))) / max(rest, 1e-12)
         est = ratio + f + s * (1 - f)
         skip = est > self.screen_gate
         self.last_gate = {

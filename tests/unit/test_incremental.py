@@ -1180,6 +1180,67 @@ def test_the_screen_gate_estimate(resnet20):
     assert search._skip_screen(probe, (B, n, 8, False), tables, 0.1, feats)
     assert search.last_gate["need"] == 1
     assert search.last_gate["estimate"] == pytest.approx(0.1 / 1024 / 1e-3 + 1, rel=1e-9)
+    # the screen's cost pooled with this size's earlier screens: 0.1 s over 1024 candidates here
+    # and 0.5 s over 3072 before give 0.6 / 4096 s per candidate (another size's is not used)
+    search._screen_cost = {(8, 16, 16): [0.5, 3072], (8, 20, 20): [100.0, 1]}
+    assert search._skip_screen(probe, (B, n, 8, False), tables, 0.1, feats)
+    assert search.last_gate["screen_over_rest"] == pytest.approx(0.6 / 4096 / 1e-3, rel=1e-9)
+    # targeted (the target's margin and log-odds): far from success with probability exactly 1.0
+    # in the screen's sign convention needs nothing; read untargeted, every candidate would be a
+    # success (margin below 0) and be needed
+    m_lo[:], u_lo[:], m32[:], u32[:] = -10.0, 40.0, -10.0, 40.0
+    search._screen_cost = {}
+    assert not search._skip_screen(probe, (B, n, 8, True), tables, 0.0, feats)
+    assert search.last_gate["need"] == 0
+    assert search.last_gate["estimate"] == pytest.approx((1024 - 64) / (8192 - 64), rel=1e-12)
+
+
+@needs_bf16
+def test_the_screen_gate_times_a_sizes_first_rest_in_the_worker_streams(resnet20, cifar_test):
+    """Two threads: on the first image of a size the gate times the fp32 rest on one probe batch per
+    worker stream (an untimed warm-up run, then the timed one: 4 calls in the two worker threads,
+    not the caller's); the next image of that size uses the rests' pooled cost (no timing call),
+    an image of another size (40 x 40) is timed again, under its own key: one rest cost and one
+    screen cost per size. The maps equal the fp32 maps."""
+    import torch.nn.functional as F
+
+    big = F.interpolate(cifar_test.images[2:3], size=40, mode="bilinear", align_corners=False)
+    images = [cifar_test.images[0:1], cifar_test.images[1:2], big]
+    labels = [cifar_test.labels[0:1], cifar_test.labels[1:2], cifar_test.labels[2:3]]
+    search = ExhaustiveSearch(
+        resnet20, "corners", 64, precision="bf16_screened", incremental="auto"
+    )
+    inside, calls = [False], []
+    orig_skip, orig_rest = search._skip_screen, search.inc.rest
+
+    def skip(*a):
+        inside[0] = True
+        try:
+            return orig_skip(*a)
+        finally:
+            inside[0] = False
+
+    def rest(f):
+        if inside[0]:
+            calls.append(threading.get_ident())
+        return orig_rest(f)
+
+    search._skip_screen, search.inc.rest = skip, rest
+    per_image = []
+    with _threads(2):
+        for x, y in zip(images, labels, strict=True):
+            calls.clear()
+            (got,) = search(x, y)
+            (ref,) = ExhaustiveSearch(resnet20, "corners", 64)(x, y)
+            assert _same(ref, got)
+            per_image.append(list(calls))
+    first, second, other = per_image
+    assert len(first) == 4 and len(set(first)) == 2 and threading.get_ident() not in first
+    assert second == []
+    assert len(other) == 4 and len(set(other)) == 2
+    assert set(search._rest_cost) == {(16, 16, 32), (20, 20, 32)}
+    assert set(search._screen_cost) == {(16, 16, 32), (20, 20, 32)}
+    assert all(c[1] > 0 for c in search._screen_cost.values())
 
 
 @needs_bf16
