@@ -655,7 +655,7 @@ class ExhaustiveSearch:
                     spent.append(time.thread_time() - t0)
 
                 _in_workers(run, list(range(0, total, chunk)), device)
-                cost = self._rest_cost.setdefault(tuple(feats.shape[1:]), [0.0, 0])
+                cost = self._cost(self._rest_cost, feats)
                 cost[0] += sum(spent)
                 cost[1] += total
                 return total
@@ -817,7 +817,7 @@ class ExhaustiveSearch:
                 else:
                     _in_workers(evaluate, starts, device)
                 if feats is not None and screen_seconds:  # the screen gate's pooled S
-                    cost = self._screen_cost.setdefault(tuple(feats.shape[1:]), [0.0, 0])
+                    cost = self._cost(self._screen_cost, feats)
                     cost[0] += sum(screen_seconds)
                     cost[1] += len(screen_seconds) * B
                 fp32 = torch.ones(n, dtype=torch.bool) if all_checked else torch.arange(n) >= n_full
@@ -979,8 +979,8 @@ class ExhaustiveSearch:
         need = self._needed(m_lo[sel], u_lo[sel], known[sel], p32[sel], n_col, targeted, dm, du)[0]
         f = float(need.float().mean())
         s = min(1.0, self._sample_left(known, n_full) / max(1, n_full - int(known[:n_full].sum())))
-        cost = self._rest_cost.get(tuple(feats.shape[1:]))
-        if not cost or cost[1] == 0:
+        cost = self._cost(self._rest_cost, feats)
+        if cost[1] == 0:
             # the first image of this size: the rest timed on the probe's first batches, one per
             # worker stream, beside each other as the rests and the probe's screens run
             timed = []
@@ -996,7 +996,7 @@ class ExhaustiveSearch:
             rest = sum(timed) / (len(timed) * B)
         else:
             rest = cost[0] / cost[1]
-        pooled = self._screen_cost.get(tuple(feats.shape[1:]), [0.0, 0])
+        pooled = self._cost(self._screen_cost, feats)
         ratio = ((pooled[0] + spent) / (pooled[1] + len(sel))) / max(rest, 1e-12)
         est = ratio + f + s * (1 - f)
         skip = est > self.screen_gate
@@ -1009,6 +1009,12 @@ class ExhaustiveSearch:
         }
         log.debug("bf16_incremental screen gate: %s", self.last_gate)
         return skip
+
+    @staticmethod
+    def _cost(table: dict, feats: torch.Tensor) -> list:
+        """``table``'s [thread CPU seconds, candidates] for images of ``feats``' size (keyed by the
+        shape of the activations at the switch; [0.0, 0] until one is added)."""
+        return table.setdefault(tuple(feats.shape[1:]), [0.0, 0])
 
     def _screen_sample(self, known, n_full: int, gen) -> torch.Tensor:
         """bf16_incremental's random sample for its band: candidates of the full batches not yet
